@@ -1,0 +1,83 @@
+"""Opening any image a user may have: JPEG, PNG, grayscale, RGBA, palette, CMYK, 16-bit.
+
+Pillow's ``convert("RGB")`` gets some of these wrong (16-bit images clip to white,
+transparent pixels turn into whatever colour hides under them), so each case is handled
+here once, and everything that is not an image becomes an ``ImageError``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from squeezenet.errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+# Refuse decompression bombs instead of allocating gigabytes for one "image".
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer/float grayscale to 8-bit by scaling, not clipping."""
+    array = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and array.max(initial=0) > 255):
+        scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
+        array = array.astype(np.float64) * (255.0 / scale)
+    elif img.mode == "F":
+        lo, hi = float(array.min(initial=0.0)), float(array.max(initial=1.0))
+        array = (array - lo) * (255.0 / max(hi - lo, 1e-12))
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite transparent images on white, the way viewers show them."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def normalize_mode(img: Image.Image, mode: str = "RGB") -> Image.Image:
+    """Bring a decoded image of any mode to ``mode`` ("RGB" or "L")."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = _flatten_alpha(img)
+    return img.convert(mode) if img.mode != mode else img
+
+
+def load_image(path: str | Path, mode: str = "RGB", draft_size: int | None = None) -> Image.Image:
+    """Decode ``path`` fully, apply its EXIF orientation and convert it to ``mode``.
+
+    ``draft_size`` lets the JPEG decoder skip detail below that size (a DCT-domain
+    downscale, several times faster); it is never used for exact evaluation.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                if draft_size and img.format == "JPEG":
+                    img.draft("RGB" if mode == "RGB" else "L", (draft_size, draft_size))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return normalize_mode(img, mode)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused, too many pixels ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: cannot decode image ({exc})") from None

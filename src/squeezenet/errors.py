@@ -1,0 +1,26 @@
+"""Error types that the command line turns into one clear line and a non-zero exit.
+
+Every failure a user can cause (bad file, bad image, wrong arguments) raises a
+``SqueezeNetError`` subclass with a message that names the culprit, so the CLI never
+has to show a traceback for it.
+"""
+
+
+class SqueezeNetError(Exception):
+    """Base class of all errors caused by input (files, images, arguments)."""
+
+
+class WeightsError(SqueezeNetError):
+    """A weights file is missing, truncated, corrupted, foreign or does not fit the model."""
+
+
+class ImageError(SqueezeNetError):
+    """A file is not a readable image."""
+
+
+class DataError(SqueezeNetError):
+    """A dataset path is missing, empty or laid out in a way we cannot use."""
+
+
+class ModelError(SqueezeNetError):
+    """An unknown architecture, bad argument, or an input the model cannot take."""

@@ -1,0 +1,24 @@
+"""Models: the Fire module, the SqueezeNet network, its specs and the registry of variants."""
+
+from squeezenet.models import zoo as _zoo  # noqa: F401  (registers the builders)
+from squeezenet.models.fire import Fire
+from squeezenet.models.registry import create_model, get_builder, list_models, register_model
+from squeezenet.models.spec import V1_0, V1_0_CAFFE, V1_1, FireSpec, SqueezeNetSpec, design_space
+from squeezenet.models.squeezenet import SqueezeNet
+from squeezenet.models.zoo import from_spec
+
+__all__ = [
+    "V1_0",
+    "V1_0_CAFFE",
+    "V1_1",
+    "Fire",
+    "FireSpec",
+    "SqueezeNet",
+    "SqueezeNetSpec",
+    "create_model",
+    "design_space",
+    "from_spec",
+    "get_builder",
+    "list_models",
+    "register_model",
+]
