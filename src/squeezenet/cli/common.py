@@ -1,0 +1,37 @@
+"""Arguments and output helpers shared by several sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+
+def add_weights_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument(
+        "--weights",
+        "-w",
+        required=required,
+        help="weights file (.sqz, .safetensors, .pth, Deep Compression .net) or a catalogue tag",
+    )
+    parser.add_argument("--arch", help="build this registered model instead of the one the weights name")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: all cores)")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from squeezenet.weights import build_model_from_weights
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return build_model_from_weights(args.weights, arch=args.arch)
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def warn(message: str) -> None:
+    print(f"squeezenet: warning: {message}", file=sys.stderr)

@@ -1,0 +1,39 @@
+"""``squeezenet eval``: top-1/top-5 on an ImageNet-validation or class-folder tree."""
+
+from __future__ import annotations
+
+import argparse
+
+from squeezenet.cli.common import add_weights_args, load_model_from_args, print_json, warn
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy on a folder of class sub-folders")
+    add_weights_args(p)
+    p.add_argument("--data", "-d", required=True, help="folder of <wnid>/ or <class>/ sub-folders")
+    p.add_argument("--batch-size", "-b", type=int, default=50)
+    p.add_argument("--workers", "-j", type=int, default=None, help="decoding processes (default: cores, max 4)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from squeezenet.errors import DataError
+    from squeezenet.inference import evaluate_folder
+
+    if args.batch_size < 1:
+        raise DataError("--batch-size must be at least 1")
+    model = load_model_from_args(args)
+    result = evaluate_folder(
+        model, args.data, batch_size=args.batch_size, workers=args.workers, progress=args.progress, on_skip=warn
+    )
+    if result.n == 0:
+        raise DataError(f"{args.data}: no image could be read ({len(result.skipped)} skipped)")
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.n} images", end="")
+        print(f" ({len(result.skipped)} skipped)" if result.skipped else "")
+        print(f"{result.images_per_second:.1f} images/s end to end ({result.seconds:.1f} s)")
+    return 0

@@ -1,0 +1,41 @@
+"""``squeezenet predict``: top-k classes of image files or folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from squeezenet.cli.common import add_weights_args, load_model_from_args, warn
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify images (files or folders)")
+    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    add_weights_args(p)
+    p.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from squeezenet.inference import predict_paths
+
+    model = load_model_from_args(args)
+    failures = total = 0
+    for prediction in predict_paths(model, args.paths, topk=args.topk):
+        total += 1
+        if prediction.error:
+            failures += 1
+            warn(f"skipped {prediction.error}")
+            if args.json:
+                print(json.dumps(prediction.to_dict()))
+            continue
+        if args.json:
+            print(json.dumps(prediction.to_dict()))
+        else:
+            print(prediction.path)
+            for rank, (name, index, prob) in enumerate(prediction.top, 1):
+                print(f"  {rank}. {prob:7.2%}  {name} ({index})")
+    if failures == total:
+        return 1  # nothing could be classified
+    return 0
