@@ -48,7 +48,9 @@ def _print_table(desc: dict) -> None:
     for r in desc["layers"]:
         shape = "x".join(str(d) for d in r["output_shape"])
         cells = [str(r[k]) if r[k] is not None else "" for k in ("squeeze1x1", "expand1x1", "expand3x3")]
-        print(f"{r['name']:<10} {shape:>16} {cells[0]:>5} {cells[1]:>5} {cells[2]:>5} {r['params']:>10,} {r['macs']:>13,}")
+        print(
+            f"{r['name']:<10} {shape:>16} {cells[0]:>5} {cells[1]:>5} {cells[2]:>5} {r['params']:>10,} {r['macs']:>13,}"
+        )
     print("-" * len(header))
     t = desc["totals"]
     print(f"{'total':<10} {'':>16} {'':>5} {'':>5} {'':>5} {t['params']:>10,} {t['macs']:>13,}")

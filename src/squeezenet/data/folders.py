@@ -43,10 +43,7 @@ def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, st
     if not classes:
         raise DataError(f"{root}: expected one sub-folder per class, found none")
     samples = [
-        (p, name)
-        for name in classes
-        for p in sorted((root / name).rglob("*"))
-        if p.is_file() and is_image_path(p)
+        (p, name) for name in classes for p in sorted((root / name).rglob("*")) if p.is_file() and is_image_path(p)
     ]
     if not samples:
         raise DataError(f"{root}: the class folders hold no image files")

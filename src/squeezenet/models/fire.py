@@ -40,9 +40,7 @@ class Fire(nn.Module):
         self.shortcut_kind = shortcut
         if shortcut == "identity":
             if inplanes != out_planes:
-                raise ValueError(
-                    f"a simple (identity) bypass needs equal channels, got {inplanes} -> {out_planes}"
-                )
+                raise ValueError(f"a simple (identity) bypass needs equal channels, got {inplanes} -> {out_planes}")
         elif shortcut == "conv":
             self.shortcut = nn.Conv2d(inplanes, out_planes, kernel_size=1)
         elif shortcut is not None:
@@ -54,9 +52,7 @@ class Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze_activation(self.squeeze(x))
-        out = torch.cat(
-            [self.expand1x1_activation(self.expand1x1(s)), self.expand3x3_activation(self.expand3x3(s))], 1
-        )
+        out = torch.cat([self.expand1x1_activation(self.expand1x1(s)), self.expand3x3_activation(self.expand3x3(s))], 1)
         if self.shortcut_kind == "identity":
             out = out + x
         elif self.shortcut_kind == "conv":

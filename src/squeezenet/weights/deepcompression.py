@@ -81,8 +81,7 @@ def decode_layer(blob: memoryview, offset: int, n: int, layout: ConvLayout):
     positions = np.cumsum(gaps[:n] + 1) - 1
     if n and positions[-1] >= layout.numel:
         raise WeightsError(
-            f"corrupted Deep Compression file: {layout.weight_key} indexes position {positions[-1]} "
-            f"of {layout.numel}"
+            f"corrupted Deep Compression file: {layout.weight_key} indexes position {positions[-1]} of {layout.numel}"
         )
     flat = np.full(layout.numel, codebook[0], dtype=np.float32)
     flat[positions] = codebook[codes]
