@@ -117,6 +117,9 @@ def build_transform(pre: Preprocessing) -> v2.Compose:
     interpolation = InterpolationMode(pre.interpolation)
     resize = list(pre.resize) if isinstance(pre.resize, tuple) else pre.resize
     return v2.Compose(
-        [v2.Resize(resize, interpolation=interpolation, antialias=True), v2.CenterCrop(pre.crop)]
-        + to_tensor_transforms(pre)
+        [
+            v2.Resize(resize, interpolation=interpolation, antialias=True),
+            v2.CenterCrop(pre.crop),
+            *to_tensor_transforms(pre),
+        ]
     )
