@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", "-w", help="describe this weights file or tag instead")
     p.add_argument("--size", type=int, default=None, help="input side in pixels (default: 224, 227 for Caffe)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--markdown", action="store_true", help="print the model and weights tables of the README")
     p.set_defaults(run=run)
 
 
@@ -22,6 +23,52 @@ def _catalogue() -> dict:
     from squeezenet.weights import CATALOG
 
     return {"models": list_models(), "weights": {tag: {"arch": w.arch, **w.meta} for tag, w in CATALOG.items()}}
+
+
+def _fp32_file_bytes(model) -> int:
+    from safetensors.torch import save
+
+    return len(save({k: v.contiguous() for k, v in model.state_dict().items()}))
+
+
+def markdown_tables() -> str:
+    """The README's model-zoo and pretrained-weights tables, generated from the code's metadata."""
+    from squeezenet.models import create_model, list_models
+    from squeezenet.models.summary import layer_table, totals
+    from squeezenet.weights import CATALOG
+
+    lines = [
+        "| model | input | parameters | MACs | fp32 safetensors bytes | docstring |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in list_models():
+        model = create_model(name)
+        size = 227 if "caffe" in name else 224
+        t = totals(layer_table(model, size))
+        doc = (model_doc(name) or "").replace("|", "/")
+        lines.append(
+            f"| `{name}` | {size} | {t['params']:,} | {t['macs'] / 1e6:,.0f} M | {_fp32_file_bytes(model):,} | {doc} |"
+        )
+    lines += [
+        "",
+        "| weights tag | model | file bytes (torchvision: from its MB figure) | top-1 / top-5 | source | licence |",
+        "|---|---|---|---|---|---|",
+    ]
+    for tag, w in CATALOG.items():
+        m = w.meta
+        if "samples_top1" in m:
+            acc = f"{m['samples_top1']:.1%} / {m['samples_top5']:.1%} on imagenet-samples (measured)"
+        else:
+            acc = f"{m['published_top1']:.2f} % / {m['published_top5']:.2f} % ImageNet val (published)"
+        lines.append(f"| `{tag}` | `{w.arch}` | {m['file_bytes']:,} | {acc} | {m['source']} | {m['license']} |")
+    return "\n".join(lines)
+
+
+def model_doc(name: str) -> str:
+    from squeezenet.models import get_builder
+
+    doc = get_builder(name).__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
 def _describe_model(model, size: int, arch: str) -> dict:
@@ -59,6 +106,9 @@ def _print_table(desc: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from squeezenet.models import create_model
 
+    if args.markdown:
+        print(markdown_tables())
+        return 0
     if args.weights:
         model = create_model(args.arch, weights=args.weights)
         info = model.weights_info

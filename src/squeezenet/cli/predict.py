@@ -6,6 +6,7 @@ import argparse
 import json
 
 from squeezenet.cli.common import add_weights_args, load_model_from_args, warn
+from squeezenet.errors import ImageError
 
 
 def add_parser(sub) -> None:
@@ -22,20 +23,29 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model_from_args(args)
     failures = total = 0
+    pending: list[str] = []  # warnings held back until one image succeeds
     for prediction in predict_paths(model, args.paths, topk=args.topk):
         total += 1
         if prediction.error:
             failures += 1
-            warn(f"skipped {prediction.error}")
+            if failures == total:
+                pending.append(prediction.error)
+            else:
+                warn(f"skipped {prediction.error}")
             if args.json:
                 print(json.dumps(prediction.to_dict()))
             continue
+        for message in pending:
+            warn(f"skipped {message}")
+        pending.clear()
         if args.json:
             print(json.dumps(prediction.to_dict()))
         else:
             print(prediction.path)
             for rank, (name, index, prob) in enumerate(prediction.top, 1):
                 print(f"  {rank}. {prob:7.2%}  {name} ({index})")
-    if failures == total:
-        return 1  # nothing could be classified
+    if failures == total:  # nothing could be classified: one error line, not warnings
+        if total == 1:
+            raise ImageError(pending[0])
+        raise ImageError(f"none of the {total} images could be read (first: {pending[0]})")
     return 0

@@ -45,11 +45,13 @@ def squeezenet1_0_complex_bypass(**kwargs: Any) -> SqueezeNet:
 
 @register_model
 def squeezenet1_1_simple_bypass(**kwargs: Any) -> SqueezeNet:
+    """v1.1 with identity shortcuts around fire3, 5, 7, 9 (the paper's simple bypass on v1.1)."""
     return _build(V1_1, bypass="simple", **kwargs)
 
 
 @register_model
 def squeezenet1_1_complex_bypass(**kwargs: Any) -> SqueezeNet:
+    """v1.1 with simple bypass plus 1x1-conv shortcuts around fire2, 4, 6, 8."""
     return _build(V1_1, bypass="complex", **kwargs)
 
 
