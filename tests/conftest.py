@@ -1,7 +1,7 @@
 """Shared fixtures. The shared data folder is ``$SQUEEZENET_DATA`` (default ``../shared/data``).
 
 Tests that need it skip with a reason when it is absent; ``.ci/run`` refuses to run
-without it, so CI never skips them.
+without it and sets ``SQUEEZENET_REQUIRE_DATA=1``, so in CI they fail instead of skipping.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ IMAGENET_SAMPLES = DATA / "imagenet-samples"
 
 
 def _require(path: Path) -> Path:
+    """Skip without the shared data, except in CI (SQUEEZENET_REQUIRE_DATA=1), where it fails."""
     if not path.exists():
-        pytest.skip(f"shared data not found: {path} (set SQUEEZENET_DATA)")
+        message = f"shared data not found: {path} (set SQUEEZENET_DATA)"
+        if os.environ.get("SQUEEZENET_REQUIRE_DATA"):
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
