@@ -13,7 +13,6 @@ import statistics
 import sys
 
 from _common import DATA, machine, write_results
-
 from squeezenet.inference import evaluate_folder
 from squeezenet.weights import build_model_from_weights
 
