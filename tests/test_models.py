@@ -12,7 +12,6 @@ from torch import nn
 from squeezenet.errors import ModelError
 from squeezenet.models import (
     V1_0,
-    V1_1,
     Fire,
     FireSpec,
     SqueezeNet,
@@ -241,7 +240,7 @@ def test_minimum_input_size(name, minimum):
 
 
 def test_create_model_unknown_name():
-    with pytest.raises(ModelError, match="unknown model 'squeezenet9'.*squeezenet1_0"):
+    with pytest.raises(ModelError, match=r"unknown model 'squeezenet9'.*squeezenet1_0"):
         create_model("squeezenet9")
     with pytest.raises(ModelError):
         create_model()

@@ -1,0 +1,196 @@
+"""Data: every image mode a user may have, preprocessing transforms, folder datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from squeezenet.data import (
+    CAFFE_SQUEEZENET,
+    IMAGENET_DEFAULT,
+    ImageListDataset,
+    Preprocessing,
+    build_transform,
+    collate_skipping_bad,
+    find_images,
+    grayscale,
+    load_image,
+    scan_class_folders,
+)
+from squeezenet.errors import DataError, ImageError, ModelError
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).astype(int)
+
+
+def test_jpeg_and_png_rgb(tmp_path):
+    img = Image.new("RGB", (30, 20), (200, 100, 50))
+    img.save(tmp_path / "a.png")
+    img.save(tmp_path / "a.jpg", quality=95)
+    png = load_image(tmp_path / "a.png")
+    assert (png.mode, png.size) == ("RGB", (30, 20))
+    assert pixels(png)[5, 5].tolist() == [200, 100, 50]
+    jpg = load_image(tmp_path / "a.jpg")
+    assert (jpg.mode, jpg.size) == ("RGB", (30, 20))
+    assert np.abs(pixels(jpg)[5, 5] - [200, 100, 50]).max() <= 3
+    gray = load_image(tmp_path / "a.png", mode="L")
+    assert gray.mode == "L"
+
+
+def test_grayscale_to_rgb(tmp_path):
+    Image.new("L", (10, 10), 77).save(tmp_path / "g.png")
+    img = load_image(tmp_path / "g.png")
+    assert img.mode == "RGB"
+    assert pixels(img)[0, 0].tolist() == [77, 77, 77]
+
+
+def test_rgba_transparent_composites_to_white(tmp_path):
+    arr = np.zeros((10, 10, 4), dtype=np.uint8)  # black, fully transparent
+    arr[:, 5:] = [255, 0, 0, 255]  # right half opaque red
+    arr[0, 0] = [0, 0, 255, 128]  # half-transparent blue
+    Image.fromarray(arr, "RGBA").save(tmp_path / "t.png")
+    px = pixels(load_image(tmp_path / "t.png"))
+    assert px[5, 2].tolist() == [255, 255, 255]
+    assert px[5, 7].tolist() == [255, 0, 0]
+    assert np.abs(px[0, 0] - [127, 127, 255]).max() <= 1
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (8, 8), 0)
+    img.putpalette([0, 0, 0, 0, 200, 0] + [0] * (256 * 3 - 6))  # 0 = black, 1 = green
+    img.paste(1, (4, 0, 8, 8))
+    img.info["transparency"] = 0
+    img.save(tmp_path / "p.png", transparency=0)
+    assert "transparency" in Image.open(tmp_path / "p.png").info
+    px = pixels(load_image(tmp_path / "p.png"))
+    assert px[0, 0].tolist() == [255, 255, 255]  # transparent black -> white, not black
+    assert px[0, 6].tolist() == [0, 200, 0]
+
+
+def test_cmyk_jpeg(tmp_path):
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    assert Image.open(tmp_path / "c.jpg").mode == "CMYK"
+    img = load_image(tmp_path / "c.jpg")
+    assert img.mode == "RGB"
+    assert np.abs(pixels(img)[8, 8] - [255, 0, 0]).max() <= 8  # red, not inverted
+
+
+def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
+    arr = np.zeros((8, 8), dtype=np.uint16)
+    arr[0:2], arr[2:4], arr[4:6] = 65535, 32768, 200
+    Image.fromarray(arr).save(tmp_path / "d.png")
+    assert Image.open(tmp_path / "d.png").mode.startswith("I")
+    px = pixels(load_image(tmp_path / "d.png", mode="L"))
+    assert px[0, 0] == 255
+    assert px[2, 0] == 128
+    assert px[4, 0] == 1  # 200 / 65535 of full scale, not 200
+    assert px[6, 0] == 0
+    assert pixels(load_image(tmp_path / "d.png"))[2, 0].tolist() == [128, 128, 128]
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "o.jpg", exif=exif)
+    assert Image.open(tmp_path / "o.jpg").size == (40, 20)
+    assert load_image(tmp_path / "o.jpg").size == (20, 40)
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "fake.jpg").write_text("this is not a JPEG\n")
+    with pytest.raises(ImageError, match=r"fake\.jpg"):
+        load_image(tmp_path / "fake.jpg")
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(good)
+    (tmp_path / "cut.jpg").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ImageError):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_caffe_transform_is_bgr_minus_means():
+    img = Image.new("RGB", (300, 260), (200, 100, 50))
+    x = build_transform(CAFFE_SQUEEZENET)(img)
+    assert x.shape == (3, 227, 227)
+    assert x.dtype == torch.float32
+    # channel 0 is blue: 50 - 104; then green 100 - 117; red 200 - 123
+    assert x[:, 100, 100].tolist() == pytest.approx([-54.0, -17.0, 77.0], abs=1e-4)
+
+
+def test_caffe_transform_squashes_to_256():
+    # 512 wide, left quarter black: squashed to 256x256 the black band is 64 wide and
+    # reaches into the 227 centre crop; a shorter-side resize would crop it away
+    arr = np.full((256, 512, 3), 255, dtype=np.uint8)
+    arr[:, :128] = 0
+    x = build_transform(CAFFE_SQUEEZENET)(Image.fromarray(arr))
+    assert x[0, 100, 20] == pytest.approx(0 - 104.0, abs=1e-3)
+    assert x[0, 100, 100] == pytest.approx(255 - 104.0, abs=1e-3)
+
+
+def test_imagenet_default_normalises_in_unit_range():
+    img = Image.new("RGB", (256, 300), (255, 128, 0))
+    x = build_transform(IMAGENET_DEFAULT)(img)
+    assert x.shape == (3, 224, 224)
+    expected = [(1.0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (0.0 - 0.406) / 0.225]
+    assert x[:, 50, 50].tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_grayscale_preprocessing():
+    pre = grayscale(IMAGENET_DEFAULT)
+    assert (pre.channel_order, pre.in_chans, pre.image_mode) == ("L", 1, "L")
+    assert pre.mean == pytest.approx((sum(IMAGENET_DEFAULT.mean) / 3,))
+    x = build_transform(pre)(Image.new("L", (230, 230), 255))
+    assert x.shape == (1, 224, 224)
+
+
+def test_preprocessing_round_trip_and_validation():
+    for pre in (IMAGENET_DEFAULT, CAFFE_SQUEEZENET):
+        assert Preprocessing.from_dict(pre.to_dict()) == pre
+    with pytest.raises(ModelError):
+        Preprocessing(channel_order="XYZ")
+    with pytest.raises(ModelError):
+        Preprocessing(mean=(0.5,))
+    with pytest.raises(ModelError):
+        Preprocessing.from_dict({"crop": "big"})
+
+
+def test_folders_and_datasets(tmp_path):
+    root = tmp_path / "root"
+    for name in ("b_class", "a_class"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (40, 40), (10, 10, 10)).save(root / name / "x.png")
+    (root / "a_class" / "notes.txt").write_text("ignored")
+    (root / "a_class" / "bad.jpg").write_bytes(b"garbage")
+    classes, samples = scan_class_folders(root)
+    assert classes == ["a_class", "b_class"]
+    assert [(p.name, c) for p, c in samples] == [("bad.jpg", "a_class"), ("x.png", "a_class"), ("x.png", "b_class")]
+    assert [p.name for p in find_images([root])] == ["bad.jpg", "x.png", "x.png"]
+
+    pre = Preprocessing(resize=32, crop=32)
+    dataset = ImageListDataset([(p, i) for i, (p, _) in enumerate(samples)], build_transform(pre))
+    batch = collate_skipping_bad([dataset[i] for i in range(len(dataset))])
+    assert batch.images.shape == (2, 3, 32, 32)
+    assert batch.targets.tolist() == [1, 2]
+    assert len(batch.skipped) == 1 and "bad.jpg" in batch.skipped[0]
+    empty = collate_skipping_bad([dataset[0]])
+    assert empty.images.numel() == 0 and empty.paths == []
+
+    with pytest.raises(DataError, match="no such"):
+        scan_class_folders(tmp_path / "missing")
+    with pytest.raises(DataError, match="no such file"):
+        find_images([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="found none"):
+        scan_class_folders(tmp_path / "empty")
+    with pytest.raises(DataError, match="no image files"):
+        find_images([tmp_path / "empty"])
+    (tmp_path / "empty" / "cls").mkdir()
+    with pytest.raises(DataError, match="hold no image files"):
+        scan_class_folders(tmp_path / "empty")
