@@ -1,0 +1,55 @@
+"""``.sqz`` files <-> ``LoadedWeights``: the torch-side wrapper of the pure-numpy codec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from squeezenet.compression.sqz_codec import SqzError, decode_sqz
+from squeezenet.errors import SqueezeNetError, WeightsError
+from squeezenet.weights.info import LoadedWeights, WeightsInfo
+
+
+def _expected_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
+    from squeezenet.models import from_spec
+
+    try:
+        info = WeightsInfo.from_metadata(meta)
+        with torch.device("meta"):
+            model = from_spec(info.spec, num_classes=info.num_classes, in_chans=info.in_chans)
+    except SqueezeNetError as exc:
+        raise SqzError(f"metadata describes no buildable model ({exc})") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise SqzError(f"malformed metadata ({type(exc).__name__}: {exc})") from None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def decode_sqz_bytes(data: bytes, what: str = ".sqz data") -> LoadedWeights:
+    try:
+        meta, arrays = decode_sqz(data, expected_shapes=_expected_shapes)
+        info = WeightsInfo.from_metadata(meta)
+    except SqzError as exc:
+        raise WeightsError(f"{what}: {exc}") from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{what}: malformed .sqz metadata ({exc})") from None
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    return LoadedWeights(info, state)
+
+
+def read_sqz(path: str | Path) -> LoadedWeights:
+    """Load a ``.sqz`` file; any defect is a one-line ``WeightsError``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_sqz_bytes(data, str(path))
+
+
+def sqz_summary(path: str | Path) -> dict:
+    """The compression settings stored in a ``.sqz`` file's metadata."""
+    loaded = read_sqz(path)
+    return json.loads(json.dumps(loaded.info.provenance.get("compression", {})))

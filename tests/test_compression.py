@@ -1,0 +1,241 @@
+"""Deep Compression: coders, sparse schemes, the .sqz round trip, pruning, reports and the CLI."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from squeezenet.compression import (
+    CompressionConfig,
+    MaskKeeper,
+    compress,
+    iterative_prune,
+    kmeans_1d,
+    magnitude_masks,
+    paper_tables,
+    read_sqz,
+    requantize,
+    train_codebooks,
+)
+from squeezenet.compression import sqz_codec as C
+from squeezenet.compression.report import baselines, markdown
+from squeezenet.errors import WeightsError
+from squeezenet.models import create_model
+from squeezenet.weights import build_model_from_weights
+from squeezenet.weights.info import LoadedWeights
+
+
+def _skewed(n, k, seed=0):
+    rng = np.random.default_rng(seed)
+    p = np.exp(-np.arange(k) / max(1, k / 8))
+    return rng.choice(k, size=n, p=p / p.sum())
+
+
+@pytest.mark.parametrize("coder", ["raw", "huffman", "rans", "auto"])
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 2), (1000, 256), (5000, 37)])
+def test_stream_coders_round_trip(coder, n, k):
+    sym = _skewed(n, k)
+    plan = C.plan_stream(sym, k, coder)
+    blob = C.stream_bytes(plan)
+    rans: list = []
+    r = C.Reader(blob)
+    got_coder, alphabet, out = C.read_stream(r, n, rans)
+    if got_coder == C.CODER_RANS:
+        out = C.rans_decode(C.rans_encode([plan.rans]), rans)[0]
+    assert alphabet == k
+    np.testing.assert_array_equal(out, sym)
+
+
+def test_rans_many_streams_and_entropy():
+    streams = [
+        C.RansStream(len(s), C.quantize_counts(np.bincount(s, minlength=k)), s)
+        for s, k in [(_skewed(20000, 256, 1), 256), (_skewed(3, 4, 2), 4), (_skewed(9000, 9, 3), 9)]
+    ]
+    blob = C.rans_encode(streams, steps=512)
+    outs = C.rans_decode(blob, [C.RansStream(s.n, s.table) for s in streams], steps=512)
+    for s, o in zip(streams, outs, strict=True):
+        np.testing.assert_array_equal(o, s.symbols)
+    entropy = 0.0
+    for st in streams:
+        counts = np.bincount(st.symbols)
+        p = counts[counts > 0] / counts.sum()
+        entropy += -(counts[counts > 0] * np.log2(p)).sum() / 8
+    assert len(blob) < entropy * 1.01 + 1000  # within 1 % of the entropy plus lane states
+
+
+def test_huffman_beats_raw_and_is_prefix_free():
+    sym = _skewed(4000, 64)
+    lengths = C.huffman_lengths(np.bincount(sym, minlength=64))
+    assert (np.sum(2.0 ** -lengths[lengths > 0].astype(float))) <= 1.0
+    assert len(C.huffman_encode(sym, lengths)) < 4000 * 6 / 8
+    np.testing.assert_array_equal(C.huffman_decode(C.huffman_encode(sym, lengths), lengths, len(sym)), sym)
+
+
+@pytest.mark.parametrize("scheme", ["gaps", "relidx4", "bitmask", "auto"])
+def test_position_schemes_round_trip(scheme):
+    rng = np.random.default_rng(0)
+    shape = (40, 30, 3, 3)
+    w = (rng.normal(size=shape) * (rng.random(shape) < 0.2)).astype(np.float32)
+    w.flat[-1] = 0.5  # a long run then a last entry
+    t = C.SparseTensor(shape, np.array([0.0, -1.0, 0.5, 2.0], np.float32), *_codes_positions(w))
+    data, _ = C.encode_sqz({"x": "y"}, [C.TensorPlan("w", t, positions=scheme)])
+    meta, tensors = C.decode_sqz(data)
+    assert meta == {"x": "y"}
+    np.testing.assert_array_equal(tensors["w"], t.to_dense())
+
+
+def _codes_positions(w):
+    pos = np.flatnonzero(w)
+    codes = np.where(w.flat[pos] > 0, 2, 1).astype(np.int64)
+    codes[w.flat[pos] > 1] = 3
+    return codes, pos
+
+
+def test_kmeans_linear_init_and_requantize():
+    values = np.concatenate([np.full(50, -1.0), np.full(50, 1.0), np.full(10, 3.0)])
+    c, a = kmeans_1d(values, 3)
+    np.testing.assert_allclose(np.sort(c), [-1.0, 1.0, 3.0])
+    assert set(a.tolist()) == {0, 1, 2}
+    t = C.SparseTensor((8, 32), np.linspace(-1, 1, 256).astype(np.float32), np.arange(256), np.arange(256))
+    r = requantize(t, 4)
+    assert len(r.codebook) <= 16 and r.bits == 4
+    assert np.abs(r.to_dense() - t.to_dense()).max() < 2 / 16
+
+
+def test_codec_imports_without_torch(tmp_path):
+    path = ROOT / "src" / "squeezenet" / "compression" / "sqz_codec.py"
+    t = C.SparseTensor((4, 4), np.array([0.0, 1.5], np.float32), np.ones(3, np.int64), np.array([1, 5, 9]))
+    (tmp_path / "a.sqz").write_bytes(C.encode_sqz({"k": "v"}, [C.TensorPlan("w", t)])[0])
+    code = (
+        "import importlib.util, sys\n"
+        "sys.modules['torch'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('sqz_codec', {str(path)!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['sqz_codec'] = m; spec.loader.exec_module(m)\n"
+        f"meta, t = m.decode_sqz(open({str(tmp_path / 'a.sqz')!r}, 'rb').read())\n"
+        "print(meta['k'], t['w'].sum())\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["v", "4.5"]
+
+
+def test_compress_any_model_round_trip(tmp_path):
+    from squeezenet.weights import state_dict_to_loaded, write_safetensors
+
+    model = create_model("squeezenet1_1", num_classes=10).eval()
+    path = tmp_path / "m.sqz"
+    src = tmp_path / "m.safetensors"
+    write_safetensors(state_dict_to_loaded(model, _info_for(model)), src)
+    cm = compress(src, CompressionConfig(bits=5, densities=0.5))
+    report = cm.save(path)
+    assert path.stat().st_size == report["total"]
+    back = read_sqz(path)
+    expect = cm.state_dict()
+    for k, v in back.state_dict.items():
+        torch.testing.assert_close(v, expect[k], rtol=0, atol=0)
+    w = back.state_dict["features.0.weight"]
+    assert len(torch.unique(w)) <= 33 and 0.45 < (w != 0).float().mean() < 0.55
+    # .sqz -> .sqz again is exact: the quantized values are kept
+    cm2 = compress(path, CompressionConfig(bits=5, codebook_dtype="float32", dense_dtype="float32"))
+    for k, v in cm2.state_dict().items():
+        torch.testing.assert_close(v, back.state_dict[k], rtol=0, atol=0)
+    tables = paper_tables(cm, report)
+    assert tables["table2"][-1]["bytes"] == report["total"]
+    assert len(tables["table1"]) == len(back.state_dict)
+    assert "| stage |" in markdown(tables, baselines(back.state_dict))
+
+
+def _info_for(model):
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
+    from squeezenet.weights.info import WeightsInfo
+
+    return WeightsInfo(
+        arch="squeezenet1_1",
+        spec=model.spec,
+        num_classes=10,
+        in_chans=3,
+        preprocessing=IMAGENET_DEFAULT,
+        classes=tuple(f"c{i}" for i in range(10)),
+        provenance={"source": "test"},
+        license="test licence",
+    )
+
+
+def test_release_lossless_and_default(dc_weights_path, dc_model, tmp_path):
+    cm = compress(dc_weights_path, CompressionConfig.lossless())
+    path = tmp_path / "lossless.sqz"
+    cm.save(path)
+    back = read_sqz(path)
+    for k, v in dc_model.state_dict().items():
+        torch.testing.assert_close(back.state_dict[k], v, rtol=0, atol=0)
+    assert back.info.to_metadata()["classes"] == dc_model.weights_info.to_metadata()["classes"]
+    assert back.info.license == dc_model.weights_info.license
+    default = compress(dc_weights_path)
+    size = len(default.to_bytes())
+    assert size <= 470_000, size
+
+
+def test_pruning_masks_and_keeper():
+    model = create_model("squeezenet1_1", num_classes=10)
+    masks = magnitude_masks(model, 0.3)
+    assert abs(masks["features.0.weight"].float().mean().item() - 0.3) < 0.01
+    calls = []
+
+    def train_fn(m, keeper):
+        opt = keeper.wrap(torch.optim.SGD(m.parameters(), lr=0.1))
+        m(torch.randn(2, 3, 64, 64)).sum().backward()
+        opt.step()
+        calls.append(1)
+
+    final = iterative_prune(model, 0.3, train_fn, rounds=2)
+    assert len(calls) == 2
+    w = dict(model.named_parameters())["features.0.weight"]
+    assert torch.all(w[~final["features.0.weight"]] == 0)
+    with MaskKeeper(model, final):
+        pass
+
+
+def test_trained_quantization_moves_only_centroids():
+    model = create_model("squeezenet1_1", num_classes=4).eval()
+    w = model.state_dict()["features.0.weight"].numpy()
+    from squeezenet.compression.pipeline import quantize_weight
+
+    q = {"features.0.weight": quantize_weight(w, 3)}
+    teacher = create_model("squeezenet1_1", num_classes=4).eval()
+    batches = [torch.randn(2, 3, 64, 64) for _ in range(2)]
+    out = train_codebooks(model, q, batches, steps=2, lr=1e-2, teacher=teacher)
+    t = out["features.0.weight"]
+    np.testing.assert_array_equal(t.codes, q["features.0.weight"].codes)
+    assert not np.array_equal(t.codebook, q["features.0.weight"].codebook)
+    assert len(np.unique(model.state_dict()["features.0.weight"].numpy())) <= 9
+
+
+def test_cli_compress_decompress(dc_weights_path, tmp_path):
+    out = tmp_path / "dc.sqz"
+    r = run_cli("compress", "-w", str(dc_weights_path), "-o", str(out), "--report", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size <= 470_000 and "wrote" in r.stdout
+    st = tmp_path / "dc.safetensors"
+    r = run_cli("decompress", str(out), "-o", str(st))
+    assert r.returncode == 0, r.stderr
+    a, b = read_sqz(out), build_model_from_weights(st)
+    for k, v in b.state_dict().items():
+        torch.testing.assert_close(a.state_dict[k], v, rtol=0, atol=0)
+    bad = tmp_path / "bad.sqz"
+    bad.write_bytes(out.read_bytes()[:-100])
+    r = run_cli("decompress", str(bad), "-o", str(tmp_path / "x.safetensors"))
+    assert r.returncode == 1 and "error" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_read_sqz_errors(tmp_path):
+    p = tmp_path / "x.sqz"
+    p.write_bytes(b"SQZ\x00" + b"\x01" * 10)
+    with pytest.raises(WeightsError):
+        read_sqz(p)
+    assert isinstance(LoadedWeights, type)
