@@ -15,6 +15,11 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", "-j", type=int, default=None, help="decoding processes (default: cores, max 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--per-class",
+        metavar="OUT_DIR",
+        help="also write per-class accuracy and the confusion matrix (CSV, PNG) to OUT_DIR",
+    )
     p.set_defaults(run=run)
 
 
@@ -25,11 +30,20 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise DataError("--batch-size must be at least 1")
     model = load_model_from_args(args)
+    per_class = bool(getattr(args, "per_class", None))
     result = evaluate_folder(
-        model, args.data, batch_size=args.batch_size, workers=args.workers, progress=args.progress, on_skip=warn
+        model,
+        args.data,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=args.progress,
+        on_skip=warn,
+        per_class=per_class,
     )
     if result.n == 0:
         raise DataError(f"{args.data}: no image could be read ({len(result.skipped)} skipped)")
+    if per_class:
+        _write_per_class(model, result, args.per_class)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -37,3 +51,22 @@ def run(args: argparse.Namespace) -> int:
         print(f" ({len(result.skipped)} skipped)" if result.skipped else "")
         print(f"{result.images_per_second:.1f} images/s end to end ({result.seconds:.1f} s)")
     return 0
+
+
+def _write_per_class(model, result, out_dir: str) -> None:
+    """Per-class CSV and confusion matrix over the classes present in the data (and those predicted)."""
+    from squeezenet.training.reports import write_per_class
+
+    info = model.weights_info
+    confusion = result.confusion
+    used = [i for i in range(len(confusion)) if sum(confusion[i]) or any(row[i] for row in confusion)]
+    names = [info.class_name(i) for i in used]
+    rows = [[confusion[i][j] for j in used] for i in used]
+    try:
+        write_per_class(out_dir, names, rows, plot=True)
+    except Exception as exc:  # matplotlib missing: the CSV files are written first
+        from squeezenet.errors import SqueezeNetError
+
+        if not isinstance(exc, SqueezeNetError):
+            raise
+        warn(str(exc))

@@ -53,8 +53,13 @@ def evaluate_folder(
     workers: int | None = None,
     progress: bool = False,
     on_skip: Callable[[str], None] | None = None,
+    per_class: bool = False,
 ) -> EvalResult:
-    """Score ``model`` (which carries ``weights_info``) on ``data_dir/<class>/<image>``."""
+    """Score ``model`` (which carries ``weights_info``) on ``data_dir/<class>/<image>``.
+
+    ``per_class`` also fills ``EvalResult.per_class`` (class name -> top-1, for the classes
+    present) and ``EvalResult.confusion`` (rows: true class, columns: predicted class).
+    """
     import time
 
     info = model.weights_info
@@ -79,6 +84,7 @@ def evaluate_folder(
     skipped: list[str] = []
     hits = torch.zeros(info.num_classes, dtype=torch.long)
     totals = torch.zeros(info.num_classes, dtype=torch.long)
+    confusion = torch.zeros(info.num_classes, info.num_classes, dtype=torch.long) if per_class else None
     start = time.perf_counter()
     for batch in tqdm(loader, disable=not progress, unit="batch", desc="eval"):
         for message in batch.skipped:
@@ -95,6 +101,8 @@ def evaluate_folder(
         seen += len(batch.paths)
         totals.index_add_(0, batch.targets, torch.ones_like(batch.targets))
         hits.index_add_(0, batch.targets, first.long())
+        if confusion is not None:
+            confusion.index_put_((batch.targets, top[:, 0]), torch.ones_like(batch.targets), accumulate=True)
     seconds = time.perf_counter() - start
     return EvalResult(
         top1=correct1 / seen if seen else 0.0,
@@ -102,4 +110,8 @@ def evaluate_folder(
         n=seen,
         skipped=skipped,
         seconds=seconds,
+        per_class={info.class_name(i): int(hits[i]) / int(totals[i]) for i in range(info.num_classes) if totals[i]}
+        if per_class
+        else {},
+        confusion=confusion.tolist() if confusion is not None else None,
     )

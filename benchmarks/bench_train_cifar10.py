@@ -1,0 +1,99 @@
+"""CIFAR-10 from scratch on CPU: a SqueezeNet adapted to 32 px, trained from the JPEG archive.
+
+Adaptation to 32x32 inputs (ImageNet SqueezeNet would shrink 32 px to 1x1 by fire3):
+- conv1 is 3x3 with stride 1 (not 7x7/2 or 3x3/2), 64 filters: 32 -> 30 px;
+- the first max pool stays (30 -> 15), then pools after fire3 and fire5 as in v1.1
+  (15 -> 7 -> 3), so the Fire modules see 15, 7 and 3 px maps;
+- the Fire modules are v1.1's (= v1.0's) eight fires unchanged (squeeze 16..64,
+  expand 64..256 per branch); conv10 has 10 filters. About 0.73 M parameters (<= 1.3 M).
+Recipe: modern (SGD Nesterov, warmup + cosine, label smoothing 0.1, EMA), CIFAR-style
+augmentation (reflect-pad 4 + random 32 crop + mirror, TrivialAugment, random erasing),
+channels_last + bf16 autocast on CPU, dropout 0.1.
+
+    python benchmarks/bench_train_cifar10.py [--epochs 30] [--minutes 90] [--output runs/cifar10]
+
+The archive is read in place (``squeezenet.data.archives``); the test split is the
+validation set. Target: >= 90 % test top-1 within 90 minutes on the 2-core CPU. Writes
+benchmarks/results/train_cifar10.json. ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from squeezenet.models.spec import V1_1, SqueezeNetSpec
+from squeezenet.training import TrainConfig, train
+
+RESULTS = Path(__file__).parent / "results"
+DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+CIFAR_SPEC = SqueezeNetSpec(stem_channels=64, stem_kernel=3, stem_stride=1, fires=V1_1.fires, pool_after=(1, 3))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA / "cifar10-jpeg.tar.gz"))
+    ap.add_argument("--output", default="runs/cifar10")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--amp", default="bf16")
+    ap.add_argument("--max-steps", type=int, default=None, help="smoke test: stop early")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    if not Path(args.data).exists():
+        raise SystemExit(f"CIFAR-10 archive not found: {args.data} (set SQUEEZENET_DATA)")
+    cfg = TrainConfig(
+        data=args.data,
+        output=args.output,
+        model="squeezenet_cifar",
+        spec=CIFAR_SPEC.to_dict(),
+        recipe="modern",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=5e-4,
+        warmup_epochs=1,
+        ema_decay=0.999,
+        dropout=0.1,
+        image_size=32,
+        augment="strong",
+        workers=args.workers,
+        amp=args.amp,
+        max_steps=args.max_steps,
+        resume="auto" if args.resume else None,
+        progress=args.progress,
+    )
+    start = time.perf_counter()
+    result = train(cfg)
+    minutes = (time.perf_counter() - start) / 60
+    from squeezenet.models import from_spec
+
+    params = sum(p.numel() for p in from_spec(CIFAR_SPEC, num_classes=10).parameters())
+    report = {
+        "benchmark": "cifar10 from scratch, SqueezeNet adapted to 32 px",
+        "params": params,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "best_test_top1": result.best_top1,
+        "last": result.last,
+        "minutes": round(minutes, 1),
+        "threads": torch.get_num_threads(),
+        "target": {"test_top1": 0.90, "minutes": 90, "params_max": 1_300_000},
+        "config": cfg.to_dict(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_cifar10.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("params", "epochs", "best_test_top1", "minutes")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Training throughput: the project's training step vs a plain torchvision-style loop, side by side.
+
+Same model, batch, data (pre-made in-memory batches, so decoding is out of the picture)
+and optimizer (SGD momentum). Baseline: fp32, NCHW, eager, ``loss.backward(); opt.step()``.
+Project: ``squeezenet.training.engine.train_one_epoch`` with channels_last and bf16 autocast
+(the options ``squeezenet train`` uses: ``--amp bf16``; channels_last is its default).
+The two configurations alternate over several rounds and the median is reported.
+
+    python benchmarks/bench_train_throughput.py [--model squeezenet1_1] [--size 224] [--batch 32]
+
+Target: >= 1.5x the baseline's images/s. Writes benchmarks/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeezenet.data.folders import Batch
+from squeezenet.models import create_model
+from squeezenet.training.engine import TrainContext, train_one_epoch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def make_batches(n: int, batch: int, size: int, classes: int) -> list[Batch]:
+    g = torch.Generator().manual_seed(0)
+    return [
+        Batch(torch.randn(batch, 3, size, size, generator=g), torch.randint(0, classes, (batch,), generator=g),
+              [f"img{i}" for i in range(batch)])
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+def baseline_run(model: nn.Module, batches: list[Batch]) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+    crit = nn.CrossEntropyLoss()
+    model.train()
+    start = time.perf_counter()
+    for b in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = crit(model(b.images), b.targets)
+        loss.backward()
+        opt.step()
+    return sum(len(b.paths) for b in batches) / (time.perf_counter() - start)
+
+
+def project_run(model: nn.Module, batches: list[Batch], amp: torch.dtype | None, channels_last: bool) -> float:
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ctx = TrainContext(
+        model=model, net=model, criterion=nn.CrossEntropyLoss(), optimizer=opt, scheduler=sched,
+        device=torch.device("cpu"), amp_dtype=amp, channels_last=channels_last,
+    )  # fmt: skip
+    start = time.perf_counter()
+    train_one_epoch(ctx, batches, epoch=0)
+    return sum(len(b.paths) for b in batches) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="squeezenet1_1")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=6, help="timed batches per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batches = make_batches(args.batches, args.batch, args.size, 1000)
+    warm = batches[:2]
+    configs = {
+        "baseline fp32 NCHW eager": lambda m, b: baseline_run(m, b),
+        "project channels_last": lambda m, b: project_run(m, b, None, True),
+        "project channels_last + bf16 autocast": lambda m, b: project_run(m, b, torch.bfloat16, True),
+    }
+    results: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(args.rounds):
+        for name, fn in configs.items():
+            torch.manual_seed(0)
+            model = create_model(args.model, num_classes=1000, dropout=0.0)
+            fn(model, warm)  # warm-up (oneDNN primitive caches, allocator)
+            results[name].append(fn(model, batches))
+    median = {k: statistics.median(v) for k, v in results.items()}
+    base = median["baseline fp32 NCHW eager"]
+    report = {
+        "model": args.model,
+        "image_size": args.size,
+        "batch": args.batch,
+        "timed_batches": args.batches,
+        "rounds_alternated": args.rounds,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "images_per_s": {k: round(v, 2) for k, v in median.items()},
+        "speedup_vs_baseline": {k: round(v / base, 3) for k, v in median.items()},
+        "target_speedup": 1.5,
+        "rounds": {k: [round(x, 2) for x in v] for k, v in results.items()},
+    }
+    for k, v in median.items():
+        print(f"{k:40s} {v:8.1f} img/s  x{v / base:.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

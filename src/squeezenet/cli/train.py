@@ -1,0 +1,91 @@
+"""``squeezenet train``: train or fine-tune any model of the zoo (one process, or many under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a model on class folders, a tar archive or ELPV",
+        description="Train or fine-tune; for several processes launch it with torchrun (see docs/training.md).",
+    )
+    p.add_argument("data", help="class-folder tree (train/, val/ or flat), .tar/.tar.gz archive, or elpv / elpv:2")
+    p.add_argument("--output", "-o", default="runs/train", help="run folder (checkpoints, metrics, weights)")
+    p.add_argument("--val-data", help="separate validation dataset (default: val/ or test/ of DATA)")
+    p.add_argument("--val-split", type=float, default=0.0, help="hold out this fraction per class for validation")
+    p.add_argument("--model", "-m", default="squeezenet1_1", help="registered model name (squeezenet info)")
+    p.add_argument(
+        "--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+        help="model builder argument, e.g. base_e=32 for squeezenet_design (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--weights", "-w", help="fine-tune from these weights (file or catalogue tag); new head")
+    p.add_argument("--freeze-features", action="store_true", help="train only the classifier (conv10)")
+    p.add_argument("--in-chans", type=int, choices=(1, 3), help="input channels (1: grayscale; default from data)")
+    p.add_argument("--recipe", choices=("paper", "modern"), default="modern")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", "-b", type=int, default=64, help="micro-batch per process (default 64)")
+    p.add_argument("--global-batch", type=int, help="images per optimizer step; reached by gradient accumulation")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the global batch)")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 disables)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--augment", choices=("none", "light", "strong"))
+    p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")
+    p.add_argument("--resize", type=int, help="shorter side before cropping (evaluation)")
+    p.add_argument("--clip-grad-norm", type=float)
+    p.add_argument("--workers", "-j", type=int, default=2, help="decoding processes per training process")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--amp", default="auto", choices=("auto", "none", "bf16", "fp16"), help="autocast (auto: bf16 on CUDA)"
+    )
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument(
+        "--resume", nargs="?", const="auto", default=None, metavar="CKPT",
+        help="continue OUTPUT/last.pt (or CKPT); starts fresh when OUTPUT holds none yet",
+    )  # fmt: skip
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="also checkpoint every N steps")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument("--progress", action="store_true", help="progress bar (loss, lr, images/s, ETA)")
+    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
+    p.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from squeezenet.training import TrainConfig
+
+    keys = set(TrainConfig.__dataclass_fields__) - {"model_kwargs", "spec"}
+    values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    return TrainConfig(**values, model_kwargs=dict(args.model_arg))
+
+
+def run(args: argparse.Namespace) -> int:
+    from squeezenet.training import train
+
+    result = train(config_from_args(args))
+    from squeezenet.training.distributed import launched_by_torchrun
+
+    if not launched_by_torchrun() or int(__import__("os").environ.get("RANK", 0)) == 0:
+        best = f", best val top-1 {result.best_top1:.2%}" if result.best_top1 is not None else ""
+        print(f"{result.run_dir}: {result.steps} steps{best}; weights {result.best_weights}")
+    return 0

@@ -1,0 +1,93 @@
+"""``TrainConfig``: every option of a training run, as plain data (stored in checkpoints)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from squeezenet.training.errors import TrainingError
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``squeezenet.training.train``; ``None`` means "the recipe's default".
+
+    batch_size is the micro-batch of one process; global_batch = batch_size x accumulation
+    steps x processes (the paper's 512 is reached by gradient accumulation when needed).
+    lr is the peak learning rate for the global batch.
+    """
+
+    data: str
+    output: str = "runs/train"
+    val_data: str | None = None
+    val_split: float = 0.0
+    model: str = "squeezenet1_1"
+    model_kwargs: dict = field(default_factory=dict)
+    spec: dict | None = None
+    weights: str | None = None
+    freeze_features: bool = False
+    in_chans: int | None = None
+    dropout: float | None = None
+    recipe: str = "modern"
+    epochs: int | None = None
+    batch_size: int = 64
+    global_batch: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    ema_decay: float | None = None
+    augment: str | None = None
+    image_size: int | None = None
+    resize: int | None = None
+    clip_grad_norm: float | None = None
+    workers: int = 2
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    seed: int = 0
+    threads: int | None = None
+    resume: str | None = None
+    checkpoint_every: int = 0
+    max_steps: int | None = None
+    eval_batch_size: int | None = None
+    progress: bool = False
+    tensorboard: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainingError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        def need(cond: bool, message: str) -> None:
+            if not cond:
+                raise TrainingError(message)
+
+        need(bool(self.data), "no training data given")
+        need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
+        need(self.global_batch is None or self.global_batch >= 1, "global batch must be at least 1")
+        need(self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        need(self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}")
+        need(0.0 <= self.val_split < 1.0, f"--val-split must lie in [0, 1), got {self.val_split}")
+        need(self.workers >= 0, "workers must be 0 or more")
+        need(self.recipe in ("paper", "modern"), f"unknown recipe {self.recipe!r}: expected 'paper' or 'modern'")
+        need(self.amp in ("auto", "none", "bf16", "fp16"), f"unknown --amp {self.amp!r}: auto, none, bf16 or fp16")
+        need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"unknown device {self.device!r}")
+        need(self.augment in (None, "none", "light", "strong"), f"unknown --augment {self.augment!r}")
+        need(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
+        need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)")
+        need(self.image_size is None or self.image_size >= 8, "image size must be at least 8 pixels")
+        need(self.checkpoint_every >= 0, "--checkpoint-every must be 0 (epochs only) or more")
+        need(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
+        need(self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "EMA decay must lie in [0, 1)")
+        need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "label smoothing must lie in [0, 1)")
+        need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")

@@ -1,0 +1,123 @@
+"""Metrics: smoothed values for the progress bar, per-epoch records as JSONL + CSV (+ TensorBoard).
+
+``SmoothedValue`` and ``MetricLogger`` follow torchvision's reference scripts; ``RunLog``
+writes one JSON line per epoch to ``metrics.jsonl`` and rewrites ``metrics.csv`` from it,
+so a resumed run never holds an epoch twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import deque
+from pathlib import Path
+
+import torch
+
+from squeezenet.training.distributed import all_reduce_sum
+
+
+class SmoothedValue:
+    """A window of recent values plus the global (count-weighted) average."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.deque: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.deque.append(value)
+        self.total += value * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        return sum(self.deque) / len(self.deque) if self.deque else 0.0
+
+    @property
+    def global_avg(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def synchronize(self, device: torch.device | str = "cpu") -> None:
+        t = all_reduce_sum(torch.tensor([self.count, self.total], dtype=torch.float64, device=device))
+        self.count, self.total = int(t[0].item()), float(t[1].item())
+
+
+class MetricLogger:
+    def __init__(self) -> None:
+        self.meters: dict[str, SmoothedValue] = {}
+
+    def update(self, n: int = 1, **values: float) -> None:
+        for k, v in values.items():
+            self.meters.setdefault(k, SmoothedValue()).update(float(v), n)
+
+    def __getitem__(self, key: str) -> SmoothedValue:
+        return self.meters.setdefault(key, SmoothedValue())
+
+    def synchronize(self, device: torch.device | str = "cpu") -> None:
+        for meter in self.meters.values():
+            meter.synchronize(device)
+
+
+class RunLog:
+    """metrics.jsonl / metrics.csv (and TensorBoard scalars) of one run; rank 0 only writes."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.jsonl = self.run_dir / "metrics.jsonl"
+        self.csv = self.run_dir / "metrics.csv"
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                from squeezenet.training.errors import TrainingError
+
+                raise TrainingError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def records(self) -> list[dict]:
+        if not self.jsonl.is_file():
+            return []
+        out = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash
+        return out
+
+    def truncate_from(self, epoch: int) -> None:
+        """Drop records of epochs >= ``epoch`` (a resumed run writes them again)."""
+        if not self.enabled or not self.jsonl.is_file():
+            return
+        kept = [r for r in self.records() if r.get("epoch", 0) < epoch]
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._write_csv(kept)
+
+    def log_epoch(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_csv(self.records())
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, int | float) and k not in ("epoch",):
+                    self.tb.add_scalar(k, v, record["epoch"])
+            self.tb.flush()
+
+    def _write_csv(self, records: list[dict]) -> None:
+        columns: list[str] = []
+        for r in records:
+            columns += [k for k in r if k not in columns and not isinstance(r[k], dict | list)]
+        with self.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(records)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,149 @@
+"""Training recipes: the paper's and a modern one, as defaults that any option overrides.
+
+paper (Iandola et al., the released Caffe solver): SGD momentum 0.9, weight decay 2e-4,
+base lr 0.04 with a "poly" schedule of power 1.0 (linear decay to 0), global batch 512
+(the solver's 32 x iter_size 16; here micro-batch x accumulation x processes), 227 px
+random crops of 256 px images plus mirroring, Caffe's Xavier initialisation with conv10
+drawn from N(0, 0.01), dropout 0.5 before conv10, 68 epochs (170k iterations of 512).
+
+modern: SGD Nesterov, linear warmup then cosine decay, label smoothing 0.1, random
+resized crops + mirroring + TrivialAugment + random erasing, an EMA of the weights
+(evaluated and exported), and the model's own (Kaiming) initialisation.
+
+Unless lr is given, the recipe's lr is scaled linearly from its reference batch (512) to
+the run's global batch, and quartered when fine-tuning from pretrained weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.transforms import InterpolationMode, v2
+
+from squeezenet.data.preprocessing import Preprocessing, to_tensor_transforms
+from squeezenet.training.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    schedule: str  # "poly" or "cosine"
+    power: float
+    warmup_epochs: float
+    label_smoothing: float
+    ema_decay: float
+    augment: str  # "light" (crop + mirror) or "strong"
+    init: str  # "xavier" (Caffe) or "default"
+    epochs: int
+    global_batch: int | None
+    crop: int
+    dropout: float
+    ref_batch: int = 512
+
+
+RECIPES = {
+    "paper": Recipe(
+        "paper", lr=0.04, momentum=0.9, weight_decay=2e-4, nesterov=False, schedule="poly", power=1.0,
+        warmup_epochs=0.0, label_smoothing=0.0, ema_decay=0.0, augment="light", init="xavier", epochs=68,
+        global_batch=512, crop=227, dropout=0.5,
+    ),
+    "modern": Recipe(
+        "modern", lr=0.2, momentum=0.9, weight_decay=5e-5, nesterov=True, schedule="cosine", power=1.0,
+        warmup_epochs=2.0, label_smoothing=0.1, ema_decay=0.999, augment="strong", init="default", epochs=30,
+        global_batch=None, crop=224, dropout=0.5,
+    ),
+}  # fmt: skip
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise TrainingError(f"unknown recipe {name!r}: expected one of {', '.join(RECIPES)}") from None
+
+
+def caffe_xavier_init(model: nn.Module) -> None:
+    """Caffe's "xavier" filler (uniform, +-sqrt(3 / fan_in)), conv10 from N(0, 0.01), zero biases."""
+    final = getattr(model, "final_conv", None)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            if m is final:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                fan_in = m.weight[0].numel()
+                bound = math.sqrt(3.0 / fan_in)
+                nn.init.uniform_(m.weight, -bound, bound)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def build_optimizer(params, recipe: Recipe, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD; no weight decay on biases (they are few and decaying them only hurts)."""
+    decay, no_decay = [], []
+    for name, p in params:
+        if p.requires_grad:
+            (no_decay if name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise TrainingError("the model has no trainable parameters")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=recipe.nesterov and momentum > 0)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, power: float) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based) of ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "poly":
+        return (1.0 - progress) ** power
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer, recipe: Recipe, total_steps: int, warmup_steps: int):
+    def fn(step: int) -> float:
+        return lr_factor(step, total_steps, warmup_steps, recipe.schedule, recipe.power)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def build_train_transform(pre: Preprocessing, augment: str) -> v2.Compose:
+    """Augmentation + the preprocessing's tensor conversion (BGR, [0, 255], normalisation)."""
+    interpolation = InterpolationMode(pre.interpolation)
+    resize = list(pre.resize) if isinstance(pre.resize, tuple) else pre.resize
+    crop = pre.crop
+    if augment == "none":
+        geometry = [v2.Resize(resize, interpolation=interpolation, antialias=True), v2.CenterCrop(crop)]
+    elif crop <= 64:  # small images (CIFAR): pad-and-crop, as in the CIFAR literature
+        geometry = [
+            v2.Resize(resize, interpolation=interpolation, antialias=True),
+            v2.CenterCrop(crop),
+            v2.RandomCrop(crop, padding=max(1, crop // 8), padding_mode="reflect"),
+            v2.RandomHorizontalFlip(),
+        ]
+    elif augment == "light":  # the paper: random 227 crops of the 256 image, mirrored
+        geometry = [
+            v2.Resize(resize, interpolation=interpolation, antialias=True),
+            v2.RandomCrop(crop),
+            v2.RandomHorizontalFlip(),
+        ]
+    else:
+        geometry = [
+            v2.RandomResizedCrop(crop, scale=(0.25, 1.0), interpolation=interpolation, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
+    steps = list(geometry)
+    if augment == "strong":
+        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+    steps += to_tensor_transforms(pre)
+    if augment == "strong":
+        steps.append(v2.RandomErasing(p=0.25, value=0))
+    return v2.Compose(steps)

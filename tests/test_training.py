@@ -1,0 +1,296 @@
+"""Training engine: tiny runs end to end, bit-exact resume after SIGKILL, NaN stop, DDP, CLI errors.
+
+Everything is tiny (a squeezenet_design with base_e=16, 24 px synthetic images, a few
+steps) so the whole file stays well under 90 s on two shared CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from squeezenet.training import NonFiniteLossError, TrainingError, train
+from test_datasets import make_tree
+
+SIZE = 24
+TINY = {"model": "squeezenet_design", "model_kwargs": {"base_e": 16, "incr_e": 16}}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("data") / "d", n_train=8, n_val=2, size=SIZE)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def config(tree: Path, out: Path, **overrides) -> dict:
+    base = {
+        "data": str(tree),
+        "output": str(out),
+        **TINY,
+        "image_size": SIZE,
+        "batch_size": 4,
+        "global_batch": 8,
+        "epochs": 2,
+        "workers": 0,
+        "lr": 0.05,
+        "threads": 1,
+        "dropout": 0.25,
+    }
+    base.update(overrides)
+    return base
+
+
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_exports_usable_weights(tree, tmp_path):
+    from squeezenet.inference import evaluate_folder
+    from squeezenet.weights import build_model_from_weights
+
+    result = train(config(tree, tmp_path / "run", epochs=2))
+    run = tmp_path / "run"
+    names = ("config.json", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "best.safetensors")
+    for name in (*names, "val_report/per_class.csv", "val_report/confusion.csv"):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1] and "val_top1" in records[0] and records[-1]["step"] == 6
+    assert result.steps == 6 and result.best_top1 is not None
+    model = build_model_from_weights(run / "best.safetensors")
+    assert model.weights_info.classes == ("cat", "dog", "emu") and model.weights_info.preprocessing.crop == SIZE
+    ev = evaluate_folder(model, tree / "val", workers=0, per_class=True)
+    assert ev.n == 6 and set(ev.per_class) == {"cat", "dog", "emu"} and len(ev.confusion) == 3
+    assert abs(ev.top1 - records[-1]["val_top1"]) < 1e-6 or result.best_top1 != records[-1]["val_top1"]
+
+
+_KILL_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from squeezenet.training import TrainConfig, train
+cfg, kill_at, marker = json.loads(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+def hook(ctx):
+    if ctx.step == kill_at:  # after the optimizer step, before its checkpoint: a kill mid-step
+        marker.write_text(str(ctx.step))
+        time.sleep(120)
+train(TrainConfig(**cfg), on_step=hook if kill_at else None)
+"""
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tree, tmp_path):
+    script = tmp_path / "run_train.py"
+    script.write_text(_KILL_SCRIPT)
+    overrides = {"epochs": 2, "workers": 1, "checkpoint_every": 1, "recipe": "modern"}
+    reference = train(config(tree, tmp_path / "ref", **overrides))
+    assert reference.steps == 6
+
+    cfg = config(tree, tmp_path / "killed", **overrides)
+    marker = tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(cfg), "5", str(marker)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "training subprocess ended before step 5"
+            assert time.time() < deadline, "step 5 never came"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    killed = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert (killed["step"], killed["epoch"], killed["batch"]) == (4, 1, 2)  # mid-epoch 1: step 5 was lost
+
+    cfg["resume"] = "auto"
+    done = subprocess.run([sys.executable, str(script), json.dumps(cfg), "0", str(marker)], env=env, timeout=120)
+    assert done.returncode == 0
+    final = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert final["step"] == 6
+    assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), final["model"])
+    ref = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
+    assert_bitwise_equal(ref["ema"]["module"], final["ema"]["module"])
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0, 1]
+
+
+def test_resume_across_epoch_boundary_in_process(tree, tmp_path):
+    """A checkpoint written at an epoch's end (no step checkpoints) resumes exactly too (paper recipe)."""
+    overrides = {"epochs": 3, "recipe": "paper", "workers": 0}
+    ref = train(config(tree, tmp_path / "ref", **overrides))
+    train(config(tree, tmp_path / "part", max_steps=3, **overrides))
+    part = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    assert (part["epoch"], part["step"]) == (1, 3)
+    done = train(config(tree, tmp_path / "part", resume="auto", **overrides))
+    assert done.steps == ref.steps == 9
+    assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), weights_of(tmp_path / "part" / "last.pt"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tree, tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match="loss became") as info:
+        train(config(tree, out, lr=1e30, checkpoint_every=1, epochs=3, recipe="paper", dropout=0.0))
+    failed_step = int(str(info.value).split("step ")[1].split(" ")[0])
+    good = torch.load(out / "last.pt", weights_only=True)
+    assert good["step"] == failed_step - 1
+    assert all(torch.isfinite(v).all() for v in good["model"].values())
+
+
+def test_finetune_grayscale_new_head_frozen_features(dc_weights_path, tree, tmp_path):
+    from squeezenet.weights import build_model_from_weights, load_weights
+
+    steps = []
+    result = train(
+        config(
+            tree, tmp_path / "ft", model="squeezenet1_1", model_kwargs={}, weights=str(dc_weights_path),
+            in_chans=1, freeze_features=True, image_size=32, epochs=1, batch_size=4, global_batch=4,
+            max_steps=2, recipe="paper",
+        ),
+        on_step=lambda ctx: steps.append(ctx.model.features[0].weight.detach().clone()),
+    )  # fmt: skip
+    assert result.steps == 2
+    model = build_model_from_weights(tmp_path / "ft" / "last.safetensors")
+    base = load_weights(dc_weights_path)
+    info = model.weights_info
+    assert info.arch == "squeezenet1_0_caffe" and info.in_chans == 1 and info.num_classes == 3
+    assert info.preprocessing.channel_order == "L" and info.classes == ("cat", "dog", "emu")
+    assert torch.equal(model.features[0].weight, base.state_dict["features.0.weight"].sum(1, keepdim=True))
+    assert info.license == base.info.license and "fine_tuned_from" in info.provenance
+
+
+def test_bf16_autocast_channels_last_step(tree, tmp_path):
+    result = train(config(tree, tmp_path / "bf16", amp="bf16", max_steps=1, epochs=1))
+    assert result.steps == 1 and result.last["train_loss"] > 0
+
+
+_DDP_SCRIPT = """
+import json, os, sys, torch
+from squeezenet.training import TrainConfig, train
+cfg = json.loads(sys.argv[1])
+box = {}
+train(TrainConfig(**cfg), on_step=lambda ctx: box.__setitem__("model", ctx.model))
+torch.save(box["model"].state_dict(), os.path.join(cfg["output"], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_ddp_two_cpu_processes_match_single_process(tree, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT)
+    common = {"recipe": "paper", "dropout": 0.0, "epochs": 1, "global_batch": 8, "workers": 0}
+    cfg = config(tree, tmp_path / "ddp", batch_size=4, **common)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*cmd, json.dumps(cfg)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
+    assert_bitwise_equal(r0, r1)
+    train(config(tree, tmp_path / "single", batch_size=8, **common))
+    single = weights_of(tmp_path / "single" / "last.pt")
+    for k in single:  # same global batch, same samples and augmentation per step; only summation order differs
+        torch.testing.assert_close(r0[k], single[k], atol=1e-5, rtol=1e-4)
+
+
+def test_plot_and_per_class_cli(tree, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from squeezenet.cli.main import main
+
+    train(config(tree, tmp_path / "run", epochs=1, max_steps=1))
+    assert main(["plot", str(tmp_path / "run")]) == 0
+    for name in ("loss.png", "accuracy.png", "lr.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+    args = ["eval", "-w", str(tmp_path / "run" / "best.safetensors"), "-d", str(tree / "val"), "-j", "0"]
+    assert main([*args, "--per-class", str(tmp_path / "pc")]) == 0
+    lines = (tmp_path / "pc" / "per_class.csv").read_text().splitlines()
+    assert lines[0] == "class,images,correct,accuracy" and len(lines) == 4
+    assert (tmp_path / "pc" / "confusion.png").is_file() and (tmp_path / "pc" / "confusion.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--val-split", "1.5"], "--val-split"),
+        (["--global-batch", "6"], "not a multiple"),
+        (["--global-batch", "400", "--batch-size", "4"], "fewer than one global batch"),
+        (["--resume", "/nonexistent/last.pt"], "no such checkpoint"),
+        (["--model", "nosuchnet"], "unknown model"),
+        (["--epochs", "0"], "epochs"),
+        (["--image-size", "12"], "minimum input"),
+    ],
+)
+def test_cli_bad_options_one_line(tree, tmp_path, capsys, extra, message):
+    from squeezenet.cli.main import main
+
+    args = ["train", str(tree), "-o", str(tmp_path / "r"), "-m", "squeezenet_design", "--model-arg", "base_e=16"]
+    args += ["--model-arg", "incr_e=16", "--image-size", str(SIZE), "-b", "4", "-j", "0", *extra]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("squeezenet: error:") and message in err[0], err
+
+
+def test_cli_bad_data(tmp_path, capsys):
+    from conftest import run_cli
+    from squeezenet.cli.main import main
+
+    done = run_cli("train", str(tmp_path / "missing"), "-o", str(tmp_path / "r"), timeout=120)  # the real exit status
+    assert done.returncode == 1 and "no such dataset" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    bad_tar = tmp_path / "bad.tar"
+    bad_tar.write_bytes(b"\0" * 100 + b"nonsense" * 200)
+    for data, message in ((tmp_path / "empty", "sub-folder per class"), (bad_tar, "tar archive")):
+        assert main(["train", str(data), "-o", str(tmp_path / "r")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_refuses_to_overwrite_a_run(tree, tmp_path):
+    train(config(tree, tmp_path / "run", max_steps=1, epochs=1))
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(config(tree, tmp_path / "run", max_steps=1, epochs=1))
+
+
+def test_sampler_shards_match_single_process():
+    from squeezenet.training.engine import ResumableSampler
+
+    single = list(ResumableSampler(40, 8, 5, seed=3))
+    r0 = list(ResumableSampler(40, 4, 5, rank=0, world=2, seed=3))
+    r1 = list(ResumableSampler(40, 4, 5, rank=1, world=2, seed=3))
+    for j in range(5):
+        assert sorted(single[8 * j : 8 * j + 8]) == sorted(r0[4 * j : 4 * j + 4] + r1[4 * j : 4 * j + 4])
+    resumed = ResumableSampler(40, 8, 5, seed=3)
+    resumed.set_epoch(0, 2)
+    assert list(resumed) == single[16:]
+
+
+def test_recipes_schedule_and_init():
+    from squeezenet.models import create_model
+    from squeezenet.training.recipes import caffe_xavier_init, lr_factor
+
+    assert lr_factor(0, 100, 0, "poly", 1.0) == 1.0 and lr_factor(50, 100, 0, "poly", 1.0) == 0.5
+    assert lr_factor(0, 100, 10, "cosine", 1.0) == 0.1 and abs(lr_factor(100, 100, 10, "cosine", 1.0)) < 1e-12
+    model = create_model("squeezenet1_0", num_classes=10)
+    caffe_xavier_init(model)
+    w = model.features[0].weight
+    assert (
+        w.abs().max() <= (3 / w[0].numel()) ** 0.5 and abs(float(model.final_conv.weight.detach().std()) - 0.01) < 2e-3
+    )
