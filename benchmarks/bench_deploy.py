@@ -1,0 +1,53 @@
+"""Full deployment comparison: writes benchmarks/results/deploy.json and deploy.md.
+
+    python benchmarks/bench_deploy.py            # the real measurement (quiet machine!)
+    python benchmarks/bench_deploy.py --quick    # a smoke test of the output format
+
+Speed: random weights, v1.0 at 227 px and v1.1 at 224 px, every engine in its own process
+(see ``squeezenet.export.bench``). Accuracy: the Deep Compression v1.0 weights on
+``$SQUEEZENET_DATA/imagenet-samples`` (default ../shared/data): int8 calibrated on the 250
+even-indexed images, top-1 on the 250 others (held out) and on all 500.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from squeezenet.export.bench import ENGINES, format_markdown, int8_accuracy, run_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SQUEEZENET_DATA", ROOT.parent / "shared" / "data"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few iterations, to check the output only")
+    parser.add_argument("--engines", nargs="+", default=list(ENGINES))
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the int8 top-1 check")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
+    args = parser.parse_args()
+    result = run_bench(
+        engines=tuple(args.engines), quick=args.quick, progress=lambda m: print(f"bench: {m}", file=sys.stderr)
+    )
+    weights = DATA / "deepcompression" / "compressed_SqueezeNet.net"
+    samples = DATA / "imagenet-samples"
+    if not args.no_accuracy:
+        if weights.exists() and samples.exists():
+            print("bench: int8 accuracy", file=sys.stderr)
+            result["accuracy"] = int8_accuracy(weights, samples)
+        else:
+            print(f"bench: {DATA} not found; int8 accuracy skipped", file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "deploy.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "deploy.md").write_text(format_markdown(result) + "\n")
+    print(format_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

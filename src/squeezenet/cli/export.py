@@ -1,0 +1,62 @@
+"""``squeezenet export``: ONNX (fp32 or int8) or TorchScript, with class names and preprocessing inside."""
+
+from __future__ import annotations
+
+import argparse
+
+from squeezenet.cli.common import add_weights_args, load_model_from_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="export to ONNX (fp32 or int8) or TorchScript for deployment")
+    add_weights_args(p)
+    p.add_argument("--format", "-f", default="onnx", help="onnx or torchscript (default onnx)")
+    p.add_argument("--output", "-o", required=True, help="output file (.onnx or .pt)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--size", type=int, help="example input side (default: the weights' crop size)")
+    p.add_argument("--dynamo", action="store_true", help="use the torch.export-based ONNX exporter")
+    p.add_argument("--int8", action="store_true", help="ONNX only: int8 static quantization (needs --calibration)")
+    p.add_argument("--calibration", nargs="+", help="images or folders to calibrate int8 activations on")
+    p.add_argument("--calibration-limit", type=int, default=256, help="at most this many calibration images")
+    p.add_argument("--calibration-method", default="percentile", help="percentile (default), minmax or entropy")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from squeezenet.export.common import FORMATS, DeployError, check_output_path
+
+    fmt = args.format.lower()
+    if fmt not in FORMATS:
+        raise DeployError(f"unknown export format {args.format!r}; expected one of: {', '.join(FORMATS)}")
+    if args.int8 and fmt != "onnx":
+        raise DeployError("--int8 needs --format onnx")
+    if args.int8 and not args.calibration:
+        raise DeployError("--int8 needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
+    if fmt == "onnx":
+        from squeezenet.export.common import require
+
+        require("onnx")
+        if args.int8:
+            require("onnxruntime")
+    out = check_output_path(args.output)
+    model = load_model_from_args(args)
+    if args.size is not None and args.size < model.min_input_size:
+        raise DeployError(f"--size {args.size} is below the model's minimum input of {model.min_input_size} pixels")
+    if fmt == "torchscript":
+        from squeezenet.export.torchscript import export_torchscript
+
+        export_torchscript(model, out, size=args.size)
+        what = "TorchScript (frozen)"
+    elif args.int8:
+        from squeezenet.export.quantize import calibration_arrays, quantize_model
+
+        data = calibration_arrays(model, args.calibration, limit=args.calibration_limit)
+        quantize_model(model, out, data, method=args.calibration_method, size=args.size)
+        what = f"ONNX int8 (QDQ, calibrated on {len(data)} images)"
+    else:
+        from squeezenet.export.onnx import export_onnx
+
+        export_onnx(model, out, size=args.size, opset=args.opset, dynamo=args.dynamo)
+        what = f"ONNX opset {max(args.opset, 18) if args.dynamo else args.opset}"
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, {what}, {model.weights_info.arch})")
+    return 0

@@ -1,0 +1,9 @@
+"""Deployment: ONNX and TorchScript export, int8 quantization, benchmarks.
+
+onnx and onnxruntime are the optional ``deploy`` extra; every module here imports them
+lazily and raises ``DeployError`` with an install hint when they are missing.
+"""
+
+from squeezenet.export.common import DeployError, require
+
+__all__ = ["DeployError", "require"]

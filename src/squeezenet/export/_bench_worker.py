@@ -1,0 +1,147 @@
+"""One benchmark engine in a fresh process: ``python _bench_worker.py CONFIG_JSON`` -> JSON on stdout.
+
+Run as a script (not ``-m``) so that the NumPy engine never imports torch: the peak
+memory of each engine is then its own. Latency is measured at batch 1 (median, p90),
+throughput at batch 32 (images per second).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Run as a script, this folder would be sys.path[0] and its onnx.py would shadow the real onnx.
+sys.path[:] = [p for p in sys.path if p and __import__("os").path.abspath(p) != __import__("os").path.dirname(__file__)]
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _torch_model(cfg: dict):
+    import torch
+
+    from squeezenet.weights import build_model_from_weights
+
+    torch.set_num_threads(cfg["threads"])
+    return build_model_from_weights(cfg["safetensors"])
+
+
+def build(engine: str, cfg: dict):
+    """-> callable taking a float32 NCHW numpy array."""
+    threads = cfg["threads"]
+    if engine == "numpy":
+        spec = importlib.util.spec_from_file_location("numpy_runtime", cfg["numpy_runtime"])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        net = module.SqueezeNetNumpy(cfg["safetensors"])
+        return net
+    if engine in ("ort_fp32", "ort_int8"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()  # plain ONNX Runtime, as a user would start it
+        path = cfg["onnx"] if engine == "ort_fp32" else cfg["onnx_int8"]
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    import torch
+
+    if engine == "torchvision_eager":
+        import torchvision
+        from safetensors.torch import load_file
+
+        torch.set_num_threads(threads)
+        model = getattr(torchvision.models, cfg["tv_arch"])().eval()
+        model.load_state_dict(load_file(cfg["safetensors"]))
+
+        def run(x):
+            with torch.no_grad():
+                return model(torch.from_numpy(x))
+
+        return run
+    model = _torch_model(cfg)
+    if engine == "default":
+        from squeezenet.inference import InferenceRunner
+
+        runner = InferenceRunner(model)
+        cfg["backend"] = runner.backend
+        return lambda x: runner(torch.from_numpy(x))
+    if engine == "torch_channels_last":
+        from squeezenet.inference import InferenceRunner
+
+        runner = InferenceRunner(model, backend="torch")
+        return lambda x: runner(torch.from_numpy(x))
+    if engine == "torchscript_frozen":
+        from squeezenet.export.torchscript import to_torchscript
+
+        module = torch.jit.optimize_for_inference(to_torchscript(model, cfg["size"]))
+
+        def run_ts(x):
+            with torch.inference_mode():
+                return module(torch.from_numpy(x))
+
+        return run_ts
+    if engine == "torch_compile":
+        compiled = torch.compile(model.to(memory_format=torch.channels_last))
+
+        def run_compiled(x):
+            with torch.inference_mode():
+                return compiled(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
+
+        return run_compiled
+    raise SystemExit(f"unknown engine {engine}")
+
+
+def _timed(fn, x, min_iters: int, max_iters: int, budget: float) -> list[float]:
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < budget):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    engine, size, quick = cfg["engine"], cfg["size"], cfg["quick"]
+    rss_start = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    fn = build(engine, cfg)
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, 3, size, size), dtype=np.float32)
+    x32 = rng.standard_normal((32, 3, size, size), dtype=np.float32)
+    fn(x1)  # first call: compiles / plans
+    setup = time.perf_counter() - t0
+    for _ in range(2 if quick else 5):
+        fn(x1)
+    lat = _timed(fn, x1, *((5, 20, 1.0) if quick else (30, 300, 10.0)))
+    fn(x32)
+    thr = _timed(fn, x32, *((1, 2, 1.0) if quick else (3, 20, 15.0)))
+    result = {
+        "engine": engine,
+        "setup_s": round(setup, 3),
+        "b1_median_ms": round(float(np.median(lat)) * 1e3, 3),
+        "b1_p90_ms": round(float(np.percentile(lat, 90)) * 1e3, 3),
+        "b1_iters": len(lat),
+        "b32_images_per_s": round(32 / float(np.median(thr)), 2),
+        "b32_iters": len(thr),
+        "peak_rss_mb": round(_status_mb("VmHWM"), 1),
+        "rss_increase_mb": round(_status_mb("VmHWM") - rss_start, 1),
+    }
+    if "backend" in cfg:
+        result["backend"] = cfg["backend"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Deployment benchmark: every engine, v1.0 and v1.1, batch-1 latency and batch-32 throughput.
+
+Each engine runs in its own process (``_bench_worker.py``) so that its peak memory
+(``VmHWM``) is its own and a crash or a slow ``torch.compile`` cannot take the whole run
+down (a time budget per engine). Random weights: speed does not depend on them. The
+reference is torchvision's eager model (plain NCHW fp32 under ``torch.no_grad``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from squeezenet.export.common import DeployError
+
+ENGINES = (
+    "torchvision_eager",
+    "default",
+    "torch_channels_last",
+    "torchscript_frozen",
+    "torch_compile",
+    "ort_fp32",
+    "ort_int8",
+    "numpy",
+)
+REFERENCE = "torchvision_eager"
+ARCH_SIZES = {"squeezenet1_0": 227, "squeezenet1_1": 224}
+_WORKER = Path(__file__).with_name("_bench_worker.py")
+_NUMPY_RUNTIME = Path(__file__).resolve().parent.parent / "runtime" / "numpy_runtime.py"
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+    for name in ("onnxruntime", "onnx"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    return info
+
+
+def _prepare(arch: str, size: int, folder: Path, engines: tuple[str, ...]) -> dict:
+    """Random-weight model files for one architecture, and its size facts."""
+    from squeezenet.data.preprocessing import Preprocessing
+    from squeezenet.models import create_model
+    from squeezenet.models.summary import layer_table, totals
+    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
+
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    model.weights_info = WeightsInfo(
+        arch=arch, spec=model.spec, num_classes=model.num_classes, in_chans=3, preprocessing=Preprocessing(crop=size)
+    )
+    files = {"safetensors": folder / f"{arch}.safetensors"}
+    write_safetensors(state_dict_to_loaded(model, model.weights_info), files["safetensors"])
+    if {"ort_fp32", "ort_int8"} & set(engines):
+        from squeezenet.export.onnx import export_onnx
+
+        files["onnx"] = export_onnx(model, folder / f"{arch}.onnx", size=size)
+    if "ort_int8" in engines:
+        from squeezenet.export.quantize import quantize_model
+
+        calib = np.random.default_rng(0).standard_normal((8, 3, size, size), dtype=np.float32)
+        files["onnx_int8"] = quantize_model(model, folder / f"{arch}.int8.onnx", calib)
+    if "torchscript_frozen" in engines:
+        from squeezenet.export.torchscript import export_torchscript
+
+        files["torchscript"] = export_torchscript(model, folder / f"{arch}.pt", size=size)
+    facts = totals(layer_table(model, size))
+    return {"files": {k: str(v) for k, v in files.items()}, "params": facts["params"], "macs": facts["macs"]}
+
+
+_ENGINE_FILE = {
+    "torchvision_eager": "safetensors",
+    "default": "onnx",
+    "torch_channels_last": "safetensors",
+    "torchscript_frozen": "torchscript",
+    "torch_compile": "safetensors",
+    "ort_fp32": "onnx",
+    "ort_int8": "onnx_int8",
+    "numpy": "safetensors",
+}
+
+
+def _run_worker(cfg: dict, timeout: float) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(_WORKER), json.dumps(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return {"engine": cfg["engine"], "error": f"did not finish within the {timeout:.0f} s budget"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"engine": cfg["engine"], "error": (tail[-1] if tail else f"exit status {proc.returncode}")[:300]}
+    return json.loads(lines[-1])
+
+
+def run_bench(
+    archs: tuple[str, ...] = tuple(ARCH_SIZES),
+    engines: tuple[str, ...] = ENGINES,
+    quick: bool = False,
+    size: int | None = None,
+    threads: int | None = None,
+    compile_budget: float | None = None,
+    progress=None,
+) -> dict:
+    """The whole comparison as one JSON-able dict (see ``format_markdown``)."""
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise DeployError(f"unknown engine(s) {unknown}; available: {', '.join(ENGINES)}")
+    bad = [a for a in archs if a not in ARCH_SIZES]
+    if bad:
+        raise DeployError(f"bench supports {', '.join(ARCH_SIZES)}, not {', '.join(bad)}")
+    needs_ort = {"ort_fp32", "ort_int8"} & set(engines)
+    if needs_ort:
+        from squeezenet.export.common import require
+
+        require("onnxruntime")
+        require("onnx")
+    threads = threads or torch.get_num_threads()
+    result = {"machine": machine_info(), "quick": quick, "threads": threads, "reference": REFERENCE, "archs": {}}
+    with tempfile.TemporaryDirectory(prefix="squeezenet-bench-") as tmp:
+        for arch in archs:
+            side = size or ARCH_SIZES[arch]
+            prepared = _prepare(arch, side, Path(tmp), engines)
+            files = prepared["files"]
+            rows = []
+            for engine in engines:
+                if progress:
+                    progress(f"{arch} {engine}")
+                cfg = {
+                    "engine": engine,
+                    "arch": arch,
+                    "tv_arch": arch,
+                    "size": side,
+                    "quick": quick,
+                    "threads": threads,
+                    "numpy_runtime": str(_NUMPY_RUNTIME),
+                    **files,
+                }
+                budget = (compile_budget or (120 if quick else 300)) if engine == "torch_compile" else 600
+                row = _run_worker(cfg, budget)
+                file_key = _ENGINE_FILE[engine]
+                if file_key in files:
+                    row["file"] = Path(files[file_key]).name
+                    row["file_bytes"] = Path(files[file_key]).stat().st_size
+                rows.append(row)
+            ref = next((r for r in rows if r["engine"] == REFERENCE and "error" not in r), None)
+            for row in rows:
+                if ref and "error" not in row:
+                    row["b1_speedup_vs_ref"] = round(ref["b1_median_ms"] / row["b1_median_ms"], 2)
+                    row["b32_speedup_vs_ref"] = round(row["b32_images_per_s"] / ref["b32_images_per_s"], 2)
+            result["archs"][arch] = {
+                "input_size": side,
+                "params": prepared["params"],
+                "macs": prepared["macs"],
+                "engines": rows,
+            }
+    return result
+
+
+def format_markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# SqueezeNet deployment benchmark",
+        "",
+        f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({result['threads']} threads); "
+        f"torch {m['torch']}, onnxruntime {m.get('onnxruntime')}, numpy {m['numpy']}, Python {m['python']}."
+        + (" Quick run: few iterations, numbers are rough." if result.get("quick") else ""),
+        f"Reference: `{result['reference']}` (torchvision model, NCHW fp32, `torch.no_grad`). Random weights.",
+        "",
+    ]
+    for arch, block in result["archs"].items():
+        lines += [
+            f"## {arch} at {block['input_size']}x{block['input_size']}",
+            "",
+            f"{block['params']:,} parameters, {block['macs']:,} MACs per image.",
+            "",
+            "| engine | b1 median ms | b1 p90 ms | b1 speedup | b32 img/s | b32 speedup | file bytes | peak RSS MB | "
+            "RSS increase MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in block["engines"]:
+            name = r["engine"] + (f" ({r['backend']})" if r.get("backend") else "")
+            if "error" in r:
+                lines.append(f"| {name} | failed: {r['error']} | | | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {r['b1_median_ms']:.2f} | {r['b1_p90_ms']:.2f} | {r.get('b1_speedup_vs_ref', '')} | "
+                f"{r['b32_images_per_s']:.1f} | {r.get('b32_speedup_vs_ref', '')} | {r.get('file_bytes', ''):,} | "
+                f"{r['peak_rss_mb']:.0f} | {r['rss_increase_mb']:.0f} |"
+            )
+        lines.append("")
+    acc = result.get("accuracy")
+    if acc:
+        lines += ["## int8 accuracy (real weights, imagenet-samples)", "", acc.get("protocol", ""), ""]
+        lines += ["| model | top-1 eval half | top-1 all 500 |", "|---|---:|---:|"]
+        for key in ("fp32", "int8"):
+            if key in acc:
+                lines.append(f"| {key} | {acc[key]['top1_eval_half']:.1%} | {acc[key]['top1_all']:.1%} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def int8_accuracy(weights: str | Path, data_dir: str | Path, method: str = "percentile") -> dict:
+    """fp32 vs int8 top-1 on an ImageNet-layout folder: calibrate on the even-indexed half,
+    evaluate on the odd-indexed half (held out) and, for reference, on all images."""
+    from squeezenet.data import scan_class_folders
+    from squeezenet.export.onnx import onnx_bytes, ort_session
+    from squeezenet.export.quantize import calibration_arrays, quantize_model
+    from squeezenet.inference.labels import folder_targets
+    from squeezenet.weights import build_model_from_weights
+
+    model = build_model_from_weights(weights)
+    folders, samples = scan_class_folders(data_dir)
+    targets = folder_targets(folders, model.weights_info, data_dir)
+    x = calibration_arrays(model, [p for p, _ in samples])
+    y = np.array([targets[name] for _, name in samples])
+    calib, held_out = np.arange(0, len(x), 2), np.arange(1, len(x), 2)
+
+    def top1(session) -> tuple[float, float]:
+        name = session.get_inputs()[0].name
+        pred = np.concatenate([session.run(None, {name: x[i : i + 50]})[0].argmax(1) for i in range(0, len(x), 50)])
+        hit = pred == y
+        return float(hit[held_out].mean()), float(hit.mean())
+
+    fp32 = top1(ort_session(onnx_bytes(model)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = quantize_model(model, Path(tmp) / "int8.onnx", x[calib], method=method)
+        int8 = top1(ort_session(path))
+    return {
+        "protocol": f"Calibrated ({method}, per-channel weights, conv1/conv10 in fp32) on the {len(calib)} "
+        f"even-indexed images; 'eval half' = the other {len(held_out)} images (held out); 'all' includes "
+        "the calibration images.",
+        "fp32": {"top1_eval_half": fp32[0], "top1_all": fp32[1]},
+        "int8": {"top1_eval_half": int8[0], "top1_all": int8[1]},
+        "lost_points_eval_half": round((fp32[0] - int8[0]) * 100, 2),
+    }

@@ -1,0 +1,61 @@
+"""The deployment benchmark: engines run in subprocesses, results render as JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from squeezenet.cli.main import main
+from squeezenet.export.bench import format_markdown, machine_info, run_bench
+
+pytest.importorskip("onnxruntime")
+
+
+def test_machine_info():
+    info = machine_info()
+    assert info["cpu"] and info["logical_cores"] >= 1 and info["torch"] and info["onnxruntime"]
+
+
+def test_quick_bench_two_engines_small_input():
+    result = run_bench(archs=("squeezenet1_1",), engines=("ort_fp32", "numpy"), quick=True, size=64)
+    block = result["archs"]["squeezenet1_1"]
+    assert block["params"] == 1_235_496 and block["macs"] > 0
+    rows = {r["engine"]: r for r in block["engines"]}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert row["b1_median_ms"] > 0 and row["b32_images_per_s"] > 0 and row["peak_rss_mb"] > 0
+        assert row["file_bytes"] > 1_000_000
+    json.dumps(result)
+    text = format_markdown(result)
+    assert "squeezenet1_1 at 64x64" in text and "| numpy |" in text
+
+
+def test_format_markdown_reports_failures_and_accuracy():
+    result = {
+        "machine": machine_info(),
+        "threads": 2,
+        "reference": "torchvision_eager",
+        "quick": True,
+        "archs": {
+            "squeezenet1_0": {
+                "input_size": 227,
+                "params": 1,
+                "macs": 2,
+                "engines": [{"engine": "torch_compile", "error": "did not finish within the 120 s budget"}],
+            }
+        },
+        "accuracy": {
+            "protocol": "p",
+            "fp32": {"top1_eval_half": 0.6, "top1_all": 0.64},
+            "int8": {"top1_eval_half": 0.59, "top1_all": 0.64},
+        },
+    }
+    text = format_markdown(result)
+    assert "failed: did not finish" in text and "| int8 | 59.0% | 64.0% |" in text
+
+
+def test_cli_bench_unknown_engine(capsys):
+    assert main(["bench", "--quick", "--engines", "tensorrt"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "unknown engine" in err

@@ -1,0 +1,174 @@
+"""ONNX / TorchScript export, int8 quantization and the default inference path."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from squeezenet.cli.main import main
+from squeezenet.models import create_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def real_batch(dc_model, imagenet_samples):
+    from squeezenet.data import build_transform, find_images, load_image
+
+    transform = build_transform(dc_model.weights_info.preprocessing)
+    files = find_images([imagenet_samples])[::60][:8]
+    return torch.stack([transform(load_image(f)) for f in files])
+
+
+@pytest.fixture(scope="module")
+def dc_onnx(dc_model, tmp_path_factory):
+    from squeezenet.export.onnx import export_onnx
+
+    return export_onnx(dc_model, tmp_path_factory.mktemp("onnx") / "dc.onnx")
+
+
+def test_onnx_matches_pytorch_on_real_images(dc_model, dc_onnx, real_batch):
+    with torch.no_grad():
+        expected = dc_model(real_batch).numpy()
+    session = ort.InferenceSession(str(dc_onnx), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    batched = session.run(None, {name: real_batch.numpy()})[0]  # dynamic batch: 8
+    single = session.run(None, {name: real_batch[:1].numpy()})[0]  # and 1
+    assert np.abs(batched - expected).max() <= 1e-4
+    assert np.abs(single - expected[:1]).max() <= 1e-4
+    assert (batched.argmax(1) == expected.argmax(1)).all()
+
+
+def test_onnx_graph_opset_ceil_mode_dynamic_batch_and_metadata(dc_model, dc_onnx):
+    proto = onnx.load(str(dc_onnx))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    pools = [n for n in proto.graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 3
+    assert all(onnx.helper.get_attribute_value(a) == 1 for n in pools for a in n.attribute if a.name == "ceil_mode")
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["classes"]) == list(dc_model.weights_info.classes)
+    assert json.loads(meta["preprocessing"])["channel_order"] == "BGR"
+    assert json.loads(meta["spec"])["classifier_padding"] == 1
+
+
+def test_torchscript_export_with_metadata(dc_model, tmp_path, real_batch):
+    from squeezenet.export.torchscript import export_torchscript, load_torchscript
+
+    path = export_torchscript(dc_model, tmp_path / "dc.pt")
+    module, meta = load_torchscript(path)
+    with torch.no_grad():
+        assert (module(real_batch[:3]) - dc_model(real_batch[:3])).abs().max() <= 1e-4
+    assert json.loads(meta["preprocessing"])["crop"] == 227
+    assert len(json.loads(meta["classes"])) == 1000
+
+
+def test_int8_quantization_small_model(tmp_path):
+    from squeezenet.export.onnx import ort_session
+    from squeezenet.export.quantize import quantize_model
+
+    model = create_model("squeezenet1_1").eval()
+    calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64), dtype=np.float32)
+    path = quantize_model(model, tmp_path / "q.onnx", calib, size=64)
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    first_input = convs[0].input[0]  # conv1 stays fp32: fed by the raw input, not a DequantizeLinear
+    assert first_input == "input"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["quantization"].startswith("int8")
+    session = ort_session(path)
+    out = session.run(None, {"input": calib})[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(calib)).numpy()
+    assert out.shape == ref.shape and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("arch,size", [("squeezenet1_0", 224), ("squeezenet1_1", 224), ("squeezenet1_0_caffe", 227)])
+def test_runner_backends_match_eager(arch, size):
+    from squeezenet.inference.runner import InferenceRunner
+
+    model = create_model(arch).eval()
+    x = torch.randn(2, 3, size, size) * 50
+    with torch.no_grad():
+        expected = model(x)
+    for backend in ("onnxruntime", "torch"):
+        runner = InferenceRunner(copy.deepcopy(model), backend=backend)
+        assert runner.backend == backend
+        assert (runner(x) - expected).abs().max() <= 1e-4, backend
+        assert runner(x[:1]).shape == (1, 1000)
+
+
+def test_runner_default_is_onnxruntime_and_env_override(monkeypatch):
+    from squeezenet.errors import ModelError
+    from squeezenet.inference.runner import InferenceRunner, resolve_backend
+
+    assert resolve_backend() == "onnxruntime"
+    monkeypatch.setenv("SQUEEZENET_BACKEND", "torch")
+    assert InferenceRunner(create_model("squeezenet1_1")).backend == "torch"
+    with pytest.raises(ModelError, match="unknown inference backend"):
+        resolve_backend("tensorrt")
+
+
+# ------------------------------------------------------------------ command line
+def _cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_export_onnx_and_torchscript(dc_weights_path, tmp_path, capsys):
+    code, out, _ = _cli(
+        capsys, "export", "--weights", str(dc_weights_path), "-f", "torchscript", "-o", str(tmp_path / "m.pt")
+    )
+    assert code == 0 and "wrote" in out and (tmp_path / "m.pt").exists()
+
+
+def test_cli_export_unknown_format(dc_weights_path, tmp_path, capsys):
+    code, _, err = _cli(
+        capsys, "export", "--weights", str(dc_weights_path), "--format", "tflite", "-o", str(tmp_path / "m")
+    )
+    assert code == 1
+    assert err.strip().count("\n") == 0 and "unknown export format 'tflite'" in err
+
+
+@pytest.mark.parametrize("target", ["missing-dir/m.onnx", "."])
+def test_cli_export_unwritable_output(dc_weights_path, tmp_path, capsys, target):
+    code, _, err = _cli(capsys, "export", "--weights", str(dc_weights_path), "-o", str(tmp_path / target))
+    assert code == 1
+    assert err.strip().count("\n") == 0 and "squeezenet: error:" in err
+
+
+def test_cli_export_readonly_folder(dc_weights_path, tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user that can write anywhere")
+        code, _, err = _cli(capsys, "export", "--weights", str(dc_weights_path), "-o", str(folder / "m.onnx"))
+        assert code == 1 and "permission denied" in err
+    finally:
+        folder.chmod(0o700)
+
+
+def test_cli_export_arch_mismatch(dc_weights_path, tmp_path, capsys):
+    code, _, err = _cli(
+        capsys, "export", "--weights", str(dc_weights_path), "--arch", "squeezenet1_1", "-o", str(tmp_path / "m.onnx")
+    )
+    assert code == 1
+    assert err.strip().count("\n") == 0 and "do not fit" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_export_int8_needs_calibration(dc_weights_path, tmp_path, capsys):
+    code, _, err = _cli(capsys, "export", "--weights", str(dc_weights_path), "--int8", "-o", str(tmp_path / "q.onnx"))
+    assert code == 1 and "--calibration" in err

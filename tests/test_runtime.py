@@ -1,0 +1,162 @@
+"""The NumPy runtime: no torch, same logits as PyTorch, top-5 from the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from squeezenet.models import create_model
+
+RUNTIME = Path(__file__).resolve().parents[1] / "src" / "squeezenet" / "runtime" / "numpy_runtime.py"
+
+
+def _load_runtime():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("numpy_runtime_under_test", RUNTIME)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _no_torch_env(tmp_path: Path) -> dict:
+    """PYTHONPATH with a fake ``torch`` package that refuses to import, ahead of everything."""
+    fake = tmp_path / "fake"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('torch is forbidden in the numpy runtime')\n")
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(fake)}
+
+
+@pytest.fixture(scope="module")
+def dc_safetensors(dc_model, tmp_path_factory):
+    from squeezenet.weights import state_dict_to_loaded, write_safetensors
+
+    return write_safetensors(
+        state_dict_to_loaded(dc_model, dc_model.weights_info), tmp_path_factory.mktemp("w") / "dc.safetensors"
+    )
+
+
+def test_runtime_without_torch_matches_pytorch(dc_model, dc_safetensors, imagenet_samples, tmp_path):
+    from squeezenet.data import build_transform, find_images, load_image
+
+    files = [str(f) for f in find_images([imagenet_samples])[::60][:8]]
+    out = tmp_path / "logits.npy"
+    script = (
+        "import importlib.util, sys, json, numpy as np\n"
+        f"spec = importlib.util.spec_from_file_location('rt', {str(RUNTIME)!r})\n"
+        "rt = importlib.util.module_from_spec(spec); spec.loader.exec_module(rt)\n"
+        "assert 'torch' not in sys.modules and 'squeezenet' not in sys.modules\n"
+        f"net = rt.SqueezeNetNumpy({str(dc_safetensors)!r})\n"
+        f"files = json.loads({json.dumps(files)!r})\n"
+        "np.save(sys.argv[1], net(np.stack([net.preprocess(f) for f in files])))\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(out)],
+        capture_output=True,
+        text=True,
+        env=_no_torch_env(tmp_path),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    transform = build_transform(dc_model.weights_info.preprocessing)
+    with torch.no_grad():
+        expected = dc_model(torch.stack([transform(load_image(f)) for f in files])).numpy()
+    got = np.load(out)
+    assert np.abs(got - expected).max() <= 1e-4
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_runtime_main_prints_top5_without_torch(dc_safetensors, imagenet_samples, tmp_path):
+    image = next(iter(sorted(imagenet_samples.rglob("*.JPEG"))))
+    proc = subprocess.run(
+        [sys.executable, str(RUNTIME), str(dc_safetensors), str(image)],
+        capture_output=True,
+        text=True,
+        env=_no_torch_env(tmp_path),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == str(image) and len(lines) == 6
+    assert lines[1].strip().startswith("1.") and "%" in lines[1]
+
+
+def test_runtime_usage_and_bad_file(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 32)
+    proc = subprocess.run([sys.executable, str(RUNTIME), str(bad), "x.jpg"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "numpy_runtime: error:" in proc.stderr
+    assert subprocess.run([sys.executable, str(RUNTIME)], capture_output=True).returncode == 2
+
+
+@pytest.mark.parametrize(
+    "arch", ["squeezenet1_0", "squeezenet1_1", "squeezenet1_0_caffe", "squeezenet1_0_complex_bypass"]
+)
+@pytest.mark.parametrize("size", [64, 51])
+def test_runtime_layers_match_pytorch(arch, size, tmp_path):
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
+    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
+
+    rt = _load_runtime()
+    model = create_model(arch).eval()
+    info = WeightsInfo(arch=arch, spec=model.spec, num_classes=1000, in_chans=3, preprocessing=IMAGENET_DEFAULT)
+    path = write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors")
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(rt.SqueezeNetNumpy(path)(x.numpy()) - expected).max() <= 1e-4
+
+
+def test_preprocessing_matches_torchvision(tmp_path):
+    from PIL import Image
+
+    from squeezenet.data import IMAGENET_DEFAULT, build_transform
+    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
+
+    rt = _load_runtime()
+    model = create_model("squeezenet1_1")
+    info = WeightsInfo("squeezenet1_1", model.spec, 1000, 3, IMAGENET_DEFAULT)
+    net = rt.SqueezeNetNumpy(write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 411, 3), dtype=np.uint8))
+    expected = build_transform(IMAGENET_DEFAULT)(image).numpy()
+    assert np.abs(net.preprocess(image) - expected).max() <= 1e-5
+
+
+def test_read_weights_dispatches_on_magic(tmp_path):
+    rt = _load_runtime()
+    fake = tmp_path / "w.sqz"
+    fake.write_bytes(b"SQZ\x00" + b"\x00" * 40)
+    with pytest.raises(rt.RuntimeFailure):
+        rt.read_weights(fake)
+
+
+def test_runtime_reads_sqz_without_torch(dc_model, tmp_path):
+    """The .sqz hook, when the compression package can write one."""
+    sqz = pytest.importorskip("squeezenet.compression.sqz")
+    writer = getattr(sqz, "write_sqz", None)
+    if writer is None:
+        pytest.skip("squeezenet.compression.sqz has no write_sqz")
+    from squeezenet.weights import state_dict_to_loaded
+
+    path = tmp_path / "m.sqz"
+    try:
+        writer(state_dict_to_loaded(dc_model, dc_model.weights_info), path)
+    except TypeError:
+        pytest.skip("write_sqz has another signature")
+    rt = _load_runtime()
+    x = np.random.default_rng(0).standard_normal((1, 3, 227, 227), dtype=np.float32) * 50
+    expected = sqz.read_sqz(path)
+    model = create_model("squeezenet1_0_caffe").eval()
+    model.load_state_dict(expected.state_dict)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    assert np.abs(rt.SqueezeNetNumpy(path)(x) - ref).max() <= 1e-3
