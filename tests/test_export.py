@@ -78,9 +78,13 @@ def test_int8_quantization_small_model(tmp_path):
     proto = onnx.load(str(path))
     ops = {n.op_type for n in proto.graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    producers = {out: n.op_type for n in proto.graph.node for out in n.output}
+    consumers = {inp: n.op_type for n in proto.graph.node for inp in n.input}
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    first_input = convs[0].input[0]  # conv1 stays fp32: fed by the raw input, not a DequantizeLinear
-    assert first_input == "input"
+    assert producers[convs[0].input[0]] == "DequantizeLinear"  # every convolution, conv1 too, runs int8
+    assert all(producers[c.input[1]] == "DequantizeLinear" for c in convs)
+    (pool,) = [n for n in proto.graph.node if n.op_type == "GlobalAveragePool"]
+    assert consumers.get(pool.output[0]) != "QuantizeLinear"  # the averaged class scores stay fp32
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["quantization"].startswith("int8")
     session = ort_session(path)

@@ -139,19 +139,13 @@ def test_read_weights_dispatches_on_magic(tmp_path):
         rt.read_weights(fake)
 
 
-def test_runtime_reads_sqz_without_torch(dc_model, tmp_path):
-    """The .sqz hook, when the compression package can write one."""
-    sqz = pytest.importorskip("squeezenet.compression.sqz")
-    writer = getattr(sqz, "write_sqz", None)
-    if writer is None:
-        pytest.skip("squeezenet.compression.sqz has no write_sqz")
-    from squeezenet.weights import state_dict_to_loaded
+def test_runtime_reads_sqz(dc_weights_path, tmp_path):
+    """A compressed .sqz decodes in the NumPy runtime to the same logits as in PyTorch."""
+    from squeezenet.compression import sqz
+    from squeezenet.compression.pipeline import CompressionConfig, compress
 
     path = tmp_path / "m.sqz"
-    try:
-        writer(state_dict_to_loaded(dc_model, dc_model.weights_info), path)
-    except TypeError:
-        pytest.skip("write_sqz has another signature")
+    compress(str(dc_weights_path), CompressionConfig.data_free()).save(path)
     rt = _load_runtime()
     x = np.random.default_rng(0).standard_normal((1, 3, 227, 227), dtype=np.float32) * 50
     expected = sqz.read_sqz(path)

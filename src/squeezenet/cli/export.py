@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based ONNX exporter")
     p.add_argument("--int8", action="store_true", help="ONNX only: int8 static quantization (needs --calibration)")
     p.add_argument("--calibration", nargs="+", help="images or folders to calibrate int8 activations on")
-    p.add_argument("--calibration-limit", type=int, default=256, help="at most this many calibration images")
+    p.add_argument(
+        "--calibration-limit", type=int, default=128, help="at most this many calibration images (default 128)"
+    )
     p.add_argument("--calibration-method", default="percentile", help="percentile (default), minmax or entropy")
     p.set_defaults(run=run)
 

@@ -233,7 +233,9 @@ def format_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def int8_accuracy(weights: str | Path, data_dir: str | Path, method: str = "percentile") -> dict:
+def int8_accuracy(
+    weights: str | Path, data_dir: str | Path, method: str = "percentile", calibration_images: int = 128
+) -> dict:
     """fp32 vs int8 top-1 on an ImageNet-layout folder: calibrate on the even-indexed half,
     evaluate on the odd-indexed half (held out) and, for reference, on all images."""
     from squeezenet.data import scan_class_folders
@@ -247,7 +249,7 @@ def int8_accuracy(weights: str | Path, data_dir: str | Path, method: str = "perc
     targets = folder_targets(folders, model.weights_info, data_dir)
     x = calibration_arrays(model, [p for p, _ in samples])
     y = np.array([targets[name] for _, name in samples])
-    calib, held_out = np.arange(0, len(x), 2), np.arange(1, len(x), 2)
+    calib, held_out = np.arange(0, len(x), 2)[:calibration_images], np.arange(1, len(x), 2)
 
     def top1(session) -> tuple[float, float]:
         name = session.get_inputs()[0].name
@@ -260,9 +262,9 @@ def int8_accuracy(weights: str | Path, data_dir: str | Path, method: str = "perc
         path = quantize_model(model, Path(tmp) / "int8.onnx", x[calib], method=method)
         int8 = top1(ort_session(path))
     return {
-        "protocol": f"Calibrated ({method}, per-channel weights, conv1/conv10 in fp32) on the {len(calib)} "
-        f"even-indexed images; 'eval half' = the other {len(held_out)} images (held out); 'all' includes "
-        "the calibration images.",
+        "protocol": f"Calibrated ({method}, per-channel weights, every convolution int8, the global average "
+        f"pool in fp32) on {len(calib)} of the even-indexed images; 'eval half' = the {len(held_out)} "
+        "odd-indexed images (held out); 'all' includes the calibration images.",
         "fp32": {"top1_eval_half": fp32[0], "top1_all": fp32[1]},
         "int8": {"top1_eval_half": int8[0], "top1_all": int8[1]},
         "lost_points_eval_half": round((fp32[0] - int8[0]) * 100, 2),

@@ -86,21 +86,33 @@ def read_weights(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray
 
 
 # ---------------------------------------------------------------- layers (NHWC float32)
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """x (N, H, W, C), w (kh, kw, C, O): im2col rows (N*Ho*Wo, kh*kw*C) times w, one BLAS call."""
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1) -> np.ndarray:
+    """NHWC windows as rows (N*Ho*Wo, kh*kw*C): a strided view of every window, copied once."""
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    return view.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+
+
+def conv2d(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1, pad: int = 0, out: np.ndarray | None = None
+) -> np.ndarray:
+    """x (N, H, W, C), w (kh, kw, C, O): im2col rows times w, one BLAS call.
+
+    ``out`` (rows, O), possibly a column slice of a wider array, receives the product
+    directly: a Fire module's two expand convolutions write side by side, so the
+    concatenation costs nothing. The result is returned as (N, Ho, Wo, O) when ``out`` is None.
+    """
     kh, kw, c, o = w.shape
     if pad:
         x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     n, h, wd, _ = x.shape
     ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
-    if kh == kw == 1 and stride == 1:
-        cols = x.reshape(n * ho * wo, c)
-    else:  # a strided view of every window, copied once into rows
-        view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-        cols = view.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
-    out = cols @ w.reshape(kh * kw * c, o)
-    out += b
-    return out.reshape(n, ho, wo, o)
+    cols = x.reshape(n * ho * wo, c) if kh == kw == 1 and stride == 1 else im2col(x, kh, kw, stride)
+    result = np.matmul(cols, w.reshape(kh * kw * c, o), out=out)
+    if b is not None:
+        result += b
+    return result if out is not None else result.reshape(n, ho, wo, o)
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -152,10 +164,23 @@ class SqueezeNetNumpy:
                 self.layers.append(("pool", index, ""))
                 index += 1
 
-    def _conv(self, name: str, x: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+    def _weight(self, name: str) -> np.ndarray:
         if name not in self.w:  # (O, C, kh, kw) -> (kh, kw, C, O), once
             self.w[name] = np.ascontiguousarray(self.t[name + ".weight"].transpose(2, 3, 1, 0))
-        return conv2d(x, self.w[name], self.t[name + ".bias"], stride, pad)
+        return self.w[name]
+
+    def _conv(self, name: str, x: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
+        return conv2d(x, self._weight(name), self.t[name + ".bias"], stride, pad)
+
+    def _expand(self, p: str, s: np.ndarray) -> np.ndarray:
+        """ReLU(concat(expand1x1(s), expand3x3(s))), both products written into one array."""
+        n, h, w, _ = s.shape
+        w1, w3 = self._weight(p + "expand1x1"), self._weight(p + "expand3x3")
+        e1 = w1.shape[3]
+        out = np.empty((n * h * w, e1 + w3.shape[3]), dtype=np.float32)
+        conv2d(s, w1, self.t[p + "expand1x1.bias"], out=out[:, :e1])
+        conv2d(s, w3, self.t[p + "expand3x3.bias"], pad=1, out=out[:, e1:])
+        return relu(out).reshape(n, h, w, -1)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) preprocessed images -> (N, classes) logits; works in NHWC inside."""
@@ -167,7 +192,7 @@ class SqueezeNetNumpy:
                 continue
             p = f"features.{index}."
             s = relu(self._conv(p + "squeeze", x))
-            out = np.concatenate([relu(self._conv(p + "expand1x1", s)), relu(self._conv(p + "expand3x3", s, pad=1))], 3)
+            out = self._expand(p, s)
             if shortcut == "identity":
                 out += x
             elif shortcut == "conv":
