@@ -229,7 +229,7 @@ def retrain_fn(args, work: Path, info, log: list):
             warmup_epochs=0,
             ema_decay=args.retrain_ema,
             dropout=0.1,
-            image_size=32,
+            image_size=None,  # the trained model's own input size (its weights carry it)
             augment=args.retrain_augment,
             workers=args.workers,
             amp=args.amp,

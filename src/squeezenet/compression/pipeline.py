@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from squeezenet.atomic import atomic_write_bytes
 from squeezenet.compression.pruning import magnitude_mask, prunable, resolve_densities
 from squeezenet.compression.quantize import compact, kmeans_1d
 from squeezenet.compression.sqz_codec import DEFAULT_STEPS, SparseTensor, SqzError, TensorPlan, encode_sqz
@@ -108,7 +109,7 @@ class CompressedModel:
 
     def save(self, path: str | Path) -> dict:
         data, report = self.encode()
-        Path(path).write_bytes(data)
+        atomic_write_bytes(path, data, WeightsError)
         return report
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from squeezenet.atomic import atomic_write_bytes
 from squeezenet.export.common import DeployError, ExportWrapper, check_output_path, input_size, model_metadata, require
 
 DEFAULT_OPSET = 17
@@ -81,12 +82,7 @@ def onnx_bytes(
 def export_onnx(model: nn.Module, path: str | Path, **kwargs) -> Path:
     """Write ``model`` (eval mode, carrying ``weights_info``) as an ONNX file."""
     path = check_output_path(path)
-    data = onnx_bytes(model, **kwargs)
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise DeployError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return atomic_write_bytes(path, onnx_bytes(model, **kwargs), DeployError)
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:

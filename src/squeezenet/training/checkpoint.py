@@ -12,14 +12,13 @@ included, leaves either the old or the new checkpoint, never a torn one.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from squeezenet.atomic import atomic_path
 from squeezenet.training.errors import TrainingError
 
 FORMAT = "squeezenet.train-checkpoint"
@@ -53,36 +52,12 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temp file, flush + fsync, rename over ``path``, fsync the folder."""
+    """torch.save through ``squeezenet.atomic``: temp file, fsync, rename, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise TrainingError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
+    with atomic_path(path, TrainingError) as tmp:
+        torch.save(obj, tmp)
     return path
 
 

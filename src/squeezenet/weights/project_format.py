@@ -8,14 +8,13 @@ never executes code on load and checks every offset before reading.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from squeezenet.atomic import atomic_path
 from squeezenet.data.preprocessing import IMAGENET_DEFAULT
 from squeezenet.errors import SqueezeNetError, WeightsError
 from squeezenet.weights.inference import arch_name, spec_from_state_dict
@@ -33,24 +32,12 @@ def looks_like_safetensors(head: bytes, file_size: int) -> bool:
 
 
 def write_safetensors(weights: LoadedWeights, path: str | Path) -> Path:
-    """Write atomically: a half-written file never replaces a good one."""
+    """Written atomically: a half-written file never replaces a good one."""
     path = Path(path)
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **weights.info.to_metadata()}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.state_dict.items()}
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise WeightsError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise WeightsError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, WeightsError) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import torch
 
+from squeezenet.atomic import atomic_path
 from squeezenet.data.preprocessing import IMAGENET_DEFAULT
 from squeezenet.errors import WeightsError
 from squeezenet.weights.imagenet import imagenet_class_names
@@ -40,32 +40,32 @@ def sha256_of(path: Path) -> str:
 def download_cached(url: str, sha256_prefix: str, folder: Path | None = None) -> Path:
     """Fetch ``url`` once into the cache; the SHA-256 must start with ``sha256_prefix``.
 
-    The file is streamed into a temporary file beside its final name and renamed only
-    after its hash matched, so an interrupted or tampered download never lands in the cache.
+    The file is streamed into a temporary file beside its final name (``squeezenet.atomic``)
+    and renamed only after its hash matched, so an interrupted or tampered download never
+    lands in the cache.
     A cached file is re-hashed on use, so a file corrupted on disk is fetched again.
     """
     folder = folder or cache_dir()
     target = folder / Path(urllib.request.url2pathname(url.rsplit("/", 1)[-1])).name
     if target.is_file() and sha256_of(target).startswith(sha256_prefix):
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=target.name, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot create the cache folder {folder}: {exc.strerror or exc}") from None
+    digest = hashlib.sha256()
+    with atomic_path(target, WeightsError) as tmp:
+        try:
+            with tmp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError) as exc:
+            raise WeightsError(f"cannot download {url} ({exc}); are you offline? pass a local file instead") from None
         if not digest.hexdigest().startswith(sha256_prefix):
             raise WeightsError(
                 f"{url}: SHA-256 {digest.hexdigest()[:16]}... does not match the expected {sha256_prefix}"
             )
-        os.replace(tmp_name, target)
-    except (urllib.error.URLError, OSError) as exc:
-        raise WeightsError(f"cannot download {url} ({exc}); are you offline? pass a local file instead") from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return target
 
 

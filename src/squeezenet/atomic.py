@@ -1,0 +1,69 @@
+"""Atomic file writes: a crash, SIGKILL or full disk never leaves a torn file where a good one was.
+
+Every file the project writes (weights, .sqz, ONNX, checkpoints, downloads) goes through
+``atomic_path``: the data lands in a temporary file in the same folder, which is fsynced
+and renamed over the target, and the folder is fsynced. Either the old or the new file
+survives, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from squeezenet.errors import SqueezeNetError
+
+
+def _fsync(path: str | Path, flags: int = os.O_RDONLY) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync folders
+    finally:
+        os.close(fd)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: str | Path, error: type[SqueezeNetError] = SqueezeNetError) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once the block succeeds it replaces ``path``.
+
+    If the block raises, the temporary file is removed and ``path`` is left untouched.
+    OS errors become one-line ``error`` exceptions that name ``path``.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, _default_mode())  # mkstemp's 0600 would make outputs private
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(folder)
+    except OSError as exc:
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, error: type[SqueezeNetError] = SqueezeNetError) -> Path:
+    with atomic_path(path, error) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
