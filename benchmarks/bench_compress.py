@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from _common import machine
 from squeezenet.compression import CompressionConfig, compress, paper_tables
 from squeezenet.compression.report import baselines, markdown
 from squeezenet.compression.sqz import decode_sqz_bytes
@@ -45,6 +47,44 @@ SETTINGS = [
         CompressionConfig(bits=8, large_bits=7, densities={"classifier.1.weight": 0.15}),
     ),
 ]
+
+
+SIZE_TARGET, STRETCH_TARGET, MAX_LOSS_POINTS, LOAD_TARGET_MS = 470_000, 400_000, 0.5, 200.0
+
+
+def load_times_ms(path: Path, repeats: int = 9) -> dict:
+    """File on disk -> ready model (decode, rebuild, load_state_dict), as every command does it."""
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        build_model_from_weights(path)
+        times.append((time.perf_counter() - t0) * 1000)
+    times = sorted(times[1:])  # the first load also imports and warms caches
+    return {"median_ms": round(statistics.median(times), 1), "max_ms": round(times[-1], 1), "repeats": repeats}
+
+
+def verdicts(rows: list[dict], ref_top1: float, load: dict) -> list[str]:
+    ok = [r for r in rows if 100 * (ref_top1 - r["top1"]) <= MAX_LOSS_POINTS]
+    best = min(ok, key=lambda r: r["bytes"]) if ok else None
+    default = next(r for r in rows if r["setting"].startswith("data-free default"))
+    lost = 100 * (ref_top1 - default["top1"])
+    lines = [
+        f"- data-free default (`squeezenet compress -w compressed_SqueezeNet.net -o out.sqz`): "
+        f"{default['bytes']:,} bytes, top-1 {default['top1']:.1%} ({-lost:+.1f} points): size target "
+        f"<= {SIZE_TARGET:,} {'met' if default['bytes'] <= SIZE_TARGET and lost <= MAX_LOSS_POINTS else 'MISSED'}",
+        f"- stretch <= {STRETCH_TARGET:,} bytes within {MAX_LOSS_POINTS} points: "
+        + (
+            "met"
+            if best and best["bytes"] <= STRETCH_TARGET
+            else f"MISSED (smallest within {MAX_LOSS_POINTS} points: {best['bytes']:,} bytes)"
+            if best
+            else "MISSED"
+        ),
+        f"- load .sqz file -> ready model: median {load['median_ms']} ms, max {load['max_ms']} ms over "
+        f"{load['repeats']} loads: target < {LOAD_TARGET_MS:.0f} ms "
+        f"{'met' if load['median_ms'] < LOAD_TARGET_MS else 'MISSED'}",
+    ]
+    return lines
 
 
 def main() -> int:
@@ -82,6 +122,11 @@ def main() -> int:
         print(f"{name}: {len(data):,} bytes, top-1 {ev.top1:.1%}, top-5 {ev.top5:.1%}", flush=True)
         if cfg == CompressionConfig.data_free():
             default_tables = paper_tables(cm, report)
+            default_file = OUT / "_default.sqz"
+            OUT.mkdir(parents=True, exist_ok=True)
+            default_file.write_bytes(data)
+            load = load_times_ms(default_file)
+            default_file.unlink()
     base = baselines(load_weights(DC).state_dict)
     result = {
         "source": str(DC.name),
@@ -92,15 +137,22 @@ def main() -> int:
         "settings": rows,
         "default_tables": default_tables,
         "baselines": base,
+        "load": load,
+        "machine": machine(),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "compress.json").write_text(json.dumps(result, indent=2, default=str))
     md = ["# Deep Compression of the SqueezeNet v1.0 release", ""]
+    md.append(f"Command: `python benchmarks/bench_compress.py{' --quick' if args.quick else ''}`  ")
+    m = result["machine"]
+    md.append(f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}")
+    md.append("")
     md.append(f"Release file: {DC.stat().st_size:,} bytes, top-1 {ref_eval.top1:.1%}, top-5 {ref_eval.top5:.1%}.")
+    md += ["", *verdicts(rows, ref_eval.top1, load)]
     md += ["", "| setting | bytes | top-1 | top-5 | load s |", "|---|---|---|---|---|"]
     md += [f"| {r['setting']} | {r['bytes']:,} | {r['top1']:.1%} | {r['top5']:.1%} | {r['load_s']} |" for r in rows]
     if default_tables:
-        md += ["", "## Data-free default: Table 1 / Table 2", "", markdown(default_tables, base)]
+        md += ["", "<!-- details -->", "## Data-free default: Table 1 / Table 2", "", markdown(default_tables, base)]
     (OUT / "compress.md").write_text("\n".join(md) + "\n")
     try:
         import matplotlib

@@ -28,8 +28,9 @@ def results_markdown() -> str:
     files = [RESULTS / f"{name}.md" for name in RESULT_ORDER if (RESULTS / f"{name}.md").is_file()]
     parts = []
     for path in files:
-        body = path.read_text().strip()
-        parts.append(re.sub(r"^# ", "### ", body, count=1))
+        body = path.read_text().split("<!-- details -->")[0].strip()  # long tables stay in the file
+        body = re.sub(r"^## ", "#### ", body, flags=re.M)
+        parts.append(re.sub(r"^# ", "### ", body, count=1) + f"\n\n(full output: `{path.relative_to(ROOT)}`)")
     return "\n\n".join(parts) if parts else "No benchmark has been recorded yet."
 
 

@@ -190,6 +190,57 @@ def run_bench(
     return result
 
 
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if a and b else float("nan")
+
+
+def target_lines(result: dict) -> list[str]:
+    """The deployment issue's targets, each with its measured ratio and verdict."""
+    lines = []
+    for arch, block in result["archs"].items():
+        e = {r["engine"]: r for r in block["engines"] if "error" not in r}
+        if not {"torchvision_eager", "default", "ort_fp32"} <= set(e):
+            continue
+        ref, dft, ort = e["torchvision_eager"], e["default"], e["ort_fp32"]
+        checks = [
+            ("default b1 vs torchvision eager", _ratio(ref["b1_median_ms"], dft["b1_median_ms"]), 2.0),
+            ("default b1 vs ONNX Runtime fp32", _ratio(ort["b1_median_ms"], dft["b1_median_ms"]), 1.0),
+            ("default b32 vs ONNX Runtime fp32", _ratio(dft["b32_images_per_s"], ort["b32_images_per_s"]), 1.0),
+        ]
+        if "ort_int8" in e:
+            checks.append(
+                ("int8 b1 vs ONNX Runtime fp32", _ratio(ort["b1_median_ms"], e["ort_int8"]["b1_median_ms"]), 1.3)
+            )
+        if "numpy" in e:  # "within 3x": ORT latency / NumPy latency >= 1/3
+            checks.append(
+                (
+                    "NumPy runtime b1 vs ONNX Runtime fp32",
+                    _ratio(ort["b1_median_ms"], e["numpy"]["b1_median_ms"]),
+                    1 / 3,
+                )
+            )
+        for name, ratio, need in checks:
+            verdict = "met" if ratio >= need else "MISSED"
+            lines.append(f"| {arch} | {name} | {ratio}x | >= {need:.2f}x | {verdict} |")
+    acc = result.get("accuracy")
+    if acc and "lost_points_eval_half" in acc:
+        lost = acc["lost_points_eval_half"]
+        lines.append(
+            f"| squeezenet1_0_caffe | int8 top-1 lost (held-out half) | {lost} points | <= 1 | "
+            f"{'met' if lost <= 1.0 else 'MISSED'} |"
+        )
+    if not lines:
+        return []
+    return [
+        "## Targets (speed ratios: higher is better)",
+        "",
+        "| model | check | measured | target | verdict |",
+        "|---|---|---:|---:|---|",
+        *lines,
+        "",
+    ]
+
+
 def format_markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -200,6 +251,7 @@ def format_markdown(result: dict) -> str:
         + (" Quick run: few iterations, numbers are rough." if result.get("quick") else ""),
         f"Reference: `{result['reference']}` (torchvision model, NCHW fp32, `torch.no_grad`). Random weights.",
         "",
+        *target_lines(result),
     ]
     for arch, block in result["archs"].items():
         lines += [
