@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,24 +12,11 @@ DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2
 
 
 def machine() -> dict:
-    import torch
+    """The package's machine description (``squeezenet.export.bench``) plus the date."""
+    from squeezenet.export.bench import machine_info
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    info = machine_info()
+    return {**info, "cores": info["usable_cores"], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def write_results(name: str, payload: dict, markdown: str) -> None:

@@ -57,6 +57,25 @@ def spec_from_state_dict(state: dict[str, torch.Tensor]) -> tuple[SqueezeNetSpec
     return spec, head[0], stem[1]
 
 
+def info_from_state_dict(state: dict[str, torch.Tensor], provenance: dict):
+    """What a bare state dict implies: its architecture, ImageNet preprocessing and, for
+    1000 classes, the ImageNet class names (the only head such files normally have)."""
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
+    from squeezenet.weights.imagenet import imagenet_class_names
+    from squeezenet.weights.info import WeightsInfo
+
+    spec, num_classes, in_chans = spec_from_state_dict(state)
+    return WeightsInfo(
+        arch=arch_name(spec),
+        spec=spec,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        preprocessing=IMAGENET_DEFAULT,
+        classes=imagenet_class_names() if num_classes == 1000 else (),
+        provenance=provenance,
+    )
+
+
 def arch_name(spec: SqueezeNetSpec) -> str:
     for name, known in KNOWN_SPECS.items():
         if spec == known:

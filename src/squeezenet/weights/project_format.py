@@ -15,9 +15,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from squeezenet.atomic import atomic_path
-from squeezenet.data.preprocessing import IMAGENET_DEFAULT
 from squeezenet.errors import SqueezeNetError, WeightsError
-from squeezenet.weights.inference import arch_name, spec_from_state_dict
+from squeezenet.weights.inference import info_from_state_dict
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
 
 FORMAT_NAME = "squeezenet.weights"
@@ -55,15 +54,7 @@ def read_safetensors(path: str | Path) -> LoadedWeights:
         except (KeyError, ValueError, TypeError, json.JSONDecodeError, SqueezeNetError) as exc:
             raise WeightsError(f"{path}: damaged squeezenet metadata ({exc})") from None
     else:  # a bare safetensors state dict (e.g. converted elsewhere): infer what we can
-        spec, num_classes, in_chans = spec_from_state_dict(state)
-        info = WeightsInfo(
-            arch=arch_name(spec),
-            spec=spec,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            preprocessing=IMAGENET_DEFAULT,
-            provenance={"source": "safetensors state dict", "file": path.name},
-        )
+        info = info_from_state_dict(state, {"source": "safetensors state dict", "file": path.name})
     return LoadedWeights(info, state)
 
 

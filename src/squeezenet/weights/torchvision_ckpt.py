@@ -14,11 +14,9 @@ from pathlib import Path
 import torch
 
 from squeezenet.atomic import atomic_path
-from squeezenet.data.preprocessing import IMAGENET_DEFAULT
 from squeezenet.errors import WeightsError
-from squeezenet.weights.imagenet import imagenet_class_names
-from squeezenet.weights.inference import arch_name, spec_from_state_dict
-from squeezenet.weights.info import LoadedWeights, WeightsInfo
+from squeezenet.weights.inference import info_from_state_dict
+from squeezenet.weights.info import LoadedWeights
 
 
 def cache_dir() -> Path:
@@ -81,14 +79,5 @@ def read_torch_checkpoint(path: str | Path) -> LoadedWeights:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: holds no state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in obj.items()}
-    spec, num_classes, in_chans = spec_from_state_dict(state)
-    info = WeightsInfo(
-        arch=arch_name(spec),
-        spec=spec,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        preprocessing=IMAGENET_DEFAULT,
-        classes=imagenet_class_names() if num_classes == 1000 else (),
-        provenance={"source": "PyTorch state dict", "file": path.name, "format": "pytorch"},
-    )
+    info = info_from_state_dict(state, {"source": "PyTorch state dict", "file": path.name, "format": "pytorch"})
     return LoadedWeights(info, state)
