@@ -1,6 +1,6 @@
 """Full deployment comparison: writes benchmarks/results/deploy.json and deploy.md.
 
-    python benchmarks/bench_deploy.py            # the real measurement (quiet machine!)
+    python benchmarks/bench_deploy.py            # the real measurement (quiet machine!), 3 rounds
     python benchmarks/bench_deploy.py --quick    # a smoke test of the output format
 
 Speed: random weights, v1.0 at 227 px and v1.1 at 224 px, every engine in its own process
@@ -27,11 +27,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations, to check the output only")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements per engine (median)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the int8 top-1 check")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
     args = parser.parse_args()
     result = run_bench(
-        engines=tuple(args.engines), quick=args.quick, progress=lambda m: print(f"bench: {m}", file=sys.stderr)
+        engines=tuple(args.engines),
+        quick=args.quick,
+        rounds=1 if args.quick else args.rounds,
+        progress=lambda m: print(f"bench: {m}", file=sys.stderr),
     )
     weights = DATA / "deepcompression" / "compressed_SqueezeNet.net"
     samples = DATA / "imagenet-samples"

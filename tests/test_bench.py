@@ -59,3 +59,22 @@ def test_cli_bench_unknown_engine(capsys):
     assert main(["bench", "--quick", "--engines", "tensorrt"]) == 1
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "unknown engine" in err
+
+
+def test_rounds_are_combined_by_median():
+    from squeezenet.export.bench import _median_row
+
+    runs = [
+        {
+            "engine": "ort_fp32",
+            "b1_median_ms": t,
+            "b1_p90_ms": t,
+            "b32_images_per_s": 100 / t,
+            "peak_rss_mb": 1.0,
+            "rss_increase_mb": 1.0,
+        }
+        for t in (3.0, 9.0, 4.0)
+    ]
+    row = _median_row(runs)
+    assert row["b1_median_ms"] == 4.0 and row["b32_images_per_s"] == 25.0 and row["rounds"] == 3
+    assert _median_row([{"engine": "x", "error": "boom"}])["error"] == "boom"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,33 @@ def _run_worker(cfg: dict, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
+def _measure(engine: str, arch: str, side: int, quick: bool, threads: int, files: dict, compile_budget) -> dict:
+    cfg = {
+        "engine": engine,
+        "arch": arch,
+        "tv_arch": arch,
+        "size": side,
+        "quick": quick,
+        "threads": threads,
+        "numpy_runtime": str(_NUMPY_RUNTIME),
+        **files,
+    }
+    budget = (compile_budget or (120 if quick else 300)) if engine == "torch_compile" else 600
+    return _run_worker(cfg, budget)
+
+
+def _median_row(runs: list[dict]) -> dict:
+    """One engine's row: the first run's facts, timing figures as medians over the runs."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[0]
+    row = dict(good[0])
+    for key in ("b1_median_ms", "b1_p90_ms", "b32_images_per_s", "peak_rss_mb", "rss_increase_mb"):
+        row[key] = round(statistics.median(r[key] for r in good), 3)
+    row["rounds"] = len(good)
+    return row
+
+
 def run_bench(
     archs: tuple[str, ...] = tuple(ARCH_SIZES),
     engines: tuple[str, ...] = ENGINES,
@@ -134,8 +162,14 @@ def run_bench(
     threads: int | None = None,
     compile_budget: float | None = None,
     progress=None,
+    rounds: int = 1,
 ) -> dict:
-    """The whole comparison as one JSON-able dict (see ``format_markdown``)."""
+    """The whole comparison as one JSON-able dict (see ``format_markdown``).
+
+    With ``rounds`` > 1 every engine (but torch.compile, whose compilation dominates) is
+    measured that many times, the engines interleaved round by round so that drift of a
+    shared machine affects them alike; each figure is the median over the rounds.
+    """
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise DeployError(f"unknown engine(s) {unknown}; available: {', '.join(ENGINES)}")
@@ -149,33 +183,33 @@ def run_bench(
         require("onnxruntime")
         require("onnx")
     threads = threads or torch.get_num_threads()
-    result = {"machine": machine_info(), "quick": quick, "threads": threads, "reference": REFERENCE, "archs": {}}
+    result = {
+        "machine": machine_info(),
+        "quick": quick,
+        "threads": threads,
+        "rounds": max(1, rounds),
+        "reference": REFERENCE,
+        "archs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="squeezenet-bench-") as tmp:
         for arch in archs:
             side = size or ARCH_SIZES[arch]
             prepared = _prepare(arch, side, Path(tmp), engines)
             files = prepared["files"]
-            rows = []
-            for engine in engines:
-                if progress:
-                    progress(f"{arch} {engine}")
-                cfg = {
-                    "engine": engine,
-                    "arch": arch,
-                    "tv_arch": arch,
-                    "size": side,
-                    "quick": quick,
-                    "threads": threads,
-                    "numpy_runtime": str(_NUMPY_RUNTIME),
-                    **files,
-                }
-                budget = (compile_budget or (120 if quick else 300)) if engine == "torch_compile" else 600
-                row = _run_worker(cfg, budget)
-                file_key = _ENGINE_FILE[engine]
+            runs: dict[str, list[dict]] = {engine: [] for engine in engines}
+            for round_index in range(max(1, rounds)):
+                for engine in engines:
+                    if round_index and (engine == "torch_compile" or "error" in runs[engine][0]):
+                        continue
+                    if progress:
+                        progress(f"{arch} {engine}" + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""))
+                    runs[engine].append(_measure(engine, arch, side, quick, threads, files, compile_budget))
+            rows = [_median_row(runs[engine]) for engine in engines]
+            for row in rows:
+                file_key = _ENGINE_FILE[row["engine"]]
                 if file_key in files:
                     row["file"] = Path(files[file_key]).name
                     row["file_bytes"] = Path(files[file_key]).stat().st_size
-                rows.append(row)
             ref = next((r for r in rows if r["engine"] == REFERENCE and "error" not in r), None)
             for row in rows:
                 if ref and "error" not in row:
@@ -249,7 +283,8 @@ def format_markdown(result: dict) -> str:
         f"Machine: {m['cpu']}, {m['usable_cores']} usable cores ({result['threads']} threads); "
         f"torch {m['torch']}, onnxruntime {m.get('onnxruntime')}, numpy {m['numpy']}, Python {m['python']}."
         + (" Quick run: few iterations, numbers are rough." if result.get("quick") else ""),
-        f"Reference: `{result['reference']}` (torchvision model, NCHW fp32, `torch.no_grad`). Random weights.",
+        f"Reference: `{result['reference']}` (torchvision model, NCHW fp32, `torch.no_grad`). Random weights."
+        + (f" Each figure: median over {result['rounds']} interleaved rounds." if result.get("rounds", 1) > 1 else ""),
         "",
         *target_lines(result),
     ]
