@@ -1,4 +1,4 @@
-"""Deep Compression of a model this project trained (CIFAR-10): size and accuracy, end to end.
+"""Deep Compression of a model this project trained (CIFAR-10, ELPV, ...): size and accuracy, end to end.
 
 The issue's target: the full pipeline on a model trained here is at least 10x smaller than
 its fp32 safetensors file and loses at most 0.5 points of test top-1. Stages (Han et al.):
@@ -18,6 +18,12 @@ its fp32 safetensors file and loses at most 0.5 points of test top-1. Stages (Ha
     python benchmarks/bench_compress_trained.py --weights runs/cifar10/last.safetensors
     python benchmarks/bench_compress_trained.py --max-steps 5 --retrain-max-steps 3 \
         --quant-steps 3 --limit-test 300 --results-dir /tmp/bct --work /tmp/bct/work   # smoke
+
+Any dataset spec of the training engine works with ``--weights`` (e.g. ``--data elpv:4
+--weights runs/elpv4/last.safetensors``); training without ``--weights`` builds the CIFAR
+SqueezeNet. Datasets split by a seed (ELPV, ``--val-split``) are split with the seed the
+weights were trained with (their provenance), in every stage, so that retraining and trained
+quantization never see a test image.
 
 The model compared against is the trained run's ``last.safetensors`` (no checkpoint is
 picked on the test split); retraining adds training steps, which an under-trained base
@@ -136,9 +142,21 @@ def chain(*hooks):
 # --- data and evaluation ------------------------------------------------------------------
 
 
-def test_loader(data: str, info, limit: int | None, batch: int, workers: int, seed: int = 0) -> DataLoader:
+def split_seed(info, default: int) -> int:
+    """The seed the weights' training split its data with (ELPV's 75/25 split depends on it)."""
+    try:
+        return int(info.provenance.get("seed", default))
+    except (TypeError, ValueError):
+        return default
+
+
+def test_loader(
+    data: str, info, limit: int | None, batch: int, workers: int, seed: int = 0, data_seed: int = 0
+) -> DataLoader:
     pre = info.preprocessing
-    ds = open_dataset(data, "test", classes=info.classes).with_transform(build_transform(pre), pre.image_mode)
+    ds = open_dataset(data, "test", seed=data_seed, classes=info.classes).with_transform(
+        build_transform(pre), pre.image_mode
+    )
     if limit and limit < len(ds):
         g = torch.Generator().manual_seed(seed)
         ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
@@ -154,9 +172,9 @@ def top1(model, loader) -> dict:
 class LabelledBatches:
     """Re-iterable (images, labels) over the training split, for trained quantization."""
 
-    def __init__(self, data: str, info, batch: int, workers: int, augment: str, seed: int = 0):
+    def __init__(self, data: str, info, batch: int, workers: int, augment: str, seed: int = 0, data_seed: int = 0):
         pre = info.preprocessing
-        ds = open_dataset(data, "train", classes=info.classes)
+        ds = open_dataset(data, "train", seed=data_seed, classes=info.classes)
         ds = ds.with_transform(build_train_transform(pre, augment), pre.image_mode)
         g = torch.Generator().manual_seed(seed)
         self.loader = DataLoader(
@@ -234,7 +252,9 @@ def retrain_fn(args, work: Path, info, log: list):
             workers=args.workers,
             amp=args.amp,
             max_steps=args.retrain_max_steps,
-            seed=args.seed + counter[0],
+            # the engine's seed also splits seeded datasets (ELPV): keep the weights' split, so
+            # that retraining never sees a test image (a per-round seed would reshuffle it)
+            seed=split_seed(info, args.seed),
         )
         t0 = time.perf_counter()
         result = train(cfg, on_step=mask_hook(keeper.masks))
@@ -300,8 +320,8 @@ def main() -> int:
     g.add_argument("--limit-test", type=int, default=None, help="score on a seeded subset of the test split")
     g.add_argument("--eval-batch", type=int, default=500)
     args = ap.parse_args()
-    if not Path(args.data).exists():
-        print(f"CIFAR-10 archive not found: {args.data} (set SQUEEZENET_DATA)", file=sys.stderr)
+    if not args.data.lower().startswith("elpv") and not Path(args.data).exists():
+        print(f"dataset not found: {args.data} (set SQUEEZENET_DATA)", file=sys.stderr)
         return 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -327,7 +347,8 @@ def main() -> int:
 
     # 2. its test top-1
     t0 = time.perf_counter()
-    tests = test_loader(args.data, info, args.limit_test, args.eval_batch, args.workers, args.seed)
+    data_seed = split_seed(info, args.seed)
+    tests = test_loader(args.data, info, args.limit_test, args.eval_batch, args.workers, args.seed, data_seed)
     trained_eval = top1(build_model_from_weights(fp32_path), tests)
     times["eval_trained"] = time.perf_counter() - t0
     print(f"trained: {pct(trained_eval['top1'])} on {trained_eval['n']} test images, {fp32_bytes:,} bytes")
@@ -354,7 +375,9 @@ def main() -> int:
     config = CompressionConfig(bits=bits, densities=None)  # None: keep the pruned zeros
     source = build_model_from_weights(pruned_path)
     if args.quant_steps > 0:
-        batches = LabelledBatches(args.data, info, args.quant_batch, args.workers, args.retrain_augment, args.seed)
+        batches = LabelledBatches(
+            args.data, info, args.quant_batch, args.workers, args.retrain_augment, args.seed, data_seed
+        )
         losses: list[float] = []
         # cache_enabled=False: train_codebooks writes the weights in place between forwards, and
         # autocast's cache would keep feeding the first step's bf16 copies (the loss would not move).
@@ -401,7 +424,9 @@ def main() -> int:
     tables = paper_tables(cm, report)
     retrain_steps = sum(r["steps"] for r in rounds_log)
     payload = {
-        "benchmark": "Deep Compression of a CIFAR-10 SqueezeNet trained by this project",
+        "benchmark": f"Deep Compression of a SqueezeNet trained by this project ({args.data})",
+        "data": args.data,
+        "data_split_seed": data_seed,
         "weights": str(fp32_path),
         "trained_by": trained_by,
         "test_images": trained_eval["n"],
@@ -460,7 +485,7 @@ def render_markdown(p: dict, tables: dict) -> str:
     cap = "" if s["retrain_max_steps"] is None else f" (at most {s['retrain_max_steps']} steps)"
     subset = f" (seeded subset of {p['test_subset']})" if p["test_subset"] else ""
     lines = [
-        "# Deep Compression of a trained CIFAR-10 SqueezeNet",
+        f"# Deep Compression of a trained SqueezeNet ({p.get('data', 'CIFAR-10')})",
         "",
         "Generated by `benchmarks/bench_compress_trained.py`. Pipeline: magnitude pruning in "
         f"{s['rounds']} round(s) with retraining through the training engine (masks fixed), per-layer k-means "

@@ -294,3 +294,44 @@ def test_recipes_schedule_and_init():
     assert (
         w.abs().max() <= (3 / w[0].numel()) ** 0.5 and abs(float(model.final_conv.weight.detach().std()) - 0.01) < 2e-3
     )
+
+
+def test_no_dead_classes_beats_majority(tmp_path):
+    """Regression: conv10 -> ReLU -> average pool and no BatchNorm let classes "die" (pre-activation
+    negative everywhere for every input: logit 0, gradient 0 for good). With zero conv10 biases a run
+    from scratch lost every class within a few dozen warmup steps and sat at loss ln(C); the engine's
+    positive conv10 bias (``init_classifier``) keeps them alive and the run must learn this easy task.
+    """
+    data = make_tree(tmp_path / "easy", n_train=16, n_val=4, size=SIZE)
+    alive: list[float] = []
+    box: dict = {}
+
+    def on_step(ctx) -> None:
+        if "hook" not in box:
+
+            def record(module, _inputs, out):
+                if module.training:
+                    box["alive"] = (out.detach().float().amax((0, 2, 3)) > 0).float().mean().item()
+
+            box["hook"] = ctx.model.final_conv.register_forward_hook(record)
+        if "alive" in box:
+            alive.append(box["alive"])
+
+    cfg = config(data, tmp_path / "run", recipe="modern", epochs=8, lr=0.02, warmup_epochs=1, dropout=0.0)
+    result = train(cfg, on_step=on_step)
+    assert alive and min(alive[-5:]) == 1.0, f"dead classes: alive fraction per step {alive}"
+    assert result.last["val_top1"] >= 0.66, result.last  # majority class: 1/3
+
+
+def test_new_head_starts_alive_and_neutral(dc_weights_path, tree, tmp_path):
+    """Fine-tuning: the new conv10 starts with zero weights and a positive bias (loss ln C, all alive)."""
+    from squeezenet.training.api import build_model
+    from squeezenet.training.config import TrainConfig
+    from squeezenet.training.recipes import CLASSIFIER_BIAS, get_recipe
+
+    cfg = TrainConfig(data=str(tree), weights=str(dc_weights_path), in_chans=1)
+    model, *_ = build_model(cfg, get_recipe("modern"), num_classes=3, in_chans=1)
+    assert torch.count_nonzero(model.final_conv.weight) == 0
+    assert torch.all(model.final_conv.bias == CLASSIFIER_BIAS)
+    scratch, *_ = build_model(TrainConfig(data=str(tree), **TINY), get_recipe("paper"), num_classes=3, in_chans=3)
+    assert torch.all(scratch.final_conv.bias == CLASSIFIER_BIAS) and scratch.final_conv.weight.std() > 0

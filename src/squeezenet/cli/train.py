@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
     p.add_argument("--augment", choices=("none", "light", "strong"))
     p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")
     p.add_argument("--resize", type=int, help="shorter side before cropping (evaluation)")
-    p.add_argument("--clip-grad-norm", type=float)
+    p.add_argument("--clip-grad-norm", type=float, help="max gradient norm (0: off; default: the recipe's, modern 1.0)")
     p.add_argument("--workers", "-j", type=int, default=2, help="decoding processes per training process")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(

@@ -133,7 +133,7 @@ def train_codebooks(
                 book.grad = torch.zeros_like(book).index_add_(0, codes, g)
             opt.step()
             if on_step:
-                on_step(step, float(loss))
+                on_step(step, float(loss.detach()))
             step += 1
             progressed = True
             if step >= steps:

@@ -39,6 +39,7 @@ from squeezenet.training.recipes import (
     build_train_transform,
     caffe_xavier_init,
     get_recipe,
+    init_classifier,
 )
 
 
@@ -127,6 +128,8 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("classifier.1.") for k in missing):
             raise TrainingError(f"{cfg.weights}: weights do not fit {info.arch} (missing {missing[:3]})")
+        if missing:  # a new conv10 for the new classes: zero weights, positive bias (no dead class)
+            init_classifier(model, zero_weight=True)
         if cfg.freeze_features:
             model.features.requires_grad_(False)
         pre = _preprocessing(cfg, recipe, info.preprocessing, in_chans)
@@ -140,6 +143,7 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
         arch = cfg.model
     if recipe.init == "xavier":
         caffe_xavier_init(model)
+    init_classifier(model)  # positive conv10 bias: every class starts alive
     return model, _preprocessing(cfg, recipe, None, in_chans), arch, None
 
 
@@ -255,6 +259,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     warmup = recipe.warmup_epochs if cfg.warmup_epochs is None else cfg.warmup_epochs
     smoothing = recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing
     ema_decay = recipe.ema_decay if cfg.ema_decay is None else cfg.ema_decay
+    clip = recipe.clip_grad_norm if cfg.clip_grad_norm is None else cfg.clip_grad_norm
     amp_dtype = _amp_dtype(cfg, device)
 
     model.to(device)
@@ -315,6 +320,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
             f"{num_classes} classes{f', validating on {len(val_ds)}' if val_ds is not None else ''}; "
             f"recipe {recipe.name}, {epochs} epochs x {steps_per_epoch} steps, global batch {global_batch} "
             f"({cfg.batch_size} x {accum} accumulation x {dist.world_size} process(es)), lr {lr:g}, "
+            f"{f'gradient norm clipped at {clip:g}, ' if clip else ''}"
             f"{device.type}{', ' + str(amp_dtype).split('.')[-1] if amp_dtype else ''}",
             main,
         )
@@ -340,7 +346,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
         scaler=scaler,
         ema=ema,
         channels_last=cfg.channels_last,
-        clip_grad_norm=cfg.clip_grad_norm,
+        clip_grad_norm=clip,
         step=step,
         max_steps=cfg.max_steps,
         checkpoint_every=cfg.checkpoint_every,

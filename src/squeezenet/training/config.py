@@ -88,6 +88,7 @@ class TrainConfig:
         need(self.image_size is None or self.image_size >= 8, "image size must be at least 8 pixels")
         need(self.checkpoint_every >= 0, "--checkpoint-every must be 0 (epochs only) or more")
         need(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
+        need(self.clip_grad_norm is None or self.clip_grad_norm >= 0, "--clip-grad-norm must be 0 (off) or more")
         need(self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "EMA decay must lie in [0, 1)")
         need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "label smoothing must lie in [0, 1)")
         need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")

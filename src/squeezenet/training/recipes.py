@@ -12,6 +12,23 @@ resized crops + mirroring + TrivialAugment + random erasing, an EMA of the weigh
 
 Unless lr is given, the recipe's lr is scaled linearly from its reference batch (512) to
 the run's global batch, and quartered when fine-tuning from pretrained weights.
+
+Keeping every class alive (both recipes). SqueezeNet has no BatchNorm and ends with
+conv10 -> ReLU -> global average pool, so a class whose conv10 pre-activation is negative
+at every position for every input has logit 0 and gradient 0 for good: a "dead class".
+With conv10 biases at 0 and its weights from N(0, 0.01), each class starts near that edge
+(its pre-activation is mostly a per-class offset, w_c . mean feature), and the first noisy
+updates push classes across it one after another: a CIFAR-10 run from scratch lost every
+class within ~70 steps of warmup (lr < 0.02, fp32 as well as bf16; clipping alone did not
+help) and then sat at loss ln(10) for good; an ELPV fine-tune fell to the majority class.
+Hence ``init_classifier``: a *new* conv10 gets bias ``CLASSIFIER_BIAS`` (1.0), so every
+class starts in the ReLU's linear range, where the softmax gradients of a balanced batch
+sum to zero and no class drifts below it; when fine-tuning, its weights also start at zero
+(all logits equal, loss ln C), so a random head sends no random gradients into the
+pretrained features. The modern recipe also clips the gradient norm to 1.0 by default: the
+Caffe weights see [0, 255] pixels and their conv10 input has an RMS of ~25, so an unclipped
+head step at lr 0.003 already produced logits big enough to wreck the features (their RMS
+fell from 25 to 3 within 24 steps). The architecture and its inference are unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +62,7 @@ class Recipe:
     global_batch: int | None
     crop: int
     dropout: float
+    clip_grad_norm: float = 0.0  # 0: no clipping
     ref_batch: int = 512
 
 
@@ -57,7 +75,7 @@ RECIPES = {
     "modern": Recipe(
         "modern", lr=0.2, momentum=0.9, weight_decay=5e-5, nesterov=True, schedule="cosine", power=1.0,
         warmup_epochs=2.0, label_smoothing=0.1, ema_decay=0.999, augment="strong", init="default", epochs=30,
-        global_batch=None, crop=224, dropout=0.5,
+        global_batch=None, crop=224, dropout=0.5, clip_grad_norm=1.0,
     ),
 }  # fmt: skip
 
@@ -82,6 +100,23 @@ def caffe_xavier_init(model: nn.Module) -> None:
                 nn.init.uniform_(m.weight, -bound, bound)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+CLASSIFIER_BIAS = 1.0
+
+
+def init_classifier(model: nn.Module, zero_weight: bool = False) -> None:
+    """Initialise a new conv10 so that no class starts dead (see the module docstring).
+
+    Bias ``CLASSIFIER_BIAS`` for every class; weights zeroed when ``zero_weight`` (a new head
+    on pretrained features), else left as the model's / recipe's initialisation drew them.
+    """
+    final = model.final_conv
+    with torch.no_grad():
+        if zero_weight:
+            final.weight.zero_()
+        if final.bias is not None:
+            final.bias.fill_(CLASSIFIER_BIAS)
 
 
 def build_optimizer(params, recipe: Recipe, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
