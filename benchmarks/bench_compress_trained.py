@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, RESULTS, machine
-from bench_train_cifar10 import CIFAR_SPEC
+from bench_train_cifar10 import cifar_config
 from squeezenet.compression import CompressionConfig, compress, iterative_prune, paper_tables
 from squeezenet.compression.pruning import prunable, resolve_densities
 from squeezenet.compression.report import markdown
@@ -197,21 +197,13 @@ def train_base(args, work: Path) -> Path:
             f"{out} already holds a run: pass --weights {out / 'last.safetensors'} to reuse it, "
             "or remove the folder / choose another --work"
         )
-    cfg = TrainConfig(
+    cfg = cifar_config(
+        augment=args.augment,
         data=args.data,
         output=str(out),
-        model="squeezenet_cifar",
-        spec=CIFAR_SPEC.to_dict(),
-        recipe="modern",
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        weight_decay=5e-4,
-        warmup_epochs=1,
-        ema_decay=0.999,
-        dropout=0.1,
-        image_size=32,
-        augment=args.augment,
         workers=args.workers,
         amp=args.amp,
         max_steps=args.max_steps,

@@ -36,6 +36,22 @@ DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2
 CIFAR_SPEC = SqueezeNetSpec(stem_channels=64, stem_kernel=3, stem_stride=1, fires=V1_1.fires, pool_after=(1, 3))
 
 
+def cifar_config(augment: str = "strong", **overrides) -> TrainConfig:
+    """The CIFAR-10 recipe of this benchmark (also the base model of bench_compress_trained)."""
+    settings = dict(
+        model="squeezenet_cifar",
+        spec=CIFAR_SPEC.to_dict(),
+        recipe="modern",
+        weight_decay=5e-4,
+        warmup_epochs=1,
+        ema_decay=0.999,
+        dropout=0.1,
+        image_size=32,
+        augment=augment,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA / "cifar10-jpeg.tar.gz"))
@@ -51,21 +67,12 @@ def main() -> None:
     args = ap.parse_args()
     if not Path(args.data).exists():
         raise SystemExit(f"CIFAR-10 archive not found: {args.data} (set SQUEEZENET_DATA)")
-    cfg = TrainConfig(
+    cfg = cifar_config(
         data=args.data,
         output=args.output,
-        model="squeezenet_cifar",
-        spec=CIFAR_SPEC.to_dict(),
-        recipe="modern",
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        weight_decay=5e-4,
-        warmup_epochs=1,
-        ema_decay=0.999,
-        dropout=0.1,
-        image_size=32,
-        augment="strong",
         workers=args.workers,
         amp=args.amp,
         max_steps=args.max_steps,
