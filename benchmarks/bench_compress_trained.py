@@ -484,6 +484,8 @@ def render_markdown(p: dict, tables: dict) -> str:
         "weight sharing, trained quantization, entropy coding into `.sqz`; the `.sqz` is reloaded with "
         "`build_model_from_weights` and scored.",
         "",
+        f"Command: `python benchmarks/bench_compress_trained.py {' '.join(sys.argv[1:])}`",
+        "",
         f"Weights: `{p['weights']}` (trained by {p['trained_by']}). Test images: {p['test_images']:,}{subset}.",
         "",
         "| | test top-1 | bytes |",
@@ -508,6 +510,7 @@ def render_markdown(p: dict, tables: dict) -> str:
         f"quantization {s['quant_steps']} steps (batch {s['quant_batch']}) after the base model's training; a "
         "short, under-trained base run can gain accuracy from them, so read the points lost with that in mind.",
         "",
+        "<!-- details -->",
         "## Settings",
         "",
         f"- densities (preset `{s['density_preset']}`): {_kinds(s['densities'])}",
