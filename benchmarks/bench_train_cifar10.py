@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -99,7 +100,28 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_cifar10.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "train_cifar10.md").write_text(markdown(report, " ".join(sys.argv[1:])))
     print(json.dumps({k: report[k] for k in ("params", "epochs", "best_test_top1", "minutes")}))
+
+
+def markdown(report: dict, argv: str = "") -> str:
+    """The result with its targets; the machine is the 2-core CPU unless the config says cuda."""
+    target = report["target"]
+    acc, minutes = report["best_test_top1"], report["minutes"]
+    met = acc >= target["test_top1"] and minutes <= target["minutes"] and report["params"] <= target["params_max"]
+    return "\n".join(
+        [
+            "# CIFAR-10 from scratch (SqueezeNet adapted to 32 px)",
+            "",
+            f"Command: `python benchmarks/bench_train_cifar10.py {argv}`".rstrip() + f"; {report['threads']} threads",
+            "",
+            "| parameters | epochs | steps | best test top-1 | wall time | target |",
+            "|---|---|---|---|---|---|",
+            f"| {report['params']:,} | {report['epochs']} | {report['steps']:,} | {acc:.2%} | {minutes} min "
+            f"| >= {target['test_top1']:.0%} within {target['minutes']} min: {'met' if met else 'MISSED'} |",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":
