@@ -13,14 +13,13 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from squeezenet.data.images import IMAGE_EXTENSIONS, normalize_mode
+from squeezenet.data.images import IMAGE_EXTENSIONS, decode_image
 from squeezenet.data.sources import VAL_SPLIT_NAMES, LabeledImages
 from squeezenet.errors import DataError, ImageError
 
@@ -29,19 +28,7 @@ MAX_IN_MEMORY_BYTES = 4 << 30
 
 def decode_image_bytes(data: bytes, name: str, mode: str = "RGB") -> Image.Image:
     """``load_image`` for bytes: decode, EXIF-orient, convert; ``ImageError`` when unreadable."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return normalize_mode(img, mode)
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: refused, too many pixels ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{name}: cannot decode image ({exc})") from None
+    return decode_image(io.BytesIO(data), name, mode)
 
 
 class ArchiveReader:

@@ -61,11 +61,17 @@ def load_image(path: str | Path, mode: str = "RGB", draft_size: int | None = Non
     ``draft_size`` lets the JPEG decoder skip detail below that size (a DCT-domain
     downscale, several times faster); it is never used for exact evaluation.
     """
-    path = Path(path)
+    return decode_image(Path(path), str(path), mode, draft_size)
+
+
+def decode_image(source, name: str, mode: str = "RGB", draft_size: int | None = None) -> Image.Image:
+    """``load_image`` for any source Pillow opens (a path or a file object, e.g. an archive
+    member); ``name`` labels the ``ImageError`` raised when it is not a readable image."""
+    path = name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if draft_size and img.format == "JPEG":
                     img.draft("RGB" if mode == "RGB" else "L", (draft_size, draft_size))
                 img.load()
