@@ -1,17 +1,23 @@
 """ELPV solar-cell defects: fine-tune SqueezeNet v1.0 from the Deep Compression ImageNet weights.
 
-Both tasks of the ELPV paper's protocol (Deitsch et al. 2019): 4 defect-probability levels
-and 2 classes (functional / defective), on the 75 %/25 % split stratified by level and
-cell type (1,968 / 656). The images are grayscale, so conv1 is adapted to one channel
-(its three colour filters summed: same response to a gray image) and conv10 is a new
-4- or 2-filter head. Preprocessing follows the weights (Caffe: [0, 255] minus the mean),
-at 227 px. Recipe: modern (warmup + cosine, label smoothing, EMA), bf16 autocast on CPU.
-Target: >= 88.42 % test accuracy on 4 levels (the paper's fine-tuned VGG-19).
+The ELPV paper's protocol (Deitsch et al. 2019): 4 defect-probability levels (0, 1/3, 2/3, 1)
+on the 75 %/25 % split stratified by level and cell type (1,968 / 656). The 2-class figure
+(defective = probability >= 0.5) is read from the same 4-level model: a predicted level of
+2/3 or 1 is "defective". ``--classes 4 2`` also trains a separate 2-class model.
+
+The images are grayscale, so conv1 is adapted to one channel (its three colour filters
+summed: the same response to a gray image) and conv10 is a new head. Preprocessing follows
+the weights (Caffe: [0, 255] minus the mean), 256 px resized, 227 px crops.
+Recipe: finetune (AdamW lr 2e-4 at batch 32, weight decay 0.05, 1 warmup epoch + cosine,
+label smoothing 0.1, EMA 0.995: the Caffe weights' layers see gradient scales ~25x apart,
+see recipes.build_optimizer) with the ``symmetric`` augmentation (random crops, all flips and quarter turns: a cell has
+no "up", and random resized crops could cut away the defect that defines the label).
+Target: >= 88.42 % test accuracy on 4 levels (the paper's fine-tuned VGG-19; SVM 82.44 %).
 
     pip install 'squeezenet[elpv]'
-    python benchmarks/bench_train_elpv.py [--classes 4 2] [--epochs 30] [--image-size 227]
+    python benchmarks/bench_train_elpv.py [--epochs 24] [--classes 4 [2]]
 
-Writes benchmarks/results/train_elpv.json (accuracy overall, per class and per cell type).
+Writes benchmarks/results/train_elpv.{json,md}.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,74 +40,122 @@ from squeezenet.weights import build_model_from_weights
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+TARGET_4 = 0.8842
 
 
-def per_type_accuracy(weights: Path, n: int) -> dict:
+def test_predictions(weights: Path, n: int) -> tuple[list[int], list[int], list[str]]:
+    """(predicted, true, cell type) for every test image, with the exported (EMA) weights."""
     from squeezenet.data.elpv import cell_types
 
-    model = build_model_from_weights(weights)
+    model = build_model_from_weights(weights).eval()
     pre = model.weights_info.preprocessing
     test = open_dataset(f"elpv:{n}", "val").with_transform(build_transform(pre), pre.image_mode)
-    types = cell_types(test)
     loader = DataLoader(test, batch_size=64, num_workers=2, collate_fn=collate_skipping_bad)
-    preds = []
+    preds: list[int] = []
     with torch.inference_mode():
-        for b in loader:
-            preds += model(b.images).argmax(1).tolist()
-    hits = [int(p == t) for p, t in zip(preds, test.targets, strict=True)]
-    out = {"all": sum(hits) / len(hits)}
+        for batch in loader:
+            preds += model(batch.images).argmax(1).tolist()
+    return preds, list(test.targets), cell_types(test)
+
+
+def accuracies(preds, targets, types, defective=None) -> dict:
+    """Accuracy overall and per cell type; ``defective(level)`` maps levels to 2 classes first."""
+    if defective is not None:
+        preds, targets = [defective(p) for p in preds], [defective(t) for t in targets]
+    hits = [int(p == t) for p, t in zip(preds, targets, strict=True)]
+    out = {"all": sum(hits) / len(hits), "n": len(hits)}
     for kind in ("mono", "poly"):
         sel = [h for h, t in zip(hits, types, strict=True) if t == kind]
-        out[kind] = sum(sel) / len(sel)
+        out[kind] = sum(sel) / max(1, len(sel))
     return out
+
+
+def elpv_config(n: int, args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        data=f"elpv:{n}",
+        output=f"{args.output}/elpv{n}",
+        weights=args.weights,
+        in_chans=1,
+        recipe="finetune",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=227,
+        augment="symmetric",
+        workers=args.workers,
+        amp=args.amp,
+        max_steps=args.max_steps,
+        resume="auto",
+        progress=args.progress,
+    )
+
+
+def markdown(report: dict, argv: str) -> str:
+    four = report.get("4_classes")
+    lines = [
+        "# ELPV solar-cell defects (fine-tuned from the Deep Compression ImageNet SqueezeNet v1.0)",
+        "",
+        f"Command: `python benchmarks/bench_train_elpv.py {argv}`".rstrip() + f"; {report['threads']} CPU threads.",
+        "",
+        "| task | test accuracy | mono | poly | epochs | wall time | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, label in (("4_classes", "4 levels"), ("2_from_4", "2 classes (from the 4-level model)"),
+                       ("2_classes", "2 classes (own model)")):  # fmt: skip
+        r = report.get(key)
+        if r is None:
+            continue
+        acc = r["test"]
+        target = ""
+        if key == "4_classes":
+            target = f">= {TARGET_4:.2%}: {'met' if acc['all'] >= TARGET_4 else 'MISSED'}"
+        run = report["4_classes"] if key == "2_from_4" else r
+        lines.append(
+            f"| {label} | {acc['all']:.2%} | {acc['mono']:.2%} | {acc['poly']:.2%} | {run['epochs']} "
+            f"| {run['minutes']} min | {target} |"
+        )
+    if four:
+        lines += ["", "Per-level test accuracy (4 levels): " + ", ".join(
+            f"{k} {v:.1%}" for k, v in four["per_level"].items())]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=str(DATA / "deepcompression" / "compressed_SqueezeNet.net"))
-    ap.add_argument("--classes", type=int, nargs="+", default=[4, 2], choices=(2, 4))
+    ap.add_argument("--classes", type=int, nargs="+", default=[4], choices=(2, 4))
     ap.add_argument("--output", default="runs/elpv")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--image-size", type=int, default=227)
+    ap.add_argument("--lr", type=float, default=None, help="default: the finetune recipe's (2e-4 at batch 32)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--amp", default="bf16")
     ap.add_argument("--max-steps", type=int, default=None, help="smoke test: stop early")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    report = {"benchmark": "ELPV fine-tuning from Deep Compression SqueezeNet v1.0", "target_4_levels": 0.8842}
+    report: dict = {"benchmark": "ELPV fine-tuning from Deep Compression SqueezeNet v1.0", "target_4_levels": TARGET_4}
     for n in args.classes:
-        cfg = TrainConfig(
-            data=f"elpv:{n}",
-            output=f"{args.output}/elpv{n}",
-            weights=args.weights,
-            in_chans=1,
-            recipe="modern",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            warmup_epochs=1,
-            image_size=args.image_size,
-            augment="strong",
-            workers=args.workers,
-            amp=args.amp,
-            max_steps=args.max_steps,
-            resume="auto",
-            progress=args.progress,
-        )
+        cfg = elpv_config(n, args)
         start = time.perf_counter()
         result = train(cfg)
-        report[f"{n}_classes"] = {
-            "best_test_top1": result.best_top1,
-            "epochs": result.epochs,
-            "minutes": round((time.perf_counter() - start) / 60, 1),
-            "best_weights_by_type": per_type_accuracy(result.best_weights, n),
-            "config": cfg.to_dict(),
-        }
-        print(n, "classes:", json.dumps(report[f"{n}_classes"]["best_weights_by_type"]))
+        minutes = round((time.perf_counter() - start) / 60, 1)
+        preds, targets, types = test_predictions(result.best_weights, n)
+        entry = {"epochs": result.epochs, "minutes": minutes, "best_epoch_val_top1": result.best_top1}
+        entry["test"] = accuracies(preds, targets, types)
+        if n == 4:
+            levels = ("0", "1/3", "2/3", "1")
+            entry["per_level"] = {
+                lvl: sum(p == t == i for p, t in zip(preds, targets, strict=True)) / max(1, targets.count(i))
+                for i, lvl in enumerate(levels)
+            }
+            report["2_from_4"] = {"test": accuracies(preds, targets, types, defective=lambda level: int(level >= 2))}
+        report[f"{n}_classes"] = {**entry, "config": cfg.to_dict()}
+        print(f"{n} classes:", json.dumps(entry["test"]), file=sys.stderr)
+    report["threads"] = torch.get_num_threads()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_elpv.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "train_elpv.md").write_text(markdown(report, " ".join(sys.argv[1:])))
+    print(json.dumps({k: v["test"]["all"] for k, v in report.items() if isinstance(v, dict) and "test" in v}))
 
 
 if __name__ == "__main__":

@@ -236,6 +236,7 @@ def test_plot_and_per_class_cli(tree, tmp_path, capsys):
         (["--model", "nosuchnet"], "unknown model"),
         (["--epochs", "0"], "epochs"),
         (["--image-size", "12"], "minimum input"),
+        (["--optimizer", "adamw"], "give its --lr too"),
     ],
 )
 def test_cli_bad_options_one_line(tree, tmp_path, capsys, extra, message):

@@ -34,22 +34,33 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", "-w", help="fine-tune from these weights (file or catalogue tag); new head")
     p.add_argument("--freeze-features", action="store_true", help="train only the classifier (conv10)")
     p.add_argument("--in-chans", type=int, choices=(1, 3), help="input channels (1: grayscale; default from data)")
-    p.add_argument("--recipe", choices=("paper", "modern"), default="modern")
+    p.add_argument(
+        "--recipe", choices=("paper", "modern", "finetune"), default="modern",
+        help="finetune: AdamW for pretrained weights (see docs/training.md)",
+    )  # fmt: skip
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", "-b", type=int, default=64, help="micro-batch per process (default 64)")
     p.add_argument("--global-batch", type=int, help="images per optimizer step; reached by gradient accumulation")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the global batch)")
-    p.add_argument("--momentum", type=float)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: the recipe's (finetune: adamw)")
+    p.add_argument("--momentum", type=float, help="SGD momentum, or AdamW's beta1")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 disables)")
     p.add_argument("--dropout", type=float)
-    p.add_argument("--augment", choices=("none", "light", "strong"))
+    p.add_argument(
+        "--augment",
+        choices=("none", "light", "strong", "symmetric"),
+        help="symmetric: light + vertical flips + 90-degree turns (images without an up, e.g. solar cells)",
+    )
     p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")
     p.add_argument("--resize", type=int, help="shorter side before cropping (evaluation)")
     p.add_argument("--clip-grad-norm", type=float, help="max gradient norm (0: off; default: the recipe's, modern 1.0)")
     p.add_argument("--workers", "-j", type=int, default=2, help="decoding processes per training process")
+    p.add_argument(
+        "--cache-images", action="store_true", help="decode every image once and keep it in memory (small images)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--amp", default="auto", choices=("auto", "none", "bf16", "fp16"), help="autocast (auto: bf16 on CUDA)"

@@ -2,6 +2,7 @@
 
 from squeezenet.models import zoo as _zoo  # noqa: F401  (registers the builders)
 from squeezenet.models.fire import Fire
+from squeezenet.models.fold import fold_batchnorm
 from squeezenet.models.registry import create_model, get_builder, list_models, register_model
 from squeezenet.models.spec import V1_0, V1_0_CAFFE, V1_1, FireSpec, SqueezeNetSpec, design_space
 from squeezenet.models.squeezenet import SqueezeNet
@@ -17,6 +18,7 @@ __all__ = [
     "SqueezeNetSpec",
     "create_model",
     "design_space",
+    "fold_batchnorm",
     "from_spec",
     "get_builder",
     "list_models",

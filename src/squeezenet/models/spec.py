@@ -32,6 +32,11 @@ class SqueezeNetSpec:
     always follows conv1. ``shortcuts`` holds one entry per fire: "" (none), "identity" or
     "conv". ``classifier_padding`` is 1 for the original Caffe v1.0, whose conv10 has
     ``pad: 1`` so that its ReLU'd border joins the global average.
+
+    Small-image adaptations (CIFAR): ``stem_padding`` pads conv1, ``stem_pool=False`` drops
+    the max pool after it, and ``batch_norm`` puts a BatchNorm after every convolution but
+    conv10 (for training only: ``squeezenet.models.fold_batchnorm`` folds it into the
+    convolutions, so exported weights are a plain SqueezeNet with ``batch_norm=False``).
     """
 
     stem_channels: int
@@ -41,6 +46,9 @@ class SqueezeNetSpec:
     pool_after: tuple[int, ...]
     shortcuts: tuple[str, ...] = field(default=())
     classifier_padding: int = 0
+    stem_padding: int = 0
+    stem_pool: bool = True
+    batch_norm: bool = False
 
     def __post_init__(self) -> None:
         if not self.fires:
@@ -79,16 +87,16 @@ class SqueezeNetSpec:
 
     def spatial_sizes(self, size: int) -> list[int]:
         """Side lengths after conv1 and after each max pool (ceil mode, as in Caffe)."""
-        sizes = [(size - self.stem_kernel) // self.stem_stride + 1]
-        for _ in range(len(self.pool_after) + 1):
+        sizes = [(size + 2 * self.stem_padding - self.stem_kernel) // self.stem_stride + 1]
+        for _ in range(len(self.pool_after) + int(self.stem_pool)):
             sizes.append(math.ceil((sizes[-1] - 3) / 2) + 1)
         return sizes
 
     @property
     def min_input_size(self) -> int:
         """Smallest square input whose feature map survives every pool (21 for v1.0, 17 for v1.1)."""
-        size = self.stem_kernel
-        while min(self.spatial_sizes(size)[:-1]) < 2:
+        size = max(1, self.stem_kernel - 2 * self.stem_padding)
+        while min(self.spatial_sizes(size)[:-1] or [size]) < 2 or self.spatial_sizes(size)[-1] < 1:
             size += 1
         return size
 
@@ -107,6 +115,9 @@ class SqueezeNetSpec:
                 pool_after=tuple(int(i) for i in data["pool_after"]),
                 shortcuts=tuple(str(s) for s in data.get("shortcuts", ())),
                 classifier_padding=int(data.get("classifier_padding", 0)),
+                stem_padding=int(data.get("stem_padding", 0)),
+                stem_pool=bool(data.get("stem_pool", True)),
+                batch_norm=bool(data.get("batch_norm", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"invalid architecture spec: {exc}") from None

@@ -21,6 +21,13 @@ def _max_pool() -> nn.MaxPool2d:
     return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
 
 
+class BatchNormReLU(nn.BatchNorm2d):
+    """conv1's BatchNorm and ReLU in the ReLU's slot (``features.1``), so fire indices stay put."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
 class SqueezeNet(nn.Module):
     """SqueezeNet for ``num_classes`` classes and ``in_chans`` input channels.
 
@@ -58,14 +65,24 @@ class SqueezeNet(nn.Module):
 
     @staticmethod
     def _make_features(spec: SqueezeNetSpec, in_chans: int) -> nn.Sequential:
+        stem = nn.Conv2d(
+            in_chans,
+            spec.stem_channels,
+            kernel_size=spec.stem_kernel,
+            stride=spec.stem_stride,
+            padding=spec.stem_padding,
+            bias=not spec.batch_norm,
+        )
         layers: list[nn.Module] = [
-            nn.Conv2d(in_chans, spec.stem_channels, kernel_size=spec.stem_kernel, stride=spec.stem_stride),
-            nn.ReLU(inplace=True),
-            _max_pool(),
+            stem,
+            BatchNormReLU(spec.stem_channels) if spec.batch_norm else nn.ReLU(inplace=True),
+            _max_pool() if spec.stem_pool else nn.Identity(),
         ]
         shortcuts = spec.shortcuts or ("",) * len(spec.fires)
         for i, (fire, cin, shortcut) in enumerate(zip(spec.fires, spec.fire_in_channels(), shortcuts, strict=True)):
-            layers.append(Fire(cin, fire.squeeze, fire.expand1x1, fire.expand3x3, shortcut or None))
+            layers.append(
+                Fire(cin, fire.squeeze, fire.expand1x1, fire.expand3x3, shortcut or None, batch_norm=spec.batch_norm)
+            )
             if i in spec.pool_after:
                 layers.append(_max_pool())
         return nn.Sequential(*layers)

@@ -156,7 +156,7 @@ class SqueezeNetNumpy:
         self.arch = self.meta.get("arch", "?")
         self.layers: list[tuple[str, int, str]] = []  # (kind, features index, shortcut)
         shortcuts = self.spec.get("shortcuts") or [""] * len(self.spec["fires"])
-        index = 3  # features.0-2: conv1, ReLU, pool
+        index = 3  # features.0-2: conv1, ReLU, pool (or nothing)
         for i, shortcut in enumerate(shortcuts):
             self.layers.append(("fire", index, shortcut))
             index += 1
@@ -185,7 +185,10 @@ class SqueezeNetNumpy:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) preprocessed images -> (N, classes) logits; works in NHWC inside."""
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1))
-        x = max_pool_ceil(relu(self._conv("features.0", x, stride=self.spec["stem_stride"])))
+        spec = self.spec
+        x = relu(self._conv("features.0", x, stride=spec["stem_stride"], pad=int(spec.get("stem_padding", 0))))
+        if spec.get("stem_pool", True):
+            x = max_pool_ceil(x)
         for kind, index, shortcut in self.layers:
             if kind == "pool":
                 x = max_pool_ceil(x)

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,9 +26,10 @@ from torch.utils.data import DataLoader
 from squeezenet.data.folders import collate_skipping_bad
 from squeezenet.data.preprocessing import IMAGENET_DEFAULT, Preprocessing, build_transform, grayscale
 from squeezenet.data.sources import LabeledImages, open_splits
-from squeezenet.errors import DataError, SqueezeNetError
+from squeezenet.errors import DataError
 from squeezenet.training import checkpoint as ckpt_io
 from squeezenet.training import distributed as dist_utils
+from squeezenet.training.allocator import keep_freed_memory
 from squeezenet.training.config import TrainConfig
 from squeezenet.training.engine import ModelEma, ResumableSampler, TrainContext, evaluate, train_one_epoch
 from squeezenet.training.errors import TrainingError
@@ -164,6 +166,18 @@ def _loader(ds: LabeledImages, batch: int, sampler, cfg: TrainConfig, device: to
     )
 
 
+def _cache(train_ds: LabeledImages, val_ds: LabeledImages | None, workers: int, main: bool):
+    """Both splits decoded once into memory (``--cache-images``)."""
+    from squeezenet.data.cache import cache_in_memory
+
+    start = time.perf_counter()
+    train_ds = cache_in_memory(train_ds, workers)
+    val_ds = cache_in_memory(val_ds, workers) if val_ds is not None else None
+    _log(f"decoded {len(train_ds) + (len(val_ds) if val_ds else 0):,} images into memory "
+         f"in {time.perf_counter() - start:.0f} s", main)  # fmt: skip
+    return train_ds, val_ds
+
+
 def _find_resume(cfg: TrainConfig, run_dir: Path) -> Path | None:
     if not cfg.resume:
         return None
@@ -198,6 +212,8 @@ def train(config: TrainConfig | dict, on_step: Callable[[TrainContext], None] | 
 def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     device = _resolve_device(cfg, dist.local_rank)
     main = dist.is_main
+    if device.type == "cpu":
+        keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -235,6 +251,8 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     train_ds = train_ds.with_transform(build_train_transform(pre, augment), pre.image_mode)
     if val_ds is not None:
         val_ds = val_ds.with_transform(build_transform(pre), pre.image_mode)
+    if cfg.cache_images:
+        train_ds, val_ds = _cache(train_ds, val_ds, cfg.workers, dist.is_main)
 
     # batch geometry
     per_step = cfg.batch_size * dist.world_size
@@ -253,7 +271,10 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
         )
     epochs = cfg.epochs or recipe.epochs
     total_steps = epochs * steps_per_epoch
-    lr = cfg.lr or recipe.lr * global_batch / recipe.ref_batch * (0.25 if cfg.weights else 1.0)
+    optimizer_kind = cfg.optimizer or recipe.optimizer
+    if optimizer_kind != recipe.optimizer and not cfg.lr:
+        raise TrainingError(f"--optimizer {optimizer_kind} is not the {recipe.name} recipe's; give its --lr too")
+    lr = cfg.lr or recipe.lr * global_batch / recipe.ref_batch * (recipe.pretrained_lr_scale if cfg.weights else 1.0)
     momentum = recipe.momentum if cfg.momentum is None else cfg.momentum
     weight_decay = recipe.weight_decay if cfg.weight_decay is None else cfg.weight_decay
     warmup = recipe.warmup_epochs if cfg.warmup_epochs is None else cfg.warmup_epochs
@@ -265,7 +286,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.named_parameters(), recipe, lr, momentum, weight_decay)
+    optimizer = build_optimizer(model.named_parameters(), recipe, lr, momentum, weight_decay, optimizer_kind)
     warmup_steps = round(warmup * steps_per_epoch)
     if cfg.warmup_epochs is None:  # the recipe's warmup never takes more than a quarter of a short run
         warmup_steps = min(warmup_steps, total_steps // 4)
@@ -318,7 +339,8 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
         _log(
             f"training {arch} ({sum(p.numel() for p in model.parameters()):,} params) on {len(train_ds)} images, "
             f"{num_classes} classes{f', validating on {len(val_ds)}' if val_ds is not None else ''}; "
-            f"recipe {recipe.name}, {epochs} epochs x {steps_per_epoch} steps, global batch {global_batch} "
+            f"recipe {recipe.name} ({optimizer_kind}), {epochs} epochs x {steps_per_epoch} steps, "
+            f"global batch {global_batch} "
             f"({cfg.batch_size} x {accum} accumulation x {dist.world_size} process(es)), lr {lr:g}, "
             f"{f'gradient norm clipped at {clip:g}, ' if clip else ''}"
             f"{device.type}{', ' + str(amp_dtype).split('.')[-1] if amp_dtype else ''}",
@@ -495,13 +517,14 @@ def _weights_info(cfg, arch, model, pre, classes, base_info, recipe):
 def _export(model: nn.Module, info, path: Path, main: bool, record: dict) -> None:
     if not main:
         return
+    from squeezenet.models import fold_batchnorm
     from squeezenet.weights import LoadedWeights, write_safetensors
 
     provenance = {**info.provenance, "epoch": record.get("epoch"), "step": record.get("step")}
     if "val_top1" in record:
         provenance["val_top1"] = record["val_top1"]
+    if model.spec.batch_norm:  # exported weights are a plain SqueezeNet: BN folded into the convolutions
+        model = fold_batchnorm(model)
+        provenance["batch_norm"] = "folded"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    try:
-        write_safetensors(LoadedWeights(replace(info, provenance=provenance), state), path)
-    except SqueezeNetError:
-        raise
+    write_safetensors(LoadedWeights(replace(info, spec=model.spec, provenance=provenance), state), path)

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 from squeezenet.training.errors import TrainingError
 
+AUGMENTS = ("none", "light", "strong", "symmetric")
+RECIPE_NAMES = ("paper", "modern", "finetune")
+
 
 @dataclass
 class TrainConfig:
@@ -28,6 +31,7 @@ class TrainConfig:
     in_chans: int | None = None
     dropout: float | None = None
     recipe: str = "modern"
+    optimizer: str | None = None
     epochs: int | None = None
     batch_size: int = 64
     global_batch: int | None = None
@@ -42,6 +46,7 @@ class TrainConfig:
     resize: int | None = None
     clip_grad_norm: float | None = None
     workers: int = 2
+    cache_images: bool = False
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
@@ -79,10 +84,11 @@ class TrainConfig:
         need(self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}")
         need(0.0 <= self.val_split < 1.0, f"--val-split must lie in [0, 1), got {self.val_split}")
         need(self.workers >= 0, "workers must be 0 or more")
-        need(self.recipe in ("paper", "modern"), f"unknown recipe {self.recipe!r}: expected 'paper' or 'modern'")
+        need(self.recipe in RECIPE_NAMES, f"unknown recipe {self.recipe!r}: expected {', '.join(RECIPE_NAMES)}")
+        need(self.optimizer in (None, "sgd", "adamw"), f"unknown optimizer {self.optimizer!r}: expected sgd or adamw")
         need(self.amp in ("auto", "none", "bf16", "fp16"), f"unknown --amp {self.amp!r}: auto, none, bf16 or fp16")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"unknown device {self.device!r}")
-        need(self.augment in (None, "none", "light", "strong"), f"unknown --augment {self.augment!r}")
+        need(self.augment in (None, *AUGMENTS), f"unknown --augment {self.augment!r}: expected {', '.join(AUGMENTS)}")
         need(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
         need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)")
         need(self.image_size is None or self.image_size >= 8, "image size must be at least 8 pixels")

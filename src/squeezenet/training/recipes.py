@@ -10,8 +10,19 @@ modern: SGD Nesterov, linear warmup then cosine decay, label smoothing 0.1, rand
 resized crops + mirroring + TrivialAugment + random erasing, an EMA of the weights
 (evaluated and exported), and the model's own (Kaiming) initialisation.
 
-Unless lr is given, the recipe's lr is scaled linearly from its reference batch (512) to
-the run's global batch, and quartered when fine-tuning from pretrained weights.
+Augmentations (``--augment``): none; light (the paper's random crops + mirroring; pad-and-
+crop for images <= 64 px); strong (the modern default); symmetric (light + vertical flips
++ quarter turns, for images with no canonical orientation such as solar cells, where a
+random resized crop could also cut the defect that defines the label).
+
+finetune: for pretrained weights (the Caffe ones above all): AdamW, lr 2e-4 at batch 32,
+weight decay 0.05, 1 warmup epoch + cosine, label smoothing 0.1, EMA 0.995, the paper's
+light augmentation, 20 epochs. AdamW because the Caffe weights' layers see gradient
+scales ~25x apart (see ``build_optimizer``).
+
+Unless lr is given, the recipe's lr is scaled linearly from its reference batch (512;
+finetune: 32) to the run's global batch, and quartered when the paper or modern recipe
+starts from pretrained weights.
 
 Keeping every class alive (both recipes). SqueezeNet has no BatchNorm and ends with
 conv10 -> ReLU -> global average pool, so a class whose conv10 pre-activation is negative
@@ -64,6 +75,8 @@ class Recipe:
     dropout: float
     clip_grad_norm: float = 0.0  # 0: no clipping
     ref_batch: int = 512
+    optimizer: str = "sgd"
+    pretrained_lr_scale: float = 0.25  # lr factor when starting from pretrained weights
 
 
 RECIPES = {
@@ -76,6 +89,11 @@ RECIPES = {
         "modern", lr=0.2, momentum=0.9, weight_decay=5e-5, nesterov=True, schedule="cosine", power=1.0,
         warmup_epochs=2.0, label_smoothing=0.1, ema_decay=0.999, augment="strong", init="default", epochs=30,
         global_batch=None, crop=224, dropout=0.5, clip_grad_norm=1.0,
+    ),
+    "finetune": Recipe(
+        "finetune", lr=2e-4, momentum=0.9, weight_decay=0.05, nesterov=False, schedule="cosine", power=1.0,
+        warmup_epochs=1.0, label_smoothing=0.1, ema_decay=0.995, augment="light", init="default", epochs=20,
+        global_batch=None, crop=224, dropout=0.5, ref_batch=32, optimizer="adamw", pretrained_lr_scale=1.0,
     ),
 }  # fmt: skip
 
@@ -119,8 +137,19 @@ def init_classifier(model: nn.Module, zero_weight: bool = False) -> None:
             final.bias.fill_(CLASSIFIER_BIAS)
 
 
-def build_optimizer(params, recipe: Recipe, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    """SGD; no weight decay on biases (they are few and decaying them only hurts)."""
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(
+    params, recipe: Recipe, lr: float, momentum: float, weight_decay: float, kind: str = "sgd"
+) -> torch.optim.Optimizer:
+    """SGD (the recipes') or AdamW; no weight decay on biases (they are few and decaying them only hurts).
+
+    AdamW is there for fine-tuning weights whose layers see very different gradient scales:
+    the Caffe v1.0 weights take [0, 255] pixels, so conv10's gradients are ~25x those of
+    the early layers and one SGD learning rate (with the clipping it needs) barely moves
+    the features; AdamW's per-parameter step sizes do not care about that scale.
+    """
     decay, no_decay = [], []
     for name, p in params:
         if p.requires_grad:
@@ -129,6 +158,10 @@ def build_optimizer(params, recipe: Recipe, lr: float, momentum: float, weight_d
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise TrainingError("the model has no trainable parameters")
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    if kind != "sgd":
+        raise TrainingError(f"unknown optimizer {kind!r}: expected one of {', '.join(OPTIMIZERS)}")
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=recipe.nesterov and momentum > 0)
 
 
@@ -164,7 +197,7 @@ def build_train_transform(pre: Preprocessing, augment: str) -> v2.Compose:
             v2.RandomCrop(crop, padding=max(1, crop // 8), padding_mode="reflect"),
             v2.RandomHorizontalFlip(),
         ]
-    elif augment == "light":  # the paper: random 227 crops of the 256 image, mirrored
+    elif augment in ("light", "symmetric"):  # the paper: random 227 crops of the 256 image, mirrored
         geometry = [
             v2.Resize(resize, interpolation=interpolation, antialias=True),
             v2.RandomCrop(crop),
@@ -176,6 +209,8 @@ def build_train_transform(pre: Preprocessing, augment: str) -> v2.Compose:
             v2.RandomHorizontalFlip(),
         ]
     steps = list(geometry)
+    if augment == "symmetric":  # no canonical "up": all eight flips and quarter turns are the same image class
+        steps += [v2.RandomVerticalFlip(), v2.RandomApply([v2.RandomRotation((90, 90))], p=0.5)]
     if augment == "strong":
         steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
     steps += to_tensor_transforms(pre)
