@@ -87,6 +87,17 @@ def test_int8_quantization_small_model(tmp_path):
     assert consumers.get(pool.output[0]) != "QuantizeLinear"  # the averaged class scores stay fp32
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["quantization"].startswith("int8")
+    # both expand branches of every Fire are quantized as their concatenation: no requantizing concat
+    nodes = {out: n for n in proto.graph.node for out in n.output}
+    concats = [n for n in proto.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 8
+    for concat in concats:
+        (after,) = [n for n in proto.graph.node if concat.output[0] in n.input]
+        for name in concat.input:
+            dq = nodes[name]
+            q = nodes[dq.input[0]]
+            assert (dq.op_type, q.op_type) == ("DequantizeLinear", "QuantizeLinear")
+            assert list(q.input[1:3]) == list(dq.input[1:3]) == list(after.input[1:3])
     session = ort_session(path)
     out = session.run(None, {"input": calib})[0]
     with torch.no_grad():

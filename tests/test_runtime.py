@@ -154,3 +154,29 @@ def test_runtime_reads_sqz(dc_weights_path, tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     assert np.abs(rt.SqueezeNetNumpy(path)(x) - ref).max() <= 1e-3
+
+
+def _coretype_after_import(env: dict) -> str:
+    code = (
+        "import importlib.util, os\n"
+        f"spec = importlib.util.spec_from_file_location('rt', {str(RUNTIME)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(os.environ.get('OPENBLAS_CORETYPE', '-'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_runtime_picks_avx512_blas_kernels_only_where_they_exist(monkeypatch):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    try:
+        info = Path("/proc/cpuinfo").read_text()[:8192]
+    except OSError:
+        info = ""
+    flags = set(next((line for line in info.splitlines() if line.startswith("flags")), "").split())
+    avx512_amd = "AuthenticAMD" in info and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    assert _coretype_after_import(env) == ("SkylakeX" if avx512_amd else "-")
+    assert _coretype_after_import({**env, "OPENBLAS_CORETYPE": "Haswell"}) == "Haswell"  # the user's choice stays

@@ -210,3 +210,24 @@ def test_per_sample_seeding_does_not_touch_accelerator_seeds(monkeypatch, small_
     ds = open_dataset(small_tree, "train").with_transform(transform)
     first, again = ds[(0, 123)][0], ds[(0, 123)][0]
     assert torch.equal(first, again) and not calls
+
+
+def test_adapted_normalisation_is_identity_for_imagenet_statistics():
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from squeezenet.data.statistics import adapted_preprocessing
+
+    mean255, std255 = np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255
+    same = adapted_preprocessing(IMAGENET_DEFAULT, mean255, std255)
+    assert np.allclose(same.mean, IMAGENET_MEAN) and np.allclose(same.std, IMAGENET_STD)
+    caffe = Preprocessing(mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), pixel_range=255.0, channel_order="BGR")
+    flat = adapted_preprocessing(caffe, np.array([10.0, 20.0, 30.0]), std255 / 2)  # RGB statistics, half contrast
+    assert flat.mean == (30.0, 20.0, 10.0) and np.allclose(flat.std, 0.5)  # BGR order, doubled contrast
+
+
+def test_adapt_normalization_travels_with_the_exported_weights(small_tree, tmp_path):
+    from squeezenet.weights import load_weights
+
+    train(_config(small_tree, tmp_path / "run", adapt_normalization=True))
+    pre = load_weights(tmp_path / "run" / "last.safetensors").info.preprocessing
+    pixels = np.concatenate([np.asarray(Image.open(p)).reshape(-1, 3) for p in small_tree.glob("train/*/*.png")])
+    assert np.allclose(pre.mean, pixels.mean(0) / 255, atol=1e-3)  # measured on the training images

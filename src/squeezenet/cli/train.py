@@ -59,6 +59,11 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-grad-norm", type=float, help="max gradient norm (0: off; default: the recipe's, modern 1.0)")
     p.add_argument("--workers", "-j", type=int, default=2, help="decoding processes per training process")
     p.add_argument(
+        "--adapt-normalization",
+        action="store_true",
+        help="mean/std from the training images, so that they reach pretrained weights with ImageNet's contrast",
+    )
+    p.add_argument(
         "--cache-images", action="store_true", help="decode every image once and keep it in memory (small images)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

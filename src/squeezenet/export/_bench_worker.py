@@ -16,6 +16,22 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
+
+def _load_numpy_runtime(path: str):
+    """The runtime module, loaded once; first of all for the NumPy engine (see below)."""
+    if "numpy_runtime" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("numpy_runtime", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["numpy_runtime"] = module
+    return sys.modules["numpy_runtime"]
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and json.loads(sys.argv[1]).get("engine") == "numpy":
+    # as in a user's script: the runtime is imported before numpy, so that it can choose
+    # numpy's BLAS kernels (numpy_runtime._prefer_avx512_blas)
+    _load_numpy_runtime(json.loads(sys.argv[1])["numpy_runtime"])
+
 import numpy as np  # noqa: E402
 
 
@@ -40,11 +56,7 @@ def build(engine: str, cfg: dict):
     """-> callable taking a float32 NCHW numpy array."""
     threads = cfg["threads"]
     if engine == "numpy":
-        spec = importlib.util.spec_from_file_location("numpy_runtime", cfg["numpy_runtime"])
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        net = module.SqueezeNetNumpy(cfg["safetensors"])
-        return net
+        return _load_numpy_runtime(cfg["numpy_runtime"]).SqueezeNetNumpy(cfg["safetensors"])
     if engine in ("ort_fp32", "ort_int8"):
         import onnxruntime as ort
 

@@ -14,11 +14,35 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+
+def _prefer_avx512_blas() -> None:
+    """Ask numpy's OpenBLAS for its AVX-512 kernels on AMD CPUs that have AVX-512.
+
+    OpenBLAS picks kernels by CPU model, and it takes AMD Zen 4/5 for an AVX2-only
+    "Haswell"; its SkylakeX kernels made this runtime 1.2-1.3x faster at batch 32 on a Zen 5
+    EPYC (at batch 1 the gain was within that machine's noise). Only possible before numpy
+    is first imported, and never over a user's own OPENBLAS_CORETYPE.
+    """
+    if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ:
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            head = f.read(8192)
+    except OSError:
+        return
+    flags = set(next((line for line in head.splitlines() if line.startswith("flags")), "").split())
+    if "AuthenticAMD" in head and {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"} <= flags:
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+
+
+_prefer_avx512_blas()
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
 
 SQZ_MAGIC = b"SQZ\x00"
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}

@@ -166,6 +166,18 @@ def _loader(ds: LabeledImages, batch: int, sampler, cfg: TrainConfig, device: to
     )
 
 
+def _adapt_normalization(train_ds: LabeledImages, pre: Preprocessing, main: bool) -> Preprocessing:
+    """``--adapt-normalization``: mean/std from the training images (see squeezenet.data.statistics)."""
+    from squeezenet.data.statistics import adapted_preprocessing, pixel_statistics
+
+    mean, std = pixel_statistics(train_ds)
+    adapted = adapted_preprocessing(pre, mean, std)
+    _log(f"normalisation from the data: pixel mean {np.round(mean, 1).tolist()}, std {np.round(std, 1).tolist()} "
+         f"-> preprocessing mean {[round(m, 3) for m in adapted.mean]}, std {[round(s, 4) for s in adapted.std]}",
+         main)  # fmt: skip
+    return adapted
+
+
 def _cache(train_ds: LabeledImages, val_ds: LabeledImages | None, workers: int, main: bool):
     """Both splits decoded once into memory (``--cache-images``)."""
     from squeezenet.data.cache import cache_in_memory
@@ -247,6 +259,8 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
                 raise TrainingError(f"{resume_path}: checkpoint is for another model ({key} {state['run'][key]})")
     if min(pre.crop, pre.crop) < model.min_input_size:
         raise TrainingError(f"image size {pre.crop} is below {arch}'s minimum input of {model.min_input_size} pixels")
+    if cfg.adapt_normalization:
+        pre = _adapt_normalization(train_ds.with_transform(None, pre.image_mode), pre, dist.is_main)
     augment = cfg.augment or recipe.augment
     train_ds = train_ds.with_transform(build_train_transform(pre, augment), pre.image_mode)
     if val_ds is not None:

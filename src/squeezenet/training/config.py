@@ -47,6 +47,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     workers: int = 2
     cache_images: bool = False
+    adapt_normalization: bool = False
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
