@@ -82,6 +82,8 @@ def elpv_config(n: int, args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
         image_size=227,
         augment="symmetric",
         adapt_normalization=True,
@@ -131,6 +133,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=None, help="default: the finetune recipe's (2e-4 at batch 32)")
+    ap.add_argument("--dropout", type=float, default=None, help="before conv10 (default: the recipe's 0.5)")
+    ap.add_argument("--label-smoothing", type=float, default=None, help="default: the recipe's 0.1")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--amp", default="bf16")
     ap.add_argument("--max-steps", type=int, default=None, help="smoke test: stop early")
