@@ -17,6 +17,8 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def add_parser(sub) -> None:
+    from squeezenet.training.config import AUGMENTS, OPTIMIZERS, RECIPE_NAMES  # the choices, defined once
+
     p = sub.add_parser(
         "train",
         help="train or fine-tune a model on class folders, a tar archive or ELPV",
@@ -35,14 +37,14 @@ def add_parser(sub) -> None:
     p.add_argument("--freeze-features", action="store_true", help="train only the classifier (conv10)")
     p.add_argument("--in-chans", type=int, choices=(1, 3), help="input channels (1: grayscale; default from data)")
     p.add_argument(
-        "--recipe", choices=("paper", "modern", "finetune"), default="modern",
+        "--recipe", choices=RECIPE_NAMES, default="modern",
         help="finetune: AdamW for pretrained weights (see docs/training.md)",
     )  # fmt: skip
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", "-b", type=int, default=64, help="micro-batch per process (default 64)")
     p.add_argument("--global-batch", type=int, help="images per optimizer step; reached by gradient accumulation")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the global batch)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: the recipe's (finetune: adamw)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the recipe's (finetune: adamw)")
     p.add_argument("--momentum", type=float, help="SGD momentum, or AdamW's beta1")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
@@ -51,7 +53,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dropout", type=float)
     p.add_argument(
         "--augment",
-        choices=("none", "light", "strong", "symmetric"),
+        choices=AUGMENTS,
         help="symmetric: light + vertical flips + 90-degree turns (images without an up, e.g. solar cells)",
     )
     p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")

@@ -18,20 +18,18 @@ from squeezenet.errors import DataError, ImageError
 
 
 class _Decode(Dataset):
+    """(index, pixels or None, error or None): ``LabeledImages`` decodes and names the errors."""
+
     def __init__(self, ds: LabeledImages) -> None:
-        self.ds = ds
+        self.ds = ds.with_transform(None)
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, index: int):
-        try:
-            # a NumPy array, pickled: tensors would cross processes as one file descriptor each
-            return index, np.asarray(self.ds.load(index)), None
-        except ImageError as exc:
-            return index, None, str(exc)
-        except (OSError, ValueError, SyntaxError) as exc:
-            return index, None, f"{self.ds.names[index]}: cannot decode image ({exc})"
+        image, _, _, error = self.ds[index]
+        # a NumPy array, pickled: tensors would cross processes as one file descriptor each
+        return index, None if error else np.asarray(image), error
 
 
 class CachedReader:

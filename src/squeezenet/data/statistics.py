@@ -17,19 +17,21 @@ from dataclasses import replace
 import numpy as np
 
 from squeezenet.data.preprocessing import IMAGENET_STD, Preprocessing
-from squeezenet.errors import DataError, ImageError
+from squeezenet.data.sources import LabeledImages
+from squeezenet.errors import DataError
 
 
-def pixel_statistics(ds, limit: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pixel_statistics(ds: LabeledImages, limit: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std (0..255 scale) of up to ``limit`` images of ``ds``, in its mode."""
     indices = list(range(len(ds)))
     random.Random(seed).shuffle(indices)
     sums, squares, count = None, None, 0
+    ds = ds.with_transform(None)
     for i in indices[:limit]:
-        try:
-            pixels = np.asarray(ds.load(i), dtype=np.float64)
-        except (ImageError, OSError, ValueError):
+        image, _, _, error = ds[i]
+        if error:  # unreadable: counted and reported by the training loop, left out here
             continue
+        pixels = np.asarray(image, dtype=np.float64)
         pixels = pixels.reshape(-1, 1 if pixels.ndim == 2 else pixels.shape[-1])
         sums = pixels.sum(0) if sums is None else sums + pixels.sum(0)
         squares = (pixels**2).sum(0) if squares is None else squares + (pixels**2).sum(0)

@@ -96,9 +96,11 @@ class SqueezeNetSpec:
     def min_input_size(self) -> int:
         """Smallest square input whose feature map survives every pool (21 for v1.0, 17 for v1.1)."""
         size = max(1, self.stem_kernel - 2 * self.stem_padding)
-        while min(self.spatial_sizes(size)[:-1] or [size]) < 2 or self.spatial_sizes(size)[-1] < 1:
+        while True:
+            sizes = self.spatial_sizes(size)  # every pool needs an input of 2 px or more
+            if sizes[-1] >= 1 and min(sizes[:-1], default=size) >= 2:
+                return size
             size += 1
-        return size
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,8 +6,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from squeezenet.training.errors import TrainingError
 
+# the choices of the options below, shared by the CLI and squeezenet.training.recipes
 AUGMENTS = ("none", "light", "strong", "symmetric")
 RECIPE_NAMES = ("paper", "modern", "finetune")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -86,7 +88,8 @@ class TrainConfig:
         need(0.0 <= self.val_split < 1.0, f"--val-split must lie in [0, 1), got {self.val_split}")
         need(self.workers >= 0, "workers must be 0 or more")
         need(self.recipe in RECIPE_NAMES, f"unknown recipe {self.recipe!r}: expected {', '.join(RECIPE_NAMES)}")
-        need(self.optimizer in (None, "sgd", "adamw"), f"unknown optimizer {self.optimizer!r}: expected sgd or adamw")
+        optimizers = " or ".join(OPTIMIZERS)
+        need(self.optimizer in (None, *OPTIMIZERS), f"unknown optimizer {self.optimizer!r}: expected {optimizers}")
         need(self.amp in ("auto", "none", "bf16", "fp16"), f"unknown --amp {self.amp!r}: auto, none, bf16 or fp16")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"unknown device {self.device!r}")
         need(self.augment in (None, *AUGMENTS), f"unknown --augment {self.augment!r}: expected {', '.join(AUGMENTS)}")

@@ -52,6 +52,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
 from squeezenet.data.preprocessing import Preprocessing, to_tensor_transforms
+from squeezenet.training.config import OPTIMIZERS
 from squeezenet.training.errors import TrainingError
 
 
@@ -135,9 +136,6 @@ def init_classifier(model: nn.Module, zero_weight: bool = False) -> None:
             final.weight.zero_()
         if final.bias is not None:
             final.bias.fill_(CLASSIFIER_BIAS)
-
-
-OPTIMIZERS = ("sgd", "adamw")
 
 
 def build_optimizer(
