@@ -17,8 +17,10 @@ def test_machine_info():
     assert info["cpu"] and info["logical_cores"] >= 1 and info["torch"] and info["onnxruntime"]
 
 
-def test_quick_bench_two_engines_small_input():
-    result = run_bench(archs=("squeezenet1_1",), engines=("ort_fp32", "numpy"), quick=True, size=64)
+def test_quick_bench_two_engines_small_input(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # an environment that pins numpy's BLAS kernels
+    engines = ("ort_fp32", "numpy", "numpy_env_blas")
+    result = run_bench(archs=("squeezenet1_1",), engines=engines, quick=True, size=64)
     block = result["archs"]["squeezenet1_1"]
     assert block["params"] == 1_235_496 and block["macs"] > 0
     rows = {r["engine"]: r for r in block["engines"]}
@@ -28,7 +30,9 @@ def test_quick_bench_two_engines_small_input():
         assert row["file_bytes"] > 1_000_000
     json.dumps(result)
     text = format_markdown(result)
-    assert "squeezenet1_1 at 64x64" in text and "| numpy |" in text
+    assert "squeezenet1_1 at 64x64" in text and "| numpy (OpenBLAS " in text
+    # the runtime's own kernel choice is measured without the pin; the pinned one beside it
+    assert rows["numpy_env_blas"]["blas_coretype"] == "Haswell" and rows["numpy"]["blas_coretype"] != "Haswell"
 
 
 def test_format_markdown_reports_failures_and_accuracy():

@@ -131,6 +131,32 @@ def test_runner_default_is_onnxruntime_and_env_override(monkeypatch):
         resolve_backend("tensorrt")
 
 
+@pytest.mark.parametrize(
+    "arch,size,concats_left",
+    [("squeezenet1_0", 227, 0), ("squeezenet1_1", 224, 0), ("squeezenet1_0_caffe", 227, 0),
+     ("squeezenet1_0_simple_bypass", 224, 8), ("squeezenet1_1_complex_bypass", 64, 8)],
+)  # fmt: skip
+def test_concat_free_graph_gives_the_same_logits(arch, size, concats_left):
+    from squeezenet.export.concat_free import split_concats
+    from squeezenet.export.onnx import onnx_bytes, ort_session
+
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    for p in model.parameters():  # distinct biases: the exporter shares equal constants through Identity nodes
+        p.data.add_(torch.randn_like(p) * 0.01)
+    plain = onnx_bytes(model, size=size, metadata=False)
+    split = split_concats(plain)
+    nodes = [n.op_type for n in onnx.load_from_string(split).graph.node]
+    assert nodes.count("Concat") == concats_left  # a Concat that a bypass Add also reads must stay
+    if not concats_left:
+        assert nodes.count("Conv") == 26 + 8  # one more convolution per Fire module, no Concat, no copy
+        onnx.checker.check_model(onnx.load_from_string(split))
+    x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32) * 50
+    expected = ort_session(plain).run(None, {"input": x})[0]
+    got = ort_session(split).run(None, {"input": x})[0]
+    assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+
+
 # ------------------------------------------------------------------ command line
 def _cli(capsys, *args):
     code = main(list(args))

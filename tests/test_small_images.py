@@ -179,6 +179,27 @@ def test_symmetric_augmentation_only_flips_and_turns():
     assert len(seen) >= 6
 
 
+def test_cutout_erases_one_quarter_square_to_the_mean_half_the_time():
+    from squeezenet.data.preprocessing import Preprocessing
+    from squeezenet.training.recipes import build_train_transform
+
+    # a constant image normalises to 1 everywhere; the erased square is set to 0 (the mean)
+    pre = Preprocessing(crop=32, resize=32, mean=(99.0,) * 3, std=(1.0,) * 3, pixel_range=255.0)
+    transform = build_train_transform(pre, "cutout")
+    image = torch.full((3, 32, 32), 100, dtype=torch.uint8)
+    erased = 0
+    for seed in range(200):
+        torch.manual_seed(seed)
+        out = transform(image)
+        zero = (out == 0).all(dim=0)
+        assert torch.equal((out == 1).all(dim=0), ~zero), "pixels other than the erased square changed"
+        if zero.any():
+            rows, cols = zero.nonzero().unbind(1)
+            assert zero.sum() == 16 * 16 and rows.max() - rows.min() == 15 and cols.max() - cols.min() == 15
+            erased += 1
+    assert 70 <= erased <= 130
+
+
 def test_unknown_optimizer_and_augment_are_one_line_errors(small_tree, tmp_path, capsys):
     from squeezenet.cli.main import main
 

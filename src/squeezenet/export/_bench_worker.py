@@ -27,7 +27,7 @@ def _load_numpy_runtime(path: str):
     return sys.modules["numpy_runtime"]
 
 
-if __name__ == "__main__" and len(sys.argv) > 1 and json.loads(sys.argv[1]).get("engine") == "numpy":
+if __name__ == "__main__" and len(sys.argv) > 1 and json.loads(sys.argv[1]).get("engine", "").startswith("numpy"):
     # as in a user's script: the runtime is imported before numpy, so that it can choose
     # numpy's BLAS kernels (numpy_runtime._prefer_avx512_blas)
     _load_numpy_runtime(json.loads(sys.argv[1])["numpy_runtime"])
@@ -55,7 +55,8 @@ def _torch_model(cfg: dict):
 def build(engine: str, cfg: dict):
     """-> callable taking a float32 NCHW numpy array."""
     threads = cfg["threads"]
-    if engine == "numpy":
+    if engine.startswith("numpy"):
+        cfg["blas_coretype"] = __import__("os").environ.get("OPENBLAS_CORETYPE", "auto")
         return _load_numpy_runtime(cfg["numpy_runtime"]).SqueezeNetNumpy(cfg["safetensors"])
     if engine in ("ort_fp32", "ort_int8"):
         import onnxruntime as ort
@@ -150,8 +151,9 @@ def main() -> None:
         "peak_rss_mb": round(_status_mb("VmHWM"), 1),
         "rss_increase_mb": round(_status_mb("VmHWM") - rss_start, 1),
     }
-    if "backend" in cfg:
-        result["backend"] = cfg["backend"]
+    for key in ("backend", "blas_coretype"):
+        if key in cfg:
+            result[key] = cfg[key]
     print(json.dumps(result))
 
 

@@ -4,9 +4,10 @@ Backends, measured by ``squeezenet bench`` / ``benchmarks/bench_deploy.py``:
 
 - ``onnxruntime``: the model exported to ONNX in memory, with a dynamic batch and the
   input size fixed (one session per size seen, normally just the preprocessing's crop;
-  fixed sizes let ONNX Runtime specialise its blocked convolution kernels), run with all
-  graph optimizations and one thread per PyTorch thread. Fastest of the measured paths at
-  batch 1 and batch 32 for v1.0 and v1.1.
+  fixed sizes let ONNX Runtime specialise its blocked convolution kernels), its Fire
+  modules' Concat nodes rewritten away (``export.concat_free``: no copy of the expand
+  outputs), run with all graph optimizations and one thread per PyTorch thread. Fastest
+  of the measured paths at batch 1 and batch 32 for v1.0 and v1.1.
 - ``torch``: eager PyTorch in channels_last memory format (oneDNN's fastest convolution
   kernels for SqueezeNet's many 1x1 convolutions); the fallback when onnxruntime is not
   installed. TorchScript freezing / ``optimize_for_inference`` and ``torch.compile`` were
@@ -73,11 +74,12 @@ class InferenceRunner:
     def _session_for(self, hw: tuple[int, int]):
         """The ONNX Runtime session for inputs of height x width ``hw``, built once."""
         if hw not in self._sessions:
+            from squeezenet.export.concat_free import split_concats
             from squeezenet.export.onnx import onnx_bytes, ort_session
 
             square = hw[0] == hw[1]
             data = onnx_bytes(self.model, size=hw[0] if square else None, dynamic_hw=not square, metadata=False)
-            self._sessions[hw] = ort_session(data, threads=self._threads)
+            self._sessions[hw] = ort_session(split_concats(data), threads=self._threads)
         return self._sessions[hw]
 
     @torch.inference_mode()

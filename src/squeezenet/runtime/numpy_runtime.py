@@ -7,7 +7,8 @@ This file is self-contained on purpose (copy it anywhere next to a weights file)
 prints the top-5 classes of each image. It reads the project's safetensors files (the
 architecture, class names and preprocessing travel in the header) and ``.sqz`` files
 through ``read_weights``, which dispatches on the file's first bytes. Convolutions are
-im2col + one BLAS matrix product each; pooling rounds up (Caffe's ceil mode).
+im2col + one BLAS matrix product each, biases included (every activation carries a channel
+of ones); pooling rounds up (Caffe's ceil mode) and takes the ReLU after it where it can.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def _prefer_avx512_blas() -> None:
     """Ask numpy's OpenBLAS for its AVX-512 kernels on AMD CPUs that have AVX-512.
 
     OpenBLAS picks kernels by CPU model, and it takes AMD Zen 4/5 for an AVX2-only
-    "Haswell"; its SkylakeX kernels made this runtime 1.2-1.3x faster at batch 32 on a Zen 5
-    EPYC (at batch 1 the gain was within that machine's noise). Only possible before numpy
-    is first imported, and never over a user's own OPENBLAS_CORETYPE.
+    "Haswell"; on a 2-core Zen 5 EPYC its SkylakeX kernels cut this runtime's matrix
+    products at batch 1 from 8.1 to 5.5 ms (v1.0) and from 4.1 to 2.8 ms (v1.1). Only
+    possible before numpy is first imported, and never over a user's own OPENBLAS_CORETYPE.
     """
     if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ:
         return
@@ -109,34 +110,56 @@ def read_weights(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray
     return read_sqz(path) if head == SQZ_MAGIC else read_safetensors(path)
 
 
-# ---------------------------------------------------------------- layers (NHWC float32)
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1) -> np.ndarray:
-    """NHWC windows as rows (N*Ho*Wo, kh*kw*C): a strided view of every window, copied once."""
+# ---------------------------------------------------------------- layers
+# Activations are NHWC float32 arrays with one extra last channel that is always 1. Each
+# convolution is then a single matrix product whose last weight row is the bias, so no
+# separate pass over the output adds it; ReLU and max pooling keep the ones intact.
+def with_ones(n: int, h: int, w: int, c: int) -> np.ndarray:
+    """An empty (n, h, w, c + 1) activation whose last channel is already 1."""
+    a = np.empty((n, h, w, c + 1), dtype=np.float32)
+    a[..., c] = 1.0
+    return a
+
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
+    """(N, H, W, C) -> every window as a row (N*Ho*Wo, kh*kw*C + 1), the last column 1."""
+    if pad:
+        padded = np.zeros((x.shape[0], x.shape[1] + 2 * pad, x.shape[2] + 2 * pad, x.shape[3]), np.float32)
+        padded[:, pad:-pad, pad:-pad] = x
+        x = padded
     n, h, w, c = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    view = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-    return view.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+    sn, sh, sw, sc = x.strides  # a read-only view of every window, in the weights' (kh, kw, C) order
+    windows = np.lib.stride_tricks.as_strided(
+        x, (n, ho, wo, kh, kw, c), (sn, stride * sh, stride * sw, sh, sw, sc), writeable=False
+    )
+    cols = with_ones(n, ho, wo, kh * kw * c)
+    cols[..., :-1].reshape(n, ho, wo, kh, kw, c)[...] = windows
+    return cols.reshape(n * ho * wo, -1)
 
 
-def conv2d(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1, pad: int = 0, out: np.ndarray | None = None
-) -> np.ndarray:
-    """x (N, H, W, C), w (kh, kw, C, O): im2col rows times w, one BLAS call.
+class Conv:
+    """A convolution as one (kh*kw*C + 1, O) matrix: the weights in im2col order, then the bias."""
 
-    ``out`` (rows, O), possibly a column slice of a wider array, receives the product
-    directly: a Fire module's two expand convolutions write side by side, so the
-    concatenation costs nothing. The result is returned as (N, Ho, Wo, O) when ``out`` is None.
-    """
-    kh, kw, c, o = w.shape
-    if pad:
-        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    n, h, wd, _ = x.shape
-    ho, wo = (h - kh) // stride + 1, (wd - kw) // stride + 1
-    cols = x.reshape(n * ho * wo, c) if kh == kw == 1 and stride == 1 else im2col(x, kh, kw, stride)
-    result = np.matmul(cols, w.reshape(kh * kw * c, o), out=out)
-    if b is not None:
-        result += b
-    return result if out is not None else result.reshape(n, ho, wo, o)
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad: int = 0) -> None:
+        o, c, self.kh, self.kw = weight.shape
+        bias = np.zeros(o, np.float32) if bias is None else bias
+        rows = weight.transpose(2, 3, 1, 0).reshape(self.kh * self.kw * c, o)
+        self.matrix = np.ascontiguousarray(np.vstack([rows, bias[None]]), dtype=np.float32)
+        self.out_channels, self.stride, self.pad = o, stride, pad
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None, ones: bool = True) -> np.ndarray:
+        """x (N, H, W, C + 1) with its ones (``ones=False``: (N, H, W, C), e.g. the image) ->
+        (N*Ho*Wo, O), written into ``out`` when given (a column slice of a wider array: a
+        Fire module's two expand products land side by side)."""
+        if self.kh == self.kw == self.stride == 1 and not self.pad and ones:
+            cols = x.reshape(-1, x.shape[3])  # a 1x1 convolution reads the activation as it is
+        else:
+            cols = im2col(x[..., :-1] if ones else x, self.kh, self.kw, self.stride, self.pad)
+        return np.matmul(cols, self.matrix, out=out)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        return (h + 2 * self.pad - self.kh) // self.stride + 1, (w + 2 * self.pad - self.kw) // self.stride + 1
 
 
 def relu(x: np.ndarray) -> np.ndarray:
@@ -144,8 +167,9 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 def max_pool_ceil(x: np.ndarray, k: int = 3, s: int = 2) -> np.ndarray:
-    """Max pool rounding the output size up, as Caffe and ``nn.MaxPool2d(ceil_mode=True)``."""
-    h, w = x.shape[1:3]
+    """Max pool rounding the output size up, as Caffe and ``nn.MaxPool2d(ceil_mode=True)``;
+    rows first, then columns (2(k-1) maxima instead of k*k - 1)."""
+    n, h, w, c = x.shape
     ho, wo = -(-(h - k) // s) + 1, -(-(w - k) // s) + 1
     if (ho - 1) * s >= h:  # PyTorch: the last window must start inside the input
         ho -= 1
@@ -153,12 +177,15 @@ def max_pool_ceil(x: np.ndarray, k: int = 3, s: int = 2) -> np.ndarray:
         wo -= 1
     need_h, need_w = (ho - 1) * s + k, (wo - 1) * s + k
     if need_h > h or need_w > w:
-        x = np.pad(x, ((0, 0), (0, max(0, need_h - h)), (0, max(0, need_w - w)), (0, 0)), constant_values=-np.inf)
-    out = None
-    for i in range(k):
-        for j in range(k):
-            window = x[:, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s]
-            out = window.copy() if out is None else np.maximum(out, window, out=out)
+        padded = np.full((n, max(h, need_h), max(w, need_w), c), -np.inf, dtype=np.float32)
+        padded[:, :h, :w] = x
+        x = padded
+    rows = np.maximum(x[:, 0 : s * (ho - 1) + 1 : s], x[:, 1 : s * (ho - 1) + 2 : s])
+    for i in range(2, k):
+        np.maximum(rows, x[:, i : i + s * (ho - 1) + 1 : s], out=rows)
+    out = np.maximum(rows[:, :, 0 : s * (wo - 1) + 1 : s], rows[:, :, 1 : s * (wo - 1) + 2 : s])
+    for j in range(2, k):
+        np.maximum(out, rows[:, :, j : j + s * (wo - 1) + 1 : s], out=out)
     return out
 
 
@@ -168,7 +195,6 @@ class SqueezeNetNumpy:
 
     def __init__(self, path: str | Path) -> None:
         self.meta, self.t = read_weights(path)
-        self.w: dict[str, np.ndarray] = {}
         try:
             self.spec = json.loads(self.meta["spec"])
             self.pre = json.loads(self.meta.get("preprocessing") or "{}")
@@ -178,55 +204,74 @@ class SqueezeNetNumpy:
                 f"{path}: no squeezenet metadata ({exc}); convert it with 'squeezenet convert'"
             ) from None
         self.arch = self.meta.get("arch", "?")
-        self.layers: list[tuple[str, int, str]] = []  # (kind, features index, shortcut)
-        shortcuts = self.spec.get("shortcuts") or [""] * len(self.spec["fires"])
+        spec = self.spec
+        self.stem = self._conv("features.0", spec["stem_stride"], int(spec.get("stem_padding", 0)))
+        self.classifier = self._conv("classifier.1", pad=int(spec.get("classifier_padding", 0)))
+        # (kind, convs, shortcut, relu): a Fire module without bypass that a pool follows leaves
+        # its ReLU to the pool's output (max(relu) = relu(max), on 4x fewer elements)
+        self.layers: list[tuple[str, dict[str, Conv], str, bool]] = []
+        shortcuts = spec.get("shortcuts") or [""] * len(spec["fires"])
         index = 3  # features.0-2: conv1, ReLU, pool (or nothing)
         for i, shortcut in enumerate(shortcuts):
-            self.layers.append(("fire", index, shortcut))
+            p = f"features.{index}."
+            convs = {"squeeze": self._conv(p + "squeeze"), "e1": self._conv(p + "expand1x1")}
+            convs["e3"] = self._conv(p + "expand3x3", pad=1)
+            if shortcut == "conv":
+                convs["shortcut"] = self._conv(p + "shortcut")
+            pooled = i in spec["pool_after"]
+            defer = pooled and not shortcut
+            self.layers.append(("fire", convs, shortcut or "", not defer))
             index += 1
-            if i in self.spec["pool_after"]:
-                self.layers.append(("pool", index, ""))
+            if pooled:
+                self.layers.append(("pool", {}, "", defer))
                 index += 1
 
-    def _weight(self, name: str) -> np.ndarray:
-        if name not in self.w:  # (O, C, kh, kw) -> (kh, kw, C, O), once
-            self.w[name] = np.ascontiguousarray(self.t[name + ".weight"].transpose(2, 3, 1, 0))
-        return self.w[name]
+    def _conv(self, name: str, stride: int = 1, pad: int = 0) -> Conv:
+        if name + ".weight" not in self.t:
+            raise RuntimeFailure(f"weights file lacks {name}.weight for this architecture")
+        return Conv(self.t[name + ".weight"], self.t.get(name + ".bias"), stride, pad)
 
-    def _conv(self, name: str, x: np.ndarray, stride: int = 1, pad: int = 0) -> np.ndarray:
-        return conv2d(x, self._weight(name), self.t[name + ".bias"], stride, pad)
-
-    def _expand(self, p: str, s: np.ndarray) -> np.ndarray:
-        """ReLU(concat(expand1x1(s), expand3x3(s))), both products written into one array."""
-        n, h, w, _ = s.shape
-        w1, w3 = self._weight(p + "expand1x1"), self._weight(p + "expand3x3")
-        e1 = w1.shape[3]
-        out = np.empty((n * h * w, e1 + w3.shape[3]), dtype=np.float32)
-        conv2d(s, w1, self.t[p + "expand1x1.bias"], out=out[:, :e1])
-        conv2d(s, w3, self.t[p + "expand3x3.bias"], pad=1, out=out[:, e1:])
-        return relu(out).reshape(n, h, w, -1)
+    def _fire(self, convs: dict[str, Conv], x: np.ndarray, shortcut: str, activate: bool) -> np.ndarray:
+        """ReLU(concat(expand1x1(s), expand3x3(s))) + bypass, of s = ReLU(squeeze(x)); the outer
+        ReLU left to the pool that follows when ``activate`` is False."""
+        n, h, w, _ = x.shape
+        squeeze, e1, e3 = convs["squeeze"], convs["e1"], convs["e3"]
+        s = with_ones(n, h, w, squeeze.out_channels)
+        relu(squeeze(x, out=s.reshape(n * h * w, -1)[:, :-1]))
+        channels = e1.out_channels + e3.out_channels
+        out = with_ones(n, h, w, channels)
+        flat = out.reshape(n * h * w, -1)
+        e1(s, out=flat[:, : e1.out_channels])
+        e3(s, out=flat[:, e1.out_channels : channels])
+        if activate:
+            relu(out)
+        if shortcut == "identity":
+            out[..., :-1] += x[..., :-1]
+        elif shortcut == "conv":
+            out[..., :-1] += convs["shortcut"](x).reshape(n, h, w, channels)
+        return out
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) preprocessed images -> (N, classes) logits; works in NHWC inside."""
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1))
-        spec = self.spec
-        x = relu(self._conv("features.0", x, stride=spec["stem_stride"], pad=int(spec.get("stem_padding", 0))))
-        if spec.get("stem_pool", True):
+        x = np.asarray(x, dtype=np.float32)
+        x = self._stem(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))  # contiguous windows for im2col
+        for kind, convs, shortcut, activate in self.layers:
+            x = self._fire(convs, x, shortcut, activate) if kind == "fire" else max_pool_ceil(x)
+            if kind == "pool" and activate:
+                relu(x)
+        ho, wo = self.classifier.output_size(*x.shape[1:3])
+        logits = relu(self.classifier(x)).reshape(x.shape[0], ho * wo, -1)
+        return logits.mean(axis=1)
+
+    def _stem(self, image: np.ndarray) -> np.ndarray:
+        """conv1 -> (max pool) -> ReLU: pooling first means the ReLU touches 4x fewer elements."""
+        n, h, w, _ = image.shape
+        ho, wo = self.stem.output_size(h, w)
+        x = with_ones(n, ho, wo, self.stem.out_channels)
+        self.stem(image, out=x.reshape(n * ho * wo, -1)[:, :-1], ones=False)
+        if self.spec.get("stem_pool", True):
             x = max_pool_ceil(x)
-        for kind, index, shortcut in self.layers:
-            if kind == "pool":
-                x = max_pool_ceil(x)
-                continue
-            p = f"features.{index}."
-            s = relu(self._conv(p + "squeeze", x))
-            out = self._expand(p, s)
-            if shortcut == "identity":
-                out += x
-            elif shortcut == "conv":
-                out += self._conv(p + "shortcut", x)
-            x = out
-        x = relu(self._conv("classifier.1", x, pad=int(self.spec.get("classifier_padding", 0))))
-        return x.mean(axis=(1, 2))
+        return relu(x)
 
     # ------------------------------------------------------------ preprocessing
     def preprocess(self, image: Image.Image | str | Path) -> np.ndarray:
