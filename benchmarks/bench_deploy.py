@@ -4,7 +4,10 @@
     python benchmarks/bench_deploy.py --quick    # a smoke test of the output format
 
 Speed: random weights, v1.0 at 227 px and v1.1 at 224 px, every engine in its own process
-(see ``squeezenet.export.bench``). Accuracy: the Deep Compression v1.0 weights on
+(see ``squeezenet.export.bench``). Two NumPy rows: ``numpy`` is the runtime as shipped,
+which picks numpy's OpenBLAS kernels itself (AVX-512 on AMD CPUs that have it), so its
+worker starts without OPENBLAS_CORETYPE; ``numpy_env_blas`` keeps this environment's pin
+(the project's CI machine sets OPENBLAS_CORETYPE=Haswell: AVX2 kernels). Accuracy: the Deep Compression v1.0 weights on
 ``$SQUEEZENET_DATA/imagenet-samples`` (default ../shared/data): int8 calibrated on the 250
 even-indexed images, top-1 on the 250 others (held out) and on all 500.
 """
