@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: machine description and result files."""
+"""Helpers shared by the benchmark scripts: machine description, result files, test loaders."""
 
 from __future__ import annotations
 
@@ -24,3 +24,23 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
+
+
+def test_loader(data: str, info, batch: int, workers: int, limit: int | None = None, seed: int = 0, data_seed: int = 0):
+    """The test split of ``data`` (an archive, folder or ``elpv:N``) with the weights' own
+    preprocessing and class order; ``limit`` draws that many images (seeded)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from squeezenet.data.folders import collate_skipping_bad
+    from squeezenet.data.preprocessing import build_transform
+    from squeezenet.data.sources import open_dataset
+
+    pre = info.preprocessing
+    ds = open_dataset(data, "test", seed=data_seed, classes=info.classes).with_transform(
+        build_transform(pre), pre.image_mode
+    )
+    if limit and limit < len(ds):
+        g = torch.Generator().manual_seed(seed)
+        ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
+    return DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate_skipping_bad)

@@ -46,13 +46,12 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, RESULTS, machine
+from _common import DATA, RESULTS, machine, test_loader
 from bench_train_cifar10 import cifar_config
 from squeezenet.compression import CompressionConfig, compress, iterative_prune, paper_tables
 from squeezenet.compression.pruning import prunable, resolve_densities
 from squeezenet.compression.report import markdown
 from squeezenet.data.folders import collate_skipping_bad
-from squeezenet.data.preprocessing import build_transform
 from squeezenet.data.sources import open_dataset
 from squeezenet.training import TrainConfig, train
 from squeezenet.training.engine import evaluate
@@ -148,19 +147,6 @@ def split_seed(info, default: int) -> int:
         return int(info.provenance.get("seed", default))
     except (TypeError, ValueError):
         return default
-
-
-def test_loader(
-    data: str, info, limit: int | None, batch: int, workers: int, seed: int = 0, data_seed: int = 0
-) -> DataLoader:
-    pre = info.preprocessing
-    ds = open_dataset(data, "test", seed=data_seed, classes=info.classes).with_transform(
-        build_transform(pre), pre.image_mode
-    )
-    if limit and limit < len(ds):
-        g = torch.Generator().manual_seed(seed)
-        ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
-    return DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate_skipping_bad)
 
 
 def top1(model, loader) -> dict:

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from _common import DATA, RESULTS, test_loader, write_results
 from squeezenet.models.spec import V1_1, SqueezeNetSpec
 from squeezenet.training import TrainConfig, train
-
-RESULTS = Path(__file__).parent / "results"
-DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 CIFAR_SPEC = SqueezeNetSpec(
     stem_channels=64,
@@ -71,20 +68,11 @@ def cifar_config(augment: str = "light", **overrides) -> TrainConfig:
 def test_top1_single_and_flipped(weights: Path, data: str) -> tuple[float, float]:
     """Test top-1 of the exported (BatchNorm-folded) weights: one view, and the mean of the
     logits of the image and its mirror image (test-time augmentation: twice the inference)."""
-    from torch.utils.data import DataLoader
-
-    from squeezenet.data.folders import collate_skipping_bad
-    from squeezenet.data.preprocessing import build_transform
-    from squeezenet.data.sources import open_dataset
     from squeezenet.weights import build_model_from_weights
 
     model = build_model_from_weights(weights).eval()
-    pre = model.weights_info.preprocessing
-    test = open_dataset(data, "val", classes=model.weights_info.classes)
-    loader = DataLoader(test.with_transform(build_transform(pre), pre.image_mode), batch_size=500,
-                        num_workers=1, collate_fn=collate_skipping_bad)  # fmt: skip
     single = flipped = n = 0
-    for batch in loader:
+    for batch in test_loader(data, model.weights_info, batch=500, workers=1):
         logits = model(batch.images)
         both = logits + model(batch.images.flip(-1))
         single += int((logits.argmax(1) == batch.targets).sum())
@@ -147,9 +135,7 @@ def main() -> None:
         "config": cfg.to_dict(),
         "argv": " ".join(sys.argv[1:]),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_cifar10.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "train_cifar10.md").write_text(markdown(report, " ".join(sys.argv[1:])))
+    write_results("train_cifar10", report, markdown(report, report["argv"]))
     keys = ("params", "epochs", "best_test_top1", "exported_test_top1_flip_tta", "minutes")
     print(json.dumps({k: report[k] for k in keys}))
 
@@ -158,8 +144,7 @@ def score_only(weights: Path, data: str) -> None:
     """Add single-view and flip-TTA test figures of ``weights`` to an existing results file."""
     report = json.loads((RESULTS / "train_cifar10.json").read_text())
     report["exported_test_top1"], report["exported_test_top1_flip_tta"] = test_top1_single_and_flipped(weights, data)
-    (RESULTS / "train_cifar10.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "train_cifar10.md").write_text(markdown(report, report.get("argv", "")))
+    write_results("train_cifar10", report, markdown(report, report.get("argv", "")))
     print(json.dumps({k: report[k] for k in ("exported_test_top1", "exported_test_top1_flip_tta")}))
 
 

@@ -28,22 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from squeezenet.data.folders import collate_skipping_bad
-from squeezenet.data.preprocessing import build_transform
-from squeezenet.data.sources import open_dataset
+from _common import DATA, RESULTS, test_loader, write_results
 from squeezenet.training import TrainConfig, train
 from squeezenet.weights import build_model_from_weights
 
-RESULTS = Path(__file__).parent / "results"
-DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TARGET_4 = 0.8842
 
 
@@ -52,14 +46,12 @@ def test_predictions(weights: Path, n: int) -> tuple[list[int], list[int], list[
     from squeezenet.data.elpv import cell_types
 
     model = build_model_from_weights(weights).eval()
-    pre = model.weights_info.preprocessing
-    test = open_dataset(f"elpv:{n}", "val").with_transform(build_transform(pre), pre.image_mode)
-    loader = DataLoader(test, batch_size=64, num_workers=2, collate_fn=collate_skipping_bad)
+    loader = test_loader(f"elpv:{n}", model.weights_info, batch=64, workers=2)
     preds: list[int] = []
     with torch.inference_mode():
         for batch in loader:
             preds += model(batch.images).argmax(1).tolist()
-    return preds, list(test.targets), cell_types(test)
+    return preds, list(loader.dataset.targets), cell_types(loader.dataset)
 
 
 def accuracies(preds, targets, types, defective=None) -> dict:
@@ -173,9 +165,7 @@ def main() -> None:
         report[f"{n}_classes"] = {**entry, "config": cfg.to_dict(), "command": command}
         print(f"{n} classes:", json.dumps(entry["test"]), file=sys.stderr)
     report["threads"] = torch.get_num_threads()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_elpv.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "train_elpv.md").write_text(markdown(report))
+    write_results("train_elpv", report, markdown(report))
     print(json.dumps({k: v["test"]["all"] for k, v in report.items() if isinstance(v, dict) and "test" in v}))
 
 

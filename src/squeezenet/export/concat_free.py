@@ -50,10 +50,8 @@ class _Rewriter:
             if not self._is_channel_concat(node):
                 continue
             readers = self._readers(node.output[0])
-            if node.output[0] in self.outputs or not readers:
-                continue
-            if len(readers) != 1:
-                continue
+            if node.output[0] in self.outputs or len(readers) != 1:
+                continue  # a graph output, or a tensor a bypass Add also reads: the copy is needed
             reader = readers[0]
             if reader.op_type == "MaxPool" and len(reader.output) == 1:
                 self._push_through_pool(node, reader)
