@@ -44,3 +44,19 @@ def test_loader(data: str, info, batch: int, workers: int, limit: int | None = N
         g = torch.Generator().manual_seed(seed)
         ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))
     return DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate_skipping_bad)
+
+
+def mirror_views(images):
+    """The image and its mirror image: CIFAR-10's test-time augmentation (its training mirrors too)."""
+    return (images, images.flip(-1))
+
+
+def dihedral_views(images):
+    """All 8 flips and quarter turns: ELPV's test-time augmentation (a cell has no "up")."""
+    turns = [images.rot90(k, (-2, -1)) for k in range(4)]
+    return (*turns, *(t.flip(-1) for t in turns))
+
+
+def summed_logits(model, images, views):
+    """Logits summed over the test-time views of ``images`` (one inference per view)."""
+    return sum(model(view) for view in views(images))

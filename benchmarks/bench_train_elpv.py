@@ -34,24 +34,28 @@ from pathlib import Path
 
 import torch
 
-from _common import DATA, RESULTS, test_loader, write_results
+from _common import DATA, RESULTS, dihedral_views, summed_logits, test_loader, write_results
 from squeezenet.training import TrainConfig, train
 from squeezenet.weights import build_model_from_weights
 
 TARGET_4 = 0.8842
+LEVELS = ("0", "1/3", "2/3", "1")
 
 
-def test_predictions(weights: Path, n: int) -> tuple[list[int], list[int], list[str]]:
-    """(predicted, true, cell type) for every test image, with the exported (EMA) weights."""
+def test_predictions(weights: Path, n: int) -> tuple[list[int], list[int], list[int], list[str]]:
+    """(predicted, predicted with 8-view test-time augmentation, true, cell type) for every
+    test image, with the exported (EMA) weights."""
     from squeezenet.data.elpv import cell_types
 
     model = build_model_from_weights(weights).eval()
     loader = test_loader(f"elpv:{n}", model.weights_info, batch=64, workers=2)
     preds: list[int] = []
+    tta: list[int] = []
     with torch.inference_mode():
         for batch in loader:
             preds += model(batch.images).argmax(1).tolist()
-    return preds, list(loader.dataset.targets), cell_types(loader.dataset)
+            tta += summed_logits(model, batch.images, dihedral_views).argmax(1).tolist()
+    return preds, tta, list(loader.dataset.targets), cell_types(loader.dataset)
 
 
 def accuracies(preds, targets, types, defective=None) -> dict:
@@ -80,7 +84,7 @@ def elpv_config(n: int, args: argparse.Namespace) -> TrainConfig:
         label_smoothing=args.label_smoothing,
         image_size=args.image_size,
         resize=args.resize,
-        augment="symmetric",
+        augment=args.augment,
         adapt_normalization=True,
         cache_images=True,  # 2,624 cells of 300x300 gray: 236 MB decoded once, the 2 cores left to training
         workers=args.workers,
@@ -100,8 +104,8 @@ def markdown(report: dict) -> str:
         *[f"Command: `python benchmarks/bench_train_elpv.py {c}`".rstrip() for c in commands],
         f"({report['threads']} CPU threads)",
         "",
-        "| task | test accuracy | mono | poly | epochs | wall time | target |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| task | test accuracy | mono | poly | 8-view TTA | epochs | wall time | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, label in (("4_classes", "4 levels"), ("2_from_4", "2 classes (from the 4-level model)"),
                        ("2_classes", "2 classes (own model)")):  # fmt: skip
@@ -113,15 +117,47 @@ def markdown(report: dict) -> str:
         if key == "4_classes":
             target = f">= {TARGET_4:.2%}: {'met' if acc['all'] >= TARGET_4 else 'MISSED'}"
         run = report["4_classes"] if key == "2_from_4" else r
+        tta = f"{r['test_tta']['all']:.2%}" if "test_tta" in r else ""
         lines.append(
-            f"| {label} | {acc['all']:.2%} | {acc['mono']:.2%} | {acc['poly']:.2%} | {run['epochs']} "
+            f"| {label} | {acc['all']:.2%} | {acc['mono']:.2%} | {acc['poly']:.2%} | {tta} | {run['epochs']} "
             f"| {run['minutes']} min | {target} |"
         )
     if four:
         lines += ["", "Per-level test accuracy (4 levels): " + ", ".join(
             f"{k} {v:.1%}" for k, v in four["per_level"].items())]  # fmt: skip
+        if "per_level_tta" in four:
+            lines[-1] += "; with 8-view TTA: " + ", ".join(f"{k} {v:.1%}" for k, v in four["per_level_tta"].items())
+    lines += [
+        "",
+        "Scored: the last epoch's (EMA) weights, one view; '8-view TTA' (test-time augmentation) sums "
+        "the logits of all flips and quarter turns of each cell: 8 inferences per image, reported beside, "
+        "not the single-view figure the target asks for.",
+    ]
     lines += [line for note in report.get("notes", []) for line in ("", note)]
     return "\n".join(lines) + "\n"
+
+
+def per_level(preds: list[int], targets: list[int]) -> dict[str, float]:
+    return {
+        level: sum(p == t == i for p, t in zip(preds, targets, strict=True)) / max(1, targets.count(i))
+        for i, level in enumerate(LEVELS)
+    }
+
+
+def score(weights: Path, n: int, report: dict) -> dict:
+    """Test figures of ``weights``, single view and 8-view TTA; a 4-level model also fills
+    ``report["2_from_4"]``. The last epoch's weights are scored: the run validates on the
+    test split, so its "best" epoch would be chosen on the test images."""
+    preds, tta, targets, types = test_predictions(weights, n)
+    entry = {"scored": "last epoch", "test": accuracies(preds, targets, types)}
+    entry["test_tta"] = accuracies(tta, targets, types)
+    if n == 4:
+        entry["per_level"], entry["per_level_tta"] = per_level(preds, targets), per_level(tta, targets)
+        report["2_from_4"] = {
+            key: accuracies(p, targets, types, defective=lambda level: int(level >= 2))
+            for key, p in (("test", preds), ("test_tta", tta))
+        }
+    return entry
 
 
 def main() -> None:
@@ -136,32 +172,29 @@ def main() -> None:
     ap.add_argument("--label-smoothing", type=float, default=None, help="default: the recipe's 0.1")
     ap.add_argument("--image-size", type=int, default=227, help="crop side")
     ap.add_argument("--resize", type=int, default=227, help="side the 300 px cells are resized to (weights: 256)")
+    ap.add_argument("--augment", default="symmetric", help="symmetric (flips and quarter turns) or symmetric_jitter")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--amp", default="bf16")
     ap.add_argument("--max-steps", type=int, default=None, help="smoke test: stop early")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--update", action="store_true", help="keep the recorded results of the class counts not run")
+    ap.add_argument("--score-only", metavar="OUTPUT", help="only re-score the recorded runs' last weights in OUTPUT")
     args = ap.parse_args()
     report: dict = {"benchmark": "ELPV fine-tuning from Deep Compression SqueezeNet v1.0", "target_4_levels": TARGET_4}
-    if args.update and (RESULTS / "train_elpv.json").is_file():
+    if (args.update or args.score_only) and (RESULTS / "train_elpv.json").is_file():
         report = json.loads((RESULTS / "train_elpv.json").read_text())
     command = " ".join(sys.argv[1:])
     for n in args.classes:
+        if args.score_only:
+            weights = Path(args.score_only) / f"elpv{n}" / "last.safetensors"
+            report[f"{n}_classes"] = {**report.get(f"{n}_classes", {}), **score(weights, n, report)}
+            continue
         cfg = elpv_config(n, args)
         start = time.perf_counter()
         result = train(cfg)
         minutes = round((time.perf_counter() - start) / 60, 1)
-        preds, targets, types = test_predictions(result.best_weights, n)
         entry = {"epochs": result.epochs, "minutes": minutes, "best_epoch_val_top1": result.best_top1}
-        entry["test"] = accuracies(preds, targets, types)
-        if n == 4:
-            levels = ("0", "1/3", "2/3", "1")
-            entry["per_level"] = {
-                lvl: sum(p == t == i for p, t in zip(preds, targets, strict=True)) / max(1, targets.count(i))
-                for i, lvl in enumerate(levels)
-            }
-            two = accuracies(preds, targets, types, defective=lambda level: int(level >= 2))
-            report["2_from_4"] = {"test": two}
+        entry.update(score(result.last_weights, n, report))
         report[f"{n}_classes"] = {**entry, "config": cfg.to_dict(), "command": command}
         print(f"{n} classes:", json.dumps(entry["test"]), file=sys.stderr)
     report["threads"] = torch.get_num_threads()

@@ -179,6 +179,35 @@ def test_symmetric_augmentation_only_flips_and_turns():
     assert len(seen) >= 6
 
 
+def test_symmetric_jitter_moves_and_reexposes_a_little():
+    from squeezenet.data.preprocessing import Preprocessing
+    from squeezenet.training.recipes import build_train_transform
+
+    pre = Preprocessing(crop=80, resize=80, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), pixel_range=255.0)
+    transform = build_train_transform(pre, "symmetric_jitter")
+    # pose: a bright spot lands within a few pixels of where one of the 8 orientations puts it
+    spot = torch.zeros(3, 80, 80, dtype=torch.uint8)
+    spot[:, 18:23, 28:33] = 200
+    places = []
+    for k in range(4):
+        turned = torch.rot90(spot[0], k).nonzero().float().mean(0)
+        places += [turned, torch.tensor([turned[0], 79 - turned[1]])]
+    moved = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = transform(spot)[0]
+        centre = (out > 0.5 * out.max()).nonzero().float().mean(0)
+        moved.append(min(float((centre - p).norm()) for p in places))
+    assert max(moved) < 6 and sum(m > 0.5 for m in moved) >= 5
+    # exposure: a flat gray comes out brighter or darker by at most 20 %
+    gray = torch.full((3, 80, 80), 100, dtype=torch.uint8)
+    levels = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        levels.append(float(transform(gray)[:, 30:50, 30:50].mean()))
+    assert 79 <= min(levels) < max(levels) <= 121 and max(levels) - min(levels) > 10
+
+
 def test_cutout_erases_one_quarter_square_to_the_mean_half_the_time():
     from squeezenet.data.preprocessing import Preprocessing
     from squeezenet.training.recipes import build_train_transform

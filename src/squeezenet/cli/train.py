@@ -55,6 +55,7 @@ def add_parser(sub) -> None:
         "--augment",
         choices=AUGMENTS,
         help="symmetric: light + vertical flips + 90-degree turns (images without an up, e.g. solar cells); "
+        "symmetric_jitter: symmetric + small rotations, shifts, scaling, brightness and contrast changes; "
         "cutout: light + a quarter-size square erased half the time (a regulariser for nets with capacity to spare)",
     )
     p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")

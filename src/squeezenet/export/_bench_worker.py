@@ -27,10 +27,11 @@ def _load_numpy_runtime(path: str):
     return sys.modules["numpy_runtime"]
 
 
-if __name__ == "__main__" and len(sys.argv) > 1 and json.loads(sys.argv[1]).get("engine", "").startswith("numpy"):
+_CFG = json.loads(sys.argv[1]) if __name__ == "__main__" and len(sys.argv) > 1 else {}
+if any(engine.startswith("numpy") for engine in _CFG.get("pair", [_CFG.get("engine", "")])):
     # as in a user's script: the runtime is imported before numpy, so that it can choose
     # numpy's BLAS kernels (numpy_runtime._prefer_avx512_blas)
-    _load_numpy_runtime(json.loads(sys.argv[1])["numpy_runtime"])
+    _load_numpy_runtime(_CFG["numpy_runtime"])
 
 import numpy as np  # noqa: E402
 
@@ -124,8 +125,55 @@ def _timed(fn, x, min_iters: int, max_iters: int, budget: float) -> list[float]:
     return times
 
 
+def _paired_ratios(first, second, x, calls: int, pairs: int, settle: float) -> list[float]:
+    """Per pair of adjacent blocks: second's median call time / first's (> 1: first is faster).
+
+    The engines alternate in blocks of ``calls`` calls, so both see the same moment of a
+    shared machine (clock and neighbours drift over seconds, and between processes by more
+    than the few per cent a 1.0x target needs). Before each block the process idles for
+    ``settle`` seconds: the other engine's worker threads busy-wait after their last call
+    (OpenBLAS for ~0.1 s) and would otherwise take cores from this block's first calls; the
+    first call of each block, which warms the caches, is not timed."""
+    ratios = []
+    for _ in range(pairs):
+        medians = []
+        for fn in (first, second):
+            time.sleep(settle)
+            fn(x)
+            medians.append(float(np.median(_timed(fn, x, calls, calls, 0.0))))
+        ratios.append(medians[1] / medians[0])
+    return ratios
+
+
+def paired(cfg: dict) -> dict:
+    """Two engines in one process, timed in alternating blocks: the first one's speed
+    relative to the second (> 1: faster), as median of per-block-pair ratios."""
+    names = cfg["pair"]
+    first, second = build(names[0], cfg), build(names[1], dict(cfg))
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, 3, cfg["size"], cfg["size"]), dtype=np.float32)
+    x32 = rng.standard_normal((32, 3, cfg["size"], cfg["size"]), dtype=np.float32)
+    quick = cfg["quick"]
+    settle = 0.05 if quick else 0.25
+    b1 = _paired_ratios(first, second, x1, 10 if quick else 25, 4 if quick else 40, settle)
+    b32 = _paired_ratios(first, second, x32, 1 if quick else 2, 2 if quick else 10, settle)
+    return {
+        "engine": "paired",
+        "pair": names,
+        "b1_ratio": round(float(np.median(b1)), 3),
+        "b1_ratio_iqr": [round(float(q), 3) for q in np.percentile(b1, [25, 75])],
+        "b1_blocks": len(b1),
+        "b32_ratio": round(float(np.median(b32)), 3),
+        "b32_blocks": len(b32),
+        **{k: cfg[k] for k in ("backend", "blas_coretype") if k in cfg},
+    }
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if cfg["engine"] == "paired":
+        print(json.dumps(paired(cfg)))
+        return
     engine, size, quick = cfg["engine"], cfg["size"], cfg["quick"]
     rss_start = _status_mb("VmRSS")
     t0 = time.perf_counter()

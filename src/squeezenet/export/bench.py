@@ -4,6 +4,13 @@ Each engine runs in its own process (``_bench_worker.py``) so that its peak memo
 (``VmHWM``) is its own and a crash or a slow ``torch.compile`` cannot take the whole run
 down (a time budget per engine). Random weights: speed does not depend on them. The
 reference is torchvision's eager model (plain NCHW fp32 under ``torch.no_grad``).
+
+Two targets against ONNX Runtime fp32 are decided by a few per cent: the default path is
+ONNX Runtime itself on a rewritten graph (a few per cent faster), and the NumPy runtime sits
+near its 3x line. This shared 2-core machine's speed drifts by up to ~13 % between runs a
+minute apart (measured: the same plain session at 3.63 and 4.15 ms, with or without torch
+imported), so besides the per-engine processes each such pair is also timed in one process
+in alternating blocks of calls (``PAIRED``), and that ratio decides its target.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ ENGINES = (
 # OPENBLAS_CORETYPE, if it pins one (this project's CI machine pins Haswell, AVX2 only).
 NUMPY_ENGINES = ("numpy", "numpy_env_blas")
 REFERENCE = "torchvision_eager"
+# near-threshold targets, also timed in one process (see the module docstring)
+PAIRED = (("default", "ort_fp32"), ("numpy", "ort_fp32"), ("numpy_env_blas", "ort_fp32"))
 ARCH_SIZES = {"squeezenet1_0": 227, "squeezenet1_1": 224}
 _WORKER = Path(__file__).with_name("_bench_worker.py")
 _NUMPY_RUNTIME = Path(__file__).resolve().parent.parent / "runtime" / "numpy_runtime.py"
@@ -116,8 +125,8 @@ _ENGINE_FILE = {
 
 def _run_worker(cfg: dict, timeout: float) -> dict:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    if cfg["engine"] == "numpy":
-        env.pop("OPENBLAS_CORETYPE", None)
+    if "numpy" in cfg.get("pair", [cfg["engine"]]):
+        env.pop("OPENBLAS_CORETYPE", None)  # the runtime's own kernel choice
     try:
         proc = subprocess.run(
             [sys.executable, str(_WORKER), json.dumps(cfg)],
@@ -229,6 +238,13 @@ def run_bench(
                 "macs": prepared["macs"],
                 "engines": rows,
             }
+            pairs = [pair for pair in PAIRED if set(pair) <= set(engines)]
+            for pair in pairs:
+                if progress:
+                    progress(f"{arch} {' vs '.join(pair)}, paired in one process")
+                pair_files = {**files, "pair": list(pair)}
+                measured = _measure("paired", arch, side, quick, threads, pair_files, None)
+                result["archs"][arch].setdefault("paired", []).append(measured)
     return result
 
 
@@ -236,28 +252,46 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if a and b else float("nan")
 
 
+def _checks(block: dict) -> list[tuple[str, float, float | None]]:
+    """(check, measured speed ratio, needed ratio or None when a paired figure decides)."""
+    e = {r["engine"]: r for r in block["engines"] if "error" not in r}
+    if not {"torchvision_eager", "default", "ort_fp32"} <= set(e):
+        return []
+    ref, ort = e["torchvision_eager"], e["ort_fp32"]
+    paired = {tuple(p["pair"]): p for p in block.get("paired", []) if "error" not in p}
+    checks = [("default b1 vs torchvision eager", _ratio(ref["b1_median_ms"], e["default"]["b1_median_ms"]), 2.0)]
+    versus_ort = [("default b1", "default", "b1", 1.0), ("default b32", "default", "b32", 1.0)]
+    if "ort_int8" in e:
+        versus_ort.append(("int8 b1", "ort_int8", "b1", 1.3))
+    for engine in (n for n in NUMPY_ENGINES if n in e):  # "within 3x": ORT latency / NumPy latency >= 1/3
+        chooser = "runtime" if engine == "numpy" else "environment"
+        blas = e[engine].get("blas_coretype", "?")
+        versus_ort.append((f"NumPy runtime b1 ({chooser}'s BLAS: {blas})", engine, "b1", 1 / 3))
+    for name, engine, batch, need in versus_ort:
+        separate = (
+            _ratio(ort["b1_median_ms"], e[engine]["b1_median_ms"])
+            if batch == "b1"
+            else _ratio(e[engine]["b32_images_per_s"], ort["b32_images_per_s"])
+        )
+        pair = paired.get((engine, "ort_fp32"))
+        if pair is None:
+            checks.append((f"{name} vs ONNX Runtime fp32", separate, need))
+            continue
+        checks.append((f"{name} vs ONNX Runtime fp32 (separate processes)", separate, None))
+        blocks = pair[f"{batch}_blocks"]
+        checks.append((f"{name} vs ONNX Runtime fp32 (paired: {blocks} block pairs in one process)",
+                       pair[f"{batch}_ratio"], need))  # fmt: skip
+    return checks
+
+
 def target_lines(result: dict) -> list[str]:
     """The deployment issue's targets, each with its measured ratio and verdict."""
     lines = []
     for arch, block in result["archs"].items():
-        e = {r["engine"]: r for r in block["engines"] if "error" not in r}
-        if not {"torchvision_eager", "default", "ort_fp32"} <= set(e):
-            continue
-        ref, dft, ort = e["torchvision_eager"], e["default"], e["ort_fp32"]
-        checks = [
-            ("default b1 vs torchvision eager", _ratio(ref["b1_median_ms"], dft["b1_median_ms"]), 2.0),
-            ("default b1 vs ONNX Runtime fp32", _ratio(ort["b1_median_ms"], dft["b1_median_ms"]), 1.0),
-            ("default b32 vs ONNX Runtime fp32", _ratio(dft["b32_images_per_s"], ort["b32_images_per_s"]), 1.0),
-        ]
-        if "ort_int8" in e:
-            checks.append(
-                ("int8 b1 vs ONNX Runtime fp32", _ratio(ort["b1_median_ms"], e["ort_int8"]["b1_median_ms"]), 1.3)
-            )
-        for engine in (n for n in NUMPY_ENGINES if n in e):  # "within 3x": ORT latency / NumPy latency >= 1/3
-            chooser = "runtime" if engine == "numpy" else "environment"
-            label = f"NumPy runtime b1 vs ONNX Runtime fp32 ({chooser}'s BLAS: {e[engine].get('blas_coretype', '?')})"
-            checks.append((label, _ratio(ort["b1_median_ms"], e[engine]["b1_median_ms"]), 1 / 3))
-        for name, ratio, need in checks:
+        for name, ratio, need in _checks(block):
+            if need is None:  # shown for comparison; the paired figure decides
+                lines.append(f"| {arch} | {name} | {ratio}x | | see paired |")
+                continue
             verdict = "met" if ratio >= need else "MISSED"
             lines.append(f"| {arch} | {name} | {ratio}x | >= {need:.2f}x | {verdict} |")
     acc = result.get("accuracy")
@@ -279,6 +313,17 @@ def target_lines(result: dict) -> list[str]:
     ]
 
 
+def _paired_note(result: dict) -> list[str]:
+    if not any(block.get("paired") for block in result["archs"].values()):
+        return []
+    return [
+        "Paired: the two engines of a near-threshold target in one process, timed in alternating blocks of "
+        "calls (25 at batch 1, 2 at batch 32; 0.25 s idle before each block, so that the other engine's "
+        "busy-waiting threads have stopped); the ratio is the median over block pairs, so the machine's "
+        "drift (up to ~13 % between runs a minute apart) falls on both alike. Separate-process ratios beside it."
+    ]
+
+
 def format_markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -289,6 +334,7 @@ def format_markdown(result: dict) -> str:
         + (" Quick run: few iterations, numbers are rough." if result.get("quick") else ""),
         f"Reference: `{result['reference']}` (torchvision model, NCHW fp32, `torch.no_grad`). Random weights."
         + (f" Each figure: median over {result['rounds']} interleaved rounds." if result.get("rounds", 1) > 1 else ""),
+        *_paired_note(result),
         "",
         *target_lines(result),
     ]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from squeezenet.training.errors import TrainingError
 
 # the choices of the options below, shared by the CLI and squeezenet.training.recipes
-AUGMENTS = ("none", "light", "strong", "symmetric", "cutout")
+AUGMENTS = ("none", "light", "strong", "symmetric", "symmetric_jitter", "cutout")
 RECIPE_NAMES = ("paper", "modern", "finetune")
 OPTIMIZERS = ("sgd", "adamw")
 
