@@ -57,6 +57,8 @@ def dihedral_views(images):
     return (*turns, *(t.flip(-1) for t in turns))
 
 
-def summed_logits(model, images, views):
-    """Logits summed over the test-time views of ``images`` (one inference per view)."""
-    return sum(model(view) for view in views(images))
+def single_and_summed_logits(model, images, views):
+    """(logits of ``images`` as they are, logits summed over all their test-time views);
+    the first view is the image itself, so it is inferred once for both."""
+    logits = [model(view) for view in views(images)]
+    return logits[0], sum(logits)

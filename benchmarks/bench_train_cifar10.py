@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from _common import DATA, RESULTS, mirror_views, summed_logits, test_loader, write_results
+from _common import DATA, RESULTS, mirror_views, single_and_summed_logits, test_loader, write_results
 from squeezenet.models.spec import V1_1, FireSpec, SqueezeNetSpec
 from squeezenet.training import TrainConfig, train
 
@@ -87,8 +87,7 @@ def test_top1_single_and_flipped(weights: Path, data: str) -> tuple[float, float
     model = build_model_from_weights(weights).eval()
     single = flipped = n = 0
     for batch in test_loader(data, model.weights_info, batch=500, workers=1):
-        logits = model(batch.images)
-        both = summed_logits(model, batch.images, mirror_views)
+        logits, both = single_and_summed_logits(model, batch.images, mirror_views)
         single += int((logits.argmax(1) == batch.targets).sum())
         flipped += int((both.argmax(1) == batch.targets).sum())
         n += len(batch.targets)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from _common import DATA, RESULTS, dihedral_views, summed_logits, test_loader, write_results
+from _common import DATA, RESULTS, dihedral_views, single_and_summed_logits, test_loader, write_results
 from squeezenet.training import TrainConfig, train
 from squeezenet.weights import build_model_from_weights
 
@@ -56,8 +56,9 @@ def test_predictions(weights: Path, n: int) -> tuple[list[int], list[int], list[
     tta: list[int] = []
     with torch.inference_mode():
         for batch in loader:
-            preds += model(batch.images).argmax(1).tolist()
-            tta += summed_logits(model, batch.images, dihedral_views).argmax(1).tolist()
+            single, summed = single_and_summed_logits(model, batch.images, dihedral_views)
+            preds += single.argmax(1).tolist()
+            tta += summed.argmax(1).tolist()
     return preds, tta, list(loader.dataset.targets), cell_types(loader.dataset)
 
 
