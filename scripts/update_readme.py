@@ -14,7 +14,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-RESULT_ORDER = ("eval", "deploy", "compress", "compress_trained", "train_throughput", "train_cifar10", "train_elpv")
+RESULT_ORDER = (
+    "eval",
+    "deploy",
+    "gpu",
+    "compress",
+    "compress_trained",
+    "train_throughput",
+    "train_cifar10",
+    "train_elpv",
+)
 
 
 def replace_block(text: str, name: str, body: str) -> str:

@@ -116,6 +116,26 @@ def test_runtime_layers_match_pytorch(arch, size, tmp_path):
     assert np.abs(rt.SqueezeNetNumpy(path)(x.numpy()) - expected).max() <= 1e-4
 
 
+def test_relu_and_layout_helpers_match_plain_numpy():
+    """relu goes through in chunks against a zeros buffer (across chunk borders, NaN kept) and
+    falls back to the plain form on a strided view, in place either way; nchw_to_nhwc copies
+    plane by plane."""
+    rt = _load_runtime()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3 * rt._ZEROS.size // 7 + 5, 7), dtype=np.float32)
+    x[5, 3] = np.nan
+    expected = np.maximum(x, 0)
+    assert rt.relu(x) is x and np.array_equal(x, expected, equal_nan=True)
+    wide = rng.standard_normal((40, 9), dtype=np.float32)
+    view = wide[:, :-1]
+    expected = np.maximum(wide, 0)[:, :-1]
+    rt.relu(view)
+    assert np.array_equal(wide[:, :-1], expected)
+    images = rng.standard_normal((2, 3, 5, 4), dtype=np.float32)
+    nhwc = rt.nchw_to_nhwc(images)
+    assert nhwc.flags.c_contiguous and np.array_equal(nhwc, images.transpose(0, 2, 3, 1))
+
+
 def test_preprocessing_matches_torchvision(tmp_path):
     from PIL import Image
 
