@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -173,14 +174,15 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
     out = Path(args.out)
-    try:
+    try:  # before the measurement: a loan's minutes are not spent on results that cannot be kept
         out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "gpu.md").write_text(markdown(result))
+        tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:
         raise SystemExit(f"bench_gpu: error: cannot write the results to {out} ({exc.strerror})") from None
+    result = run(args)
+    (out / "gpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "gpu.md").write_text(markdown(result))
     print(markdown(result))
     return 0
 

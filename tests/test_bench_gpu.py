@@ -22,7 +22,7 @@ def bench_gpu():
     return module
 
 
-def test_cpu_smoke_run_writes_results(bench_gpu, tmp_path, capsys):
+def test_cpu_smoke_run_writes_results(bench_gpu, tmp_path):
     assert bench_gpu.main([*SMOKE, "--no-compile", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu.json").read_text())
     rows = result["engines"]
@@ -49,3 +49,5 @@ def test_bad_device_and_unwritable_output(bench_gpu, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(SystemExit, match="bench_gpu: error: cannot write the results to"):
         bench_gpu.main([*SMOKE, "--no-compile", "--out", str(blocker / "sub")])
+    with pytest.raises(SystemExit, match="bench_gpu: error: cannot write the results to"):
+        bench_gpu.main(["--device", "cuda", "--out", str(blocker / "sub")])  # before any device check
