@@ -86,6 +86,7 @@ def elpv_config(n: int, args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         dropout=args.dropout,
         label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
         image_size=args.image_size,
         resize=args.resize,
         augment=args.augment,
@@ -176,6 +177,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: the finetune recipe's (2e-4 at batch 32)")
     ap.add_argument("--dropout", type=float, default=None, help="before conv10 (default: the recipe's 0.5)")
     ap.add_argument("--label-smoothing", type=float, default=None, help="default: the recipe's 0.1")
+    ap.add_argument("--mixup", type=float, default=None, help="mixup's Beta alpha (default: the recipe's, off)")
     ap.add_argument("--image-size", type=int, default=227, help="crop side")
     ap.add_argument("--resize", type=int, default=227, help="side the 300 px cells are resized to (weights: 256)")
     ap.add_argument("--augment", default="symmetric", help="symmetric (flips and quarter turns) or symmetric_jitter")

@@ -146,6 +146,28 @@ def test_resume_across_epoch_boundary_in_process(tree, tmp_path):
     assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), weights_of(tmp_path / "part" / "last.pt"))
 
 
+def test_mixup_blends_pairs_and_resumes_exactly(tree, tmp_path):
+    """mixup: a convex blend of the batch with a permutation of itself, off at alpha 0; its
+    draws follow the checkpointed RNG, so a run stopped mid-way and resumed ends bit-exact."""
+    from squeezenet.training.engine import mixup
+
+    torch.manual_seed(0)
+    images, targets = torch.rand(6, 3, 4, 4), torch.arange(6)
+    mixed, partners, lam = mixup(images, targets, 0.4)
+    assert 0.0 <= lam <= 1.0 and sorted(partners.tolist()) == list(range(6))
+    assert torch.allclose(mixed, lam * images + (1 - lam) * images[partners])
+    assert mixup(images, targets, 0.0) == (images, None, 1.0)
+    overrides = {"epochs": 2, "recipe": "paper", "mixup": 0.4}
+    ref = train(config(tree, tmp_path / "ref", **overrides))
+    train(config(tree, tmp_path / "part", max_steps=3, checkpoint_every=1, **overrides))
+    train(config(tree, tmp_path / "part", resume="auto", **overrides))
+    plain = train(config(tree, tmp_path / "plain", **{**overrides, "mixup": 0.0}))
+    assert ref.steps == plain.steps
+    assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), weights_of(tmp_path / "part" / "last.pt"))
+    plain_weights, mixed_weights = weights_of(tmp_path / "plain" / "last.pt"), weights_of(tmp_path / "ref" / "last.pt")
+    assert any(not torch.equal(plain_weights[k], mixed_weights[k]) for k in plain_weights)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tree, tmp_path):
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError, match="loss became") as info:
@@ -237,6 +259,7 @@ def test_plot_and_per_class_cli(tree, tmp_path, capsys):
         (["--epochs", "0"], "epochs"),
         (["--image-size", "12"], "minimum input"),
         (["--optimizer", "adamw"], "give its --lr too"),
+        (["--mixup", "-1"], "--mixup must be 0 (off) or more"),
     ],
 )
 def test_cli_bad_options_one_line(tree, tmp_path, capsys, extra, message):

@@ -49,6 +49,12 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument(
+        "--mixup",
+        type=float,
+        metavar="ALPHA",
+        help="blend pairs of images and their labels by a Beta(ALPHA, ALPHA) weight (0: off, the default; try 0.2)",
+    )
     p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 disables)")
     p.add_argument("--dropout", type=float)
     p.add_argument(

@@ -295,6 +295,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     smoothing = recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing
     ema_decay = recipe.ema_decay if cfg.ema_decay is None else cfg.ema_decay
     clip = recipe.clip_grad_norm if cfg.clip_grad_norm is None else cfg.clip_grad_norm
+    mixup = recipe.mixup if cfg.mixup is None else cfg.mixup
     amp_dtype = _amp_dtype(cfg, device)
 
     model.to(device)
@@ -383,6 +384,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
         ema=ema,
         channels_last=cfg.channels_last,
         clip_grad_norm=clip,
+        mixup_alpha=mixup,
         step=step,
         max_steps=cfg.max_steps,
         checkpoint_every=cfg.checkpoint_every,

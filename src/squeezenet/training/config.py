@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_epochs: float | None = None
     label_smoothing: float | None = None
+    mixup: float | None = None
     ema_decay: float | None = None
     augment: str | None = None
     image_size: int | None = None
@@ -101,4 +102,5 @@ class TrainConfig:
         need(self.clip_grad_norm is None or self.clip_grad_norm >= 0, "--clip-grad-norm must be 0 (off) or more")
         need(self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "EMA decay must lie in [0, 1)")
         need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "label smoothing must lie in [0, 1)")
+        need(self.mixup is None or self.mixup >= 0, "--mixup must be 0 (off) or more")
         need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")

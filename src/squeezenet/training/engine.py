@@ -114,6 +114,7 @@ class TrainContext:
     ema: ModelEma | None = None
     channels_last: bool = False
     clip_grad_norm: float | None = None
+    mixup_alpha: float = 0.0
     step: int = 0
     max_steps: int | None = None
     checkpoint_every: int = 0
@@ -134,6 +135,19 @@ class TrainContext:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets.to(self.device, non_blocking=True)
+
+
+def mixup(images: torch.Tensor, targets: torch.Tensor, alpha: float):
+    """Blend each image with another of the batch, by a weight ``lam`` ~ Beta(alpha, alpha)
+    (Zhang et al. 2018): the loss then weighs both labels by it, so that the net learns
+    linear behaviour between examples instead of memorising each one (a regulariser for
+    small datasets). -> (images, partner targets or None, lam). The draws come from torch's
+    CPU generator, which checkpoints save, so a resumed run mixes the same pairs."""
+    if not alpha or images.shape[0] < 2:
+        return images, None, 1.0
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    order = torch.randperm(images.shape[0]).to(images.device)
+    return images * lam + images[order] * (1.0 - lam), targets[order], lam
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -170,9 +184,12 @@ def train_one_epoch(ctx: TrainContext, loader, epoch: int, start_batch: int = 0,
         with sync or contextlib.nullcontext():
             if batch.paths:
                 images, targets = ctx.to_device(batch.images, batch.targets)
+                images, partners, lam = mixup(images, targets, ctx.mixup_alpha)
                 with ctx.autocast():
                     logits = ctx.net(images)
                 loss = ctx.criterion(logits.float(), targets)
+                if partners is not None:
+                    loss = lam * loss + (1.0 - lam) * ctx.criterion(logits.float(), partners)
             else:  # every image of the batch was bad: a zero loss keeps DDP's all-reduce in step
                 loss = sum((p * 0).sum() for p in params)
             bad = not bool(torch.isfinite(loss.detach()).all())

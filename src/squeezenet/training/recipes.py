@@ -81,6 +81,7 @@ class Recipe:
     crop: int
     dropout: float
     clip_grad_norm: float = 0.0  # 0: no clipping
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0: off
     ref_batch: int = 512
     optimizer: str = "sgd"
     pretrained_lr_scale: float = 0.25  # lr factor when starting from pretrained weights
