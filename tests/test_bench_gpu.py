@@ -35,16 +35,16 @@ def test_cpu_smoke_run_writes_results(bench_gpu, tmp_path):
     assert "| bf16_channels_last |" in text and "Device: cpu" in text and result["best"] in rows
 
 
-def test_missing_cuda_is_one_line(bench_gpu, monkeypatch):
+def test_missing_cuda_is_one_line(bench_gpu, monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as exc:
-        bench_gpu.main(["--device", "cuda"])
+        bench_gpu.main(["--device", "cuda", "--out", str(tmp_path)])
     assert str(exc.value).startswith("bench_gpu: error: no CUDA device") and "\n" not in str(exc.value)
 
 
 def test_bad_device_and_unwritable_output(bench_gpu, tmp_path):
     with pytest.raises(SystemExit, match="bench_gpu: error: bad --device 'tpu9'"):
-        bench_gpu.main(["--device", "tpu9"])
+        bench_gpu.main(["--device", "tpu9", "--out", str(tmp_path)])
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(SystemExit, match="bench_gpu: error: cannot write the results to"):
