@@ -145,14 +145,21 @@ def _paired_ratios(first, second, x, calls: int, pairs: int, settle: float) -> l
     return ratios
 
 
+def _inputs(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same random batch-1 and batch-32 inputs for every engine and run."""
+    rng = np.random.default_rng(0)
+    return (
+        rng.standard_normal((1, 3, size, size), dtype=np.float32),
+        rng.standard_normal((32, 3, size, size), dtype=np.float32),
+    )
+
+
 def paired(cfg: dict) -> dict:
     """Two engines in one process, timed in alternating blocks: the first one's speed
     relative to the second (> 1: faster), as median of per-block-pair ratios."""
     names = cfg["pair"]
     first, second = build(names[0], cfg), build(names[1], dict(cfg))
-    rng = np.random.default_rng(0)
-    x1 = rng.standard_normal((1, 3, cfg["size"], cfg["size"]), dtype=np.float32)
-    x32 = rng.standard_normal((32, 3, cfg["size"], cfg["size"]), dtype=np.float32)
+    x1, x32 = _inputs(cfg["size"])
     quick = cfg["quick"]
     settle = 0.05 if quick else 0.25
     b1 = _paired_ratios(first, second, x1, 10 if quick else 25, 4 if quick else 40, settle)
@@ -178,9 +185,7 @@ def main() -> None:
     rss_start = _status_mb("VmRSS")
     t0 = time.perf_counter()
     fn = build(engine, cfg)
-    rng = np.random.default_rng(0)
-    x1 = rng.standard_normal((1, 3, size, size), dtype=np.float32)
-    x32 = rng.standard_normal((32, 3, size, size), dtype=np.float32)
+    x1, x32 = _inputs(size)
     fn(x1)  # first call: compiles / plans
     setup = time.perf_counter() - t0
     for _ in range(2 if quick else 5):

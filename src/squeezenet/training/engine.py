@@ -187,9 +187,10 @@ def train_one_epoch(ctx: TrainContext, loader, epoch: int, start_batch: int = 0,
                 images, partners, lam = mixup(images, targets, ctx.mixup_alpha)
                 with ctx.autocast():
                     logits = ctx.net(images)
-                loss = ctx.criterion(logits.float(), targets)
+                scores = logits.float()
+                loss = ctx.criterion(scores, targets)
                 if partners is not None:
-                    loss = lam * loss + (1.0 - lam) * ctx.criterion(logits.float(), partners)
+                    loss = lam * loss + (1.0 - lam) * ctx.criterion(scores, partners)
             else:  # every image of the batch was bad: a zero loss keeps DDP's all-reduce in step
                 loss = sum((p * 0).sum() for p in params)
             bad = not bool(torch.isfinite(loss.detach()).all())
