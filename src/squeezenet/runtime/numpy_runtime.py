@@ -121,41 +121,65 @@ def with_ones(n: int, h: int, w: int, c: int) -> np.ndarray:
     return a
 
 
-def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0) -> np.ndarray:
-    """(N, H, W, C) -> every window as a row (N*Ho*Wo, kh*kw*C + 1), the last column 1."""
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, pad: int = 0, ones_column: bool = False) -> np.ndarray:
+    """(N, H, W, C) -> every window as a row (N*Ho*Wo, kh*kw*C), with a last column of ones
+    when asked. Each window is kh runs of kw*C floats that lie side by side in NHWC; copying
+    each run as one opaque item (a void dtype of that size) takes 1.5-1.7x less time than an
+    element-wise strided copy, whose inner loop would cover only C (or kw*C) floats."""
     if pad:
         padded = np.zeros((x.shape[0], x.shape[1] + 2 * pad, x.shape[2] + 2 * pad, x.shape[3]), np.float32)
         padded[:, pad:-pad, pad:-pad] = x
         x = padded
+    x = np.ascontiguousarray(x)
     n, h, w, c = x.shape
     ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-    sn, sh, sw, sc = x.strides  # a read-only view of every window, in the weights' (kh, kw, C) order
-    windows = np.lib.stride_tricks.as_strided(
-        x, (n, ho, wo, kh, kw, c), (sn, stride * sh, stride * sw, sh, sw, sc), writeable=False
-    )
-    cols = with_ones(n, ho, wo, kh * kw * c)
-    cols[..., :-1].reshape(n, ho, wo, kh, kw, c)[...] = windows
+    cols = with_ones(n, ho, wo, kh * kw * c) if ones_column else np.empty((n, ho, wo, kh * kw * c), np.float32)
+    run = np.dtype((np.void, kw * c * 4))  # one row of a window
+    sn, sh, sw, _ = x.strides
+    windows = np.ndarray((n, ho, wo, kh), run, buffer=x, strides=(sn, stride * sh, stride * sw, sh))
+    rows = np.ndarray((n, ho, wo, kh), run, buffer=cols, strides=(*cols.strides[:3], run.itemsize))
+    rows[...] = windows
     return cols.reshape(n * ho * wo, -1)
 
 
 class Conv:
-    """A convolution as one (kh*kw*C + 1, O) matrix: the weights in im2col order, then the bias."""
+    """A convolution as one matrix product whose matrix also holds the bias.
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad: int = 0) -> None:
+    On an activation that carries the ones channel (``reads_ones``), the windows take that
+    channel along: the matrix is (kh*kw*(C + 1), O) with the bias in the centre tap's ones
+    row and zeros in the other taps' (a window's centre is always a real pixel when the
+    stride is 1 and the padding at most half the kernel, so the bias counts once, and
+    padding, whose ones are 0, adds nothing). A 1x1 convolution then reads the activation as
+    it is. Otherwise (the image; conv10 with Caffe's padding of 1, where a window's centre
+    can be padding) im2col appends a column of ones and the bias is the last row."""
+
+    def __init__(
+        self, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1, pad: int = 0, reads_ones: bool = True
+    ) -> None:
         o, c, self.kh, self.kw = weight.shape
         bias = np.zeros(o, np.float32) if bias is None else bias
-        rows = weight.transpose(2, 3, 1, 0).reshape(self.kh * self.kw * c, o)
-        self.matrix = np.ascontiguousarray(np.vstack([rows, bias[None]]), dtype=np.float32)
-        self.out_channels, self.stride, self.pad = o, stride, pad
-
-    def __call__(self, x: np.ndarray, out: np.ndarray | None = None, ones: bool = True) -> np.ndarray:
-        """x (N, H, W, C + 1) with its ones (``ones=False``: (N, H, W, C), e.g. the image) ->
-        (N*Ho*Wo, O), written into ``out`` when given (a column slice of a wider array: a
-        Fire module's two expand products land side by side)."""
-        if self.kh == self.kw == self.stride == 1 and not self.pad and ones:
-            cols = x.reshape(-1, x.shape[3])  # a 1x1 convolution reads the activation as it is
+        taps = weight.transpose(2, 3, 1, 0)  # (kh, kw, C, O): im2col's order
+        self.ones_in_windows = reads_ones and stride == 1 and 2 * pad < min(self.kh, self.kw)
+        if self.ones_in_windows:
+            matrix = np.zeros((self.kh, self.kw, c + 1, o), np.float32)
+            matrix[:, :, :c] = taps
+            matrix[self.kh // 2, self.kw // 2, c] = bias
         else:
-            cols = im2col(x[..., :-1] if ones else x, self.kh, self.kw, self.stride, self.pad)
+            matrix = np.vstack([taps.reshape(-1, o), bias[None]])
+        self.matrix = np.ascontiguousarray(matrix.reshape(-1, o), dtype=np.float32)
+        self.out_channels, self.stride, self.pad, self.reads_ones = o, stride, pad, reads_ones
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """x (N, H, W, C + 1) with its ones (the image: (N, H, W, C)) -> (N*Ho*Wo, O), written
+        into ``out`` when given (a column slice of a wider array: a Fire module's two expand
+        products land side by side)."""
+        if self.ones_in_windows and self.kh == self.kw == 1 and not self.pad:
+            cols = x.reshape(-1, x.shape[3])
+        elif self.ones_in_windows:
+            cols = im2col(x, self.kh, self.kw, self.stride, self.pad)
+        else:
+            inputs = x[..., :-1] if self.reads_ones else x
+            cols = im2col(inputs, self.kh, self.kw, self.stride, self.pad, ones_column=True)
         return np.matmul(cols, self.matrix, out=out)
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
@@ -226,7 +250,7 @@ class SqueezeNetNumpy:
             ) from None
         self.arch = self.meta.get("arch", "?")
         spec = self.spec
-        self.stem = self._conv("features.0", spec["stem_stride"], int(spec.get("stem_padding", 0)))
+        self.stem = self._conv("features.0", spec["stem_stride"], int(spec.get("stem_padding", 0)), reads_ones=False)
         self.classifier = self._conv("classifier.1", pad=int(spec.get("classifier_padding", 0)))
         # (kind, convs, shortcut, relu): a Fire module without bypass that a pool follows leaves
         # its ReLU to the pool's output (max(relu) = relu(max), on 4x fewer elements)
@@ -247,10 +271,10 @@ class SqueezeNetNumpy:
                 self.layers.append(("pool", {}, "", defer))
                 index += 1
 
-    def _conv(self, name: str, stride: int = 1, pad: int = 0) -> Conv:
+    def _conv(self, name: str, stride: int = 1, pad: int = 0, reads_ones: bool = True) -> Conv:
         if name + ".weight" not in self.t:
             raise RuntimeFailure(f"weights file lacks {name}.weight for this architecture")
-        return Conv(self.t[name + ".weight"], self.t.get(name + ".bias"), stride, pad)
+        return Conv(self.t[name + ".weight"], self.t.get(name + ".bias"), stride, pad, reads_ones)
 
     def _fire(self, convs: dict[str, Conv], x: np.ndarray, shortcut: str, activate: bool) -> np.ndarray:
         """ReLU(concat(expand1x1(s), expand3x3(s))) + bypass, of s = ReLU(squeeze(x)); the outer
@@ -290,7 +314,7 @@ class SqueezeNetNumpy:
         n, h, w, _ = image.shape
         ho, wo = self.stem.output_size(h, w)
         x = with_ones(n, ho, wo, self.stem.out_channels)
-        self.stem(image, out=x.reshape(n * ho * wo, -1)[:, :-1], ones=False)
+        self.stem(image, out=x.reshape(n * ho * wo, -1)[:, :-1])
         if self.spec.get("stem_pool", True):
             x = max_pool_ceil(x)
         return relu(x)
