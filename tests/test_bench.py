@@ -7,7 +7,7 @@ import json
 import pytest
 
 from squeezenet.cli.main import main
-from squeezenet.export.bench import format_markdown, machine_info, run_bench
+from squeezenet.export.bench import format_markdown, machine_info, run_bench, target_lines
 
 pytest.importorskip("onnxruntime")
 
@@ -100,3 +100,20 @@ def test_default_against_onnxruntime_is_timed_paired_in_one_process():
     assert "| default b1 vs ONNX Runtime fp32 (separate processes) |" in text and "| see paired |" in text
     verdict = "met" if paired["b1_ratio"] >= 1.0 else "MISSED"
     assert f"pairs in one process) | {paired['b1_ratio']}x | >= 1.00x | {verdict} |" in text
+
+
+def test_numpy_runtime_is_checked_at_both_batch_sizes_by_its_paired_ratio():
+    engines = [
+        {"engine": "torchvision_eager", "b1_median_ms": 10.0, "b32_images_per_s": 80.0},
+        {"engine": "default", "b1_median_ms": 1.5, "b32_images_per_s": 500.0},
+        {"engine": "ort_fp32", "b1_median_ms": 1.6, "b32_images_per_s": 480.0},
+        {"engine": "numpy_env_blas", "blas_coretype": "Haswell", "b1_median_ms": 4.0, "b32_images_per_s": 150.0},
+    ]
+    paired = [{"pair": ["numpy_env_blas", "ort_fp32"], "b1_ratio": 0.34, "b1_blocks": 40, "b32_ratio": 0.29,
+               "b32_blocks": 10}]  # fmt: skip
+    result = {"archs": {"squeezenet1_1": {"engines": engines, "paired": paired}}}
+    lines = "\n".join(target_lines(result))
+    assert "NumPy runtime b1 (environment's BLAS: Haswell) vs ONNX Runtime fp32 (paired: 40 block pairs" in lines
+    assert "| 0.34x | >= 0.33x | met |" in lines
+    assert "NumPy runtime b32 (environment's BLAS: Haswell) vs ONNX Runtime fp32 (separate processes) | 0.312x" in lines
+    assert "| 0.29x | >= 0.33x | MISSED |" in lines

@@ -116,6 +116,30 @@ def test_runtime_layers_match_pytorch(arch, size, tmp_path):
     assert np.abs(rt.SqueezeNetNumpy(path)(x.numpy()) - expected).max() <= 1e-4
 
 
+def test_large_batches_run_in_chunks_with_the_same_logits(tmp_path):
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
+    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
+
+    rt = _load_runtime()
+    model = create_model("squeezenet1_1").eval()
+    info = WeightsInfo(
+        arch="squeezenet1_1", spec=model.spec, num_classes=1000, in_chans=3, preprocessing=IMAGENET_DEFAULT
+    )
+    path = write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors")
+    x = torch.randn(5, 3, 48, 48)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    chunked, whole = rt.SqueezeNetNumpy(path, batch_chunk=2), rt.SqueezeNetNumpy(path, batch_chunk=5)
+    calls = []
+    forward = chunked._forward
+    chunked._forward = lambda images: calls.append(len(images)) or forward(images)
+    logits = chunked(x.numpy())
+    assert calls == [2, 2, 1] and logits.shape == (5, 1000)
+    assert np.abs(logits - expected).max() <= 1e-4 and np.abs(whole(x.numpy()) - logits).max() <= 1e-5
+    with pytest.raises(rt.RuntimeFailure, match="batch_chunk must be at least 1"):
+        rt.SqueezeNetNumpy(path, batch_chunk=0)
+
+
 def test_relu_and_layout_helpers_match_plain_numpy():
     """relu goes through in chunks against a zeros buffer (across chunk borders, NaN kept) and
     falls back to the plain form on a strided view, in place either way; nchw_to_nhwc copies
