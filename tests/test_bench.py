@@ -7,7 +7,7 @@ import json
 import pytest
 
 from squeezenet.cli.main import main
-from squeezenet.export.bench import format_markdown, machine_info, run_bench, target_lines
+from squeezenet.export.bench import _median_pair, format_markdown, machine_info, run_bench, target_lines
 
 pytest.importorskip("onnxruntime")
 
@@ -117,3 +117,23 @@ def test_numpy_runtime_is_checked_at_both_batch_sizes_by_its_paired_ratio():
     assert "| 0.34x | >= 0.33x | met |" in lines
     assert "NumPy runtime b32 (environment's BLAS: Haswell) vs ONNX Runtime fp32 (separate processes) | 0.312x" in lines
     assert "| 0.29x | >= 0.33x | MISSED |" in lines
+
+
+def test_paired_ratios_of_several_rounds_are_combined_by_median():
+    rounds = [{"pair": ["numpy", "ort_fp32"], "b1_ratio": r1, "b1_ratio_iqr": [0, 1], "b1_blocks": 40,
+               "b32_ratio": r32, "b32_blocks": 10} for r1, r32 in ((0.30, 0.5), (0.36, 0.4), (0.37, 0.45))]  # fmt: skip
+    pair = _median_pair([*rounds, {"pair": ["numpy", "ort_fp32"], "error": "worker died"}])
+    assert pair["b1_ratio"] == 0.36 and pair["b32_ratio"] == 0.45 and pair["rounds"] == 3
+    assert pair["b1_ratio_rounds"] == [0.30, 0.36, 0.37] and "b1_ratio_iqr" not in pair
+    assert _median_pair(rounds[:1]) == rounds[0]  # one round: as measured
+    engines = [
+        {"engine": "torchvision_eager", "b1_median_ms": 10.0, "b32_images_per_s": 80.0},
+        {"engine": "default", "b1_median_ms": 1.5, "b32_images_per_s": 500.0},
+        {"engine": "ort_fp32", "b1_median_ms": 1.6, "b32_images_per_s": 480.0},
+        {"engine": "numpy", "blas_coretype": "SkylakeX", "b1_median_ms": 4.0, "b32_images_per_s": 150.0},
+    ]
+    lines = "\n".join(target_lines({"archs": {"squeezenet1_1": {"engines": engines, "paired": [pair]}}}))
+    assert (
+        "(paired: median of 3 rounds of 40 block pairs in one process: 0.3, 0.36, 0.37) | 0.36x | >= 0.33x | met |"
+        in lines
+    )
