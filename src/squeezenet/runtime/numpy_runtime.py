@@ -306,7 +306,7 @@ class SqueezeNetNumpy:
         """(N, C, H, W) preprocessed images -> (N, classes) logits, ``batch_chunk`` images at a
         time: a whole batch of 32 would stream every layer's activations and im2col columns
         (fire2's: 59 MB) through main memory, where two images at a time stay in the caches
-        (1.9x the throughput at batch 32 on the 2-core test machine; the matrix products have
+        (1.5-1.7x the throughput at batch 32 in the deploy bench; the matrix products have
         rows enough either way)."""
         x = np.asarray(x, dtype=np.float32)
         if len(x) <= self.batch_chunk:
