@@ -69,6 +69,12 @@ def test_cli_bench_unknown_engine(capsys):
     assert err.strip().count("\n") == 0 and "unknown engine" in err
 
 
+def test_cli_bench_rejects_zero_rounds(capsys):
+    assert main(["bench", "--quick", "--rounds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--rounds must be at least 1, not 0" in err
+
+
 def test_rounds_are_combined_by_median():
     from squeezenet.export.bench import _median_row
 

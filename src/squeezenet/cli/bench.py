@@ -14,7 +14,12 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="threads per engine (default: PyTorch's default)")
     p.add_argument("--quick", action="store_true", help="few iterations: a smoke test, not a measurement")
     p.add_argument("--compile-budget", type=float, help="seconds allowed for torch.compile (default 300, quick 120)")
-    p.add_argument("--rounds", type=int, default=1, help="measure each engine this many times, interleaved")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each engine and each paired comparison this many times, interleaved; figures are medians",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.set_defaults(run=run)
 

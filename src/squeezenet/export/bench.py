@@ -198,9 +198,9 @@ def run_bench(
 ) -> dict:
     """The whole comparison as one JSON-able dict (see ``format_markdown``).
 
-    With ``rounds`` > 1 every engine (but torch.compile, whose compilation dominates) is
-    measured that many times, the engines interleaved round by round so that drift of a
-    shared machine affects them alike; each figure is the median over the rounds.
+    With ``rounds`` > 1 every engine (but torch.compile, whose compilation dominates) and
+    every paired comparison is measured that many times, interleaved round by round so that
+    drift of a shared machine affects them alike; each figure is the median over the rounds.
     """
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
@@ -208,6 +208,8 @@ def run_bench(
     bad = [a for a in archs if a not in ARCH_SIZES]
     if bad:
         raise DeployError(f"bench supports {', '.join(ARCH_SIZES)}, not {', '.join(bad)}")
+    if rounds < 1:
+        raise DeployError(f"--rounds must be at least 1, not {rounds}")
     needs_ort = {"ort_fp32", "ort_int8"} & set(engines)
     if needs_ort:
         from squeezenet.export.common import require
@@ -219,7 +221,7 @@ def run_bench(
         "machine": machine_info(),
         "quick": quick,
         "threads": threads,
-        "rounds": max(1, rounds),
+        "rounds": rounds,
         "reference": REFERENCE,
         "archs": {},
     }
@@ -231,7 +233,7 @@ def run_bench(
             runs: dict[str, list[dict]] = {engine: [] for engine in engines}
             pairs = [pair for pair in PAIRED if set(pair) <= set(engines)]
             paired_runs: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
-            for round_index in range(max(1, rounds)):
+            for round_index in range(rounds):
                 label = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
                 for engine in engines:
                     if round_index and (engine == "torch_compile" or "error" in runs[engine][0]):
