@@ -108,13 +108,18 @@ def test_default_against_onnxruntime_is_timed_paired_in_one_process():
     assert f"pairs in one process) | {paired['b1_ratio']}x | >= 1.00x | {verdict} |" in text
 
 
-def test_numpy_runtime_is_checked_at_both_batch_sizes_by_its_paired_ratio():
-    engines = [
+def _engine_rows(numpy_engine: str, blas: str) -> list[dict]:
+    """Separate-process rows of a run: the reference, the default path, ORT fp32 and one NumPy engine."""
+    return [
         {"engine": "torchvision_eager", "b1_median_ms": 10.0, "b32_images_per_s": 80.0},
         {"engine": "default", "b1_median_ms": 1.5, "b32_images_per_s": 500.0},
         {"engine": "ort_fp32", "b1_median_ms": 1.6, "b32_images_per_s": 480.0},
-        {"engine": "numpy_env_blas", "blas_coretype": "Haswell", "b1_median_ms": 4.0, "b32_images_per_s": 150.0},
+        {"engine": numpy_engine, "blas_coretype": blas, "b1_median_ms": 4.0, "b32_images_per_s": 150.0},
     ]
+
+
+def test_numpy_runtime_is_checked_at_both_batch_sizes_by_its_paired_ratio():
+    engines = _engine_rows("numpy_env_blas", "Haswell")
     paired = [{"pair": ["numpy_env_blas", "ort_fp32"], "b1_ratio": 0.34, "b1_blocks": 40, "b32_ratio": 0.29,
                "b32_blocks": 10}]  # fmt: skip
     result = {"archs": {"squeezenet1_1": {"engines": engines, "paired": paired}}}
@@ -132,12 +137,7 @@ def test_paired_ratios_of_several_rounds_are_combined_by_median():
     assert pair["b1_ratio"] == 0.36 and pair["b32_ratio"] == 0.45 and pair["rounds"] == 3
     assert pair["b1_ratio_rounds"] == [0.30, 0.36, 0.37] and "b1_ratio_iqr" not in pair
     assert _median_pair(rounds[:1]) == rounds[0]  # one round: as measured
-    engines = [
-        {"engine": "torchvision_eager", "b1_median_ms": 10.0, "b32_images_per_s": 80.0},
-        {"engine": "default", "b1_median_ms": 1.5, "b32_images_per_s": 500.0},
-        {"engine": "ort_fp32", "b1_median_ms": 1.6, "b32_images_per_s": 480.0},
-        {"engine": "numpy", "blas_coretype": "SkylakeX", "b1_median_ms": 4.0, "b32_images_per_s": 150.0},
-    ]
+    engines = _engine_rows("numpy", "SkylakeX")
     lines = "\n".join(target_lines({"archs": {"squeezenet1_1": {"engines": engines, "paired": [pair]}}}))
     assert (
         "(paired: median of 3 rounds of 40 block pairs in one process: 0.3, 0.36, 0.37) | 0.36x | >= 0.33x | met |"

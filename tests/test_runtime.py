@@ -98,18 +98,23 @@ def test_runtime_usage_and_bad_file(tmp_path):
     assert subprocess.run([sys.executable, str(RUNTIME)], capture_output=True).returncode == 2
 
 
+def _random_model_file(arch: str, tmp_path):
+    """(a randomly initialised model, its weights as the project's safetensors file)."""
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
+    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
+
+    model = create_model(arch).eval()
+    info = WeightsInfo(arch=arch, spec=model.spec, num_classes=1000, in_chans=3, preprocessing=IMAGENET_DEFAULT)
+    return model, write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors")
+
+
 @pytest.mark.parametrize(
     "arch", ["squeezenet1_0", "squeezenet1_1", "squeezenet1_0_caffe", "squeezenet1_0_complex_bypass"]
 )
 @pytest.mark.parametrize("size", [64, 51])
 def test_runtime_layers_match_pytorch(arch, size, tmp_path):
-    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
-    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
-
     rt = _load_runtime()
-    model = create_model(arch).eval()
-    info = WeightsInfo(arch=arch, spec=model.spec, num_classes=1000, in_chans=3, preprocessing=IMAGENET_DEFAULT)
-    path = write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors")
+    model, path = _random_model_file(arch, tmp_path)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -117,15 +122,8 @@ def test_runtime_layers_match_pytorch(arch, size, tmp_path):
 
 
 def test_large_batches_run_in_chunks_with_the_same_logits(tmp_path):
-    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
-    from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
-
     rt = _load_runtime()
-    model = create_model("squeezenet1_1").eval()
-    info = WeightsInfo(
-        arch="squeezenet1_1", spec=model.spec, num_classes=1000, in_chans=3, preprocessing=IMAGENET_DEFAULT
-    )
-    path = write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors")
+    model, path = _random_model_file("squeezenet1_1", tmp_path)
     x = torch.randn(5, 3, 48, 48)
     with torch.no_grad():
         expected = model(x).numpy()

@@ -173,7 +173,7 @@ class Conv:
         """x (N, H, W, C + 1) with its ones (the image: (N, H, W, C)) -> (N*Ho*Wo, O), written
         into ``out`` when given (a column slice of a wider array: a Fire module's two expand
         products land side by side)."""
-        if self.ones_in_windows and self.kh == self.kw == 1 and not self.pad:
+        if self.ones_in_windows and self.kh == self.kw == 1:  # (no padding then: 2 * pad < 1)
             cols = x.reshape(-1, x.shape[3])
         elif self.ones_in_windows:
             cols = im2col(x, self.kh, self.kw, self.stride, self.pad)
