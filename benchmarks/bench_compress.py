@@ -23,7 +23,7 @@ from _common import machine
 from squeezenet.compression import CompressionConfig, compress, paper_tables
 from squeezenet.compression.report import baselines, markdown
 from squeezenet.compression.sqz import decode_sqz_bytes
-from squeezenet.inference.evaluate import evaluate_folder
+from squeezenet.inference.evaluate import evaluate_dataset
 from squeezenet.weights import build_model_from_weights, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def main() -> int:
         return 1
     torch.set_num_threads(2)
     ref = build_model_from_weights(DC)
-    ref_eval = evaluate_folder(ref, IMAGES, workers=1)
+    ref_eval = evaluate_dataset(ref, IMAGES, workers=1)
     rows = []
     default_tables = None
     for name, cfg in SETTINGS[: 3 if args.quick else None]:
@@ -107,7 +107,7 @@ def main() -> int:
         t0 = time.perf_counter()
         model = build_model_from_weights(decode_sqz_bytes(data))
         t_load = time.perf_counter() - t0
-        ev = evaluate_folder(model, IMAGES, workers=1)
+        ev = evaluate_dataset(model, IMAGES, workers=1)
         rows.append(
             {
                 "setting": name,

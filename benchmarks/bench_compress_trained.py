@@ -142,7 +142,7 @@ def chain(*hooks):
 
 
 def split_seed(info, default: int) -> int:
-    """The seed the weights' training split its data with (ELPV's 75/25 split depends on it)."""
+    """The seed the weights' training split its data with (a flat folder's --val-split hold-out depends on it)."""
     try:
         return int(info.provenance.get("seed", default))
     except (TypeError, ValueError):

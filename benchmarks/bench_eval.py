@@ -13,7 +13,7 @@ import statistics
 import sys
 
 from _common import DATA, machine, write_results
-from squeezenet.inference import evaluate_folder
+from squeezenet.inference import evaluate_dataset
 from squeezenet.weights import build_model_from_weights
 
 TARGET_IMAGES_PER_SECOND = 35.0
@@ -27,7 +27,7 @@ def main() -> int:
     weights = DATA / "deepcompression" / "compressed_SqueezeNet.net"
     samples = DATA / "imagenet-samples"
     model = build_model_from_weights(weights)
-    runs = [evaluate_folder(model, samples, workers=args.workers) for _ in range(args.repeats)]
+    runs = [evaluate_dataset(model, samples, workers=args.workers) for _ in range(args.repeats)]
     speeds = [r.images_per_second for r in runs]
     result = runs[0]
     payload = {

@@ -140,5 +140,8 @@ def test_elpv_split():
     assert abs(types.count("mono") / len(types) - cell_types(train).count("mono") / len(train)) < 0.01
     two_train, two_test = open_splits("elpv:2")
     assert two_train.classes == ("functional", "defective") and len(two_test) == 656
+    assert two_test.names == test.names  # 2 and 4 classes: the same test cells
+    # a run's own seed must not move the split: eval (seed 0) would score its training cells
+    assert open_splits("elpv:4", seed=7)[1].names == test.names
     image = train[0][0]
     assert image.mode == "L" and image.size == (300, 300)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from squeezenet.training import NonFiniteLossError, TrainingError, train
-from test_datasets import make_tree
+from test_datasets import make_tar, make_tree
 
 SIZE = 24
 TINY = {"model": "squeezenet_design", "model_kwargs": {"base_e": 16, "incr_e": 16}}
@@ -65,7 +66,7 @@ def assert_bitwise_equal(a: dict, b: dict) -> None:
 
 
 def test_train_exports_usable_weights(tree, tmp_path):
-    from squeezenet.inference import evaluate_folder
+    from squeezenet.inference import evaluate_dataset
     from squeezenet.weights import build_model_from_weights
 
     result = train(config(tree, tmp_path / "run", epochs=2))
@@ -78,9 +79,29 @@ def test_train_exports_usable_weights(tree, tmp_path):
     assert result.steps == 6 and result.best_top1 is not None
     model = build_model_from_weights(run / "best.safetensors")
     assert model.weights_info.classes == ("cat", "dog", "emu") and model.weights_info.preprocessing.crop == SIZE
-    ev = evaluate_folder(model, tree / "val", workers=0, per_class=True)
+    ev = evaluate_dataset(model, tree / "val", workers=0, per_class=True)
     assert ev.n == 6 and set(ev.per_class) == {"cat", "dog", "emu"} and len(ev.confusion) == 3
     assert abs(ev.top1 - records[-1]["val_top1"]) < 1e-6 or result.best_top1 != records[-1]["val_top1"]
+    # the dataset the run trained on, as a folder with splits or as its archive: scored on its held-out split
+    archive = make_tar(tree, tmp_path / "tree.tar.gz", "w:gz")
+    for data in (tree, archive):
+        assert evaluate_dataset(model, data, workers=0).to_dict()["top1"] == ev.top1
+        assert evaluate_dataset(model, data, split="train", workers=0).n == 24
+
+
+def test_eval_dataset_errors(tree, tmp_path, capsys):
+    from squeezenet.cli.main import main
+
+    train(config(tree, tmp_path / "run", epochs=1, max_steps=1))
+    weights = str(tmp_path / "run" / "best.safetensors")
+    capsys.readouterr()
+    only_train = make_tree(tmp_path / "only_train", n_train=1, n_val=1, size=SIZE)
+    shutil.rmtree(only_train / "val")
+    other = make_tree(tmp_path / "other", n_train=1, n_val=1, size=SIZE, classes=("cat", "dog", "yak"))
+    for data, message in ((only_train, "has no 'val' split (it has: train)"), (other, "'yak'")):
+        assert main(["eval", "-w", weights, "-d", str(data), "-j", "0"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
 
 
 _KILL_SCRIPT = """

@@ -1,4 +1,4 @@
-"""``squeezenet eval``: top-1/top-5 on an ImageNet-validation or class-folder tree."""
+"""``squeezenet eval``: top-1/top-5 on an ImageNet-validation tree or any dataset ``train`` reads."""
 
 from __future__ import annotations
 
@@ -8,9 +8,21 @@ from squeezenet.cli.common import add_weights_args, load_model_from_args, print_
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="top-1/top-5 accuracy on a folder of class sub-folders")
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy on class folders, an archive or elpv")
     add_weights_args(p)
-    p.add_argument("--data", "-d", required=True, help="folder of <wnid>/ or <class>/ sub-folders")
+    p.add_argument(
+        "--data",
+        "-d",
+        required=True,
+        help="folder of <wnid>/ or <class>/ sub-folders (scored whole), or a dataset with splits: "
+        "a folder with train/ and val/ or test/, a .tar/.tar.gz archive of one, elpv:4, elpv:2",
+    )
+    p.add_argument(
+        "--split",
+        choices=("val", "train"),
+        default="val",
+        help="which split of a dataset with splits to score (default: the held-out val/test one)",
+    )
     p.add_argument("--batch-size", "-b", type=int, default=50)
     p.add_argument("--workers", "-j", type=int, default=None, help="decoding processes (default: cores, max 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -25,15 +37,16 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from squeezenet.errors import DataError
-    from squeezenet.inference import evaluate_folder
+    from squeezenet.inference import evaluate_dataset
 
     if args.batch_size < 1:
         raise DataError("--batch-size must be at least 1")
     model = load_model_from_args(args)
     per_class = bool(getattr(args, "per_class", None))
-    result = evaluate_folder(
+    result = evaluate_dataset(
         model,
         args.data,
+        split=args.split,
         batch_size=args.batch_size,
         workers=args.workers,
         progress=args.progress,

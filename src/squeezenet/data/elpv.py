@@ -4,8 +4,11 @@
 {0, 1/3, 2/3, 1} and a cell type (mono, poly). ``elpv`` / ``elpv:4`` classifies the four
 defect levels; ``elpv:2`` two classes (functional: p <= 1/3, defective: p >= 2/3). The
 split is the published one's recipe: 75 % / 25 % stratified by defect level and cell type
-(1,968 train / 656 test), seeded. Images are decoded from the package's PNG files in the
-DataLoader workers like any folder; they are never copied. Licence: CC BY-NC-SA 4.0.
+(1,968 train / 656 test), drawn once with a fixed seed: every run, whatever its own
+``--seed``, and every later ``eval`` see the same test cells (a split that followed the
+run's seed would put another run's training cells in its test set). Images are decoded from
+the package's PNG files in the DataLoader workers like any folder; they are never copied.
+Licence: CC BY-NC-SA 4.0.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ LEVELS = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
 CLASSES_4 = ("p0", "p1_3", "p2_3", "p1")
 CLASSES_2 = ("functional", "defective")
 TEST_FRACTION = 0.25
+SPLIT_SEED = 0  # the split is part of the benchmark protocol, not of a run
 
 
 def elpv_root() -> Path:
@@ -50,15 +54,17 @@ def _level(p: float) -> int:
     return min(range(4), key=lambda i: abs(LEVELS[i] - p))
 
 
-def elpv_splits(spec: str = "elpv", seed: int = 0) -> dict[str, LabeledImages]:
-    """{"train", "val"}: the stratified 75/25 split of ELPV with 4 or 2 classes."""
+def elpv_splits(spec: str = "elpv") -> dict[str, LabeledImages]:
+    """{"train", "val"}: the stratified 75/25 split of ELPV with 4 or 2 classes, the same for
+    every caller (``SPLIT_SEED``)."""
     parts = spec.split(":")
     n = parts[1] if len(parts) > 1 else "4"
     if n not in ("2", "4") or len(parts) > 2:
         raise DataError(f"{spec!r}: expected 'elpv', 'elpv:4' or 'elpv:2'")
     rows = read_labels(elpv_root())
     levels = [_level(p) for _, p, _ in rows]
-    keep, held = stratified_split([(lv, t) for lv, (_, _, t) in zip(levels, rows, strict=True)], TEST_FRACTION, seed)
+    strata = [(lv, t) for lv, (_, _, t) in zip(levels, rows, strict=True)]
+    keep, held = stratified_split(strata, TEST_FRACTION, SPLIT_SEED)
     classes = CLASSES_4 if n == "4" else CLASSES_2
     targets = levels if n == "4" else [int(lv >= 2) for lv in levels]
     items = [(str(path), t) for (path, _, _), t in zip(rows, targets, strict=True)]

@@ -165,6 +165,11 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def has_split_layout(root: Path) -> bool:
+    """Whether ``root`` holds ``train/<class>/`` (and maybe ``val/``) rather than class folders."""
+    return _split_dir(root, ("train",)) is not None
+
+
 def _folder_splits(root: Path, classes: Sequence[str] | None) -> dict[str, LabeledImages]:
     train_dir = _split_dir(root, ("train",))
     if train_dir is None:
@@ -176,13 +181,13 @@ def _folder_splits(root: Path, classes: Sequence[str] | None) -> dict[str, Label
     return splits
 
 
-def dataset_splits(spec: str | Path, classes: Sequence[str] | None = None, seed: int = 0) -> dict[str, LabeledImages]:
+def dataset_splits(spec: str | Path, classes: Sequence[str] | None = None) -> dict[str, LabeledImages]:
     """The splits a dataset comes with: {"train", "val"}, {"train"} or {"all"} (no split layout)."""
     text = str(spec)
     if text.split(":")[0].lower() == "elpv":
         from squeezenet.data.elpv import elpv_splits
 
-        return elpv_splits(text, seed=seed)
+        return elpv_splits(text)
     path = Path(text)
     if not text or not path.exists():
         raise DataError(f"{path}: no such dataset (expected a folder, a .tar/.tar.gz archive or 'elpv')")
@@ -214,7 +219,7 @@ def open_dataset(
         raise DataError(f"unknown split {split!r}: expected 'train' or 'val'")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"the validation fraction must lie in [0, 1), got {val_fraction}")
-    parts = dataset_splits(spec, classes, seed)
+    parts = dataset_splits(spec, classes)
     if "val" in parts and split == "val":
         return parts["val"]
     if "val" in parts or val_fraction <= 0:
@@ -243,7 +248,7 @@ def open_splits(
     if len(train) == 0:
         raise DataError(f"{spec}: the training split holds no images")
     if val_spec is not None:
-        parts = dataset_splits(val_spec, train.classes, seed)
+        parts = dataset_splits(val_spec, train.classes)
         for key in ("val", "all", "train"):
             if key in parts:
                 return train, parts[key]

@@ -1,4 +1,4 @@
-"""Top-1/top-5 evaluation of a model on an image folder, decoding in parallel with the model."""
+"""Top-1/top-5 evaluation of a model on any dataset the trainer reads, decoding in parallel with the model."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from squeezenet.data import ImageListDataset, build_transform, collate_skipping_bad, scan_class_folders
+from squeezenet.data.sources import dataset_splits, has_split_layout
+from squeezenet.errors import DataError
 from squeezenet.inference.labels import folder_targets
 from squeezenet.inference.runner import InferenceRunner
+from squeezenet.weights.info import WeightsInfo
 
 
 @dataclass
@@ -46,16 +49,46 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def evaluate_folder(
+def open_eval_dataset(data: str | Path, info: WeightsInfo, split: str = "val") -> torch.utils.data.Dataset:
+    """The images of ``data`` to score, labelled with the model's own class indices.
+
+    A plain tree of class folders is scored whole; ImageNet-validation ``<wnid>/`` folders map
+    through the model's wnid list, so any subset of the 1000 classes scores right. A dataset
+    that comes with splits (a folder with ``train/`` and ``val/`` or ``test/``, a tar archive
+    of one, ``elpv:4`` / ``elpv:2``) is scored on ``split``, by default the held-out one: the
+    same images the training run validated on.
+    """
+    pre = info.preprocessing
+    path = Path(str(data))
+    if path.is_dir() and not has_split_layout(path):
+        folders, samples = scan_class_folders(path)
+        targets = folder_targets(folders, info, path)
+        return ImageListDataset([(p, targets[name]) for p, name in samples], build_transform(pre), pre.image_mode)
+    if not info.classes:
+        raise DataError(f"{data}: the model carries no class names to match the dataset's classes against")
+    parts = dataset_splits(data, info.classes)
+    if "all" in parts:
+        part = parts["all"]
+    elif split in parts:
+        part = parts[split]
+    else:
+        raise DataError(f"{data}: has no {split!r} split (it has: {', '.join(sorted(parts))})")
+    if part.classes != tuple(info.classes):
+        raise DataError(f"{data}: its classes {list(part.classes)[:4]} are not the model's {list(info.classes)[:4]}")
+    return part.with_transform(build_transform(pre), pre.image_mode)
+
+
+def evaluate_dataset(
     model: torch.nn.Module,
-    data_dir: str | Path,
+    data: str | Path,
+    split: str = "val",
     batch_size: int = 50,
     workers: int | None = None,
     progress: bool = False,
     on_skip: Callable[[str], None] | None = None,
     per_class: bool = False,
 ) -> EvalResult:
-    """Score ``model`` (which carries ``weights_info``) on ``data_dir/<class>/<image>``.
+    """Score ``model`` (which carries ``weights_info``) on ``data`` (see ``open_eval_dataset``).
 
     ``per_class`` also fills ``EvalResult.per_class`` (class name -> top-1, for the classes
     present) and ``EvalResult.confusion`` (rows: true class, columns: predicted class).
@@ -63,13 +96,7 @@ def evaluate_folder(
     import time
 
     info = model.weights_info
-    folders, samples = scan_class_folders(data_dir)
-    targets = folder_targets(folders, info, data_dir)
-    dataset = ImageListDataset(
-        [(path, targets[name]) for path, name in samples],
-        build_transform(info.preprocessing),
-        info.preprocessing.image_mode,
-    )
+    dataset = open_eval_dataset(data, info, split)
     workers = default_workers() if workers is None else workers
     loader = DataLoader(
         dataset,
