@@ -95,6 +95,7 @@ def elpv_config(n: int, args: argparse.Namespace) -> TrainConfig:
         workers=args.workers,
         amp=args.amp,
         max_steps=args.max_steps,
+        seed=args.seed,
         resume="auto",
         progress=args.progress,
     )
@@ -181,6 +182,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=227, help="crop side")
     ap.add_argument("--resize", type=int, default=227, help="side the 300 px cells are resized to (weights: 256)")
     ap.add_argument("--augment", default="symmetric", help="symmetric (flips and quarter turns) or symmetric_jitter")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation and sample order (the split stays fixed)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--amp", default="bf16")
     ap.add_argument("--max-steps", type=int, default=None, help="smoke test: stop early")
