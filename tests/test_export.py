@@ -57,6 +57,8 @@ def test_onnx_graph_opset_ceil_mode_dynamic_batch_and_metadata(dc_model, dc_onnx
     assert json.loads(meta["spec"])["classifier_padding"] == 1
 
 
+# torch 2.14 deprecates torch.jit.load in favour of torch.export; TorchScript files still load
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_with_metadata(dc_model, tmp_path, real_batch):
     from squeezenet.export.torchscript import export_torchscript, load_torchscript
 
