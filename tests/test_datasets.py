@@ -143,5 +143,8 @@ def test_elpv_split():
     assert two_test.names == test.names  # 2 and 4 classes: the same test cells
     # a run's own seed must not move the split: eval (seed 0) would score its training cells
     assert open_splits("elpv:4", seed=7)[1].names == test.names
+    # ELPV's labels cannot be remapped: other classes (a 4-level checkpoint, a 2-class val set) are an error
+    with pytest.raises(DataError, match=r"elpv:2: its classes \['functional', 'defective'\] are not the expected"):
+        open_splits("elpv:4", val_spec="elpv:2")
     image = train[0][0]
     assert image.mode == "L" and image.size == (300, 300)

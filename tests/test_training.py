@@ -98,7 +98,9 @@ def test_eval_dataset_errors(tree, tmp_path, capsys):
     only_train = make_tree(tmp_path / "only_train", n_train=1, n_val=1, size=SIZE)
     shutil.rmtree(only_train / "val")
     other = make_tree(tmp_path / "other", n_train=1, n_val=1, size=SIZE, classes=("cat", "dog", "yak"))
-    for data, message in ((only_train, "has no 'val' split (it has: train)"), (other, "'yak'")):
+    cases = [(only_train, "has no 'val' split (it has: train)"), (other, "'yak'"),
+             ("elpv:2", "elpv:2: its classes ['functional', 'defective'] are not the expected ['cat'")]  # fmt: skip
+    for data, message in cases:
         assert main(["eval", "-w", weights, "-d", str(data), "-j", "0"]) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err

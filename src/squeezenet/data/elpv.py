@@ -13,6 +13,7 @@ Licence: CC BY-NC-SA 4.0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from squeezenet.data.sources import LabeledImages, _read_file, stratified_split
@@ -54,22 +55,25 @@ def _level(p: float) -> int:
     return min(range(4), key=lambda i: abs(LEVELS[i] - p))
 
 
-def elpv_splits(spec: str = "elpv") -> dict[str, LabeledImages]:
+def elpv_splits(spec: str = "elpv", classes: Sequence[str] | None = None) -> dict[str, LabeledImages]:
     """{"train", "val"}: the stratified 75/25 split of ELPV with 4 or 2 classes, the same for
-    every caller (``SPLIT_SEED``)."""
+    every caller (``SPLIT_SEED``). ``classes`` (a checkpoint's, a model's) must be these
+    classes: ELPV's labels cannot be reordered or remapped like class folders."""
     parts = spec.split(":")
     n = parts[1] if len(parts) > 1 else "4"
     if n not in ("2", "4") or len(parts) > 2:
         raise DataError(f"{spec!r}: expected 'elpv', 'elpv:4' or 'elpv:2'")
+    own = CLASSES_4 if n == "4" else CLASSES_2
+    if classes is not None and tuple(classes) != own:
+        raise DataError(f"{spec}: its classes {list(own)} are not the expected {list(classes)[:4]}")
     rows = read_labels(elpv_root())
     levels = [_level(p) for _, p, _ in rows]
     strata = [(lv, t) for lv, (_, _, t) in zip(levels, rows, strict=True)]
     keep, held = stratified_split(strata, TEST_FRACTION, SPLIT_SEED)
-    classes = CLASSES_4 if n == "4" else CLASSES_2
     targets = levels if n == "4" else [int(lv >= 2) for lv in levels]
     items = [(str(path), t) for (path, _, _), t in zip(rows, targets, strict=True)]
     names = [f"elpv:{path.name}" for path, _, _ in rows]
-    full = LabeledImages(classes, items, _read_file, names, mode="L", description=f"elpv:{n}")
+    full = LabeledImages(own, items, _read_file, names, mode="L", description=f"elpv:{n}")
     train, test = full.subset(keep), full.subset(held)
     train.description, test.description = f"elpv:{n}:train", f"elpv:{n}:test"
     return {"train": train, "val": test}

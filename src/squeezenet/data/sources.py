@@ -187,7 +187,7 @@ def dataset_splits(spec: str | Path, classes: Sequence[str] | None = None) -> di
     if text.split(":")[0].lower() == "elpv":
         from squeezenet.data.elpv import elpv_splits
 
-        return elpv_splits(text)
+        return elpv_splits(text, classes)
     path = Path(text)
     if not text or not path.exists():
         raise DataError(f"{path}: no such dataset (expected a folder, a .tar/.tar.gz archive or 'elpv')")
