@@ -26,7 +26,7 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     print(markdown)
 
 
-def test_loader(data: str, info, batch: int, workers: int, limit: int | None = None, seed: int = 0, data_seed: int = 0):
+def test_loader(data: str, info, batch: int, workers: int, limit: int | None = None, seed: int = 0):
     """The test split of ``data`` (an archive, folder or ``elpv:N``) with the weights' own
     preprocessing and class order; ``limit`` draws that many images (seeded)."""
     import torch
@@ -37,9 +37,7 @@ def test_loader(data: str, info, batch: int, workers: int, limit: int | None = N
     from squeezenet.data.sources import open_dataset
 
     pre = info.preprocessing
-    ds = open_dataset(data, "test", seed=data_seed, classes=info.classes).with_transform(
-        build_transform(pre), pre.image_mode
-    )
+    ds = open_dataset(data, "test", classes=info.classes).with_transform(build_transform(pre), pre.image_mode)
     if limit and limit < len(ds):
         g = torch.Generator().manual_seed(seed)
         ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:limit].tolist()))

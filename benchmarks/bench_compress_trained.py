@@ -141,14 +141,6 @@ def chain(*hooks):
 # --- data and evaluation ------------------------------------------------------------------
 
 
-def split_seed(info, default: int) -> int:
-    """The seed the weights' training split its data with (a flat folder's --val-split hold-out depends on it)."""
-    try:
-        return int(info.provenance.get("seed", default))
-    except (TypeError, ValueError):
-        return default
-
-
 def top1(model, loader) -> dict:
     model = model.to(memory_format=torch.channels_last)
     r = evaluate(model, loader, torch.device("cpu"), model.num_classes, None, True)
@@ -158,9 +150,9 @@ def top1(model, loader) -> dict:
 class LabelledBatches:
     """Re-iterable (images, labels) over the training split, for trained quantization."""
 
-    def __init__(self, data: str, info, batch: int, workers: int, augment: str, seed: int = 0, data_seed: int = 0):
+    def __init__(self, data: str, info, batch: int, workers: int, augment: str, seed: int = 0):
         pre = info.preprocessing
-        ds = open_dataset(data, "train", seed=data_seed, classes=info.classes)
+        ds = open_dataset(data, "train", classes=info.classes)
         ds = ds.with_transform(build_train_transform(pre, augment), pre.image_mode)
         g = torch.Generator().manual_seed(seed)
         self.loader = DataLoader(
@@ -230,9 +222,7 @@ def retrain_fn(args, work: Path, info, log: list):
             workers=args.workers,
             amp=args.amp,
             max_steps=args.retrain_max_steps,
-            # the engine's seed also splits seeded datasets (ELPV): keep the weights' split, so
-            # that retraining never sees a test image (a per-round seed would reshuffle it)
-            seed=split_seed(info, args.seed),
+            seed=args.seed,  # initialisation and order only: held-out images never move between rounds
         )
         t0 = time.perf_counter()
         result = train(cfg, on_step=mask_hook(keeper.masks))
@@ -325,8 +315,7 @@ def main() -> int:
 
     # 2. its test top-1
     t0 = time.perf_counter()
-    data_seed = split_seed(info, args.seed)
-    tests = test_loader(args.data, info, args.limit_test, args.eval_batch, args.workers, args.seed, data_seed)
+    tests = test_loader(args.data, info, args.limit_test, args.eval_batch, args.workers, args.seed)
     trained_eval = top1(build_model_from_weights(fp32_path), tests)
     times["eval_trained"] = time.perf_counter() - t0
     print(f"trained: {pct(trained_eval['top1'])} on {trained_eval['n']} test images, {fp32_bytes:,} bytes")
@@ -353,9 +342,7 @@ def main() -> int:
     config = CompressionConfig(bits=bits, densities=None)  # None: keep the pruned zeros
     source = build_model_from_weights(pruned_path)
     if args.quant_steps > 0:
-        batches = LabelledBatches(
-            args.data, info, args.quant_batch, args.workers, args.retrain_augment, args.seed, data_seed
-        )
+        batches = LabelledBatches(args.data, info, args.quant_batch, args.workers, args.retrain_augment, args.seed)
         losses: list[float] = []
         # cache_enabled=False: train_codebooks writes the weights in place between forwards, and
         # autocast's cache would keep feeding the first step's bf16 copies (the loss would not move).
@@ -404,7 +391,6 @@ def main() -> int:
     payload = {
         "benchmark": f"Deep Compression of a SqueezeNet trained by this project ({args.data})",
         "data": args.data,
-        "data_split_seed": data_seed,
         "weights": str(fp32_path),
         "trained_by": trained_by,
         "test_images": trained_eval["n"],

@@ -245,6 +245,48 @@ def test_eval_folders_that_name_no_class(capsys, tmp_path, dc_weights_path):
     assert_one_error_line(rc, err, "name no class", "kittens")
 
 
-def test_eval_bad_batch_size(capsys, tmp_path, dc_weights_path):
-    rc, _, err = cli(capsys, "eval", "--weights", dc_weights_path, "--data", tmp_path, "-b", "0")
-    assert_one_error_line(rc, err, "--batch-size")
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["eval", "--data", ".", "-b", "0"], "argument --batch-size/-b: must be at least 1, got 0"),
+        (["eval", "--data", ".", "-j", "-1"], "argument --workers/-j: must be at least 0, got -1"),
+        (["eval", "--data", ".", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+        (["predict", ".", "--topk", "0"], "argument --topk/-k: must be at least 1, got 0"),
+        (["predict", ".", "--threads", "two"], "argument --threads: expected a whole number, got 'two'"),
+        (["export", "--output", "m.onnx", "--threads", "-1"], "argument --threads: must be at least 1, got -1"),
+        (["compress", "--output", "m.sqz", "--large-bits", "0"], "argument --large-bits: must be at least 1, got 0"),
+        (["bench", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    ],
+)
+def test_counts_below_their_minimum_are_usage_errors(capsys, dc_weights_path, args, fragment):
+    """0 or a negative count was read as "not given" (--large-bits 0, --threads 0) or failed
+    deep inside PyTorch (--threads -1, --workers -1); now argparse names the option."""
+    weights = [] if args[0] == "bench" else ["--weights", dc_weights_path]
+    rc, out, err = cli(capsys, *args, *weights)
+    assert rc == 2 and out == ""
+    assert len(err.splitlines()) == 1 and f"squeezenet {args[0]}: error: {fragment}" in err, err
+
+
+def test_bench_size_below_the_models_minimum(capsys):
+    rc, out, err = cli(capsys, "bench", "--size", "3", "--arch", "squeezenet1_1", "--engines", "default", "--quick")
+    assert out == ""
+    assert_one_error_line(rc, err, "--size 3 is below squeezenet1_1's minimum input of")
+
+
+def test_eval_report_folder_that_is_a_file_fails_before_evaluating(capsys, tmp_path, dc_weights_path, imagenet_samples):
+    """It used to evaluate every image, then warn that the report could not be written (exit 0)."""
+    taken = tmp_path / "report"
+    taken.write_text("mine\n")
+    rc, out, err = cli(capsys, "eval", "-w", dc_weights_path, "-d", imagenet_samples, "--per-class", taken)
+    assert out == ""
+    assert_one_error_line(rc, err, "report: exists and is not a folder")
+    assert taken.read_text() == "mine\n"
+
+
+def test_plot_output_that_is_a_file(capsys, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 1.0, "lr": 0.1}\n')
+    (tmp_path / "taken").write_text("mine\n")
+    rc, _, err = cli(capsys, "plot", run, "--output", tmp_path / "taken")
+    assert_one_error_line(rc, err, "taken: exists and is not a folder")

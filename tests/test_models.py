@@ -186,6 +186,16 @@ def test_design_model_builds_from_kwargs():
     assert model.features[3].expand3x3.out_channels == 96
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 48, 48)).shape == (1, 5)
+    stem = create_model("squeezenet_design", stem_channels=64, stem_kernel=3)  # every design_space argument
+    assert stem.spec == design_space(stem_channels=64, stem_kernel=3)
+    assert stem.features[0].out_channels == 64 and stem.features[0].kernel_size == (3, 3)
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet_design"])
+def test_unknown_model_option_names_the_accepted_ones(name):
+    with pytest.raises(ModelError, match=r"unknown model option\(s\) widht; this model takes: num_classes") as err:
+        create_model(name, widht=2)
+    assert ("base_e" in str(err.value)) == (name == "squeezenet_design")
 
 
 def test_design_space_rejects_bad_values():

@@ -207,7 +207,7 @@ def test_finetune_grayscale_new_head_frozen_features(dc_weights_path, tree, tmp_
     steps = []
     result = train(
         config(
-            tree, tmp_path / "ft", model="squeezenet1_1", model_kwargs={}, weights=str(dc_weights_path),
+            tree, tmp_path / "ft", model=None, model_kwargs={}, weights=str(dc_weights_path),
             in_chans=1, freeze_features=True, image_size=32, epochs=1, batch_size=4, global_batch=4,
             max_steps=2, recipe="paper",
         ),
@@ -283,6 +283,14 @@ def test_plot_and_per_class_cli(tree, tmp_path, capsys):
         (["--image-size", "12"], "minimum input"),
         (["--optimizer", "adamw"], "give its --lr too"),
         (["--mixup", "-1"], "--mixup must be 0 (off) or more"),
+        (["--weight-decay", "-1"], "--weight-decay must be 0 or more"),
+        (["--momentum", "1.5"], "--momentum must lie in [0, 1)"),
+        (["--warmup-epochs", "-1"], "--warmup-epochs must be 0 or more"),
+        (["--resize", "16"], "--resize 16 is smaller than the"),
+        (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1"),
+        (["--threads", "-2"], "--threads must be at least 1"),
+        (["--seed", "-1"], "--seed must lie in"),
+        (["--model-arg", "foo=1"], "unknown model option(s) foo; this model takes: num_classes"),
     ],
 )
 def test_cli_bad_options_one_line(tree, tmp_path, capsys, extra, message):
@@ -293,6 +301,24 @@ def test_cli_bad_options_one_line(tree, tmp_path, capsys, extra, message):
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("squeezenet: error:") and message in err[0], err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model", "squeezenet1_1"], "holds a squeezenet1_0_caffe, and fine-tuning keeps the weights' architecture"),
+        (["--model-arg", "dropout=0.2"], "--model-arg builds a new model"),
+    ],
+)
+def test_cli_finetune_options_that_weights_override(dc_weights_path, tree, tmp_path, capsys, extra, message):
+    """Options that only shape a new model are refused with --weights, not silently dropped."""
+    from squeezenet.cli.main import main
+
+    args = ["train", str(tree), "-o", str(tmp_path / "r"), "--weights", str(dc_weights_path), "--max-steps", "1"]
+    assert main([*args, "-j", "0", *extra]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("squeezenet: error:") and message in err[0], err
+    assert not (tmp_path / "r" / "last.pt").exists()
 
 
 def test_cli_bad_data(tmp_path, capsys):
@@ -308,6 +334,24 @@ def test_cli_bad_data(tmp_path, capsys):
         assert main(["train", str(data), "-o", str(tmp_path / "r")]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_val_split_holdout_does_not_follow_the_run_seed(tree, tmp_path, monkeypatch):
+    """Runs with other seeds validate on the same held-out images (and never train on them)."""
+    import squeezenet.training.api as api
+
+    held_out = []
+    real_open_splits = api.open_splits
+
+    def recording(*args, **kwargs):
+        train_ds, val_ds = real_open_splits(*args, **kwargs)
+        held_out.append(sorted(val_ds.names))
+        return train_ds, val_ds
+
+    monkeypatch.setattr(api, "open_splits", recording)
+    for seed in (0, 5):
+        train(config(tree / "train", tmp_path / f"seed{seed}", val_split=0.25, seed=seed, max_steps=1, epochs=1))
+    assert len(held_out) == 2 and len(held_out[0]) == 6 and held_out[0] == held_out[1]
 
 
 def test_refuses_to_overwrite_a_run(tree, tmp_path):

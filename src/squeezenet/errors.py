@@ -24,3 +24,7 @@ class DataError(SqueezeNetError):
 
 class ModelError(SqueezeNetError):
     """An unknown architecture, bad argument, or an input the model cannot take."""
+
+
+class MissingExtraError(SqueezeNetError):
+    """An optional extra (matplotlib, onnx, ...) is not installed: what needs it is skipped or refused."""

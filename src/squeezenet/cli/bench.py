@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from squeezenet.cli.common import count
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark the CPU inference engines (random weights)")
     p.add_argument("--arch", nargs="+", default=None, help="squeezenet1_0 and/or squeezenet1_1 (default both)")
     p.add_argument("--engines", nargs="+", default=None, help="subset of engines (default all)")
-    p.add_argument("--size", type=int, help="input side (default 227 for v1.0, 224 for v1.1)")
-    p.add_argument("--threads", type=int, help="threads per engine (default: PyTorch's default)")
+    p.add_argument("--size", type=count(1), help="input side (default 227 for v1.0, 224 for v1.1)")
+    p.add_argument("--threads", type=count(1), help="threads per engine (default: PyTorch's default)")
     p.add_argument("--quick", action="store_true", help="few iterations: a smoke test, not a measurement")
     p.add_argument("--compile-budget", type=float, help="seconds allowed for torch.compile (default 300, quick 120)")
     p.add_argument(

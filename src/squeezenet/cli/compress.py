@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from squeezenet.cli.common import count
 from squeezenet.errors import ModelError, WeightsError
 
 
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", "-w", required=True, help="input weights file or catalogue tag")
     p.add_argument("--output", "-o", required=True, help="output .sqz file")
     p.add_argument("--bits", help="codebook bits: N for all layers or LAYER=N,... (default: data-free preset)")
-    p.add_argument("--large-bits", type=int, help="bits of fire expand 3x3 and the final layer (preset: 7)")
+    p.add_argument("--large-bits", type=count(1), help="bits of fire expand 3x3 and the final layer (preset: 7)")
     p.add_argument("--density", help="prune first: a fraction for all layers or 'paper' (default: keep zeros)")
     p.add_argument("--lossless", action="store_true", help="keep every value exactly (float32, up to 12-bit codebooks)")
     p.add_argument("--coder", choices=["auto", "rans", "huffman", "raw"], default="auto", help="entropy coder")
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bits:
         cfg.bits = _bits(args.bits)
         cfg.large_bits = None
-    if args.large_bits:
+    if args.large_bits is not None:
         cfg.large_bits = args.large_bits
     if args.density:
         cfg.densities = args.density if args.density == "paper" else float(args.density)

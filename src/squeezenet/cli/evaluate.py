@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from squeezenet.cli.common import add_weights_args, load_model_from_args, print_json, warn
+from squeezenet.cli.common import add_weights_args, count, load_model_from_args, print_json, warn
 
 
 def add_parser(sub) -> None:
@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
         default="val",
         help="which split of a dataset with splits to score (default: the held-out val/test one)",
     )
-    p.add_argument("--batch-size", "-b", type=int, default=50)
-    p.add_argument("--workers", "-j", type=int, default=None, help="decoding processes (default: cores, max 4)")
+    p.add_argument("--batch-size", "-b", type=count(1), default=50)
+    p.add_argument("--workers", "-j", type=count(0), default=None, help="decoding processes (default: cores, max 4)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument(
@@ -39,10 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from squeezenet.errors import DataError
     from squeezenet.inference import evaluate_dataset
 
-    if args.batch_size < 1:
-        raise DataError("--batch-size must be at least 1")
-    model = load_model_from_args(args)
     per_class = bool(getattr(args, "per_class", None))
+    if per_class:
+        from squeezenet.training.reports import output_folder
+
+        output_folder(args.per_class)  # a bad report folder fails now, not after the evaluation
+    model = load_model_from_args(args)
     result = evaluate_dataset(
         model,
         args.data,
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_per_class(model, result, out_dir: str) -> None:
     """Per-class CSV and confusion matrix over the classes present in the data (and those predicted)."""
+    from squeezenet.errors import MissingExtraError
     from squeezenet.training.reports import write_per_class
 
     info = model.weights_info
@@ -77,9 +80,5 @@ def _write_per_class(model, result, out_dir: str) -> None:
     rows = [[confusion[i][j] for j in used] for i in used]
     try:
         write_per_class(out_dir, names, rows, plot=True)
-    except Exception as exc:  # matplotlib missing: the CSV files are written first
-        from squeezenet.errors import SqueezeNetError
-
-        if not isinstance(exc, SqueezeNetError):
-            raise
+    except MissingExtraError as exc:  # the CSV files are written first; only the PNG needs matplotlib
         warn(str(exc))

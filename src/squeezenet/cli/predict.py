@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from squeezenet.cli.common import add_weights_args, load_model_from_args, warn
+from squeezenet.cli.common import add_weights_args, count, load_model_from_args, warn
 from squeezenet.errors import ImageError
 
 
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify images (files or folders)")
     p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     add_weights_args(p)
-    p.add_argument("--topk", "-k", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--topk", "-k", type=count(1), default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=run)
 

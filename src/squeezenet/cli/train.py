@@ -28,7 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--output", "-o", default="runs/train", help="run folder (checkpoints, metrics, weights)")
     p.add_argument("--val-data", help="separate validation dataset (default: val/ or test/ of DATA)")
     p.add_argument("--val-split", type=float, default=0.0, help="hold out this fraction per class for validation")
-    p.add_argument("--model", "-m", default="squeezenet1_1", help="registered model name (squeezenet info)")
+    p.add_argument(
+        "--model", "-m", help="registered model name (squeezenet info; default squeezenet1_1, with --weights their own)"
+    )
     p.add_argument(
         "--model-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
         help="model builder argument, e.g. base_e=32 for squeezenet_design (repeatable)",

@@ -4,7 +4,7 @@
 
 - a folder ``root/<split>/<class>/<image>`` (``train``, ``val``; ``val`` falls back to
   ``validation`` then ``test``), or a flat ``root/<class>/<image>`` tree split
-  ``val_fraction`` per class with ``seed``;
+  ``val_fraction`` per class with ``seed`` (the engine keeps the default, 0, for every run);
 - a ``.tar`` / ``.tar.gz`` / ``.tgz`` / ``.tar.bz2`` / ``.tar.xz`` archive of such a tree,
   read in place (see ``squeezenet.data.archives``);
 - ``elpv`` / ``elpv:4`` (four defect levels) or ``elpv:2`` (functional / defective), from

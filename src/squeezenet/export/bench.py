@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from squeezenet.export.common import DeployError
+from squeezenet.models import get_builder
 
 ENGINES = (
     "torchvision_eager",
@@ -210,6 +211,12 @@ def run_bench(
         raise DeployError(f"bench supports {', '.join(ARCH_SIZES)}, not {', '.join(bad)}")
     if rounds < 1:
         raise DeployError(f"--rounds must be at least 1, not {rounds}")
+    if threads is not None and threads < 1:
+        raise DeployError(f"--threads must be at least 1, not {threads}")
+    for arch in archs if size is not None else ():
+        minimum = get_builder(arch)().min_input_size
+        if size < minimum:
+            raise DeployError(f"--size {size} is below {arch}'s minimum input of {minimum} pixels")
     needs_ort = {"ort_fp32", "ort_int8"} & set(engines)
     if needs_ort:
         from squeezenet.export.common import require

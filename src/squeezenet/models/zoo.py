@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from squeezenet.errors import ModelError
 from squeezenet.models.registry import register_model
 from squeezenet.models.spec import V1_0, V1_0_CAFFE, V1_1, SqueezeNetSpec, design_space
 from squeezenet.models.squeezenet import SqueezeNet
 
+# the options every builder passes on to SqueezeNet, and the design-space metaparameters
+_MODEL_OPTIONS = tuple(name for name in inspect.signature(SqueezeNet).parameters if name != "spec")
+_DESIGN_KEYS = tuple(inspect.signature(design_space).parameters)
 
-def _build(spec: SqueezeNetSpec, bypass: str = "none", **kwargs: Any) -> SqueezeNet:
+
+def _build(spec: SqueezeNetSpec, bypass: str = "none", accepted: tuple[str, ...] = (), **kwargs: Any) -> SqueezeNet:
+    """``accepted``: the builder's own options, named beside SqueezeNet's when an unknown
+    one is given (``--model-arg`` is free text)."""
+    unknown = sorted(set(kwargs) - set(_MODEL_OPTIONS))
+    if unknown:
+        options = ", ".join((*_MODEL_OPTIONS, *accepted))
+        raise ModelError(f"unknown model option(s) {', '.join(unknown)}; this model takes: {options}")
     return SqueezeNet(spec.with_bypass(bypass) if bypass != "none" else spec, **kwargs)
 
 
@@ -55,14 +67,11 @@ def squeezenet1_1_complex_bypass(**kwargs: Any) -> SqueezeNet:
     return _build(V1_1, bypass="complex", **kwargs)
 
 
-_DESIGN_KEYS = ("base_e", "incr_e", "pct3x3", "freq", "sr", "num_fires", "pool_after")
-
-
 @register_model
 def squeezenet_design(bypass: str = "none", **kwargs: Any) -> SqueezeNet:
     """Any point of the paper's design space: base_e, incr_e, pct3x3, freq, sr (Section 5)."""
     design = {k: kwargs.pop(k) for k in _DESIGN_KEYS if k in kwargs}
-    return _build(design_space(**design), bypass=bypass, **kwargs)
+    return _build(design_space(**design), bypass=bypass, accepted=("bypass", *_DESIGN_KEYS), **kwargs)
 
 
 def from_spec(spec: SqueezeNetSpec | dict, **kwargs: Any) -> SqueezeNet:

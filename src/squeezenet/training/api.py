@@ -30,7 +30,7 @@ from squeezenet.errors import DataError
 from squeezenet.training import checkpoint as ckpt_io
 from squeezenet.training import distributed as dist_utils
 from squeezenet.training.allocator import keep_freed_memory
-from squeezenet.training.config import TrainConfig
+from squeezenet.training.config import DEFAULT_MODEL, TrainConfig
 from squeezenet.training.engine import ModelEma, ResumableSampler, TrainContext, evaluate, train_one_epoch
 from squeezenet.training.errors import TrainingError
 from squeezenet.training.metrics import RunLog
@@ -86,6 +86,8 @@ def _preprocessing(cfg: TrainConfig, recipe: Recipe, base: Preprocessing | None,
     pre = base or IMAGENET_DEFAULT
     crop = cfg.image_size or (pre.crop if base is not None else recipe.crop)
     if cfg.resize:
+        if cfg.resize < crop:  # the crop would be mostly padding
+            raise TrainingError(f"--resize {cfg.resize} is smaller than the {crop} px crop (--image-size)")
         resize: int | tuple[int, int] = cfg.resize
     elif base is not None and crop == base.crop:
         resize = pre.resize
@@ -120,6 +122,11 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
 
         loaded = load_weights(cfg.weights)
         info = loaded.info
+        if cfg.model not in (None, info.arch):
+            raise TrainingError(
+                f"--model {cfg.model}: {cfg.weights} holds a {info.arch}, and fine-tuning keeps the weights' "
+                "architecture (leave --model out)"
+            )
         model = from_spec(info.spec, num_classes=num_classes, in_chans=in_chans, dropout=dropout)
         state = dict(loaded.state_dict)
         if in_chans != info.in_chans:
@@ -139,10 +146,10 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, "dropout": dropout}
     if cfg.spec is not None:
         model = from_spec(cfg.spec, **kwargs)
-        arch = cfg.model if cfg.model and cfg.model != "squeezenet1_1" else "squeezenet_custom"
+        arch = cfg.model or "squeezenet_custom"
     else:
-        model = create_model(cfg.model, **kwargs, **cfg.model_kwargs)
-        arch = cfg.model
+        arch = cfg.model or DEFAULT_MODEL
+        model = create_model(arch, **kwargs, **cfg.model_kwargs)
     if recipe.init == "xavier":
         caffe_xavier_init(model)
     init_classifier(model)  # positive conv10 bias: every class starts alive
@@ -244,7 +251,9 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
 
     # data
     classes = tuple(state["classes"]) if state else None
-    train_ds, val_ds = open_splits(cfg.data, cfg.val_split, cfg.seed, cfg.val_data, classes=classes)
+    # the hold-out (--val-split, ELPV's test cells) is part of the data, drawn with the same fixed
+    # seed for every run: --seed varies initialisation and order, so runs compare on one val set
+    train_ds, val_ds = open_splits(cfg.data, cfg.val_split, val_spec=cfg.val_data, classes=classes)
     num_classes = len(train_ds.classes)
     if num_classes < 2:
         raise DataError(f"{cfg.data}: found {num_classes} class; training needs at least 2")

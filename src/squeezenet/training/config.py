@@ -10,6 +10,7 @@ from squeezenet.training.errors import TrainingError
 AUGMENTS = ("none", "light", "strong", "symmetric", "symmetric_jitter", "cutout")
 RECIPE_NAMES = ("paper", "modern", "finetune")
 OPTIMIZERS = ("sgd", "adamw")
+DEFAULT_MODEL = "squeezenet1_1"
 
 
 @dataclass
@@ -18,14 +19,15 @@ class TrainConfig:
 
     batch_size is the micro-batch of one process; global_batch = batch_size x accumulation
     steps x processes (the paper's 512 is reached by gradient accumulation when needed).
-    lr is the peak learning rate for the global batch.
+    lr is the peak learning rate for the global batch. ``model`` and ``model_kwargs`` build a
+    new model; with ``weights`` the architecture is the weights' (``model`` may only repeat it).
     """
 
     data: str
     output: str = "runs/train"
     val_data: str | None = None
     val_split: float = 0.0
-    model: str = "squeezenet1_1"
+    model: str | None = None  # DEFAULT_MODEL, or with ``weights`` the weights' own architecture
     model_kwargs: dict = field(default_factory=dict)
     spec: dict | None = None
     weights: str | None = None
@@ -104,3 +106,15 @@ class TrainConfig:
         need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "label smoothing must lie in [0, 1)")
         need(self.mixup is None or self.mixup >= 0, "--mixup must be 0 (off) or more")
         need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")
+        need(self.weight_decay is None or self.weight_decay >= 0, "--weight-decay must be 0 or more")
+        need(self.momentum is None or 0.0 <= self.momentum < 1.0, "--momentum must lie in [0, 1)")
+        need(self.warmup_epochs is None or self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more")
+        need(self.resize is None or self.resize >= 8, "--resize must be at least 8 pixels")
+        need(self.eval_batch_size is None or self.eval_batch_size >= 1, "--eval-batch-size must be at least 1")
+        need(self.threads is None or self.threads >= 1, "--threads must be at least 1")
+        need(0 <= self.seed < 2**32, f"--seed must lie in [0, 2**32), got {self.seed}")
+        need(
+            not (self.weights and self.model_kwargs),
+            "--model-arg builds a new model; fine-tuning --weights keeps their architecture "
+            "(--dropout and --in-chans still apply)",
+        )

@@ -11,8 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from squeezenet.errors import DataError
-from squeezenet.training.errors import TrainingError
+from squeezenet.errors import DataError, MissingExtraError
 
 
 def _pyplot():
@@ -22,8 +21,21 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise TrainingError("plots need matplotlib: pip install 'squeezenet[plot]'") from None
+        raise MissingExtraError("plots need matplotlib: pip install 'squeezenet[plot]'") from None
     return plt
+
+
+def output_folder(path: str | Path) -> Path:
+    """``path`` as a folder, made if missing; called before long work too, so that a bad
+    output path fails at once instead of after an evaluation or a run."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot make the folder ({exc.strerror})") from None
+    return out
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -46,8 +58,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """loss.png, accuracy.png and lr.png of a run, from its metrics.jsonl."""
     records = read_metrics(run_dir)
-    out = Path(out_dir or run_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir or run_dir)
     plt = _pyplot()
     epochs = [r["epoch"] + 1 for r in records]
     panels = [
@@ -79,10 +90,7 @@ def write_per_class(
     out_dir: str | Path, classes: Sequence[str], confusion: Sequence[Sequence[int]], plot: bool = True
 ) -> list[Path]:
     """per_class.csv (class, images, correct, accuracy), confusion.csv and confusion.png."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     rows = [list(map(int, row)) for row in confusion]
     with (out / "per_class.csv").open("w", newline="") as f:
         w = csv.writer(f)
