@@ -6,6 +6,7 @@ steps) so the whole file stays well under 90 s on two shared CPU cores.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -269,6 +270,15 @@ def test_plot_and_per_class_cli(tree, tmp_path, capsys):
     lines = (tmp_path / "pc" / "per_class.csv").read_text().splitlines()
     assert lines[0] == "class,images,correct,accuracy" and len(lines) == 4
     assert (tmp_path / "pc" / "confusion.png").is_file() and (tmp_path / "pc" / "confusion.csv").is_file()
+    wrong = sum(int(images) - int(correct) for _, images, correct, _ in (line.split(",") for line in lines[1:]))
+    with (tmp_path / "pc" / "errors.csv").open() as f:
+        errors = list(csv.DictReader(f))
+    assert len(errors) == wrong > 0  # one step of training leaves mistakes to list
+    for row in errors:
+        assert row["true"] != row["predicted"] and Path(row["path"]).parent.name == row["true"]
+        assert float(row["confidence"]) >= float(row["true_probability"])
+    confidences = [float(row["confidence"]) for row in errors]
+    assert confidences == sorted(confidences, reverse=True)
 
 
 @pytest.mark.parametrize(

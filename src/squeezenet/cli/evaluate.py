@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--per-class",
         metavar="OUT_DIR",
-        help="also write per-class accuracy and the confusion matrix (CSV, PNG) to OUT_DIR",
+        help="also write per-class accuracy, the confusion matrix (CSV, PNG) and errors.csv "
+        "(every misclassified image, most confident first) to OUT_DIR",
     )
     p.set_defaults(run=run)
 
@@ -69,15 +70,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_per_class(model, result, out_dir: str) -> None:
-    """Per-class CSV and confusion matrix over the classes present in the data (and those predicted)."""
+    """Per-class CSV and confusion matrix over the classes present in the data (and those
+    predicted), and the list of misclassified images."""
     from squeezenet.errors import MissingExtraError
-    from squeezenet.training.reports import write_per_class
+    from squeezenet.training.reports import write_mistakes, write_per_class
 
     info = model.weights_info
     confusion = result.confusion
     used = [i for i in range(len(confusion)) if sum(confusion[i]) or any(row[i] for row in confusion)]
     names = [info.class_name(i) for i in used]
     rows = [[confusion[i][j] for j in used] for i in used]
+    write_mistakes(out_dir, info.class_name, result.mistakes)
     try:
         write_per_class(out_dir, names, rows, plot=True)
     except MissingExtraError as exc:  # the CSV files are written first; only the PNG needs matplotlib

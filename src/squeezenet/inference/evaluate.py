@@ -19,6 +19,17 @@ from squeezenet.inference.runner import InferenceRunner
 from squeezenet.weights.info import WeightsInfo
 
 
+@dataclass(frozen=True)
+class Mistake:
+    """A misclassified image: where to look when accuracy stalls (a wrong label, a look-alike)."""
+
+    path: str
+    true: int
+    predicted: int
+    confidence: float  # the model's probability for its (wrong) answer
+    true_probability: float
+
+
 @dataclass
 class EvalResult:
     top1: float
@@ -28,6 +39,7 @@ class EvalResult:
     seconds: float = 0.0
     per_class: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] | None = None
+    mistakes: list[Mistake] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -89,7 +101,8 @@ def evaluate_dataset(
     """Score ``model`` (which carries ``weights_info``) on ``data`` (see ``open_eval_dataset``).
 
     ``per_class`` also fills ``EvalResult.per_class`` (class name -> top-1, for the classes
-    present) and ``EvalResult.confusion`` (rows: true class, columns: predicted class).
+    present), ``EvalResult.confusion`` (rows: true class, columns: predicted class) and
+    ``EvalResult.mistakes`` (every misclassified image, most confident first).
     """
     import time
 
@@ -110,6 +123,7 @@ def evaluate_dataset(
     hits = torch.zeros(info.num_classes, dtype=torch.long)
     totals = torch.zeros(info.num_classes, dtype=torch.long)
     confusion = torch.zeros(info.num_classes, info.num_classes, dtype=torch.long) if per_class else None
+    mistakes: list[Mistake] = []
     start = time.perf_counter()
     for batch in tqdm(loader, disable=not progress, unit="batch", desc="eval"):
         for message in batch.skipped:
@@ -128,6 +142,7 @@ def evaluate_dataset(
         hits.index_add_(0, batch.targets, first.long())
         if confusion is not None:
             confusion.index_put_((batch.targets, top[:, 0]), torch.ones_like(batch.targets), accumulate=True)
+            mistakes += _mistakes(batch.paths, batch.targets, logits)
     seconds = time.perf_counter() - start
     return EvalResult(
         top1=correct1 / seen if seen else 0.0,
@@ -139,4 +154,15 @@ def evaluate_dataset(
         if per_class
         else {},
         confusion=confusion.tolist() if confusion is not None else None,
+        mistakes=sorted(mistakes, key=lambda m: -m.confidence),
     )
+
+
+def _mistakes(paths: list[str], targets: torch.Tensor, logits: torch.Tensor) -> list[Mistake]:
+    probs = logits.float().softmax(dim=1)
+    confidence, predicted = probs.max(dim=1)
+    true_probability = probs.gather(1, targets[:, None])[:, 0]
+    return [
+        Mistake(str(paths[i]), int(targets[i]), int(predicted[i]), float(confidence[i]), float(true_probability[i]))
+        for i in (predicted != targets).nonzero()[:, 0].tolist()
+    ]

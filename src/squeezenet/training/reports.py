@@ -38,6 +38,20 @@ def output_folder(path: str | Path) -> Path:
     return out
 
 
+def write_mistakes(out_dir: str | Path, class_name, mistakes) -> Path:
+    """errors.csv: every misclassified image (``squeezenet.inference.evaluate.Mistake``) with
+    its true and predicted class, most confident first: at the top, wrong labels and
+    look-alikes; at the bottom, images the model was unsure of."""
+    path = output_folder(out_dir) / "errors.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "true", "predicted", "confidence", "true_probability"])
+        for m in mistakes:
+            row = [m.path, class_name(m.true), class_name(m.predicted), f"{m.confidence:.4f}"]
+            w.writerow([*row, f"{m.true_probability:.4f}"])
+    return path
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not Path(run_dir).is_dir():
