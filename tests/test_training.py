@@ -397,6 +397,29 @@ def test_recipes_schedule_and_init():
     )
 
 
+def test_run_plan_resolves_the_recipe():
+    """The paper's 512 by accumulation; lr scaled to the global batch, quartered when
+    fine-tuning; the recipe's warmup capped at a quarter of a short run, an explicit one kept."""
+    from squeezenet.training import TrainConfig
+    from squeezenet.training.plan import plan_run
+    from squeezenet.training.recipes import get_recipe
+
+    paper, modern = get_recipe("paper"), get_recipe("modern")
+    plan = plan_run(TrainConfig(data="d", recipe="paper", batch_size=64), paper, 2, 5_000)
+    assert (plan.global_batch, plan.accum, plan.steps_per_epoch, plan.micro_batches) == (512, 4, 9, 36)
+    assert plan.lr == pytest.approx(0.04) and plan.total_steps == 68 * 9
+    tuned = plan_run(TrainConfig(data="d", recipe="paper", batch_size=64, weights="w"), paper, 2, 5_000)
+    assert tuned.lr == pytest.approx(0.01)
+    short = plan_run(TrainConfig(data="d", batch_size=32, global_batch=64, epochs=2), modern, 1, 640)
+    assert short.lr == pytest.approx(0.2 * 64 / 512) and short.warmup_steps == 5  # 2 epochs of 10 steps, capped
+    assert (
+        plan_run(
+            TrainConfig(data="d", batch_size=32, global_batch=64, epochs=2, warmup_epochs=2), modern, 1, 640
+        ).warmup_steps
+        == 20
+    )
+
+
 def test_no_dead_classes_beats_majority(tmp_path):
     """Regression: conv10 -> ReLU -> average pool and no BatchNorm let classes "die" (pre-activation
     negative everywhere for every input: logit 0, gradient 0 for good). With zero conv10 biases a run

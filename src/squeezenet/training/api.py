@@ -34,6 +34,7 @@ from squeezenet.training.config import DEFAULT_MODEL, TrainConfig
 from squeezenet.training.engine import ModelEma, ResumableSampler, TrainContext, evaluate, train_one_epoch
 from squeezenet.training.errors import TrainingError
 from squeezenet.training.metrics import RunLog
+from squeezenet.training.plan import RunPlan, plan_run
 from squeezenet.training.recipes import (
     Recipe,
     build_optimizer,
@@ -231,6 +232,94 @@ def train(config: TrainConfig | dict, on_step: Callable[[TrainContext], None] | 
 def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     device = _resolve_device(cfg, dist.local_rank)
     main = dist.is_main
+    _prepare_process(cfg, device)
+    run_dir, resume_path, state = _open_run_dir(cfg)
+
+    # data; the hold-out (--val-split, ELPV's test cells) is part of the data, drawn with the same
+    # fixed seed for every run: --seed varies initialisation and order, so runs compare on one val set
+    classes = tuple(state["classes"]) if state else None
+    train_ds, val_ds = open_splits(cfg.data, cfg.val_split, val_spec=cfg.val_data, classes=classes)
+    num_classes = len(train_ds.classes)
+    if num_classes < 2:
+        raise DataError(f"{cfg.data}: found {num_classes} class; training needs at least 2")
+    in_chans = cfg.in_chans or (1 if train_ds.mode == "L" else 3)
+
+    # model, and the data's transforms (they follow the model's preprocessing)
+    torch.manual_seed(cfg.seed)
+    model, pre, arch, base_info = build_model(cfg, recipe, num_classes, in_chans)
+    run_meta = {"arch": arch, "num_classes": num_classes, "in_chans": in_chans}
+    if state:
+        _check_same_model(state, resume_path, run_meta)
+    if pre.crop < model.min_input_size:
+        raise TrainingError(f"image size {pre.crop} is below {arch}'s minimum input of {model.min_input_size} pixels")
+    train_ds, val_ds, pre = _transformed(cfg, recipe, train_ds, val_ds, pre, main)
+
+    # optimization
+    plan = plan_run(cfg, recipe, dist.world_size, len(train_ds))
+    amp_dtype = _amp_dtype(cfg, device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler, scaler, ema = _optimization(model, recipe, plan, amp_dtype)
+    position = _Position()
+    if state:
+        position = _restore(state, model, optimizer, scheduler, scaler, ema, dist)
+        _log(f"resumed {resume_path} at epoch {position.epoch}, batch {position.batch} (step {position.step})", main)
+    elif dist.rank:
+        torch.manual_seed(cfg.seed + 1000 * dist.rank)  # dropout masks differ per rank
+    net = _runnable(model, cfg, dist, device)
+
+    sampler, train_loader, val_loader = _loaders(cfg, plan, train_ds, val_ds, dist, device)
+
+    info = _weights_info(cfg, arch, model, pre, train_ds.classes, base_info, recipe)
+    log = RunLog(run_dir, main, cfg.tensorboard)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        log.truncate_from(position.epoch)  # a resumed run writes these epochs again
+        _log(_run_line(cfg, recipe, plan, arch, model, train_ds, val_ds, dist, device, amp_dtype), main)
+    ctx = TrainContext(
+        model=model,
+        net=net,
+        criterion=nn.CrossEntropyLoss(label_smoothing=plan.label_smoothing),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        device=device,
+        dist=dist,
+        accum=plan.accum,
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        ema=ema,
+        channels_last=cfg.channels_last,
+        clip_grad_norm=plan.clip_grad_norm,
+        mixup_alpha=plan.mixup,
+        step=position.step,
+        max_steps=cfg.max_steps,
+        checkpoint_every=cfg.checkpoint_every,
+        on_step=on_step,
+        on_skip=_skip_reporter(main),
+        progress=cfg.progress,
+    )
+    ctx.save = _checkpoint_writer(ctx, cfg, run_dir, sampler, position, train_ds.classes, run_meta, info)
+    run = _Run(ctx, cfg, plan, run_dir, info, train_ds.classes, train_loader, val_loader, sampler, log)
+    try:
+        history = run.epochs(position)
+    finally:
+        log.close()
+    return TrainResult(
+        run_dir=run_dir,
+        steps=ctx.step,
+        epochs=run.epoch,
+        best_top1=position.best if val_loader is not None else None,
+        last=history[-1] if history else {},
+        best_weights=run_dir / "best.safetensors",
+        last_weights=run_dir / "last.safetensors",
+        history=history,
+    )
+
+
+def _prepare_process(cfg: TrainConfig, device: torch.device) -> None:
+    """Threads, determinism and the seeds of this process, before anything draws a random number."""
     if device.type == "cpu":
         keep_freed_memory()
     if cfg.threads:
@@ -241,6 +330,10 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+
+
+def _open_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None, dict | None]:
+    """(run folder, checkpoint to resume or None, its contents); refuses to overwrite a run."""
     run_dir = Path(cfg.output)
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"--output {run_dir}: exists and is not a folder")
@@ -248,252 +341,223 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     state = ckpt_io.load_checkpoint(resume_path) if resume_path else None
     if state is None and (run_dir / "last.pt").exists() and not cfg.resume:
         raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
+    return run_dir, resume_path, state
 
-    # data
-    classes = tuple(state["classes"]) if state else None
-    # the hold-out (--val-split, ELPV's test cells) is part of the data, drawn with the same fixed
-    # seed for every run: --seed varies initialisation and order, so runs compare on one val set
-    train_ds, val_ds = open_splits(cfg.data, cfg.val_split, val_spec=cfg.val_data, classes=classes)
-    num_classes = len(train_ds.classes)
-    if num_classes < 2:
-        raise DataError(f"{cfg.data}: found {num_classes} class; training needs at least 2")
-    in_chans = cfg.in_chans or (1 if train_ds.mode == "L" else 3)
 
-    # model
-    torch.manual_seed(cfg.seed)
-    model, pre, arch, base_info = build_model(cfg, recipe, num_classes, in_chans)
-    if state:
-        for key in ("arch", "num_classes", "in_chans"):
-            if state["run"][key] != {"arch": arch, "num_classes": num_classes, "in_chans": in_chans}[key]:
-                raise TrainingError(f"{resume_path}: checkpoint is for another model ({key} {state['run'][key]})")
-    if min(pre.crop, pre.crop) < model.min_input_size:
-        raise TrainingError(f"image size {pre.crop} is below {arch}'s minimum input of {model.min_input_size} pixels")
+def _check_same_model(state: dict, resume_path: Path | None, run_meta: dict) -> None:
+    for key, value in run_meta.items():
+        if state["run"][key] != value:
+            raise TrainingError(f"{resume_path}: checkpoint is for another model ({key} {state['run'][key]})")
+
+
+def _transformed(cfg: TrainConfig, recipe: Recipe, train_ds, val_ds, pre: Preprocessing, main: bool):
+    """(train, val, preprocessing) with the training augmentation and the evaluation
+    transform attached, normalisation adapted and images cached when asked."""
     if cfg.adapt_normalization:
-        pre = _adapt_normalization(train_ds.with_transform(None, pre.image_mode), pre, dist.is_main)
-    augment = cfg.augment or recipe.augment
-    train_ds = train_ds.with_transform(build_train_transform(pre, augment), pre.image_mode)
+        pre = _adapt_normalization(train_ds.with_transform(None, pre.image_mode), pre, main)
+    train_ds = train_ds.with_transform(build_train_transform(pre, cfg.augment or recipe.augment), pre.image_mode)
     if val_ds is not None:
         val_ds = val_ds.with_transform(build_transform(pre), pre.image_mode)
     if cfg.cache_images:
-        train_ds, val_ds = _cache(train_ds, val_ds, cfg.workers, dist.is_main)
+        train_ds, val_ds = _cache(train_ds, val_ds, cfg.workers, main)
+    return train_ds, val_ds, pre
 
-    # batch geometry
-    per_step = cfg.batch_size * dist.world_size
-    global_batch = cfg.global_batch or recipe.global_batch or per_step
-    if global_batch % per_step:
-        raise TrainingError(
-            f"global batch {global_batch} is not a multiple of batch size {cfg.batch_size} "
-            f"x {dist.world_size} process(es)"
-        )
-    accum = global_batch // per_step
-    steps_per_epoch = len(train_ds) // global_batch
-    if steps_per_epoch == 0:
-        raise DataError(
-            f"{cfg.data}: {len(train_ds)} training images, fewer than one global batch of {global_batch} "
-            "(lower --global-batch / --batch-size)"
-        )
-    epochs = cfg.epochs or recipe.epochs
-    total_steps = epochs * steps_per_epoch
-    optimizer_kind = cfg.optimizer or recipe.optimizer
-    if optimizer_kind != recipe.optimizer and not cfg.lr:
-        raise TrainingError(f"--optimizer {optimizer_kind} is not the {recipe.name} recipe's; give its --lr too")
-    lr = cfg.lr or recipe.lr * global_batch / recipe.ref_batch * (recipe.pretrained_lr_scale if cfg.weights else 1.0)
-    momentum = recipe.momentum if cfg.momentum is None else cfg.momentum
-    weight_decay = recipe.weight_decay if cfg.weight_decay is None else cfg.weight_decay
-    warmup = recipe.warmup_epochs if cfg.warmup_epochs is None else cfg.warmup_epochs
-    smoothing = recipe.label_smoothing if cfg.label_smoothing is None else cfg.label_smoothing
-    ema_decay = recipe.ema_decay if cfg.ema_decay is None else cfg.ema_decay
-    clip = recipe.clip_grad_norm if cfg.clip_grad_norm is None else cfg.clip_grad_norm
-    mixup = recipe.mixup if cfg.mixup is None else cfg.mixup
-    amp_dtype = _amp_dtype(cfg, device)
 
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.named_parameters(), recipe, lr, momentum, weight_decay, optimizer_kind)
-    warmup_steps = round(warmup * steps_per_epoch)
-    if cfg.warmup_epochs is None:  # the recipe's warmup never takes more than a quarter of a short run
-        warmup_steps = min(warmup_steps, total_steps // 4)
-    scheduler = build_scheduler(optimizer, recipe, total_steps, warmup_steps)
+@dataclass
+class _Position:
+    """Where the run stands: the next epoch and micro-batch, the optimizer step, the best score."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+
+
+def _optimization(model: nn.Module, recipe: Recipe, plan: RunPlan, amp_dtype):
+    """(optimizer, scheduler, fp16 grad scaler or None, EMA of the weights or None)."""
+    optimizer = build_optimizer(
+        model.named_parameters(), recipe, plan.lr, plan.momentum, plan.weight_decay, plan.optimizer
+    )
+    scheduler = build_scheduler(optimizer, recipe, plan.total_steps, plan.warmup_steps)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    ema = ModelEma(model, ema_decay) if ema_decay > 0 else None
+    ema = ModelEma(model, plan.ema_decay) if plan.ema_decay > 0 else None
+    return optimizer, scheduler, scaler, ema
 
-    start_epoch, start_batch, step, best, best_epoch = 0, 0, 0, None, None
-    if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
-        start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
-        best, best_epoch = state.get("best"), state.get("best_epoch")
-        rngs = state["rng"]
-        if len(rngs) != dist.world_size:
-            _log(f"squeezenet: warning: checkpoint from {len(rngs)} process(es), resuming on {dist.world_size}", main)
-        ckpt_io.restore_rng_state(rngs[dist.rank % len(rngs)])
-        _log(f"resumed {resume_path} at epoch {start_epoch}, batch {start_batch} (step {step})", main)
-    elif dist.rank:
-        torch.manual_seed(cfg.seed + 1000 * dist.rank)  # dropout masks differ per rank
 
-    net: nn.Module = model
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
-    if cfg.compile:
-        net = torch.compile(net)
-
-    # data loading
-    num_micro = steps_per_epoch * accum
-    sampler = ResumableSampler(len(train_ds), cfg.batch_size, num_micro, dist.rank, dist.world_size, cfg.seed)
+def _loaders(cfg: TrainConfig, plan: RunPlan, train_ds, val_ds, dist, device: torch.device):
+    """(resumable sampler, train loader, val loader or None); each rank validates its own shard."""
+    sampler = ResumableSampler(len(train_ds), cfg.batch_size, plan.micro_batches, dist.rank, dist.world_size, cfg.seed)
     train_loader = _loader(train_ds, cfg.batch_size, sampler, cfg, device, cfg.seed)
     val_loader = None
     if val_ds is not None:
         shard = list(range(dist.rank, len(val_ds), dist.world_size))
         val_loader = _loader(val_ds, cfg.eval_batch_size or cfg.batch_size, shard, cfg, device, cfg.seed + 1)
+    return sampler, train_loader, val_loader
 
-    info = _weights_info(cfg, arch, model, pre, train_ds.classes, base_info, recipe)
-    log = RunLog(run_dir, main, cfg.tensorboard)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        log.truncate_from(start_epoch)  # a resumed run writes these epochs again
-        _log(
-            f"training {arch} ({sum(p.numel() for p in model.parameters()):,} params) on {len(train_ds)} images, "
-            f"{num_classes} classes{f', validating on {len(val_ds)}' if val_ds is not None else ''}; "
-            f"recipe {recipe.name} ({optimizer_kind}), {epochs} epochs x {steps_per_epoch} steps, "
-            f"global batch {global_batch} "
-            f"({cfg.batch_size} x {accum} accumulation x {dist.world_size} process(es)), lr {lr:g}, "
-            f"{f'gradient norm clipped at {clip:g}, ' if clip else ''}"
-            f"{device.type}{', ' + str(amp_dtype).split('.')[-1] if amp_dtype else ''}",
-            main,
+
+def _restore(state: dict, model, optimizer, scheduler, scaler, ema, dist) -> _Position:
+    """Everything a checkpoint holds back in place, this process's RNG states included."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if ema is not None and state.get("ema"):
+        ema.load_state_dict(state["ema"])
+    rngs = state["rng"]
+    if len(rngs) != dist.world_size:
+        warning = f"checkpoint from {len(rngs)} process(es), resuming on {dist.world_size}"
+        _log(f"squeezenet: warning: {warning}", dist.is_main)
+    ckpt_io.restore_rng_state(rngs[dist.rank % len(rngs)])
+    return _Position(state["epoch"], state["batch"], state["step"], state.get("best"), state.get("best_epoch"))
+
+
+def _runnable(model: nn.Module, cfg: TrainConfig, dist, device: torch.device) -> nn.Module:
+    """What runs forward: the model, DDP-wrapped under torchrun, compiled on request."""
+    net: nn.Module = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
-    skip_messages = [0]
+    return torch.compile(net) if cfg.compile else net
+
+
+def _run_line(cfg, recipe, plan: RunPlan, arch, model, train_ds, val_ds, dist, device, amp_dtype) -> str:
+    """The one line that says what this run is (on stderr before the first epoch)."""
+    params = sum(p.numel() for p in model.parameters())
+    validating = f", validating on {len(val_ds)}" if val_ds is not None else ""
+    clip = f"gradient norm clipped at {plan.clip_grad_norm:g}, " if plan.clip_grad_norm else ""
+    amp = f", {str(amp_dtype).split('.')[-1]}" if amp_dtype else ""
+    return (
+        f"training {arch} ({params:,} params) on {len(train_ds)} images, {len(train_ds.classes)} classes{validating}; "
+        f"recipe {recipe.name} ({plan.optimizer}), {plan.epochs} epochs x {plan.steps_per_epoch} steps, "
+        f"global batch {plan.global_batch} ({cfg.batch_size} x {plan.accum} accumulation x {dist.world_size} "
+        f"process(es)), lr {plan.lr:g}, {clip}{device.type}{amp}"
+    )
+
+
+def _skip_reporter(main: bool) -> Callable[[str], None]:
+    """on_skip for unreadable images: the first ten are named, the rest only counted."""
+    count = [0]
 
     def on_skip(message: str) -> None:
-        skip_messages[0] += 1
-        if skip_messages[0] <= 10:
+        count[0] += 1
+        if count[0] <= 10:
             _log(f"squeezenet: warning: skipped {message}", main)
-        elif skip_messages[0] == 11:
+        elif count[0] == 11:
             _log("squeezenet: warning: more bad images skipped (counted in metrics)", main)
 
-    ctx = TrainContext(
-        model=model,
-        net=net,
-        criterion=nn.CrossEntropyLoss(label_smoothing=smoothing),
-        optimizer=optimizer,
-        scheduler=scheduler,
-        device=device,
-        dist=dist,
-        accum=accum,
-        amp_dtype=amp_dtype,
-        scaler=scaler,
-        ema=ema,
-        channels_last=cfg.channels_last,
-        clip_grad_norm=clip,
-        mixup_alpha=mixup,
-        step=step,
-        max_steps=cfg.max_steps,
-        checkpoint_every=cfg.checkpoint_every,
-        on_step=on_step,
-        on_skip=on_skip,
-        progress=cfg.progress,
-    )
-    meta = {"best": best, "best_epoch": best_epoch}
-    run_meta = {"arch": arch, "num_classes": num_classes, "in_chans": in_chans}
+    return on_skip
+
+
+def _checkpoint_writer(ctx: TrainContext, cfg, run_dir: Path, sampler, position: _Position, classes, run_meta, info):
+    """save(epoch, next micro-batch, names): every rank's RNG states gathered, rank 0 writes."""
 
     def save(epoch: int, batch: int, path_names=("last.pt",)) -> None:
         rngs = dist_utils.all_gather_object(ckpt_io.capture_rng_state())
-        if not main:
+        if not ctx.dist.is_main:
             return
-        gen = sampler.generator()
         obj = {
             "format": ckpt_io.FORMAT,
             "version": ckpt_io.VERSION,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "ema": ema.state_dict() if ema is not None else None,
+            "model": ctx.model.state_dict(),
+            "optimizer": ctx.optimizer.state_dict(),
+            "scheduler": ctx.scheduler.state_dict(),
+            "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+            "ema": ctx.ema.state_dict() if ctx.ema is not None else None,
             "epoch": epoch,
             "batch": batch,
             "step": ctx.step,
-            "best": meta["best"],
-            "best_epoch": meta["best_epoch"],
+            "best": position.best,
+            "best_epoch": position.best_epoch,
             "rng": rngs,
-            "sampler": {"seed": cfg.seed, "epoch": sampler.epoch, "batch": batch, "generator": gen.get_state()},
-            "classes": list(train_ds.classes),
+            "sampler": {
+                "seed": cfg.seed, "epoch": sampler.epoch, "batch": batch, "generator": sampler.generator().get_state()
+            },
+            "classes": list(classes),
             "run": run_meta,
             "config": cfg.to_dict(),
             "weights_info": info.to_metadata(),
-        }
+        }  # fmt: skip
         for name in path_names:
             ckpt_io.atomic_save(obj, run_dir / name)
 
-    ctx.save = save
-    eval_model = ema.module if ema is not None else model
-    history: list[dict] = []
-    last_record: dict = {}
-    epoch = start_epoch
-    try:
-        if step >= (cfg.max_steps or total_steps) and main:
+    return save
+
+
+@dataclass
+class _Run:
+    """The epoch loop: train, validate, log, checkpoint and export, epoch after epoch."""
+
+    ctx: TrainContext
+    cfg: TrainConfig
+    plan: RunPlan
+    run_dir: Path
+    info: object
+    classes: tuple[str, ...]
+    train_loader: DataLoader
+    val_loader: DataLoader | None
+    sampler: ResumableSampler
+    log: RunLog
+    epoch: int = 0
+
+    def epochs(self, position: _Position) -> list[dict]:
+        ctx, main = self.ctx, self.ctx.dist.is_main
+        last_step = self.cfg.max_steps or self.plan.total_steps
+        if position.step >= last_step:
             _log("nothing to do: the run already finished", main)
-        while epoch < epochs and not ctx.stopped and ctx.step < (cfg.max_steps or total_steps):
-            first = start_batch if epoch == start_epoch else 0
-            sampler.set_epoch(epoch, first)
-            train_stats = train_one_epoch(ctx, train_loader, epoch, first, num_micro)
-            val = None
-            if val_loader is not None:
-                val = evaluate(eval_model, val_loader, device, num_classes, amp_dtype, cfg.channels_last, on_skip)
-            finished = not ctx.stopped or train_stats["micro_batches"] >= num_micro
-            record = {
-                "epoch": epoch,
-                "step": ctx.step,
-                **{k: v for k, v in train_stats.items() if k != "micro_batches"},
-            }
-            if val is not None:
-                record.update(
-                    val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_n=val["n"],
-                    val_skipped=val["skipped"],
-                )  # fmt: skip
-                if num_classes <= 100:
-                    record["val_per_class"] = dict(zip(train_ds.classes, val["per_class"], strict=True))
-            score = val["top1"] if val is not None else -train_stats["train_loss"]
-            improved = meta["best"] is None or score > meta["best"]
-            if improved:
-                meta["best"], meta["best_epoch"] = score, epoch
-            record["best_top1" if val is not None else "best_score"] = meta["best"]
-            next_pos = (epoch + 1, 0) if finished else (epoch, train_stats["micro_batches"])
-            if not finished:
-                record["partial"] = True  # stopped by --max-steps; a resumed run rewrites this epoch
-            log.log_epoch(record)
-            history.append(record)
-            last_record = record
-            if main:
-                _log(_epoch_line(record, epochs), main)
-            if improved:
-                save(*next_pos, path_names=("best.pt", "last.pt"))
-                _export(eval_model, info, run_dir / "best.safetensors", main, record)
-            else:
-                save(*next_pos)
-            _export(eval_model, info, run_dir / "last.safetensors", main, record)
-            if val is not None and main:
-                _write_val_report(run_dir / "val_report", train_ds.classes, val["confusion"])
-            epoch += 1
-    finally:
-        log.close()
-    return TrainResult(
-        run_dir=run_dir,
-        steps=ctx.step,
-        epochs=epoch,
-        best_top1=meta["best"] if val_loader is not None else None,
-        last=last_record,
-        best_weights=run_dir / "best.safetensors",
-        last_weights=run_dir / "last.safetensors",
-        history=history,
-    )
+        history = []
+        self.epoch = position.epoch
+        while self.epoch < self.plan.epochs and not ctx.stopped and ctx.step < last_step:
+            first = position.batch if self.epoch == position.epoch else 0
+            history.append(self._one_epoch(self.epoch, first, position))
+            self.epoch += 1
+        return history
+
+    def _one_epoch(self, epoch: int, first: int, position: _Position) -> dict:
+        ctx, main = self.ctx, self.ctx.dist.is_main
+        self.sampler.set_epoch(epoch, first)
+        stats = train_one_epoch(ctx, self.train_loader, epoch, first, self.plan.micro_batches)
+        eval_model = ctx.ema.module if ctx.ema is not None else ctx.model
+        val = None
+        if self.val_loader is not None:
+            val = evaluate(
+                eval_model, self.val_loader, ctx.device, len(self.classes), ctx.amp_dtype, ctx.channels_last,
+                ctx.on_skip,
+            )  # fmt: skip
+        finished = not ctx.stopped or stats["micro_batches"] >= self.plan.micro_batches
+        record = self._record(epoch, stats, val)
+        score = val["top1"] if val is not None else -stats["train_loss"]
+        improved = position.best is None or score > position.best
+        if improved:
+            position.best, position.best_epoch = score, epoch
+        record["best_top1" if val is not None else "best_score"] = position.best
+        next_position = (epoch + 1, 0) if finished else (epoch, stats["micro_batches"])
+        if not finished:
+            record["partial"] = True  # stopped by --max-steps; a resumed run rewrites this epoch
+        self.log.log_epoch(record)
+        _log(_epoch_line(record, self.plan.epochs), main)
+        if improved:
+            ctx.save(*next_position, path_names=("best.pt", "last.pt"))
+            _export(eval_model, self.info, self.run_dir / "best.safetensors", main, record)
+        else:
+            ctx.save(*next_position)
+        _export(eval_model, self.info, self.run_dir / "last.safetensors", main, record)
+        if val is not None and main:
+            _write_val_report(self.run_dir / "val_report", self.classes, val["confusion"])
+        return record
+
+    def _record(self, epoch: int, stats: dict, val: dict | None) -> dict:
+        record = {"epoch": epoch, "step": self.ctx.step, **{k: v for k, v in stats.items() if k != "micro_batches"}}
+        if val is not None:
+            record.update(
+                val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], val_n=val["n"],
+                val_skipped=val["skipped"],
+            )  # fmt: skip
+            if len(self.classes) <= 100:
+                record["val_per_class"] = dict(zip(self.classes, val["per_class"], strict=True))
+        return record
 
 
 def _write_val_report(out: Path, classes, confusion: torch.Tensor) -> None:
