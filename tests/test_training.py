@@ -170,6 +170,23 @@ def test_resume_across_epoch_boundary_in_process(tree, tmp_path):
     assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), weights_of(tmp_path / "part" / "last.pt"))
 
 
+def test_resume_refuses_changed_options_and_allows_operational_ones(tree, tmp_path):
+    """--lr/--epochs/--batch-size on resume were silently overridden by the checkpoint's
+    scheduler or broke the sample order; now they are refused, naming each difference.
+    Where data and files are, threads, workers and an early stop may change."""
+    overrides = {"epochs": 2, "workers": 0}
+    train(config(tree, tmp_path / "run", max_steps=1, **overrides))
+    changed = {"lr": 0.5, "epochs": 3, "batch_size": 2, "label_smoothing": 0.2, "mixup": 0.2}
+    with pytest.raises(TrainingError) as err:
+        train(config(tree, tmp_path / "run", resume="auto", **{**overrides, **changed}))
+    message = str(err.value)
+    assert "--epochs 2 (now 3)" in message and "--lr 0.05 (now 0.5)" in message and "--batch-size 4 (now 2)" in message
+    assert "--label-smoothing unset (now 0.2)" in message and "last.safetensors" in message
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1  # untouched
+    done = train(config(tree, tmp_path / "run", resume="auto", threads=1, max_steps=2, progress=True, **overrides))
+    assert done.steps == 2
+
+
 def test_mixup_blends_pairs_and_resumes_exactly(tree, tmp_path):
     """mixup: a convex blend of the batch with a permutation of itself, off at alpha 0; its
     draws follow the checkpointed RNG, so a run stopped mid-way and resumed ends bit-exact."""

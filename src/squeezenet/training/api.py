@@ -234,6 +234,8 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     main = dist.is_main
     _prepare_process(cfg, device)
     run_dir, resume_path, state = _open_run_dir(cfg)
+    if state:
+        _check_same_options(state.get("config", {}), cfg, resume_path)
 
     # data; the hold-out (--val-split, ELPV's test cells) is part of the data, drawn with the same
     # fixed seed for every run: --seed varies initialisation and order, so runs compare on one val set
@@ -342,6 +344,39 @@ def _open_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None, dict | None]:
     if state is None and (run_dir / "last.pt").exists() and not cfg.resume:
         raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
     return run_dir, resume_path, state
+
+
+# options a resumed run may change: where files and data are, how fast and how visibly it runs,
+# when it stops early. ``model`` is compared as the resolved architecture (_check_same_model).
+_RESUME_MAY_CHANGE = frozenset(
+    {"output", "resume", "data", "val_data", "workers", "threads", "progress", "tensorboard", "checkpoint_every",
+     "max_steps", "eval_batch_size", "cache_images", "device", "amp", "compile", "channels_last", "deterministic",
+     "model"}
+)  # fmt: skip
+
+
+def _check_same_options(started: dict, cfg: TrainConfig, resume_path: Path | None) -> None:
+    """A resumed run continues the run it resumes: the schedule, batch geometry, recipe and
+    seed come from the checkpoint's run, so a changed --lr or --epochs would be silently
+    overridden (the scheduler state) or break the sample order (a new batch size). Refuse,
+    naming each difference, instead."""
+    now = cfg.to_dict()
+    changed = [k for k in sorted(set(started) & set(now) - _RESUME_MAY_CHANGE) if started[k] != now[k]]
+    if changed:
+        diffs = ", ".join(f"--{k.replace('_', '-')} {_shown(started[k])} (now {_shown(now[k])})" for k in changed)
+        raise TrainingError(
+            f"--resume {resume_path}: the run was started with {diffs}; resume with its options, "
+            f"or start a new run from its weights (--weights {Path(resume_path).parent / 'last.safetensors'})"
+        )
+
+
+def _shown(value) -> str:
+    """An option's value as a user would write it."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
 def _check_same_model(state: dict, resume_path: Path | None, run_meta: dict) -> None:
