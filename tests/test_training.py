@@ -187,6 +187,25 @@ def test_resume_refuses_changed_options_and_allows_operational_ones(tree, tmp_pa
     assert done.steps == 2
 
 
+def test_cli_short_resume_continues_with_the_runs_options(tree, tmp_path, capsys):
+    """`squeezenet train DATA -o RUN --resume` alone continues a run started with many
+    options as it was started (bit-exact with an uninterrupted run); --max-steps is the
+    stopping invocation's own; a training option given anew is refused."""
+    from squeezenet.cli.main import main
+
+    options = ["-m", "squeezenet_design", "--model-arg", "base_e=16", "--model-arg", "incr_e=16"]
+    options += ["--image-size", str(SIZE), "-b", "4", "--global-batch", "8", "--epochs", "2", "--lr", "0.05"]
+    options += ["--dropout", "0.25", "--threads", "1", "-j", "0", "--recipe", "paper"]
+    assert main(["train", str(tree), "-o", str(tmp_path / "ref"), *options]) == 0
+    assert main(["train", str(tree), "-o", str(tmp_path / "run"), *options, "--max-steps", "3"]) == 0
+    assert main(["train", str(tree), "-o", str(tmp_path / "run"), "--resume", "--lr", "0.1"]) == 1
+    assert "--lr 0.05 (now 0.1)" in capsys.readouterr().err
+    assert main(["train", str(tree), "-o", str(tmp_path / "run"), "--resume", "-j", "0"]) == 0
+    done = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert done["step"] == 6 and done["config"]["lr"] == 0.05 and done["config"]["recipe"] == "paper"
+    assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), done["model"])
+
+
 def test_mixup_blends_pairs_and_resumes_exactly(tree, tmp_path):
     """mixup: a convex blend of the batch with a permutation of itself, off at alpha 0; its
     draws follow the checkpointed RNG, so a run stopped mid-way and resumed ends bit-exact."""

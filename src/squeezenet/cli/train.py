@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
         description="Train or fine-tune; for several processes launch it with torchrun (see docs/training.md).",
     )
     p.add_argument("data", help="class-folder tree (train/, val/ or flat), .tar/.tar.gz archive, or elpv / elpv:2")
-    p.add_argument("--output", "-o", default="runs/train", help="run folder (checkpoints, metrics, weights)")
+    p.add_argument("--output", "-o", help="run folder (checkpoints, metrics, weights; default runs/train)")
     p.add_argument("--val-data", help="separate validation dataset (default: val/ or test/ of DATA)")
-    p.add_argument("--val-split", type=float, default=0.0, help="hold out this fraction per class for validation")
+    p.add_argument("--val-split", type=float, help="hold out this fraction per class for validation")
     p.add_argument(
         "--model", "-m", help="registered model name (squeezenet info; default squeezenet1_1, with --weights their own)"
     )
@@ -36,14 +36,14 @@ def add_parser(sub) -> None:
         help="model builder argument, e.g. base_e=32 for squeezenet_design (repeatable)",
     )  # fmt: skip
     p.add_argument("--weights", "-w", help="fine-tune from these weights (file or catalogue tag); new head")
-    p.add_argument("--freeze-features", action="store_true", help="train only the classifier (conv10)")
+    p.add_argument("--freeze-features", action="store_true", default=None, help="train only the classifier (conv10)")
     p.add_argument("--in-chans", type=int, choices=(1, 3), help="input channels (1: grayscale; default from data)")
     p.add_argument(
-        "--recipe", choices=RECIPE_NAMES, default="modern",
-        help="finetune: AdamW for pretrained weights (see docs/training.md)",
+        "--recipe", choices=RECIPE_NAMES,
+        help="default modern; finetune: AdamW for pretrained weights (see docs/training.md)",
     )  # fmt: skip
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", "-b", type=int, default=64, help="micro-batch per process (default 64)")
+    p.add_argument("--batch-size", "-b", type=int, help="micro-batch per process (default 64)")
     p.add_argument("--global-batch", type=int, help="images per optimizer step; reached by gradient accumulation")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the global batch)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the recipe's (finetune: adamw)")
@@ -69,42 +69,68 @@ def add_parser(sub) -> None:
     p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")
     p.add_argument("--resize", type=int, help="shorter side before cropping (evaluation)")
     p.add_argument("--clip-grad-norm", type=float, help="max gradient norm (0: off; default: the recipe's, modern 1.0)")
-    p.add_argument("--workers", "-j", type=int, default=2, help="decoding processes per training process")
+    p.add_argument("--workers", "-j", type=int, help="decoding processes per training process (default 2)")
     p.add_argument(
         "--adapt-normalization",
         action="store_true",
+        default=None,
         help="mean/std from the training images, so that they reach pretrained weights with ImageNet's contrast",
     )
     p.add_argument(
-        "--cache-images", action="store_true", help="decode every image once and keep it in memory (small images)"
+        "--cache-images",
+        action="store_true",
+        default=None,
+        help="decode every image once and keep it in memory (small images)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--amp", default="auto", choices=("auto", "none", "bf16", "fp16"), help="autocast (auto: bf16 on CUDA)"
-    )
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="auto (the default), cpu, cuda or cuda:N")
+    p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), help="autocast (auto: bf16 on CUDA)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms only")
+    p.add_argument("--seed", type=int, help="initialisation and sample order (default 0)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument(
         "--resume", nargs="?", const="auto", default=None, metavar="CKPT",
         help="continue OUTPUT/last.pt (or CKPT); starts fresh when OUTPUT holds none yet",
     )  # fmt: skip
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS", help="also checkpoint every N steps")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every N steps")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--eval-batch-size", type=int)
-    p.add_argument("--progress", action="store_true", help="progress bar (loss, lr, images/s, ETA)")
-    p.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars")
+    p.add_argument("--progress", action="store_true", default=None, help="progress bar (loss, lr, images/s, ETA)")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard scalars")
     p.set_defaults(run=run)
 
 
 def config_from_args(args: argparse.Namespace):
+    """The options given on the command line (the rest: TrainConfig's defaults); with
+    ``--resume``, the run's own options fill in what is not given, so that the short
+    ``squeezenet train DATA -o RUN --resume`` continues a run as it was started, and an
+    option given anew is checked against the run's by the engine."""
     from squeezenet.training import TrainConfig
 
     keys = set(TrainConfig.__dataclass_fields__) - {"model_kwargs", "spec"}
-    values = {k: getattr(args, k) for k in keys if hasattr(args, k)}
-    return TrainConfig(**values, model_kwargs=dict(args.model_arg))
+    given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if args.model_arg:
+        given["model_kwargs"] = dict(args.model_arg)
+    if args.resume:
+        given = {**_run_options(args.resume, given.get("output", "runs/train")), **given}
+    return TrainConfig(**given)
+
+
+def _run_options(resume: str, output: str) -> dict:
+    """The options the checkpoint's run was started with ({} when a fresh run starts)."""
+    from squeezenet.training.api import find_resume_checkpoint
+    from squeezenet.training.checkpoint import load_checkpoint
+
+    path = find_resume_checkpoint(resume, output)
+    if path is None:
+        return {}
+    from squeezenet.training import TrainConfig
+
+    started = load_checkpoint(path).get("config") or {}
+    # where this invocation writes and when it stops are its own; weights name their model
+    skip = {"output", "resume", "max_steps"} | ({"model"} if started.get("weights") else set())
+    return {k: v for k, v in started.items() if k in TrainConfig.__dataclass_fields__ and k not in skip}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -198,17 +198,19 @@ def _cache(train_ds: LabeledImages, val_ds: LabeledImages | None, workers: int, 
     return train_ds, val_ds
 
 
-def _find_resume(cfg: TrainConfig, run_dir: Path) -> Path | None:
-    if not cfg.resume:
+def find_resume_checkpoint(resume: str | None, output: str | Path) -> Path | None:
+    """The checkpoint ``--resume`` names: "auto" is OUTPUT/last.pt when there is one (a
+    fresh run otherwise), a folder its last.pt, else the file itself, which must exist."""
+    if not resume:
         return None
-    if cfg.resume == "auto":
-        path = run_dir / "last.pt"
+    if resume == "auto":
+        path = Path(output) / "last.pt"
         return path if path.is_file() else None
-    path = Path(cfg.resume)
+    path = Path(resume)
     if path.is_dir():
         path = path / "last.pt"
     if not path.is_file():
-        raise TrainingError(f"--resume {cfg.resume}: no such checkpoint")
+        raise TrainingError(f"--resume {resume}: no such checkpoint")
     return path
 
 
@@ -339,7 +341,7 @@ def _open_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None, dict | None]:
     run_dir = Path(cfg.output)
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"--output {run_dir}: exists and is not a folder")
-    resume_path = _find_resume(cfg, run_dir)
+    resume_path = find_resume_checkpoint(cfg.resume, run_dir)
     state = ckpt_io.load_checkpoint(resume_path) if resume_path else None
     if state is None and (run_dir / "last.pt").exists() and not cfg.resume:
         raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output")
