@@ -267,6 +267,41 @@ def test_counts_below_their_minimum_are_usage_errors(capsys, dc_weights_path, ar
     assert len(err.splitlines()) == 1 and f"squeezenet {args[0]}: error: {fragment}" in err, err
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["export", "-o", "m.pt", "--format", "torchscript", "--opset", "18"], "--opset: only for the fp32 ONNX"),
+        (["export", "-o", "m.onnx", "--int8", "--calibration", ".", "--dynamo"], "--dynamo: only for the fp32 ONNX"),
+        (["export", "-o", "m.onnx", "--calibration", "."], "--calibration: only with --int8"),
+        (["export", "-o", "m.onnx", "--calibration-method", "minmax"], "--calibration-method: only with --int8"),
+        (
+            ["compress", "-o", "m.sqz", "--lossless", "--bits", "4"],
+            "--lossless keeps every value exactly; it takes no --bits",
+        ),
+        (["compress", "-o", "m.sqz", "--lossless", "--density", "0.5"], "it takes no --density"),
+        (["compress", "-o", "m.sqz", "--unlabelled"], "--unlabelled: only with --data"),
+        (["compress", "-o", "m.sqz", "--train-steps", "50"], "--train-steps: only with --data"),
+        (
+            ["compress", "-o", "m.sqz", "--density", "half"],
+            "--density: expected a fraction in (0, 1] or 'paper', got 'half'",
+        ),
+    ],
+)
+def test_options_the_others_make_meaningless(capsys, tmp_path, monkeypatch, dc_weights_path, args, fragment):
+    """Each was silently ignored (or, for --lossless --bits, silently not lossless)."""
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(capsys, *args, "--weights", dc_weights_path)
+    assert out == ""
+    assert_one_error_line(rc, err, fragment)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_eval_train_split_of_a_plain_class_tree(capsys, dc_weights_path, imagenet_samples):
+    rc, out, err = cli(capsys, "eval", "-w", dc_weights_path, "-d", imagenet_samples, "--split", "train")
+    assert out == ""
+    assert_one_error_line(rc, err, "a tree of class folders has no 'train' split; it is scored whole")
+
+
 def test_bench_size_below_the_models_minimum(capsys):
     rc, out, err = cli(capsys, "bench", "--size", "3", "--arch", "squeezenet1_1", "--engines", "default", "--quick")
     assert out == ""

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--data", help="image folder (<class>/<image>) for trained quantization")
     p.add_argument("--unlabelled", action="store_true", help="distil from the uncompressed model, ignore labels")
-    p.add_argument("--train-steps", type=int, default=100, help="trained-quantization steps (with --data)")
+    p.add_argument("--train-steps", type=count(1), help="trained-quantization steps (with --data; default 100)")
     p.add_argument("--report", help="also write the size report (JSON) here")
     p.set_defaults(run=run)
 
@@ -45,6 +45,27 @@ def add_parser(sub) -> None:
     d.add_argument("weights", help="input .sqz file")
     d.add_argument("--output", "-o", required=True, help="output .safetensors file")
     d.set_defaults(run=run_decompress)
+
+
+def _check_option_combinations(args: argparse.Namespace) -> None:
+    """Options that the others make meaningless are refused instead of silently dropped."""
+    if args.lossless:
+        lossy = [name for name, value in (("--bits", args.bits), ("--large-bits", args.large_bits),
+                                          ("--density", args.density)) if value is not None]  # fmt: skip
+        if lossy:
+            raise ModelError(f"--lossless keeps every value exactly; it takes no {', '.join(lossy)}")
+    if not args.data:
+        needs_data = [name for name, value in (("--unlabelled", args.unlabelled), ("--train-steps", args.train_steps))
+                      if value]  # fmt: skip
+        if needs_data:
+            raise ModelError(f"{', '.join(needs_data)}: only with --data (the images to tune the codebooks on)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ModelError(f"--density: expected a fraction in (0, 1] or 'paper', got {text!r}") from None
 
 
 def _loader(folder: str, info, batch_size: int = 16):
@@ -70,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise WeightsError(f"{out}: is a directory; give a file name")
     if Path(args.weights).exists() and out.exists() and out.resolve() == Path(args.weights).resolve():
         raise WeightsError(f"{out}: output would overwrite the input")
+    _check_option_combinations(args)
     cfg = CompressionConfig.lossless() if args.lossless else CompressionConfig.data_free()
     if args.bits:
         cfg.bits = _bits(args.bits)
@@ -77,17 +99,16 @@ def run(args: argparse.Namespace) -> int:
     if args.large_bits is not None:
         cfg.large_bits = args.large_bits
     if args.density:
-        cfg.densities = args.density if args.density == "paper" else float(args.density)
+        cfg.densities = args.density if args.density == "paper" else _fraction(args.density)
     cfg.codes_coder = cfg.gaps_coder = args.coder
     cfg.positions = args.positions
-    data = kwargs = None
-    kwargs = {}
+    data, kwargs = None, {}
     if args.data:
         from squeezenet.weights import build_model_from_weights
 
         teacher = build_model_from_weights(args.weights)
         data = _loader(args.data, teacher.weights_info)
-        kwargs = {"steps": args.train_steps, "teacher": teacher if args.unlabelled else None}
+        kwargs = {"steps": args.train_steps or 100, "teacher": teacher if args.unlabelled else None}
     cm = compress(args.weights, cfg, data=data, **kwargs)
     report = cm.save(out)
     rows = layer_table(cm, report)

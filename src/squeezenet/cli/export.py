@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from squeezenet.cli.common import add_weights_args, load_model_from_args
+from squeezenet.cli.common import add_weights_args, count, load_model_from_args
 
 
 def add_parser(sub) -> None:
@@ -12,15 +12,15 @@ def add_parser(sub) -> None:
     add_weights_args(p)
     p.add_argument("--format", "-f", default="onnx", help="onnx or torchscript (default onnx)")
     p.add_argument("--output", "-o", required=True, help="output file (.onnx or .pt)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--opset", type=int, help="fp32 ONNX: opset, 17 (the default) or newer")
     p.add_argument("--size", type=int, help="example input side (default: the weights' crop size)")
-    p.add_argument("--dynamo", action="store_true", help="use the torch.export-based ONNX exporter")
+    p.add_argument("--dynamo", action="store_true", help="fp32 ONNX: use the torch.export-based exporter")
     p.add_argument("--int8", action="store_true", help="ONNX only: int8 static quantization (needs --calibration)")
     p.add_argument("--calibration", nargs="+", help="images or folders to calibrate int8 activations on")
+    p.add_argument("--calibration-limit", type=count(1), help="at most this many calibration images (default 128)")
     p.add_argument(
-        "--calibration-limit", type=int, default=128, help="at most this many calibration images (default 128)"
+        "--calibration-method", choices=("percentile", "minmax", "entropy"), help="int8 ranges (default percentile)"
     )
-    p.add_argument("--calibration-method", default="percentile", help="percentile (default), minmax or entropy")
     p.set_defaults(run=run)
 
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise DeployError("--int8 needs --format onnx")
     if args.int8 and not args.calibration:
         raise DeployError("--int8 needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
+    _check_unused_options(args, fmt)
     if fmt == "onnx":
         from squeezenet.export.common import require
 
@@ -52,13 +53,35 @@ def run(args: argparse.Namespace) -> int:
     elif args.int8:
         from squeezenet.export.quantize import calibration_arrays, quantize_model
 
-        data = calibration_arrays(model, args.calibration, limit=args.calibration_limit)
-        quantize_model(model, out, data, method=args.calibration_method, size=args.size)
+        data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or 128)
+        quantize_model(model, out, data, method=args.calibration_method or "percentile", size=args.size)
         what = f"ONNX int8 (QDQ, calibrated on {len(data)} images)"
     else:
-        from squeezenet.export.onnx import export_onnx
+        from squeezenet.export.onnx import DEFAULT_OPSET, export_onnx
 
-        export_onnx(model, out, size=args.size, opset=args.opset, dynamo=args.dynamo)
-        what = f"ONNX opset {max(args.opset, 18) if args.dynamo else args.opset}"
+        opset = args.opset or DEFAULT_OPSET
+        export_onnx(model, out, size=args.size, opset=opset, dynamo=args.dynamo)
+        what = f"ONNX opset {max(opset, 18) if args.dynamo else opset}"
     print(f"wrote {out} ({out.stat().st_size:,} bytes, {what}, {model.weights_info.arch})")
     return 0
+
+
+def _check_unused_options(args: argparse.Namespace, fmt: str) -> None:
+    """An option the chosen export would ignore is an error, not a silent no-op."""
+    from squeezenet.export.common import DeployError
+
+    onnx_only = [name for name, value in (("--opset", args.opset), ("--dynamo", args.dynamo)) if value]
+    if onnx_only and (fmt != "onnx" or args.int8):
+        why = "--int8 builds its own graph" if fmt == "onnx" else f"--format {fmt} is not ONNX"
+        raise DeployError(f"{', '.join(onnx_only)}: only for the fp32 ONNX export ({why})")
+    int8_only = [
+        name
+        for name, value in (
+            ("--calibration", args.calibration),
+            ("--calibration-limit", args.calibration_limit),
+            ("--calibration-method", args.calibration_method),
+        )
+        if value
+    ]
+    if int8_only and not args.int8:
+        raise DeployError(f"{', '.join(int8_only)}: only with --int8")

@@ -73,6 +73,8 @@ def open_eval_dataset(data: str | Path, info: WeightsInfo, split: str = "val") -
     pre = info.preprocessing
     path = Path(str(data))
     if path.is_dir() and not has_split_layout(path):
+        if split != "val":
+            raise DataError(f"{data}: a tree of class folders has no {split!r} split; it is scored whole")
         folders, samples = scan_class_folders(path)
         targets = folder_targets(folders, info, path)
         return ImageListDataset([(p, targets[name]) for p, name in samples], build_transform(pre), pre.image_mode)
