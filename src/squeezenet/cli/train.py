@@ -91,7 +91,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument(
         "--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-        help="continue OUTPUT/last.pt (or CKPT); starts fresh when OUTPUT holds none yet",
+        help="continue OUTPUT/last.pt (or CKPT) with the options it was started with; fresh if there is none",
     )  # fmt: skip
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every N steps")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
