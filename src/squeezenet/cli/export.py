@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from squeezenet.export.onnx import DEFAULT_OPSET, export_onnx
 
-        opset = args.opset or DEFAULT_OPSET
+        opset = DEFAULT_OPSET if args.opset is None else args.opset
         export_onnx(model, out, size=args.size, opset=opset, dynamo=args.dynamo)
         what = f"ONNX opset {max(opset, 18) if args.dynamo else opset}"
     print(f"wrote {out} ({out.stat().st_size:,} bytes, {what}, {model.weights_info.arch})")
@@ -70,7 +70,7 @@ def _check_unused_options(args: argparse.Namespace, fmt: str) -> None:
     """An option the chosen export would ignore is an error, not a silent no-op."""
     from squeezenet.export.common import DeployError
 
-    onnx_only = [name for name, value in (("--opset", args.opset), ("--dynamo", args.dynamo)) if value]
+    onnx_only = [name for name, given in (("--opset", args.opset is not None), ("--dynamo", args.dynamo)) if given]
     if onnx_only and (fmt != "onnx" or args.int8):
         why = "--int8 builds its own graph" if fmt == "onnx" else f"--format {fmt} is not ONNX"
         raise DeployError(f"{', '.join(onnx_only)}: only for the fp32 ONNX export ({why})")
