@@ -337,6 +337,8 @@ def test_plot_and_per_class_cli(tree, tmp_path, capsys):
         (["--threads", "-2"], "--threads must be at least 1"),
         (["--seed", "-1"], "--seed must lie in"),
         (["--model-arg", "foo=1"], "unknown model option(s) foo; this model takes: num_classes"),
+        (["--val-split", "0.25"], "has its own validation split; a validation fraction is for a tree without one"),
+        (["--val-split", "0.25", "--val-data", "."], "--val-split and --val-data both name a validation set"),
     ],
 )
 def test_cli_bad_options_one_line(tree, tmp_path, capsys, extra, message):

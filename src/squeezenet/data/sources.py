@@ -220,6 +220,8 @@ def open_dataset(
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"the validation fraction must lie in [0, 1), got {val_fraction}")
     parts = dataset_splits(spec, classes)
+    if "val" in parts and val_fraction > 0:
+        raise DataError(f"{spec}: has its own validation split; a validation fraction is for a tree without one")
     if "val" in parts and split == "val":
         return parts["val"]
     if "val" in parts or val_fraction <= 0:

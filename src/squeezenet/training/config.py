@@ -89,6 +89,10 @@ class TrainConfig:
         need(self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         need(self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}")
         need(0.0 <= self.val_split < 1.0, f"--val-split must lie in [0, 1), got {self.val_split}")
+        need(
+            not (self.val_split and self.val_data),
+            "--val-split and --val-data both name a validation set (the split's images would be used by neither)",
+        )
         need(self.workers >= 0, "workers must be 0 or more")
         need(self.recipe in RECIPE_NAMES, f"unknown recipe {self.recipe!r}: expected {', '.join(RECIPE_NAMES)}")
         optimizers = " or ".join(OPTIMIZERS)
