@@ -173,85 +173,34 @@ def train_one_epoch(ctx: TrainContext, loader, epoch: int, start_batch: int = 0,
     ctx.optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
     seen = 0
-    for batch in loader:
-        for message in batch.skipped:
-            ctx.skipped += 1
-            metrics.update(skipped=1)
-            if ctx.on_skip:
-                ctx.on_skip(message)
-        last_micro = micro % ctx.accum == ctx.accum - 1
-        sync = ctx.net.no_sync() if (is_ddp and not last_micro and hasattr(ctx.net, "no_sync")) else None
-        with sync or contextlib.nullcontext():
+    try:
+        for batch in loader:
+            _count_skipped(ctx, batch, metrics)
+            last_micro = micro % ctx.accum == ctx.accum - 1
+            sync = ctx.net.no_sync() if (is_ddp and not last_micro and hasattr(ctx.net, "no_sync")) else None
+            with sync or contextlib.nullcontext():  # DDP all-reduces only on the last micro-batch of a step
+                loss, logits, targets = _forward_backward(ctx, batch, params, epoch)
             if batch.paths:
-                images, targets = ctx.to_device(batch.images, batch.targets)
-                images, partners, lam = mixup(images, targets, ctx.mixup_alpha)
-                with ctx.autocast():
-                    logits = ctx.net(images)
-                scores = logits.float()
-                loss = ctx.criterion(scores, targets)
-                if partners is not None:
-                    loss = lam * loss + (1.0 - lam) * ctx.criterion(scores, partners)
-            else:  # every image of the batch was bad: a zero loss keeps DDP's all-reduce in step
-                loss = sum((p * 0).sum() for p in params)
-            bad = not bool(torch.isfinite(loss.detach()).all())
-            if any_true(bad, ctx.device):
-                bar.close()
-                raise NonFiniteLossError(
-                    f"loss became {float(loss.detach()):g} at epoch {epoch}, step {ctx.step + 1} "
-                    f"(lr {ctx.optimizer.param_groups[0]['lr']:.3g}); stopped, the last good checkpoint is kept "
-                    "(lower the learning rate or enable --clip-grad-norm)"
+                n = len(batch.paths)
+                seen += n
+                correct = (logits.detach().argmax(1) == targets).sum().item()
+                metrics.update(n=n, loss=float(loss.detach()), top1=correct / n)
+            micro += 1
+            if last_micro:
+                _optimizer_step(ctx, params, epoch, micro)
+            if not bar.disable:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(
+                    loss=f"{metrics['loss'].avg:.4f}",
+                    lr=f"{ctx.optimizer.param_groups[0]['lr']:.3g}",
+                    img_s=f"{seen * ctx.dist.world_size / max(elapsed, 1e-9):.0f}",
+                    refresh=False,
                 )
-            scaled = loss / ctx.accum
-            if ctx.scaler is not None:
-                ctx.scaler.scale(scaled).backward()
-            else:
-                scaled.backward()
-        if batch.paths:
-            n = len(batch.paths)
-            seen += n
-            correct = (logits.detach().argmax(1) == targets).sum().item()
-            metrics.update(n=n, loss=float(loss.detach()), top1=correct / n)
-        micro += 1
-        if last_micro:
-            if ctx.scaler is not None:
-                ctx.scaler.unscale_(ctx.optimizer)
-            if ctx.clip_grad_norm:
-                norm = torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad_norm)
-                if ctx.scaler is None and not math.isfinite(float(norm)):
-                    bar.close()
-                    raise NonFiniteLossError(
-                        f"gradient norm became {float(norm):g} at epoch {epoch}, step {ctx.step + 1}; "
-                        "stopped, the last good checkpoint is kept"
-                    )
-            if ctx.scaler is not None:
-                ctx.scaler.step(ctx.optimizer)
-                ctx.scaler.update()
-            else:
-                ctx.optimizer.step()
-            ctx.optimizer.zero_grad(set_to_none=True)
-            ctx.scheduler.step()
-            if ctx.ema is not None:
-                ctx.ema.update(ctx.model)
-            ctx.step += 1
-            if ctx.on_step is not None:
-                ctx.on_step(ctx)
-            done = ctx.max_steps is not None and ctx.step >= ctx.max_steps
-            if ctx.save is not None and ctx.checkpoint_every and ctx.step % ctx.checkpoint_every == 0:
-                ctx.save(epoch, micro)
-            if done:
-                ctx.stopped = True
-        elapsed = time.perf_counter() - start
-        if bar.n is not None and not bar.disable:
-            bar.set_postfix(
-                loss=f"{metrics['loss'].avg:.4f}",
-                lr=f"{ctx.optimizer.param_groups[0]['lr']:.3g}",
-                img_s=f"{seen * ctx.dist.world_size / max(elapsed, 1e-9):.0f}",
-                refresh=False,
-            )
-        bar.update(1)
-        if ctx.stopped:
-            break
-    bar.close()
+            bar.update(1)
+            if ctx.stopped:
+                break
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - start
     metrics.synchronize(ctx.device)
     return {
@@ -263,6 +212,73 @@ def train_one_epoch(ctx: TrainContext, loader, epoch: int, start_batch: int = 0,
         "skipped": int(metrics["skipped"].total),
         "micro_batches": micro,
     }
+
+
+def _count_skipped(ctx: TrainContext, batch, metrics: MetricLogger) -> None:
+    for message in batch.skipped:
+        ctx.skipped += 1
+        metrics.update(skipped=1)
+        if ctx.on_skip:
+            ctx.on_skip(message)
+
+
+def _forward_backward(ctx: TrainContext, batch, params: list[nn.Parameter], epoch: int):
+    """Loss of one micro-batch, its gradient accumulated (scaled by 1/accum); a non-finite
+    loss on any rank stops every rank before the optimizer sees it."""
+    logits = targets = None
+    if batch.paths:
+        images, targets = ctx.to_device(batch.images, batch.targets)
+        images, partners, lam = mixup(images, targets, ctx.mixup_alpha)
+        with ctx.autocast():
+            logits = ctx.net(images)
+        scores = logits.float()
+        loss = ctx.criterion(scores, targets)
+        if partners is not None:
+            loss = lam * loss + (1.0 - lam) * ctx.criterion(scores, partners)
+    else:  # every image of the batch was bad: a zero loss keeps DDP's all-reduce in step
+        loss = sum((p * 0).sum() for p in params)
+    bad = not bool(torch.isfinite(loss.detach()).all())
+    if any_true(bad, ctx.device):
+        raise NonFiniteLossError(
+            f"loss became {float(loss.detach()):g} at epoch {epoch}, step {ctx.step + 1} "
+            f"(lr {ctx.optimizer.param_groups[0]['lr']:.3g}); stopped, the last good checkpoint is kept "
+            "(lower the learning rate or enable --clip-grad-norm)"
+        )
+    scaled = loss / ctx.accum
+    if ctx.scaler is not None:
+        ctx.scaler.scale(scaled).backward()
+    else:
+        scaled.backward()
+    return loss, logits, targets
+
+
+def _optimizer_step(ctx: TrainContext, params: list[nn.Parameter], epoch: int, micro: int) -> None:
+    """Clip, step, schedule, EMA; then the step's hooks: on_step, a step checkpoint, --max-steps."""
+    if ctx.scaler is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+    if ctx.clip_grad_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad_norm)
+        if ctx.scaler is None and not math.isfinite(float(norm)):
+            raise NonFiniteLossError(
+                f"gradient norm became {float(norm):g} at epoch {epoch}, step {ctx.step + 1}; "
+                "stopped, the last good checkpoint is kept"
+            )
+    if ctx.scaler is not None:
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    else:
+        ctx.optimizer.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scheduler.step()
+    if ctx.ema is not None:
+        ctx.ema.update(ctx.model)
+    ctx.step += 1
+    if ctx.on_step is not None:
+        ctx.on_step(ctx)
+    if ctx.save is not None and ctx.checkpoint_every and ctx.step % ctx.checkpoint_every == 0:
+        ctx.save(epoch, micro)
+    if ctx.max_steps is not None and ctx.step >= ctx.max_steps:
+        ctx.stopped = True
 
 
 @torch.inference_mode()
