@@ -296,6 +296,15 @@ def test_options_the_others_make_meaningless(capsys, tmp_path, monkeypatch, dc_w
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.parametrize("opset", ["0", "16"])
+def test_export_opset_too_old(capsys, tmp_path, dc_weights_path, opset):
+    """0 is an opset like any other (it was once read as "not given")."""
+    rc, out, err = cli(capsys, "export", "-w", dc_weights_path, "-o", tmp_path / "m.onnx", "--opset", opset)
+    assert out == ""
+    assert_one_error_line(rc, err, f"opset {opset} is too old; use 17 or newer")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_eval_train_split_of_a_plain_class_tree(capsys, dc_weights_path, imagenet_samples):
     rc, out, err = cli(capsys, "eval", "-w", dc_weights_path, "-d", imagenet_samples, "--split", "train")
     assert out == ""
