@@ -112,21 +112,21 @@ def config_from_args(args: argparse.Namespace):
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if args.model_arg:
         given["model_kwargs"] = dict(args.model_arg)
-    if args.resume:
-        given = {**_run_options(args.resume, given.get("output", "runs/train")), **given}
-    return TrainConfig(**given)
+    cfg = TrainConfig(**given)
+    if cfg.resume:  # cfg.output: the given folder or TrainConfig's default
+        cfg = TrainConfig(**{**_run_options(cfg.resume, cfg.output), **given})
+    return cfg
 
 
 def _run_options(resume: str, output: str) -> dict:
     """The options the checkpoint's run was started with ({} when a fresh run starts)."""
+    from squeezenet.training import TrainConfig
     from squeezenet.training.api import find_resume_checkpoint
     from squeezenet.training.checkpoint import load_checkpoint
 
     path = find_resume_checkpoint(resume, output)
     if path is None:
         return {}
-    from squeezenet.training import TrainConfig
-
     started = load_checkpoint(path).get("config") or {}
     # where this invocation writes and when it stops are its own; weights name their model
     skip = {"output", "resume", "max_steps"} | ({"model"} if started.get("weights") else set())
