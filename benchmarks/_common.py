@@ -12,8 +12,8 @@ DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2
 
 
 def machine() -> dict:
-    """The package's machine description (``squeezenet.export.bench``) plus the date."""
-    from squeezenet.export.bench import machine_info
+    """The package's machine description (``squeezenet.benchmarking.engines``) plus the date."""
+    from squeezenet.benchmarking.engines import machine_info
 
     info = machine_info()
     return {**info, "cores": info["usable_cores"], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}

@@ -22,9 +22,9 @@ import torch
 from _common import machine
 from squeezenet.compression import CompressionConfig, compress, paper_tables
 from squeezenet.compression.report import baselines, markdown
-from squeezenet.compression.sqz import decode_sqz_bytes
 from squeezenet.inference.evaluate import evaluate_dataset
 from squeezenet.weights import build_model_from_weights, load_weights
+from squeezenet.weights.sqz import decode_sqz_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SQUEEZENET_DATA", ROOT.parent / "shared" / "data"))

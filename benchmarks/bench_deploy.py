@@ -4,7 +4,7 @@
     python benchmarks/bench_deploy.py --quick    # a smoke test of the output format
 
 Speed: random weights, v1.0 at 227 px and v1.1 at 224 px, every engine in its own process
-(see ``squeezenet.export.bench``). Two NumPy rows: ``numpy`` is the runtime as shipped,
+(see ``squeezenet.benchmarking.engines``). Two NumPy rows: ``numpy`` is the runtime as shipped,
 which picks numpy's OpenBLAS kernels itself (AVX-512 on AMD CPUs that have it), so its
 worker starts without OPENBLAS_CORETYPE; ``numpy_env_blas`` keeps this environment's pin
 (the project's CI machine sets OPENBLAS_CORETYPE=Haswell: AVX2 kernels). Accuracy: the Deep Compression v1.0 weights on
@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from squeezenet.export.bench import ENGINES, format_markdown, int8_accuracy, run_bench
+from squeezenet.benchmarking.engines import ENGINES, format_markdown, int8_accuracy, run_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SQUEEZENET_DATA", ROOT.parent / "shared" / "data"))

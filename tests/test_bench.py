@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from squeezenet.benchmarking.engines import _median_pair, format_markdown, machine_info, run_bench, target_lines
 from squeezenet.cli.main import main
-from squeezenet.export.bench import _median_pair, format_markdown, machine_info, run_bench, target_lines
 
 pytest.importorskip("onnxruntime")
 
@@ -76,7 +76,7 @@ def test_cli_bench_rejects_zero_rounds(capsys):
 
 
 def test_rounds_are_combined_by_median():
-    from squeezenet.export.bench import _median_row
+    from squeezenet.benchmarking.engines import _median_row
 
     runs = [
         {

@@ -17,16 +17,16 @@ from squeezenet.compression import (
     kmeans_1d,
     magnitude_masks,
     paper_tables,
-    read_sqz,
     requantize,
     train_codebooks,
 )
-from squeezenet.compression import sqz_codec as C
 from squeezenet.compression.report import baselines, markdown
 from squeezenet.errors import WeightsError
 from squeezenet.models import create_model
 from squeezenet.weights import build_model_from_weights
+from squeezenet.weights import sqz_codec as C
 from squeezenet.weights.info import LoadedWeights
+from squeezenet.weights.sqz import read_sqz
 
 
 def _skewed(n, k, seed=0):
@@ -107,7 +107,7 @@ def test_kmeans_linear_init_and_requantize():
 
 
 def test_codec_imports_without_torch(tmp_path):
-    path = ROOT / "src" / "squeezenet" / "compression" / "sqz_codec.py"
+    path = ROOT / "src" / "squeezenet" / "weights" / "sqz_codec.py"
     t = C.SparseTensor((4, 4), np.array([0.0, 1.5], np.float32), np.ones(3, np.int64), np.array([1, 5, 9]))
     (tmp_path / "a.sqz").write_bytes(C.encode_sqz({"k": "v"}, [C.TensorPlan("w", t)])[0])
     code = (

@@ -9,6 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
+import squeezenet
 from squeezenet.errors import ModelError
 from squeezenet.models import (
     V1_0,
@@ -252,8 +253,8 @@ def test_minimum_input_size(name, minimum):
 def test_create_model_unknown_name():
     with pytest.raises(ModelError, match=r"unknown model 'squeezenet9'.*squeezenet1_0"):
         create_model("squeezenet9")
-    with pytest.raises(ModelError):
-        create_model()
+    with pytest.raises(ModelError, match="needs a model name or weights"):
+        squeezenet.create_model()
 
 
 def test_layer_table_v1_0():

@@ -183,8 +183,8 @@ def test_read_weights_dispatches_on_magic(tmp_path):
 
 def test_runtime_reads_sqz(dc_weights_path, tmp_path):
     """A compressed .sqz decodes in the NumPy runtime to the same logits as in PyTorch."""
-    from squeezenet.compression import sqz
     from squeezenet.compression.pipeline import CompressionConfig, compress
+    from squeezenet.weights import sqz
 
     path = tmp_path / "m.sqz"
     compress(str(dc_weights_path), CompressionConfig.data_free()).save(path)

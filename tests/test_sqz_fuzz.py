@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from squeezenet.compression import sqz_codec as C
-from squeezenet.compression.sqz import decode_sqz_bytes
 from squeezenet.errors import WeightsError
+from squeezenet.weights import sqz_codec as C
+from squeezenet.weights.sqz import decode_sqz_bytes
 
 
 def _sample() -> bytes:

@@ -13,11 +13,12 @@ from safetensors.torch import save_file
 
 from squeezenet.data.preprocessing import CAFFE_SQUEEZENET, IMAGENET_DEFAULT
 from squeezenet.errors import WeightsError
-from squeezenet.models import V1_0_CAFFE, V1_1, create_model
+from squeezenet.models import V1_0_CAFFE, V1_1
 from squeezenet.weights import (
     CATALOG,
     LoadedWeights,
     build_model_from_weights,
+    create_model,
     detect_format,
     load_weights,
     write_safetensors,

@@ -28,3 +28,15 @@ class ModelError(SqueezeNetError):
 
 class MissingExtraError(SqueezeNetError):
     """An optional extra (matplotlib, onnx, ...) is not installed: what needs it is skipped or refused."""
+
+
+class DeployError(SqueezeNetError):
+    """Export, quantization or a deployment runtime failed because of its input or setup."""
+
+
+class TrainingError(SqueezeNetError):
+    """Bad training options, an unusable checkpoint, or a run that cannot go on."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss (or the gradient) became NaN or infinite; the last good checkpoint is kept."""

@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from squeezenet.benchmarking.engines import ARCH_SIZES, ENGINES, format_markdown, run_bench
     from squeezenet.cli.common import print_json
-    from squeezenet.export.bench import ARCH_SIZES, ENGINES, format_markdown, run_bench
 
     result = run_bench(
         archs=tuple(args.arch or ARCH_SIZES),

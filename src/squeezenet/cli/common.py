@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-import torch
-
 
 def count(minimum: int):
     """argparse type: a whole number >= ``minimum``. A zero or negative count is a usage
@@ -39,6 +37,8 @@ def add_weights_args(parser: argparse.ArgumentParser, required: bool = True) -> 
 
 
 def load_model_from_args(args: argparse.Namespace):
+    import torch
+
     from squeezenet.weights import build_model_from_weights
 
     if args.threads is not None:

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from squeezenet.export.common import FORMATS, DeployError, check_output_path
+    from squeezenet.errors import DeployError
+    from squeezenet.export.common import FORMATS, check_output_path
 
     fmt = args.format.lower()
     if fmt not in FORMATS:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_unused_options(args: argparse.Namespace, fmt: str) -> None:
     """An option the chosen export would ignore is an error, not a silent no-op."""
-    from squeezenet.export.common import DeployError
+    from squeezenet.errors import DeployError
 
     onnx_only = [name for name, given in (("--opset", args.opset is not None), ("--dynamo", args.dynamo)) if given]
     if onnx_only and (fmt != "onnx" or args.int8):

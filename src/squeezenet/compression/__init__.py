@@ -15,7 +15,6 @@ from squeezenet.compression.pruning import (
 )
 from squeezenet.compression.quantize import kmeans_1d, requantize, train_codebooks
 from squeezenet.compression.report import baselines, paper_tables
-from squeezenet.compression.sqz import read_sqz
 
 __all__ = [
     "PAPER_DENSITIES",
@@ -30,7 +29,6 @@ __all__ = [
     "layer_table",
     "magnitude_masks",
     "paper_tables",
-    "read_sqz",
     "requantize",
     "sensitivity_scan",
     "train_codebooks",

@@ -20,9 +20,9 @@ import torch
 from squeezenet.atomic import atomic_write_bytes
 from squeezenet.compression.pruning import magnitude_mask, prunable, resolve_densities
 from squeezenet.compression.quantize import compact, kmeans_1d
-from squeezenet.compression.sqz_codec import DEFAULT_STEPS, SparseTensor, SqzError, TensorPlan, encode_sqz
 from squeezenet.errors import ModelError, WeightsError
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
+from squeezenet.weights.sqz_codec import DEFAULT_STEPS, SparseTensor, SqzError, TensorPlan, encode_sqz
 
 AUTO = "auto"
 
@@ -114,13 +114,13 @@ class CompressedModel:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The weights exactly as a reader of the .sqz file will see them."""
-        from squeezenet.compression.sqz import decode_sqz_bytes
+        from squeezenet.weights.sqz import decode_sqz_bytes
 
         return decode_sqz_bytes(self.to_bytes()).state_dict
 
     def build_model(self):
-        from squeezenet.compression.sqz import decode_sqz_bytes
         from squeezenet.weights import build_model_from_weights
+        from squeezenet.weights.sqz import decode_sqz_bytes
 
         return build_model_from_weights(decode_sqz_bytes(self.to_bytes()))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from squeezenet.compression.sqz_codec import SparseTensor
+from squeezenet.weights.sqz_codec import SparseTensor
 
 
 def kmeans_1d(values: np.ndarray, k: int, weights: np.ndarray | None = None, iters: int = 30):

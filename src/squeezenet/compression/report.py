@@ -8,7 +8,7 @@ import lzma
 
 import numpy as np
 
-from squeezenet.compression.sqz_codec import SparseTensor
+from squeezenet.weights.sqz_codec import SparseTensor
 
 ALEXNET_BYTES = 240_000_000  # AlexNet fp32, the SqueezeNet paper's reference
 

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from squeezenet.data.images import IMAGE_EXTENSIONS, decode_image
-from squeezenet.data.sources import VAL_SPLIT_NAMES, LabeledImages
+from squeezenet.data.labeled import VAL_SPLIT_NAMES, LabeledImages
 from squeezenet.errors import DataError, ImageError
 
 MAX_IN_MEMORY_BYTES = 4 << 30

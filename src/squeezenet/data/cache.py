@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from squeezenet.data.sources import LabeledImages
+from squeezenet.data.labeled import LabeledImages
 from squeezenet.errors import DataError, ImageError
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from squeezenet.data.sources import LabeledImages, _read_file, stratified_split
+from squeezenet.data.labeled import LabeledImages, read_file, stratified_split
 from squeezenet.errors import DataError
 
 LEVELS = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
@@ -73,7 +73,7 @@ def elpv_splits(spec: str = "elpv", classes: Sequence[str] | None = None) -> dic
     targets = levels if n == "4" else [int(lv >= 2) for lv in levels]
     items = [(str(path), t) for (path, _, _), t in zip(rows, targets, strict=True)]
     names = [f"elpv:{path.name}" for path, _, _ in rows]
-    full = LabeledImages(own, items, _read_file, names, mode="L", description=f"elpv:{n}")
+    full = LabeledImages(own, items, read_file, names, mode="L", description=f"elpv:{n}")
     train, test = full.subset(keep), full.subset(held)
     train.description, test.description = f"elpv:{n}:train", f"elpv:{n}:test"
     return {"train": train, "val": test}

@@ -16,8 +16,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from squeezenet.data.labeled import LabeledImages
 from squeezenet.data.preprocessing import IMAGENET_STD, Preprocessing
-from squeezenet.data.sources import LabeledImages
 from squeezenet.errors import DataError
 
 

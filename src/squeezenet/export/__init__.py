@@ -4,6 +4,7 @@ onnx and onnxruntime are the optional ``deploy`` extra; every module here import
 lazily and raises ``DeployError`` with an install hint when they are missing.
 """
 
-from squeezenet.export.common import DeployError, require
+from squeezenet.errors import DeployError
+from squeezenet.export.common import require
 
 __all__ = ["DeployError", "require"]

@@ -11,13 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezenet.errors import SqueezeNetError
+from squeezenet.errors import DeployError
 
 FORMATS = ("onnx", "torchscript")
-
-
-class DeployError(SqueezeNetError):
-    """Export, quantization or a deployment runtime failed because of its input or setup."""
 
 
 def require(module: str) -> Any:

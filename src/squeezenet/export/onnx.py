@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from squeezenet.atomic import atomic_write_bytes
-from squeezenet.export.common import DeployError, ExportWrapper, check_output_path, input_size, model_metadata, require
+from squeezenet.errors import DeployError
+from squeezenet.export.common import ExportWrapper, check_output_path, input_size, model_metadata, require
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"

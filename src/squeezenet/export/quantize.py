@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from squeezenet.export.common import DeployError, check_output_path, model_metadata, require
+from squeezenet.errors import DeployError
+from squeezenet.export.common import check_output_path, model_metadata, require
 from squeezenet.export.onnx import INPUT_NAME, onnx_bytes
 
 DEFAULT_EXCLUDE = ("avgpool",)

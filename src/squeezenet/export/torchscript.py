@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from squeezenet.export.common import DeployError, ExportWrapper, check_output_path, input_size, model_metadata
+from squeezenet.errors import DeployError
+from squeezenet.export.common import ExportWrapper, check_output_path, input_size, model_metadata
 
 METADATA_FILE = "squeezenet.json"
 

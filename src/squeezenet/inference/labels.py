@@ -20,11 +20,10 @@ _WNID = re.compile(r"n\d{8}")
 
 def folder_targets(folders: Sequence[str], info: WeightsInfo, data_dir: str | Path) -> dict[str, int]:
     if all(_WNID.fullmatch(name) for name in folders):
-        wnids = info.wnids or (imagenet_wnids([data_dir]) if info.num_classes == 1000 else ())
+        wnids = info.wnids or (imagenet_wnids() if info.num_classes == 1000 else ())
         if not wnids:
             raise DataError(
-                f"{data_dir}: folders are ImageNet wnids but the model carries no wnid list; "
-                "set SQUEEZENET_IMAGENET_CLASSES to an imagenet_classes.tsv"
+                f"{data_dir}: folders are ImageNet wnids but the model has {info.num_classes} classes and no wnid list"
             )
         lookup = {w: i for i, w in enumerate(wnids)}
     else:

@@ -1,47 +1,76 @@
 """One name resolves to one model: ``create_model("squeezenet1_1", num_classes=10)``.
 
-Builders register themselves with ``@register_model``; ``create_model`` also accepts
-weights (a path or a catalogue tag) and then takes architecture and class count from
-them, checking them against what the caller asked for.
+Builders register themselves with ``@register_model``, together with the input side they
+are meant for (timm's ``pretrained_cfg`` idea, reduced to the one fact a bare model needs).
+Building a model *from weights* is the weights layer's job (``squeezenet.weights``), which
+sits above this one: the models never import the weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from squeezenet.errors import ModelError
 
-_MODELS: dict[str, Callable[..., Any]] = {}
+DEFAULT_INPUT_SIZE = 224
 
 
-def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    _MODELS[fn.__name__] = fn
-    return fn
+@dataclass(frozen=True)
+class _Entry:
+    builder: Callable[..., Any]
+    input_size: int
+
+
+_MODELS: dict[str, _Entry] = {}
+
+
+def register_model(fn: Callable[..., Any] | None = None, *, input_size: int = DEFAULT_INPUT_SIZE):
+    """Decorator: register ``fn`` under its own name; a name registered twice is an error
+    (a silent overwrite would hide a second definition, as torchvision's registry knows)."""
+
+    def register(builder: Callable[..., Any]) -> Callable[..., Any]:
+        name = builder.__name__
+        if name in _MODELS:
+            raise ModelError(f"model {name!r} is already registered")
+        _MODELS[name] = _Entry(builder, input_size)
+        return builder
+
+    return register(fn) if fn is not None else register
 
 
 def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def get_builder(name: str) -> Callable[..., Any]:
+def _entry(name: str) -> _Entry:
     try:
         return _MODELS[name]
     except KeyError:
         raise ModelError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
-def create_model(name: str | None = None, weights: Any = None, **kwargs: Any):
-    """Build a registered model, optionally with weights (path, tag or ``LoadedWeights``).
+def get_builder(name: str) -> Callable[..., Any]:
+    return _entry(name).builder
 
-    With weights and no name, the weights' own architecture is used. ``num_classes`` and
-    ``in_chans`` given together with weights must agree with them (fine-tuning with a new
-    head is the training engine's job, which replaces the head explicitly).
-    """
-    if weights is None:
-        if name is None:
-            raise ModelError("create_model needs a model name or weights")
-        return get_builder(name)(**kwargs)
-    from squeezenet.weights import build_model_from_weights
 
-    return build_model_from_weights(weights, arch=name, **kwargs)
+def create_model(name: str, **kwargs: Any):
+    """Build the registered model ``name`` (random weights; see ``squeezenet.create_model``
+    for weights)."""
+    model = get_builder(name)(**kwargs)
+    model.arch = name  # read by default_input_size
+    return model
+
+
+def default_input_size(model_or_name: Any) -> int:
+    """The input side a model is meant to run at: the crop of the weights it carries, else
+    the size its builder was registered with (224; 227 for the Caffe v1.0). The one place
+    that decides it, for info, export, inference and the benchmarks alike."""
+    if isinstance(model_or_name, str):
+        return _entry(model_or_name).input_size
+    info = getattr(model_or_name, "weights_info", None)
+    if info is not None:
+        return info.preprocessing.crop
+    arch = getattr(model_or_name, "arch", None)
+    return _entry(arch).input_size if arch in _MODELS else DEFAULT_INPUT_SIZE

@@ -37,7 +37,7 @@ def squeezenet1_1(**kwargs: Any) -> SqueezeNet:
     return _build(V1_1, **kwargs)
 
 
-@register_model
+@register_model(input_size=227)
 def squeezenet1_0_caffe(**kwargs: Any) -> SqueezeNet:
     """v1.0 exactly as the original Caffe prototxt: conv10 has ``pad: 1``."""
     return _build(V1_0_CAFFE, **kwargs)

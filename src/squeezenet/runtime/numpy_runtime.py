@@ -83,14 +83,12 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.nda
 
 
 def read_sqz(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """``.sqz`` files through the pure-numpy codec ``compression/sqz_codec.py`` (its
+    """``.sqz`` files through the pure-numpy codec ``weights/sqz_codec.py`` (its
     ``decode_sqz(bytes) -> (metadata, arrays)``), loaded by file path so that nothing runs
-    ``squeezenet/__init__`` (which imports torch). Copy sqz_codec.py next to this file to
+    ``squeezenet/weights/__init__`` (which imports torch). Copy sqz_codec.py next to this file to
     use it outside the project."""
     here = Path(__file__).resolve().parent
-    source = next(
-        (p for p in (here / "sqz_codec.py", here.parent / "compression" / "sqz_codec.py") if p.exists()), None
-    )
+    source = next((p for p in (here / "sqz_codec.py", here.parent / "weights" / "sqz_codec.py") if p.exists()), None)
     if source is None:
         raise RuntimeFailure(f"{path}: .sqz needs sqz_codec.py (the torch-free decoder) next to this file")
     spec = importlib.util.spec_from_file_location("_squeezenet_sqz_codec", source)

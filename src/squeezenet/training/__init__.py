@@ -1,10 +1,31 @@
 """Training: recipes, the loop (train_one_epoch / evaluate), checkpoints, DDP and metrics.
 
 ``train(TrainConfig(data=..., model=...))`` is the Python API; ``squeezenet train`` the CLI.
+The names load lazily, so that ``squeezenet.training.config`` (plain data, read by the
+command line's parser) comes without PyTorch.
 """
 
-from squeezenet.training.api import TrainResult, build_model, train
-from squeezenet.training.config import TrainConfig
-from squeezenet.training.errors import NonFiniteLossError, TrainingError
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from squeezenet._lazy import lazy_exports
+
+_EXPORTS = {
+    "NonFiniteLossError": "squeezenet.errors",
+    "TrainingError": "squeezenet.errors",
+    "TrainConfig": "squeezenet.training.config",
+    "TrainResult": "squeezenet.training.api",
+    "build_model": "squeezenet.training.api",
+    "train": "squeezenet.training.api",
+}
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingError", "build_model", "train"]
+
+if TYPE_CHECKING:
+    from squeezenet.errors import NonFiniteLossError, TrainingError
+    from squeezenet.training.api import TrainResult, build_model, train
+    from squeezenet.training.config import TrainConfig
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

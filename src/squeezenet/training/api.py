@@ -24,15 +24,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from squeezenet.data.folders import collate_skipping_bad
+from squeezenet.data.labeled import LabeledImages
 from squeezenet.data.preprocessing import IMAGENET_DEFAULT, Preprocessing, build_transform, grayscale
-from squeezenet.data.sources import LabeledImages, open_splits
-from squeezenet.errors import DataError
+from squeezenet.data.sources import open_splits
+from squeezenet.errors import DataError, TrainingError
 from squeezenet.training import checkpoint as ckpt_io
 from squeezenet.training import distributed as dist_utils
 from squeezenet.training.allocator import keep_freed_memory
 from squeezenet.training.config import DEFAULT_MODEL, TrainConfig
 from squeezenet.training.engine import ModelEma, ResumableSampler, TrainContext, evaluate, train_one_epoch
-from squeezenet.training.errors import TrainingError
 from squeezenet.training.metrics import RunLog
 from squeezenet.training.plan import RunPlan, plan_run
 from squeezenet.training.recipes import (

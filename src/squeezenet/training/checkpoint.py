@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from squeezenet.atomic import atomic_path
-from squeezenet.training.errors import TrainingError
+from squeezenet.errors import TrainingError
 
 FORMAT = "squeezenet.train-checkpoint"
 VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from squeezenet.training.errors import TrainingError
+from squeezenet.errors import TrainingError
 
 # the choices of the options below, shared by the CLI and squeezenet.training.recipes
 AUGMENTS = ("none", "light", "strong", "symmetric", "symmetric_jitter", "cutout")

@@ -24,8 +24,8 @@ from torch import nn
 from torch.utils.data import Sampler
 from tqdm import tqdm
 
+from squeezenet.errors import NonFiniteLossError
 from squeezenet.training.distributed import DistInfo, all_reduce_sum, any_true
-from squeezenet.training.errors import NonFiniteLossError
 from squeezenet.training.metrics import MetricLogger
 
 

@@ -72,7 +72,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                from squeezenet.training.errors import TrainingError
+                from squeezenet.errors import TrainingError
 
                 raise TrainingError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
             self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))

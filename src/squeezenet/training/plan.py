@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squeezenet.errors import DataError
+from squeezenet.errors import DataError, TrainingError
 from squeezenet.training.config import TrainConfig
-from squeezenet.training.errors import TrainingError
 from squeezenet.training.recipes import Recipe
 
 

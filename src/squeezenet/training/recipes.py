@@ -58,8 +58,8 @@ from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
 from squeezenet.data.preprocessing import Preprocessing, to_tensor_transforms
+from squeezenet.errors import TrainingError
 from squeezenet.training.config import OPTIMIZERS
-from squeezenet.training.errors import TrainingError
 
 
 @dataclass(frozen=True)

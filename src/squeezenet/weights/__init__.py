@@ -1,9 +1,9 @@
 """Weights: every supported file format, the catalogue of pretrained weights, one loader."""
 
 from squeezenet.weights.catalog import CATALOG, PretrainedWeights, data_root, list_pretrained
-from squeezenet.weights.imagenet import find_class_list, imagenet_class_names, read_class_list
+from squeezenet.weights.imagenet import imagenet_class_names, imagenet_wnids, read_class_list
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
-from squeezenet.weights.loader import build_model_from_weights, detect_format, load_weights
+from squeezenet.weights.loader import build_model_from_weights, create_model, detect_format, load_weights
 from squeezenet.weights.project_format import read_safetensors, state_dict_to_loaded, write_safetensors
 
 __all__ = [
@@ -12,10 +12,11 @@ __all__ = [
     "PretrainedWeights",
     "WeightsInfo",
     "build_model_from_weights",
+    "create_model",
     "data_root",
     "detect_format",
-    "find_class_list",
     "imagenet_class_names",
+    "imagenet_wnids",
     "list_pretrained",
     "load_weights",
     "read_class_list",

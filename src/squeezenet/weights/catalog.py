@@ -11,7 +11,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchvision.models import SqueezeNet1_0_Weights, SqueezeNet1_1_Weights
+
 from squeezenet.errors import WeightsError
+from squeezenet.weights.torchvision_ckpt import download_cached
 
 
 def data_root() -> Path:
@@ -35,8 +38,6 @@ class PretrainedWeights:
             if path.is_file():
                 return path
         if self.url:
-            from squeezenet.weights.torchvision_ckpt import download_cached
-
             return download_cached(self.url, self.sha256_prefix or "")
         raise WeightsError(
             f"weights {self.tag!r} are not downloadable; put {self.local_path} under $SQUEEZENET_DATA "
@@ -86,8 +87,6 @@ def _torchvision_entry(tag: str, arch: str, weights) -> PretrainedWeights:
 
 
 def _add_torchvision_entries() -> None:
-    from torchvision.models import SqueezeNet1_0_Weights, SqueezeNet1_1_Weights
-
     for entry in (
         _torchvision_entry("squeezenet1_0.tv_in1k", "squeezenet1_0", SqueezeNet1_0_Weights.IMAGENET1K_V1),
         _torchvision_entry("squeezenet1_1.tv_in1k", "squeezenet1_1", SqueezeNet1_1_Weights.IMAGENET1K_V1),

@@ -18,6 +18,7 @@ import torch
 from squeezenet.data.preprocessing import CAFFE_SQUEEZENET
 from squeezenet.errors import WeightsError
 from squeezenet.models.spec import V1_0_CAFFE
+from squeezenet.models.squeezenet import SqueezeNet
 from squeezenet.weights.imagenet import imagenet_class_names, imagenet_wnids
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
 
@@ -43,8 +44,6 @@ class ConvLayout:
 
 def conv_layouts() -> list[ConvLayout]:
     """The 26 convolutions of Caffe v1.0 in file order (which is also state-dict order)."""
-    from squeezenet.models.squeezenet import SqueezeNet
-
     state = SqueezeNet(V1_0_CAFFE).state_dict()
     return [ConvLayout(k, tuple(v.shape)) for k, v in state.items() if k.endswith("weight")]
 
@@ -115,7 +114,7 @@ def _info(path: Path) -> WeightsInfo:
         in_chans=3,
         preprocessing=CAFFE_SQUEEZENET,
         classes=imagenet_class_names(),
-        wnids=imagenet_wnids([path]),
+        wnids=imagenet_wnids(),
         provenance={"source": SOURCE, "file": path.name, "format": "deepcompression"},
         license=licence,
     )

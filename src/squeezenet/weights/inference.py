@@ -10,8 +10,11 @@ import re
 
 import torch
 
+from squeezenet.data.preprocessing import IMAGENET_DEFAULT
 from squeezenet.errors import WeightsError
 from squeezenet.models.spec import V1_0, V1_0_CAFFE, V1_1, FireSpec, SqueezeNetSpec
+from squeezenet.weights.imagenet import imagenet_class_names, imagenet_wnids
+from squeezenet.weights.info import WeightsInfo
 
 KNOWN_SPECS = {"squeezenet1_0": V1_0, "squeezenet1_1": V1_1, "squeezenet1_0_caffe": V1_0_CAFFE}
 _FIRE_KEY = re.compile(r"features\.(\d+)\.squeeze\.weight")
@@ -60,10 +63,6 @@ def spec_from_state_dict(state: dict[str, torch.Tensor]) -> tuple[SqueezeNetSpec
 def info_from_state_dict(state: dict[str, torch.Tensor], provenance: dict):
     """What a bare state dict implies: its architecture, ImageNet preprocessing and, for
     1000 classes, the ImageNet class names (the only head such files normally have)."""
-    from squeezenet.data.preprocessing import IMAGENET_DEFAULT
-    from squeezenet.weights.imagenet import imagenet_class_names
-    from squeezenet.weights.info import WeightsInfo
-
     spec, num_classes, in_chans = spec_from_state_dict(state)
     return WeightsInfo(
         arch=arch_name(spec),
@@ -72,6 +71,7 @@ def info_from_state_dict(state: dict[str, torch.Tensor], provenance: dict):
         in_chans=in_chans,
         preprocessing=IMAGENET_DEFAULT,
         classes=imagenet_class_names() if num_classes == 1000 else (),
+        wnids=imagenet_wnids() if num_classes == 1000 else (),
         provenance=provenance,
     )
 

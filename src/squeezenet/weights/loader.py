@@ -7,14 +7,17 @@ from typing import Any
 
 import torch
 
-from squeezenet.errors import SqueezeNetError, WeightsError
+from squeezenet.errors import ModelError, SqueezeNetError, WeightsError
+from squeezenet.models import create_model as create_bare_model
+from squeezenet.models import from_spec, get_builder
 from squeezenet.weights.catalog import CATALOG
 from squeezenet.weights.deepcompression import looks_like_deepcompression, read_deepcompression
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
 from squeezenet.weights.project_format import looks_like_safetensors, read_safetensors
+from squeezenet.weights.sqz import read_sqz
+from squeezenet.weights.sqz_codec import MAGIC as SQZ_MAGIC
 from squeezenet.weights.torchvision_ckpt import read_torch_checkpoint
 
-SQZ_MAGIC = b"SQZ\x00"
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOLS = tuple(bytes([0x80, p]) for p in range(2, 6))
 
@@ -38,16 +41,8 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _read_sqz(path: Path) -> LoadedWeights:
-    try:
-        from squeezenet.compression.sqz import read_sqz
-    except ImportError:
-        raise WeightsError(f"{path}: .sqz files need the compression package") from None
-    return read_sqz(path)
-
-
 _READERS = {
-    "sqz": _read_sqz,
+    "sqz": read_sqz,
     "safetensors": read_safetensors,
     "pytorch": read_torch_checkpoint,
     "deepcompression": read_deepcompression,
@@ -105,8 +100,6 @@ def build_model_from_weights(
     ``arch`` may name another registered model whose tensors have the same shapes (for
     example plain ``squeezenet1_0`` for the Caffe weights); anything else is a mismatch.
     """
-    from squeezenet.models import from_spec, get_builder
-
     loaded = load_weights(weights)
     info = loaded.info
     for name, asked, have in (("classes", num_classes, info.num_classes), ("input channels", in_chans, info.in_chans)):
@@ -124,3 +117,15 @@ def build_model_from_weights(
     model.load_state_dict(loaded.state_dict)
     model.weights_info = info
     return model.eval()
+
+
+def create_model(name: str | None = None, weights: Any = None, **kwargs: Any):
+    """The single entry point (timm's ``create_model``): a registered model by ``name``, or a
+    ready model from ``weights`` (path, tag or ``LoadedWeights``), whose own architecture is
+    used when ``name`` is omitted. ``num_classes`` / ``in_chans`` given with weights must
+    agree with them (fine-tuning to a new head is ``squeezenet train``'s job)."""
+    if weights is None:
+        if name is None:
+            raise ModelError("create_model needs a model name or weights")
+        return create_bare_model(name, **kwargs)
+    return build_model_from_weights(weights, arch=name, **kwargs)

@@ -1,4 +1,4 @@
-"""One benchmark engine in a fresh process: ``python _bench_worker.py CONFIG_JSON`` -> JSON on stdout.
+"""One benchmark engine in a fresh process: ``python _worker.py CONFIG_JSON`` -> JSON on stdout.
 
 Run as a script (not ``-m``) so that the NumPy engine never imports torch: the peak
 memory of each engine is then its own. Latency is measured at batch 1 (median, p90),

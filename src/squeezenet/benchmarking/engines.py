@@ -1,6 +1,6 @@
 """Deployment benchmark: every engine, v1.0 and v1.1, batch-1 latency and batch-32 throughput.
 
-Each engine runs in its own process (``_bench_worker.py``) so that its peak memory
+Each engine runs in its own process (``_worker.py``) so that its peak memory
 (``VmHWM``) is its own and a crash or a slow ``torch.compile`` cannot take the whole run
 down (a time budget per engine). Random weights: speed does not depend on them. The
 reference is torchvision's eager model (plain NCHW fp32 under ``torch.no_grad``).
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezenet.export.common import DeployError
+from squeezenet.errors import DeployError
 from squeezenet.models import get_builder
 
 ENGINES = (
@@ -49,7 +49,7 @@ REFERENCE = "torchvision_eager"
 # near-threshold targets, also timed in one process (see the module docstring)
 PAIRED = (("default", "ort_fp32"), ("numpy", "ort_fp32"), ("numpy_env_blas", "ort_fp32"))
 ARCH_SIZES = {"squeezenet1_0": 227, "squeezenet1_1": 224}
-_WORKER = Path(__file__).with_name("_bench_worker.py")
+_WORKER = Path(__file__).with_name("_worker.py")
 _NUMPY_RUNTIME = Path(__file__).resolve().parent.parent / "runtime" / "numpy_runtime.py"
 
 

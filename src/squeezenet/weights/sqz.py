@@ -1,21 +1,23 @@
-"""``.sqz`` files <-> ``LoadedWeights``: the torch-side wrapper of the pure-numpy codec."""
+"""``.sqz`` files -> ``LoadedWeights``: the torch-side reader around the pure-numpy codec.
+
+Reading lives with every other weights format (the loader needs it); writing a ``.sqz`` is
+``squeezenet.compression``'s job, which encodes with the same codec (``sqz_codec.encode_sqz``).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from squeezenet.compression.sqz_codec import SqzError, decode_sqz
 from squeezenet.errors import SqueezeNetError, WeightsError
+from squeezenet.models import from_spec
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
+from squeezenet.weights.sqz_codec import SqzError, decode_sqz
 
 
 def _expected_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
-    from squeezenet.models import from_spec
-
     try:
         info = WeightsInfo.from_metadata(meta)
         with torch.device("meta"):
@@ -47,9 +49,3 @@ def read_sqz(path: str | Path) -> LoadedWeights:
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read ({exc.strerror})") from None
     return decode_sqz_bytes(data, str(path))
-
-
-def sqz_summary(path: str | Path) -> dict:
-    """The compression settings stored in a ``.sqz`` file's metadata."""
-    loaded = read_sqz(path)
-    return json.loads(json.dumps(loaded.info.provenance.get("compression", {})))
