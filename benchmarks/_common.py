@@ -19,11 +19,40 @@ def machine() -> dict:
     return {**info, "cores": info["usable_cores"], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-def write_results(name: str, payload: dict, markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+def write_results(name: str, payload: dict, markdown: str, folder: Path | None = None) -> None:
+    """``<name>.json`` and ``<name>.md`` in ``folder`` (default: the recorded results; a
+    ``--tiny`` run passes its own folder, so that a smoke test never overwrites a record)."""
+    folder = Path(folder) if folder is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
+
+
+def add_tiny_option(parser) -> None:
+    """``--tiny FOLDER``: the whole script on a few images for one round, results written to
+    FOLDER: what the test suite runs, so that a broken script fails CI (its figures mean nothing)."""
+    parser.add_argument(
+        "--tiny", metavar="FOLDER", type=Path, help="smoke run on a few images; results go to FOLDER, not results/"
+    )
+
+
+def tiny_archive(source: Path, dest: Path, per_class: int = 4) -> Path:
+    """A small uncompressed copy of a class-folder archive (``per_class`` images of every class
+    in every split), for ``--tiny`` runs: the real layout and decoder, a thousandth of the time."""
+    import tarfile
+
+    taken: dict[tuple[str, ...], int] = {}
+    with tarfile.open(source, "r|*") as src, tarfile.open(dest, "w") as out:
+        for member in src:
+            if not member.isfile():
+                continue
+            folder = tuple(Path(member.name).parts[:-1])
+            if taken.get(folder, 0) >= per_class:
+                continue
+            taken[folder] = taken.get(folder, 0) + 1
+            out.addfile(member, src.extractfile(member))
+    return dest
 
 
 def test_loader(data: str, info, batch: int, workers: int, limit: int | None = None, seed: int = 0):

@@ -20,7 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from squeezenet.benchmarking.engines import ENGINES, format_markdown, int8_accuracy, run_bench
+from squeezenet.benchmarking.engines import format_markdown, int8_accuracy, run_bench
+from squeezenet.benchmarking.names import ENGINES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SQUEEZENET_DATA", ROOT.parent / "shared" / "data"))

@@ -1,11 +1,14 @@
 """Shared fixtures. The shared data folder is ``$SQUEEZENET_DATA`` (default ``../shared/data``).
 
-Tests that need it skip with a reason when it is absent; ``.ci/run`` refuses to run
-without it and sets ``SQUEEZENET_REQUIRE_DATA=1``, so in CI they fail instead of skipping.
+Tests that need it, or an optional extra, skip with a reason when it is absent on a
+developer's machine; ``.ci/run`` refuses to run without the data and sets
+``SQUEEZENET_REQUIRE_DATA=1``, so in CI they fail instead of skipping (``require`` and
+``require_module`` below: never ``pytest.importorskip``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -20,14 +23,29 @@ DC_WEIGHTS = DATA / "deepcompression" / "compressed_SqueezeNet.net"
 IMAGENET_SAMPLES = DATA / "imagenet-samples"
 
 
-def _require(path: Path) -> Path:
-    """Skip without the shared data, except in CI (SQUEEZENET_REQUIRE_DATA=1), where it fails."""
+def _missing(message: str) -> None:
+    """Skip on a developer's machine; fail in CI (SQUEEZENET_REQUIRE_DATA=1)."""
+    if os.environ.get("SQUEEZENET_REQUIRE_DATA"):
+        pytest.fail(message)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require(path: Path) -> Path:
+    """A shared data file or folder, or skip (fail in CI)."""
     if not path.exists():
-        message = f"shared data not found: {path} (set SQUEEZENET_DATA)"
-        if os.environ.get("SQUEEZENET_REQUIRE_DATA"):
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing(f"shared data not found: {path} (set SQUEEZENET_DATA)")
     return path
+
+
+def require_module(name: str, extra: str = "dev"):
+    """An optional dependency, imported, or skip (fail in CI, which installs every extra)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"{name} is not installed (pip install -e '.[{extra}]')")
+
+
+_require = require
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +56,11 @@ def dc_weights_path() -> Path:
 @pytest.fixture(scope="session")
 def imagenet_samples() -> Path:
     return _require(IMAGENET_SAMPLES)
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive() -> Path:
+    return require(DATA / "cifar10-jpeg.tar.gz")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,9 @@ import shutil
 import pytest
 
 from conftest import run_cli
+from squeezenet.errors import DataError
+
+pytestmark = pytest.mark.slow  # every test here starts the real command line (seconds of imports each)
 
 # correctly classified samples whose wnid index is far from their rank among the folders
 SUBSET = {
@@ -164,3 +167,32 @@ def test_predict_files_with_converted_weights_matches(predictions):
         assert [t["probability"] for t in top] == pytest.approx([t["probability"] for t in expected], abs=1e-5)
         assert sum(t["probability"] for t in top) <= 1.0 + 1e-5
     assert files[0]["top"][0]["index"] == 0  # sorted: the tench comes first
+
+
+def test_eval_imagenet_folder_anywhere_without_a_class_list(dc_weights_path, subset, tmp_path, monkeypatch):
+    """The release file copied away from the shared data (no imagenet_classes.tsv beside or
+    above it or the images, no environment variable): the wnids ship in the package."""
+    monkeypatch.delenv("SQUEEZENET_IMAGENET_CLASSES", raising=False)
+    lonely = tmp_path / "somewhere" / "compressed_SqueezeNet.net"
+    lonely.parent.mkdir()
+    shutil.copyfile(dc_weights_path, lonely)
+    assert not any(p.name == "imagenet_classes.tsv" for p in (*tmp_path.rglob("*"), *subset.parent.rglob("*")))
+    result = ok_json(run_cli("eval", "--weights", str(lonely), "--data", str(subset), "--json", "-j", "0"))
+    assert (result["n"], result["top1"]) == (3, 1.0)
+
+
+def test_imagenet_class_list_override(dc_weights_path, subset, tmp_path, monkeypatch):
+    """$SQUEEZENET_IMAGENET_CLASSES still wins: a list in reverse order moves every label."""
+    from squeezenet.inference import evaluate_dataset
+    from squeezenet.weights import build_model_from_weights, imagenet_wnids
+
+    reversed_list = tmp_path / "reversed.tsv"
+    reversed_list.write_text("\n".join(reversed(imagenet_wnids())) + "\n")
+    monkeypatch.setenv("SQUEEZENET_IMAGENET_CLASSES", str(reversed_list))
+    model = build_model_from_weights(dc_weights_path)
+    assert model.weights_info.wnids[0] == "n15075141"  # the last ImageNet class, first in the override
+    result = evaluate_dataset(model, subset, workers=0)
+    assert (result.n, result.top1) == (3, 0.0)
+    monkeypatch.setenv("SQUEEZENET_IMAGENET_CLASSES", str(tmp_path / "missing.tsv"))
+    with pytest.raises(DataError, match=r"missing\.tsv: cannot read class list"):
+        build_model_from_weights(dc_weights_path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA
+from conftest import require_module
 from squeezenet.data.sources import open_dataset, open_splits, stratified_split
 from squeezenet.errors import DataError
 
@@ -53,6 +53,20 @@ def test_flat_tree_stratified_val_split(tmp_path):
     assert open_splits(flat)[1] is None  # no val split and no fraction: train only
     with pytest.raises(DataError, match="no validation split"):
         open_dataset(flat, "val")
+
+
+def test_val_fraction_beside_a_test_split_holds_out_training_images(tmp_path):
+    """Choose on the validation images, report the test split once: --val-split on a dataset
+    with its own held-out split takes the validation images from training and leaves that
+    split ("test") alone, for squeezenet eval at the end."""
+    root = make_tree(tmp_path / "d", n_train=8, n_val=2)
+    (root / "val").rename(root / "test")
+    train, val = open_splits(root, val_fraction=0.25)
+    test = open_dataset(root, "test")
+    assert (len(train), len(val), len(test)) == (18, 6, 6)
+    assert all("/train/" in n for n in train.names + val.names) and not set(train.names) & set(val.names)
+    assert all("/test/" in n for n in test.names)
+    assert open_splits(root)[1].names == test.names  # without a fraction, val is the test split
 
 
 def test_stratified_split_exact_total():
@@ -117,18 +131,16 @@ def test_val_class_not_in_train(tmp_path):
         open_splits(root)
 
 
-def test_cifar10_archive_index():
-    path = DATA / "cifar10-jpeg.tar.gz"
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path}")
-    train, test = open_splits(path)
+@pytest.mark.slow
+def test_cifar10_archive_index(cifar10_archive):
+    train, test = open_splits(cifar10_archive)
     assert len(train) == 50_000 and len(test) == 10_000 and len(train.classes) == 10
     image, target, _, error = test[234]
     assert error is None and image.size == (32, 32) and test.classes[target] == "airplane"
 
 
 def test_elpv_split():
-    pytest.importorskip("elpv_dataset")
+    require_module("elpv_dataset", "elpv")
     train, test = open_splits("elpv:4")
     assert (len(train), len(test)) == (1968, 656) and train.mode == "L" and len(train.classes) == 4
     assert not set(train.names) & set(test.names)

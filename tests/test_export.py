@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import require_module
 from squeezenet.cli.main import main
 from squeezenet.models import create_model
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+onnx = require_module("onnx", "deploy")
+ort = require_module("onnxruntime", "deploy")
 
 
 @pytest.fixture(scope="module")
@@ -188,19 +190,34 @@ def test_cli_export_unwritable_output(dc_weights_path, tmp_path, capsys, target)
     assert err.strip().count("\n") == 0 and "squeezenet: error:" in err
 
 
-def test_cli_export_readonly_folder(dc_weights_path, tmp_path, capsys):
+def test_cli_export_readonly_folder(dc_weights_path, tmp_path, capsys, monkeypatch):
+    """A folder this user may not write to (faked: CI runs as root, who may write anywhere):
+    refused before the export starts, one line, nothing written."""
     import os
 
     folder = tmp_path / "ro"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user that can write anywhere")
-        code, _, err = _cli(capsys, "export", "--weights", str(dc_weights_path), "-o", str(folder / "m.onnx"))
-        assert code == 1 and "permission denied" in err
-    finally:
-        folder.chmod(0o700)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == folder else real_access(p, mode))
+    code, _, err = _cli(capsys, "export", "--weights", str(dc_weights_path), "-o", str(folder / "m.onnx"))
+    assert code == 1 and err.strip().count("\n") == 0 and "permission denied" in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_cli_export_write_failure_leaves_nothing(dc_weights_path, tmp_path, capsys, monkeypatch, fmt):
+    """The OS refusing the write itself (a read-only file system, a full disk), after the
+    checks passed: one error line, no file and no temporary file left behind."""
+    import squeezenet.atomic
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(squeezenet.atomic.os, "replace", refuse)
+    out = tmp_path / f"m.{'pt' if fmt == 'torchscript' else 'onnx'}"
+    code, _, err = _cli(capsys, "export", "--weights", str(dc_weights_path), "-f", fmt, "-o", str(out))
+    assert code == 1 and err.strip().count("\n") == 0 and "Read-only file system" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_export_arch_mismatch(dc_weights_path, tmp_path, capsys):

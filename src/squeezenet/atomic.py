@@ -8,6 +8,8 @@ survives, never half of one.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -67,3 +69,14 @@ def atomic_write_bytes(path: str | Path, data: bytes, error: type[SqueezeNetErro
     with atomic_path(path, error) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str, error: type[SqueezeNetError] = SqueezeNetError) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), error)
+
+
+def csv_text(rows) -> str:
+    """Rows as CSV text (written whole through ``atomic_write_text``)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

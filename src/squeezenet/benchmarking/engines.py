@@ -27,28 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from squeezenet.benchmarking.names import BENCH_ARCHS, ENGINES
 from squeezenet.errors import DeployError
-from squeezenet.models import get_builder
+from squeezenet.models import default_input_size, get_builder
 
-ENGINES = (
-    "torchvision_eager",
-    "default",
-    "torch_channels_last",
-    "torchscript_frozen",
-    "torch_compile",
-    "ort_fp32",
-    "ort_int8",
-    "numpy",
-    "numpy_env_blas",
-)
-# "numpy": the runtime as it runs by default, choosing numpy's OpenBLAS kernels itself
-# (numpy_runtime._prefer_avx512_blas); "numpy_env_blas": under this environment's own
-# OPENBLAS_CORETYPE, if it pins one (this project's CI machine pins Haswell, AVX2 only).
 NUMPY_ENGINES = ("numpy", "numpy_env_blas")
 REFERENCE = "torchvision_eager"
 # near-threshold targets, also timed in one process (see the module docstring)
 PAIRED = (("default", "ort_fp32"), ("numpy", "ort_fp32"), ("numpy_env_blas", "ort_fp32"))
-ARCH_SIZES = {"squeezenet1_0": 227, "squeezenet1_1": 224}
 _WORKER = Path(__file__).with_name("_worker.py")
 _NUMPY_RUNTIME = Path(__file__).resolve().parent.parent / "runtime" / "numpy_runtime.py"
 
@@ -188,7 +174,7 @@ def _median_pair(runs: list[dict]) -> dict:
 
 
 def run_bench(
-    archs: tuple[str, ...] = tuple(ARCH_SIZES),
+    archs: tuple[str, ...] = BENCH_ARCHS,
     engines: tuple[str, ...] = ENGINES,
     quick: bool = False,
     size: int | None = None,
@@ -206,9 +192,9 @@ def run_bench(
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise DeployError(f"unknown engine(s) {unknown}; available: {', '.join(ENGINES)}")
-    bad = [a for a in archs if a not in ARCH_SIZES]
+    bad = [a for a in archs if a not in BENCH_ARCHS]
     if bad:
-        raise DeployError(f"bench supports {', '.join(ARCH_SIZES)}, not {', '.join(bad)}")
+        raise DeployError(f"bench supports {', '.join(BENCH_ARCHS)}, not {', '.join(bad)}")
     if rounds < 1:
         raise DeployError(f"--rounds must be at least 1, not {rounds}")
     if threads is not None and threads < 1:
@@ -234,7 +220,7 @@ def run_bench(
     }
     with tempfile.TemporaryDirectory(prefix="squeezenet-bench-") as tmp:
         for arch in archs:
-            side = size or ARCH_SIZES[arch]
+            side = size or default_input_size(arch)
             prepared = _prepare(arch, side, Path(tmp), engines)
             files = prepared["files"]
             runs: dict[str, list[dict]] = {engine: [] for engine in engines}

@@ -6,23 +6,75 @@ import argparse
 import json
 import sys
 
+from squeezenet.bounds import FRACTION_OPEN_CLOSED, Bounds
+
+
+def ranged(bounds: Bounds, keywords: tuple[str, ...] = ()):
+    """argparse type: a number within ``bounds`` (``squeezenet.bounds``), or one of ``keywords``
+    as given. A value out of range is a usage line at parse time, not a silent default
+    (``if args.threads:`` once read 0 as "not given") nor an error from deep inside PyTorch."""
+
+    def parse(text: str) -> int | float | str:
+        if text in keywords:
+            return text
+        try:
+            return bounds.parse(text, keywords)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "number"
+    parse.bounds = bounds  # read by the usage tests, which try a value outside
+    return parse
+
 
 def count(minimum: int):
-    """argparse type: a whole number >= ``minimum``. A zero or negative count is a usage
-    error line, not a silent default (``if args.threads:`` read 0 as "not given") nor a
-    library error from deep inside PyTorch."""
+    """argparse type: a whole number >= ``minimum``."""
+    return ranged(Bounds(minimum, integer=True))
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
 
-    parse.__name__ = f"count >= {minimum}"
-    return parse
+def fraction(keywords: tuple[str, ...] = ()):
+    """argparse type: a number in (0, 1], or one of ``keywords``."""
+    return ranged(FRACTION_OPEN_CLOSED, keywords)
+
+
+def _bits_range() -> tuple[int, int]:
+    """Codebook bits the .sqz format stores: 1 up to its largest codebook (2**12 entries)."""
+    from squeezenet.weights.sqz_codec import MAX_ALPHABET  # NumPy only: no torch for a usage error
+
+    return 1, MAX_ALPHABET.bit_length() - 1
+
+
+def _one_bits(text: str, layer: str = "") -> int:
+    low, high = _bits_range()
+    where = f"{layer}: " if layer else ""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{where}expected a whole number of bits, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{where}bits must lie in [{low}, {high}], got {value}")
+    return value
+
+
+def bits(text: str) -> int:
+    """argparse type: codebook bits of every layer (``--large-bits``)."""
+    return _one_bits(text)
+
+
+def bits_per_layer(text: str) -> int | dict[str, int]:
+    """argparse type of ``--bits``: ``N`` for every layer, or ``LAYER=N,LAYER=N,...``."""
+    if "=" not in text:
+        return _one_bits(text)
+    out = {}
+    for part in text.split(","):
+        layer, sep, value = part.partition("=")
+        if not sep or not layer.strip():
+            raise argparse.ArgumentTypeError(f"expected N or LAYER=N,..., got {part!r}")
+        out[layer.strip()] = _one_bits(value, layer.strip())
+    return out
+
+
+bits_per_layer.__name__ = "bits"
 
 
 def add_weights_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

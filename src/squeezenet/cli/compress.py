@@ -6,30 +6,24 @@ import argparse
 import json
 from pathlib import Path
 
-from squeezenet.cli.common import count
+from squeezenet.atomic import atomic_write_text
+from squeezenet.cli.common import bits, bits_per_layer, count, fraction
 from squeezenet.errors import ModelError, WeightsError
-
-
-def _bits(text: str):
-    """'8' or 'classifier.1.weight=6,features.0.weight=8' (with an optional default first)."""
-    if "=" not in text:
-        return int(text)
-    out = {}
-    for part in text.split(","):
-        if "=" not in part:
-            raise ModelError(f"--bits: expected LAYER=BITS, got {part!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = int(v)
-    return out
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compress", help="Deep Compression of weights into a small .sqz file")
     p.add_argument("--weights", "-w", required=True, help="input weights file or catalogue tag")
     p.add_argument("--output", "-o", required=True, help="output .sqz file")
-    p.add_argument("--bits", help="codebook bits: N for all layers or LAYER=N,... (default: data-free preset)")
-    p.add_argument("--large-bits", type=count(1), help="bits of fire expand 3x3 and the final layer (preset: 7)")
-    p.add_argument("--density", help="prune first: a fraction for all layers or 'paper' (default: keep zeros)")
+    p.add_argument(
+        "--bits", type=bits_per_layer, help="codebook bits: N for all layers or LAYER=N,... (default: data-free preset)"
+    )
+    p.add_argument("--large-bits", type=bits, help="bits of fire expand 3x3 and the final layer (preset: 7)")
+    p.add_argument(
+        "--density",
+        type=fraction(keywords=("paper",)),
+        help="prune first: a fraction in (0, 1] for all layers or 'paper' (default: keep zeros)",
+    )
     p.add_argument("--lossless", action="store_true", help="keep every value exactly (float32, up to 12-bit codebooks)")
     p.add_argument("--coder", choices=["auto", "rans", "huffman", "raw"], default="auto", help="entropy coder")
     p.add_argument(
@@ -61,13 +55,6 @@ def _check_option_combinations(args: argparse.Namespace) -> None:
             raise ModelError(f"{', '.join(needs_data)}: only with --data (the images to tune the codebooks on)")
 
 
-def _fraction(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ModelError(f"--density: expected a fraction in (0, 1] or 'paper', got {text!r}") from None
-
-
 def _loader(folder: str, info, batch_size: int = 16):
     from torch.utils.data import DataLoader
 
@@ -93,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
         raise WeightsError(f"{out}: output would overwrite the input")
     _check_option_combinations(args)
     cfg = CompressionConfig.lossless() if args.lossless else CompressionConfig.data_free()
-    if args.bits:
-        cfg.bits = _bits(args.bits)
+    if args.bits is not None:
+        cfg.bits = args.bits
         cfg.large_bits = None
     if args.large_bits is not None:
         cfg.large_bits = args.large_bits
-    if args.density:
-        cfg.densities = args.density if args.density == "paper" else _fraction(args.density)
+    if args.density is not None:
+        cfg.densities = args.density
     cfg.codes_coder = cfg.gaps_coder = args.coder
     cfg.positions = args.positions
     data, kwargs = None, {}
@@ -113,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     report = cm.save(out)
     rows = layer_table(cm, report)
     if args.report:
-        Path(args.report).write_text(json.dumps({"layers": rows, "sections": report}, indent=2, default=str))
+        atomic_write_text(
+            args.report, json.dumps({"layers": rows, "sections": report}, indent=2, default=str), WeightsError
+        )
     stored = sum(r["stored"] for r in rows if "codebook" in r)
     params = sum(r["params"] for r in rows if "codebook" in r)
     print(

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(f"top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  on {result.n} images", end="")
+        top5 = f"  top-5 {result.top5:.2%}" if result.top5 is not None else ""  # None for 5 classes or fewer
+        print(f"top-1 {result.top1:.2%}{top5}  on {result.n} images", end="")
         print(f" ({len(result.skipped)} skipped)" if result.skipped else "")
         print(f"{result.images_per_second:.1f} images/s end to end ({result.seconds:.1f} s)")
     return 0

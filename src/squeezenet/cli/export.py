@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from squeezenet.cli.common import add_weights_args, count, load_model_from_args
+from squeezenet.export.formats import DEFAULT_OPSET, FORMATS, MIN_OPSET
 
 
 def add_parser(sub) -> None:
@@ -12,8 +13,8 @@ def add_parser(sub) -> None:
     add_weights_args(p)
     p.add_argument("--format", "-f", default="onnx", help="onnx or torchscript (default onnx)")
     p.add_argument("--output", "-o", required=True, help="output file (.onnx or .pt)")
-    p.add_argument("--opset", type=int, help="fp32 ONNX: opset, 17 (the default) or newer")
-    p.add_argument("--size", type=int, help="example input side (default: the weights' crop size)")
+    p.add_argument("--opset", type=count(MIN_OPSET), help="fp32 ONNX: opset, 17 (the default) or newer")
+    p.add_argument("--size", type=count(1), help="example input side (default: the weights' crop size)")
     p.add_argument("--dynamo", action="store_true", help="fp32 ONNX: use the torch.export-based exporter")
     p.add_argument("--int8", action="store_true", help="ONNX only: int8 static quantization (needs --calibration)")
     p.add_argument("--calibration", nargs="+", help="images or folders to calibrate int8 activations on")
@@ -26,7 +27,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from squeezenet.errors import DeployError
-    from squeezenet.export.common import FORMATS, check_output_path
+    from squeezenet.export.common import check_output_path
 
     fmt = args.format.lower()
     if fmt not in FORMATS:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         quantize_model(model, out, data, method=args.calibration_method or "percentile", size=args.size)
         what = f"ONNX int8 (QDQ, calibrated on {len(data)} images)"
     else:
-        from squeezenet.export.onnx import DEFAULT_OPSET, export_onnx
+        from squeezenet.export.onnx import export_onnx
 
         opset = DEFAULT_OPSET if args.opset is None else args.opset
         export_onnx(model, out, size=args.size, opset=opset, dynamo=args.dynamo)

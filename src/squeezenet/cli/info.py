@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from squeezenet.cli.common import print_json
+from squeezenet.cli.common import count, print_json
 from squeezenet.errors import ModelError
 
 
@@ -12,7 +12,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("info", help="per-layer table of a model (like the paper's Table 1)")
     p.add_argument("arch", nargs="?", help="registered model name; omit to list models and weights")
     p.add_argument("--weights", "-w", help="describe this weights file or tag instead")
-    p.add_argument("--size", type=int, default=None, help="input side in pixels (default: 224, 227 for Caffe)")
+    p.add_argument(
+        "--size",
+        type=count(1),
+        default=None,
+        help="input side in pixels (default: the model's own: 224, 227 for Caffe v1.0)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--markdown", action="store_true", help="print the model and weights tables of the README")
     p.set_defaults(run=run)
@@ -33,7 +38,7 @@ def _fp32_file_bytes(model) -> int:
 
 def markdown_tables() -> str:
     """The README's model-zoo and pretrained-weights tables, generated from the code's metadata."""
-    from squeezenet.models import create_model, list_models
+    from squeezenet.models import create_model, default_input_size, list_models
     from squeezenet.models.summary import layer_table, totals
     from squeezenet.weights import CATALOG
 
@@ -43,7 +48,7 @@ def markdown_tables() -> str:
     ]
     for name in list_models():
         model = create_model(name)
-        size = 227 if "caffe" in name else 224
+        size = default_input_size(name)
         t = totals(layer_table(model, size))
         doc = (model_doc(name) or "").replace("|", "/")
         lines.append(
@@ -104,7 +109,8 @@ def _print_table(desc: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from squeezenet.models import create_model
+    from squeezenet.models import default_input_size
+    from squeezenet.weights import create_model
 
     if args.markdown:
         print(markdown_tables())
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.weights:
         model = create_model(args.arch, weights=args.weights)
         info = model.weights_info
-        desc = _describe_model(model, args.size or info.preprocessing.crop, info.arch)
+        desc = _describe_model(model, args.size or default_input_size(model), info.arch)
         desc["weights"] = {
             "preprocessing": info.preprocessing.to_dict(),
             "classes": len(info.classes),
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         }
     elif args.arch:
         model = create_model(args.arch)
-        desc = _describe_model(model, args.size or (227 if "caffe" in args.arch else 224), args.arch)
+        desc = _describe_model(model, args.size or default_input_size(args.arch), args.arch)
     else:
         catalogue = _catalogue()
         if args.json:

@@ -16,6 +16,14 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _number(option: str):
+    """The argparse type of a numeric option: its range from ``TrainConfig``'s ``BOUNDS``."""
+    from squeezenet.cli.common import ranged
+    from squeezenet.training.config import BOUNDS
+
+    return ranged(BOUNDS[option])
+
+
 def add_parser(sub) -> None:
     from squeezenet.training.config import AUGMENTS, OPTIMIZERS, RECIPE_NAMES  # the choices, defined once
 
@@ -27,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("data", help="class-folder tree (train/, val/ or flat), .tar/.tar.gz archive, or elpv / elpv:2")
     p.add_argument("--output", "-o", help="run folder (checkpoints, metrics, weights; default runs/train)")
     p.add_argument("--val-data", help="separate validation dataset (default: val/ or test/ of DATA)")
-    p.add_argument("--val-split", type=float, help="hold out this fraction per class for validation")
+    p.add_argument("--val-split", type=_number("val_split"), help="hold out this fraction per class for validation")
     p.add_argument(
         "--model", "-m", help="registered model name (squeezenet info; default squeezenet1_1, with --weights their own)"
     )
@@ -42,23 +50,29 @@ def add_parser(sub) -> None:
         "--recipe", choices=RECIPE_NAMES,
         help="default modern; finetune: AdamW for pretrained weights (see docs/training.md)",
     )  # fmt: skip
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", "-b", type=int, help="micro-batch per process (default 64)")
-    p.add_argument("--global-batch", type=int, help="images per optimizer step; reached by gradient accumulation")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, scaled to the global batch)")
+    p.add_argument("--epochs", type=_number("epochs"))
+    p.add_argument("--batch-size", "-b", type=_number("batch_size"), help="micro-batch per process (default 64)")
+    p.add_argument(
+        "--global-batch",
+        type=_number("global_batch"),
+        help="images per optimizer step; reached by gradient accumulation",
+    )
+    p.add_argument(
+        "--lr", type=_number("lr"), help="peak learning rate (default: the recipe's, scaled to the global batch)"
+    )
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the recipe's (finetune: adamw)")
-    p.add_argument("--momentum", type=float, help="SGD momentum, or AdamW's beta1")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--momentum", type=_number("momentum"), help="SGD momentum, or AdamW's beta1")
+    p.add_argument("--weight-decay", type=_number("weight_decay"))
+    p.add_argument("--warmup-epochs", type=_number("warmup_epochs"))
+    p.add_argument("--label-smoothing", type=_number("label_smoothing"))
     p.add_argument(
         "--mixup",
-        type=float,
+        type=_number("mixup"),
         metavar="ALPHA",
         help="blend pairs of images and their labels by a Beta(ALPHA, ALPHA) weight (0: off, the default; try 0.2)",
     )
-    p.add_argument("--ema-decay", type=float, help="EMA of the weights (0 disables)")
-    p.add_argument("--dropout", type=float)
+    p.add_argument("--ema-decay", type=_number("ema_decay"), help="EMA of the weights (0 disables)")
+    p.add_argument("--dropout", type=_number("dropout"))
     p.add_argument(
         "--augment",
         choices=AUGMENTS,
@@ -66,10 +80,18 @@ def add_parser(sub) -> None:
         "symmetric_jitter: symmetric + small rotations, shifts, scaling, brightness and contrast changes; "
         "cutout: light + a quarter-size square erased half the time (a regulariser for nets with capacity to spare)",
     )
-    p.add_argument("--image-size", type=int, help="training crop side (default: the weights' or the recipe's)")
-    p.add_argument("--resize", type=int, help="shorter side before cropping (evaluation)")
-    p.add_argument("--clip-grad-norm", type=float, help="max gradient norm (0: off; default: the recipe's, modern 1.0)")
-    p.add_argument("--workers", "-j", type=int, help="decoding processes per training process (default 2)")
+    p.add_argument(
+        "--image-size", type=_number("image_size"), help="training crop side (default: the weights' or the recipe's)"
+    )
+    p.add_argument("--resize", type=_number("resize"), help="shorter side before cropping (evaluation)")
+    p.add_argument(
+        "--clip-grad-norm",
+        type=_number("clip_grad_norm"),
+        help="max gradient norm (0: off; default: the recipe's, modern 1.0)",
+    )
+    p.add_argument(
+        "--workers", "-j", type=_number("workers"), help="decoding processes per training process (default 2)"
+    )
     p.add_argument(
         "--adapt-normalization",
         action="store_true",
@@ -87,15 +109,17 @@ def add_parser(sub) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms only")
-    p.add_argument("--seed", type=int, help="initialisation and sample order (default 0)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--seed", type=_number("seed"), help="initialisation and sample order (default 0)")
+    p.add_argument("--threads", type=_number("threads"), help="CPU threads for PyTorch")
     p.add_argument(
         "--resume", nargs="?", const="auto", default=None, metavar="CKPT",
         help="continue OUTPUT/last.pt (or CKPT) with the options it was started with; fresh if there is none",
     )  # fmt: skip
-    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every N steps")
-    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--eval-batch-size", type=int)
+    p.add_argument(
+        "--checkpoint-every", type=_number("checkpoint_every"), metavar="STEPS", help="also checkpoint every N steps"
+    )
+    p.add_argument("--max-steps", type=_number("max_steps"), help="stop after this many optimizer steps")
+    p.add_argument("--eval-batch-size", type=_number("eval_batch_size"))
     p.add_argument("--progress", action="store_true", default=None, help="progress bar (loss, lr, images/s, ETA)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard scalars")
     p.set_defaults(run=run)

@@ -91,28 +91,30 @@ def open_dataset(
     seed: int = 0,
     classes: Sequence[str] | None = None,
 ) -> LabeledImages:
-    """The ``split`` ("train" or "val") of the dataset named by ``spec`` (see the module doc).
+    """The ``split`` ("train", "val" or "test") of the dataset named by ``spec`` (see the module doc).
 
     ``classes`` fixes the class order (e.g. that of a checkpoint); a class folder not among
-    them is an error. Without a val/ split, ``val_fraction`` > 0 holds out that fraction of
-    every class for "val" (seeded, stratified by class) and "train" is the rest.
+    them is an error. ``val_fraction`` > 0 holds out that fraction of every class of the
+    training images (a fixed draw by ``seed``, stratified by class) as "val", and "train" is
+    the rest; a dataset's own held-out split (val/, validation/ or test/, ELPV's test cells)
+    is then "test" alone, untouched until the end (choose on "val", report "test" once).
+    Without a fraction, "val" and "test" both name the dataset's own held-out split.
     """
-    if split == "test":
-        split = "val"
-    if split not in ("train", "val"):
-        raise DataError(f"unknown split {split!r}: expected 'train' or 'val'")
+    if split not in ("train", "val", "test"):
+        raise DataError(f"unknown split {split!r}: expected 'train', 'val' or 'test'")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"the validation fraction must lie in [0, 1), got {val_fraction}")
     parts = dataset_splits(spec, classes)
-    if "val" in parts and val_fraction > 0:
-        raise DataError(f"{spec}: has its own validation split; a validation fraction is for a tree without one")
-    if "val" in parts and split == "val":
-        return parts["val"]
-    if "val" in parts or val_fraction <= 0:
-        if split == "train":
-            return parts["train"] if "train" in parts else parts["all"]
-        raise DataError(f"{spec}: has no validation split (no val/ or test/ folder); give a fraction with --val-split")
+    own_held_out = parts.get("val")
+    if split == "test" or (split == "val" and val_fraction <= 0):
+        if own_held_out is None:
+            raise DataError(
+                f"{spec}: has no validation split (no val/ or test/ folder); give a fraction with --val-split"
+            )
+        return own_held_out
     full = parts["train"] if "train" in parts else parts["all"]
+    if val_fraction <= 0:
+        return full
     keep, held = stratified_split(full.targets, val_fraction, seed)
     if not keep or not held:
         raise DataError(f"{spec}: too few images ({len(full)}) to hold out {val_fraction:.0%} for validation")

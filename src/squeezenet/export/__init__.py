@@ -1,10 +1,6 @@
-"""Deployment: ONNX and TorchScript export, int8 quantization, benchmarks.
+"""Deployment: ONNX (fp32, int8) and TorchScript export, with the weights' metadata inside.
 
 onnx and onnxruntime are the optional ``deploy`` extra; every module here imports them
-lazily and raises ``DeployError`` with an install hint when they are missing.
+lazily (``common.require``) and raises ``DeployError`` with an install hint when they are
+missing. ``formats`` holds the fixed facts the command line's parser needs, without torch.
 """
-
-from squeezenet.errors import DeployError
-from squeezenet.export.common import require
-
-__all__ = ["DeployError", "require"]

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from squeezenet.errors import DeployError
-
-FORMATS = ("onnx", "torchscript")
+from squeezenet.models import default_input_size
 
 
 def require(module: str) -> Any:
@@ -68,7 +67,5 @@ def model_metadata(model: nn.Module) -> dict[str, str]:
 
 
 def input_size(model: nn.Module, size: int | None = None) -> int:
-    if size:
-        return size
-    info = getattr(model, "weights_info", None)
-    return info.preprocessing.crop if info is not None else 224
+    """``size`` if given, else the model's own (``squeezenet.models.default_input_size``)."""
+    return size or default_input_size(model)

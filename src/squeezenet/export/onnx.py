@@ -18,10 +18,11 @@ from torch import nn
 from squeezenet.atomic import atomic_write_bytes
 from squeezenet.errors import DeployError
 from squeezenet.export.common import ExportWrapper, check_output_path, input_size, model_metadata, require
+from squeezenet.export.formats import DEFAULT_OPSET, MIN_OPSET
 
-DEFAULT_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+CAM_NAME = "cam"  # optional second output: conv10 after its ReLU, one map per class (Zhou et al. 2016)
 
 
 def onnx_bytes(
@@ -31,11 +32,13 @@ def onnx_bytes(
     dynamic_hw: bool = False,
     dynamo: bool = False,
     metadata: bool = True,
+    cam: bool = False,
 ) -> bytes:
-    """The serialized ONNX model (batch always dynamic; height and width with ``dynamic_hw``)."""
+    """The serialized ONNX model (batch always dynamic; height and width with ``dynamic_hw``);
+    ``cam`` adds the class-activation maps as a second output (``add_cam_output``)."""
     onnx = require("onnx")
-    if opset < 17:
-        raise DeployError(f"opset {opset} is too old; use 17 or newer")
+    if opset < MIN_OPSET:
+        raise DeployError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
     side = input_size(model, size)
     wrapper = ExportWrapper(model).eval()
     example = torch.zeros(1, model.in_chans, side, side)
@@ -77,19 +80,42 @@ def onnx_bytes(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
     proto.producer_name = "squeezenet"
+    if cam:
+        add_cam_output(proto)
     return proto.SerializeToString()
+
+
+def add_cam_output(proto):
+    """Expose the input of the final GlobalAveragePool (conv10 after its ReLU, (N, classes, h, w))
+    as a graph output named ``cam``, in place; the logits stay the first output.
+
+    SqueezeNet's head is a class-activation-map head: the logit of class c is the mean of that
+    map's channel c, so the map needs no gradient. Working on the graph (not the PyTorch
+    module) serves any ONNX form of the model: fp32, the concat-free rewrite, int8 QDQ.
+    """
+    onnx = require("onnx")
+    pools = [node for node in proto.graph.node if node.op_type == "GlobalAveragePool"]
+    if not pools:
+        raise DeployError("the ONNX graph has no GlobalAveragePool: no class-activation map to expose")
+    old = pools[-1].input[0]
+    if any(out.name in (old, CAM_NAME) for out in proto.graph.output):
+        return proto
+    for node in proto.graph.node:
+        node.input[:] = [CAM_NAME if name == old else name for name in node.input]
+        node.output[:] = [CAM_NAME if name == old else name for name in node.output]
+    for info in proto.graph.value_info:
+        if info.name == old:
+            info.name = CAM_NAME
+    batch, classes = proto.graph.output[0].type.tensor_type.shape.dim[:2]
+    dims = [batch.dim_param or batch.dim_value, classes.dim_value or "classes", "height", "width"]
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(CAM_NAME, onnx.TensorProto.FLOAT, dims))
+    return proto
 
 
 def export_onnx(model: nn.Module, path: str | Path, **kwargs) -> Path:
     """Write ``model`` (eval mode, carrying ``weights_info``) as an ONNX file."""
     path = check_output_path(path)
     return atomic_write_bytes(path, onnx_bytes(model, **kwargs), DeployError)
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    onnx = require("onnx")
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def ort_session(model_or_path, threads: int | None = None):

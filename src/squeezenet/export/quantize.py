@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from squeezenet.atomic import atomic_write_bytes
 from squeezenet.errors import DeployError
 from squeezenet.export.common import check_output_path, model_metadata, require
 from squeezenet.export.onnx import INPUT_NAME, onnx_bytes
@@ -183,8 +184,4 @@ def quantize_model(
     for key, value in meta.items():
         entry = quantized.metadata_props.add()
         entry.key, entry.value = key, value
-    try:
-        onnx.save(quantized, str(path))
-    except OSError as exc:
-        raise DeployError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return atomic_write_bytes(path, quantized.SerializeToString(), DeployError)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from squeezenet.atomic import atomic_path
 from squeezenet.errors import DeployError
 from squeezenet.export.common import ExportWrapper, check_output_path, input_size, model_metadata
 
@@ -28,12 +29,13 @@ def export_torchscript(model: nn.Module, path: str | Path, size: int | None = No
     path = check_output_path(path)
     module = to_torchscript(model, size)
     extra = {METADATA_FILE: json.dumps(model_metadata(model))}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(module, str(path), _extra_files=extra)
-    except (OSError, RuntimeError) as exc:
-        raise DeployError(f"cannot write {path}: {exc}") from None
+    with atomic_path(path, DeployError) as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.save(module, str(tmp), _extra_files=extra)
+        except RuntimeError as exc:  # torch reports its write failures as RuntimeError
+            raise DeployError(f"cannot write {path}: {exc}") from None
     return path
 
 

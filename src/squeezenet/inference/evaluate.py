@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from squeezenet.data import ImageListDataset, build_transform, collate_skipping_bad, scan_class_folders
 from squeezenet.data.sources import dataset_splits, has_split_layout
 from squeezenet.errors import DataError
 from squeezenet.inference.labels import folder_targets
 from squeezenet.inference.runner import InferenceRunner
+from squeezenet.inference.scoring import Mistake, score_batches
 from squeezenet.weights.info import WeightsInfo
-
-
-@dataclass(frozen=True)
-class Mistake:
-    """A misclassified image: where to look when accuracy stalls (a wrong label, a look-alike)."""
-
-    path: str
-    true: int
-    predicted: int
-    confidence: float  # the model's probability for its (wrong) answer
-    true_probability: float
 
 
 @dataclass
 class EvalResult:
     top1: float
-    top5: float
+    top5: float | None  # None for five classes or fewer: every label is then in the top five
     n: int
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -102,12 +92,11 @@ def evaluate_dataset(
 ) -> EvalResult:
     """Score ``model`` (which carries ``weights_info``) on ``data`` (see ``open_eval_dataset``).
 
-    ``per_class`` also fills ``EvalResult.per_class`` (class name -> top-1, for the classes
+    The images are scored by ``squeezenet.inference.scoring`` (the loop training validates
+    with). ``per_class`` also fills ``EvalResult.per_class`` (class name -> top-1, for the classes
     present), ``EvalResult.confusion`` (rows: true class, columns: predicted class) and
     ``EvalResult.mistakes`` (every misclassified image, most confident first).
     """
-    import time
-
     info = model.weights_info
     dataset = open_eval_dataset(data, info, split)
     workers = default_workers() if workers is None else workers
@@ -120,51 +109,19 @@ def evaluate_dataset(
         persistent_workers=False,
     )
     runner = InferenceRunner(model)
-    correct1 = correct5 = seen = 0
-    skipped: list[str] = []
-    hits = torch.zeros(info.num_classes, dtype=torch.long)
-    totals = torch.zeros(info.num_classes, dtype=torch.long)
-    confusion = torch.zeros(info.num_classes, info.num_classes, dtype=torch.long) if per_class else None
-    mistakes: list[Mistake] = []
     start = time.perf_counter()
-    for batch in tqdm(loader, disable=not progress, unit="batch", desc="eval"):
-        for message in batch.skipped:
-            skipped.append(message)
-            if on_skip:
-                on_skip(message)
-        if not batch.paths:
-            continue
-        logits = runner(batch.images)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        first = top[:, 0] == batch.targets
-        correct1 += int(first.sum())
-        correct5 += int((top == batch.targets[:, None]).any(dim=1).sum())
-        seen += len(batch.paths)
-        totals.index_add_(0, batch.targets, torch.ones_like(batch.targets))
-        hits.index_add_(0, batch.targets, first.long())
-        if confusion is not None:
-            confusion.index_put_((batch.targets, top[:, 0]), torch.ones_like(batch.targets), accumulate=True)
-            mistakes += _mistakes(batch.paths, batch.targets, logits)
-    seconds = time.perf_counter() - start
-    return EvalResult(
-        top1=correct1 / seen if seen else 0.0,
-        top5=correct5 / seen if seen else 0.0,
-        n=seen,
-        skipped=skipped,
-        seconds=seconds,
-        per_class={info.class_name(i): int(hits[i]) / int(totals[i]) for i in range(info.num_classes) if totals[i]}
-        if per_class
-        else {},
-        confusion=confusion.tolist() if confusion is not None else None,
-        mistakes=sorted(mistakes, key=lambda m: -m.confidence),
+    scores = score_batches(
+        runner, loader, info.num_classes, on_skip=on_skip, progress=progress, keep_mistakes=per_class
     )
-
-
-def _mistakes(paths: list[str], targets: torch.Tensor, logits: torch.Tensor) -> list[Mistake]:
-    probs = logits.float().softmax(dim=1)
-    confidence, predicted = probs.max(dim=1)
-    true_probability = probs.gather(1, targets[:, None])[:, 0]
-    return [
-        Mistake(str(paths[i]), int(targets[i]), int(predicted[i]), float(confidence[i]), float(true_probability[i]))
-        for i in (predicted != targets).nonzero()[:, 0].tolist()
-    ]
+    seconds = time.perf_counter() - start
+    accuracies = scores.per_class() if per_class else []
+    return EvalResult(
+        top1=scores.top1,
+        top5=scores.top5,
+        n=scores.n,
+        skipped=scores.skipped,
+        seconds=seconds,
+        per_class={info.class_name(i): acc for i, acc in enumerate(accuracies) if acc is not None},
+        confusion=scores.confusion_matrix().tolist() if per_class else None,
+        mistakes=scores.sorted_mistakes(),
+    )

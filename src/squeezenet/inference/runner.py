@@ -25,6 +25,11 @@ import os
 
 import torch
 
+from squeezenet.errors import ModelError
+from squeezenet.export.concat_free import split_concats
+from squeezenet.export.onnx import onnx_bytes, ort_session
+from squeezenet.models import default_input_size
+
 BACKENDS = ("auto", "onnxruntime", "torch")
 
 
@@ -33,8 +38,6 @@ def onnxruntime_available() -> bool:
 
 
 def resolve_backend(backend: str | None = None) -> str:
-    from squeezenet.errors import ModelError
-
     backend = backend or os.environ.get("SQUEEZENET_BACKEND") or "auto"
     if backend not in BACKENDS:
         raise ModelError(f"unknown inference backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -60,8 +63,7 @@ class InferenceRunner:
         self._threads = threads or torch.get_num_threads()
         self._sessions: dict[tuple[int, int], object] = {}
         if self.backend == "onnxruntime":
-            info = getattr(model, "weights_info", None)
-            side = info.preprocessing.crop if info is not None else 224
+            side = default_input_size(model)
             try:
                 self._session_for((side, side))
             except Exception:
@@ -74,9 +76,6 @@ class InferenceRunner:
     def _session_for(self, hw: tuple[int, int]):
         """The ONNX Runtime session for inputs of height x width ``hw``, built once."""
         if hw not in self._sessions:
-            from squeezenet.export.concat_free import split_concats
-            from squeezenet.export.onnx import onnx_bytes, ort_session
-
             square = hw[0] == hw[1]
             data = onnx_bytes(self.model, size=hw[0] if square else None, dynamic_hw=not square, metadata=False)
             self._sessions[hw] = ort_session(split_concats(data), threads=self._threads)

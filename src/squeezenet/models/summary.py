@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from squeezenet.models.fire import Fire
+from squeezenet.models.registry import default_input_size
 from squeezenet.models.squeezenet import SqueezeNet
 
 
@@ -50,7 +51,9 @@ def _layer_names(model: SqueezeNet) -> list[tuple[str, nn.Module]]:
     return named
 
 
-def layer_table(model: SqueezeNet, size: int = 224) -> list[LayerRow]:
+def layer_table(model: SqueezeNet, size: int | None = None) -> list[LayerRow]:
+    """One row per paper layer at input side ``size`` (default: the model's own)."""
+    size = size or default_input_size(model)
     rows: list[LayerRow] = []
     macs: dict[nn.Module, int] = {}
     outputs: dict[nn.Module, torch.Tensor] = {}

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from squeezenet.atomic import atomic_write_text
 from squeezenet.data.folders import collate_skipping_bad
 from squeezenet.data.labeled import LabeledImages
 from squeezenet.data.preprocessing import IMAGENET_DEFAULT, Preprocessing, build_transform, grayscale
@@ -279,7 +280,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
     log = RunLog(run_dir, main, cfg.tensorboard)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n", TrainingError)
         log.truncate_from(position.epoch)  # a resumed run writes these epochs again
         _log(_run_line(cfg, recipe, plan, arch, model, train_ds, val_ds, dist, device, amp_dtype), main)
     ctx = TrainContext(
@@ -610,7 +611,9 @@ def _write_val_report(out: Path, classes, confusion: torch.Tensor) -> None:
 def _epoch_line(r: dict, epochs: int) -> str:
     line = f"epoch {r['epoch'] + 1}/{epochs}  loss {r['train_loss']:.4f}  train top-1 {r['train_top1']:.2%}"
     if "val_top1" in r:
-        line += f"  val top-1 {r['val_top1']:.2%} top-5 {r['val_top5']:.2%}"
+        line += f"  val top-1 {r['val_top1']:.2%}"
+        if r.get("val_top5") is not None:  # None for five classes or fewer
+            line += f" top-5 {r['val_top5']:.2%}"
     line += f"  lr {r['lr']:.3g}  {r['images_per_s']:.0f} img/s"
     if r.get("skipped"):
         line += f"  ({r['skipped']} bad images skipped)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from squeezenet.bounds import COUNT, NON_NEGATIVE_COUNT, Bounds
 from squeezenet.errors import TrainingError
 
 # the choices of the options below, shared by the CLI and squeezenet.training.recipes
@@ -11,6 +12,33 @@ AUGMENTS = ("none", "light", "strong", "symmetric", "symmetric_jitter", "cutout"
 RECIPE_NAMES = ("paper", "modern", "finetune")
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_MODEL = "squeezenet1_1"
+
+_UNIT = Bounds(0.0, 1.0, high_open=True)  # [0, 1)
+_NON_NEGATIVE = Bounds(0.0)
+# the range of every numeric option, checked by validate() and parsed by `squeezenet train`
+BOUNDS: dict[str, Bounds] = {
+    "val_split": _UNIT,
+    "epochs": COUNT,
+    "batch_size": COUNT,
+    "global_batch": COUNT,
+    "lr": Bounds(0.0, low_open=True),
+    "momentum": _UNIT,
+    "weight_decay": _NON_NEGATIVE,
+    "warmup_epochs": _NON_NEGATIVE,
+    "label_smoothing": _UNIT,
+    "mixup": _NON_NEGATIVE,
+    "ema_decay": _UNIT,
+    "dropout": _UNIT,
+    "image_size": Bounds(8, integer=True),
+    "resize": Bounds(8, integer=True),
+    "clip_grad_norm": _NON_NEGATIVE,
+    "workers": NON_NEGATIVE_COUNT,
+    "seed": Bounds(0, 2**32, high_open=True, integer=True),
+    "threads": COUNT,
+    "checkpoint_every": NON_NEGATIVE_COUNT,
+    "max_steps": COUNT,
+    "eval_batch_size": COUNT,
+}
 
 
 @dataclass
@@ -84,16 +112,16 @@ class TrainConfig:
                 raise TrainingError(message)
 
         need(bool(self.data), "no training data given")
-        need(self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}")
-        need(self.global_batch is None or self.global_batch >= 1, "global batch must be at least 1")
-        need(self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        need(self.lr is None or self.lr > 0, f"learning rate must be positive, got {self.lr}")
-        need(0.0 <= self.val_split < 1.0, f"--val-split must lie in [0, 1), got {self.val_split}")
+        for name, bounds in BOUNDS.items():
+            value = getattr(self, name)
+            need(
+                value is None or bounds.contains(value),
+                f"--{name.replace('_', '-')} must {bounds.describe()}, got {value}",
+            )
         need(
             not (self.val_split and self.val_data),
             "--val-split and --val-data both name a validation set (the split's images would be used by neither)",
         )
-        need(self.workers >= 0, "workers must be 0 or more")
         need(self.recipe in RECIPE_NAMES, f"unknown recipe {self.recipe!r}: expected {', '.join(RECIPE_NAMES)}")
         optimizers = " or ".join(OPTIMIZERS)
         need(self.optimizer in (None, *OPTIMIZERS), f"unknown optimizer {self.optimizer!r}: expected {optimizers}")
@@ -101,22 +129,7 @@ class TrainConfig:
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"unknown device {self.device!r}")
         need(self.augment in (None, *AUGMENTS), f"unknown --augment {self.augment!r}: expected {', '.join(AUGMENTS)}")
         need(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
-        need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must lie in [0, 1)")
-        need(self.image_size is None or self.image_size >= 8, "image size must be at least 8 pixels")
-        need(self.checkpoint_every >= 0, "--checkpoint-every must be 0 (epochs only) or more")
-        need(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
-        need(self.clip_grad_norm is None or self.clip_grad_norm >= 0, "--clip-grad-norm must be 0 (off) or more")
-        need(self.ema_decay is None or 0.0 <= self.ema_decay < 1.0, "EMA decay must lie in [0, 1)")
-        need(self.label_smoothing is None or 0.0 <= self.label_smoothing < 1.0, "label smoothing must lie in [0, 1)")
-        need(self.mixup is None or self.mixup >= 0, "--mixup must be 0 (off) or more")
         need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")
-        need(self.weight_decay is None or self.weight_decay >= 0, "--weight-decay must be 0 or more")
-        need(self.momentum is None or 0.0 <= self.momentum < 1.0, "--momentum must lie in [0, 1)")
-        need(self.warmup_epochs is None or self.warmup_epochs >= 0, "--warmup-epochs must be 0 or more")
-        need(self.resize is None or self.resize >= 8, "--resize must be at least 8 pixels")
-        need(self.eval_batch_size is None or self.eval_batch_size >= 1, "--eval-batch-size must be at least 1")
-        need(self.threads is None or self.threads >= 1, "--threads must be at least 1")
-        need(0 <= self.seed < 2**32, f"--seed must lie in [0, 2**32), got {self.seed}")
         need(
             not (self.weights and self.model_kwargs),
             "--model-arg builds a new model; fine-tuning --weights keeps their architecture "

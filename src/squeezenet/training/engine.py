@@ -25,6 +25,7 @@ from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from squeezenet.errors import NonFiniteLossError
+from squeezenet.inference.scoring import score_batches
 from squeezenet.training.distributed import DistInfo, all_reduce_sum, any_true
 from squeezenet.training.metrics import MetricLogger
 
@@ -292,45 +293,27 @@ def evaluate(
     on_skip: Callable[[str], None] | None = None,
     progress: bool = False,
 ) -> dict:
-    """Loss, top-1, top-5, per-class accuracy and the confusion matrix (rows: true class), over all ranks."""
+    """Loss, top-1, top-5 (None for five classes or fewer), per-class accuracy and the confusion
+    matrix (rows: true class) over all ranks, scored by ``squeezenet.inference.scoring``: the
+    same loop as ``squeezenet eval``."""
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=device)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
-    skipped = 0
-    for batch in tqdm(loader, disable=not progress, desc="eval", unit="batch", leave=False):
-        for message in batch.skipped:
-            skipped += 1
-            if on_skip:
-                on_skip(message)
-        if not batch.paths:
-            continue
-        images = batch.images.to(device)
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = batch.targets.to(device)
-        ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        with ctx:
-            logits = model(images)
-        logits = logits.float()
-        top = logits.topk(min(5, num_classes), dim=1).indices
-        sums[0] += criterion(logits, targets).double()
-        sums[1] += (top[:, 0] == targets).sum()
-        sums[2] += (top == targets[:, None]).any(1).sum()
-        sums[3] += len(targets)
-        confusion.index_put_((targets, top[:, 0]), torch.ones_like(targets, dtype=torch.float64), accumulate=True)
-    all_reduce_sum(sums)
-    all_reduce_sum(confusion)
-    skipped = int(all_reduce_sum(torch.tensor([skipped], dtype=torch.float64, device=device)).item())
-    n = int(sums[3].item())
-    confusion = confusion.cpu().round().long()
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+            return model(images)
+
+    scores = score_batches(forward, loader, num_classes, device, on_skip, progress)
+    scores.reduce(all_reduce_sum)
+    skipped = int(all_reduce_sum(torch.tensor([len(scores.skipped)], dtype=torch.float64, device=device)).item())
     return {
-        "loss": float(sums[0] / max(n, 1)),
-        "top1": float(sums[1] / max(n, 1)),
-        "top5": float(sums[2] / max(n, 1)),
-        "n": n,
+        "loss": scores.loss,
+        "top1": scores.top1,
+        "top5": scores.top5,
+        "n": scores.n,
         "skipped": skipped,
-        "per_class": per_class,
-        "confusion": confusion,
+        "per_class": [acc or 0.0 for acc in scores.per_class()],
+        "confusion": scores.confusion_matrix(),
     }

@@ -7,13 +7,14 @@ so a resumed run never holds an epoch twice.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import deque
 from pathlib import Path
 
 import torch
 
+from squeezenet.atomic import atomic_write_text, csv_text
+from squeezenet.errors import TrainingError
 from squeezenet.training.distributed import all_reduce_sum
 
 
@@ -72,8 +73,6 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                from squeezenet.errors import TrainingError
-
                 raise TrainingError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
             self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
 
@@ -92,31 +91,27 @@ class RunLog:
         """Drop records of epochs >= ``epoch`` (a resumed run writes them again)."""
         if not self.enabled or not self.jsonl.is_file():
             return
-        kept = [r for r in self.records() if r.get("epoch", 0) < epoch]
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self._write_csv(kept)
+        self._write([r for r in self.records() if r.get("epoch", 0) < epoch])
 
     def log_epoch(self, record: dict) -> None:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        self._write_csv(self.records())
+        self._write([*self.records(), record])
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, int | float) and k not in ("epoch",):
                     self.tb.add_scalar(k, v, record["epoch"])
             self.tb.flush()
 
-    def _write_csv(self, records: list[dict]) -> None:
+    def _write(self, records: list[dict]) -> None:
+        """Both files rewritten whole, atomically: a crash leaves the previous epoch's files."""
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records), TrainingError)
         columns: list[str] = []
         for r in records:
             columns += [k for k in r if k not in columns and not isinstance(r[k], dict | list)]
-        with self.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(records)
+        rows = [[r.get(k, "") for k in columns] for r in records]
+        atomic_write_text(self.csv, csv_text([columns, *rows]), TrainingError)
 
     def close(self) -> None:
         if self.tb is not None:

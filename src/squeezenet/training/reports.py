@@ -6,11 +6,11 @@ the CSV files never need it.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from squeezenet.atomic import atomic_path, atomic_write_text, csv_text
 from squeezenet.errors import DataError, MissingExtraError
 
 
@@ -23,6 +23,11 @@ def _pyplot():
     except ImportError:
         raise MissingExtraError("plots need matplotlib: pip install 'squeezenet[plot]'") from None
     return plt
+
+
+def _save_figure(fig, path: Path) -> None:
+    with atomic_path(path, DataError) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."))
 
 
 def output_folder(path: str | Path) -> Path:
@@ -39,17 +44,16 @@ def output_folder(path: str | Path) -> Path:
 
 
 def write_mistakes(out_dir: str | Path, class_name, mistakes) -> Path:
-    """errors.csv: every misclassified image (``squeezenet.inference.evaluate.Mistake``) with
+    """errors.csv: every misclassified image (``squeezenet.inference.scoring.Mistake``) with
     its true and predicted class, most confident first: at the top, wrong labels and
     look-alikes; at the bottom, images the model was unsure of."""
     path = output_folder(out_dir) / "errors.csv"
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "true", "predicted", "confidence", "true_probability"])
-        for m in mistakes:
-            row = [m.path, class_name(m.true), class_name(m.predicted), f"{m.confidence:.4f}"]
-            w.writerow([*row, f"{m.true_probability:.4f}"])
-    return path
+    rows = [["path", "true", "predicted", "confidence", "true_probability"]]
+    for m in mistakes:
+        rows.append(
+            [m.path, class_name(m.true), class_name(m.predicted), f"{m.confidence:.4f}", f"{m.true_probability:.4f}"]
+        )
+    return atomic_write_text(path, csv_text(rows), DataError)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -94,7 +98,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
         fig.tight_layout()
-        fig.savefig(out / name)
+        _save_figure(fig, out / name)
         plt.close(fig)
         written.append(out / name)
     return written
@@ -106,18 +110,16 @@ def write_per_class(
     """per_class.csv (class, images, correct, accuracy), confusion.csv and confusion.png."""
     out = output_folder(out_dir)
     rows = [list(map(int, row)) for row in confusion]
-    with (out / "per_class.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class", "images", "correct", "accuracy"])
-        for name, row, i in zip(classes, rows, range(len(rows)), strict=False):
-            total = sum(row)
-            if total:
-                w.writerow([name, total, row[i], f"{row[i] / total:.6f}"])
-    with (out / "confusion.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["true \\ predicted", *classes])
-        for name, row in zip(classes, rows, strict=False):
-            w.writerow([name, *row])
+    per_class = [["class", "images", "correct", "accuracy"]]
+    for name, row, i in zip(classes, rows, range(len(rows)), strict=False):
+        if sum(row):
+            per_class.append([name, sum(row), row[i], f"{row[i] / sum(row):.6f}"])
+    atomic_write_text(out / "per_class.csv", csv_text(per_class), DataError)
+    confusion_rows = [
+        ["true \\ predicted", *classes],
+        *([name, *row] for name, row in zip(classes, rows, strict=False)),
+    ]
+    atomic_write_text(out / "confusion.csv", csv_text(confusion_rows), DataError)
     written = [out / "per_class.csv", out / "confusion.csv"]
     if plot and len(classes) <= 100:
         plt = _pyplot()
@@ -137,7 +139,7 @@ def write_per_class(
                     ax.text(j, i, str(v), ha="center", va="center", color="white" if norm[i][j] > 0.5 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046)
         fig.tight_layout()
-        fig.savefig(out / "confusion.png")
+        _save_figure(fig, out / "confusion.png")
         plt.close(fig)
         written.append(out / "confusion.png")
     return written

@@ -8,7 +8,7 @@ to rebuild the model, label its outputs and preprocess its inputs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,9 +27,6 @@ class WeightsInfo:
     wnids: tuple[str, ...] = ()
     provenance: dict = field(default_factory=dict)
     license: str = ""
-
-    def with_classes(self, classes=(), wnids=()) -> WeightsInfo:
-        return replace(self, classes=tuple(classes), wnids=tuple(wnids))
 
     def class_name(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else f"class {index}"

@@ -1,0 +1,79 @@
+"""Every numeric or list option of every command: a bad value is one argparse usage line
+(exit 2, naming the option), before anything is loaded or run."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from squeezenet.cli.common import bits, bits_per_layer
+from squeezenet.cli.main import build_parser
+
+UNTYPED_NUMERIC_ALLOWED = {("train", "--in-chans")}  # int with choices: argparse checks the choice
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def _bad_values(action: argparse.Action) -> list[str]:
+    """Values outside what ``action`` accepts: not a number, and beyond each end of its range."""
+    if action.choices is not None:
+        return ["no-such-choice"]
+    if action.type in (bits, bits_per_layer):
+        return ["x", "0", "13", *(["conv=99"] if action.type is bits_per_layer else [])]
+    bounds = getattr(action.type, "bounds", None)
+    values = ["x"]
+    if bounds is None:
+        return values
+    if bounds.integer:
+        values.append("1.5")
+    if bounds.low is not None:
+        values.append(repr(bounds.low if bounds.low_open else bounds.low - 1))
+    if bounds.high is not None:
+        values.append(repr(bounds.high + 1 if not bounds.high_open else bounds.high))
+    return values
+
+
+def _checked_options() -> list[tuple[str, str, str]]:
+    cases = []
+    for command, parser in _subcommands().items():
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:
+                continue
+            numeric = action.type is not None and action.type is not str
+            if not numeric and action.choices is None:
+                continue
+            option = max(action.option_strings, key=len)
+            cases += [(command, option, value) for value in _bad_values(action)]
+    return cases
+
+
+CASES = _checked_options()
+
+
+def test_every_numeric_option_has_a_range():
+    """int/float without a range would let 0 or -1 through to the library (or to PyTorch)."""
+    plain = [
+        (command, max(a.option_strings, key=len))
+        for command, parser in _subcommands().items()
+        for a in parser._actions
+        if a.type in (int, float)
+    ]
+    assert set(plain) <= UNTYPED_NUMERIC_ALLOWED, plain
+    assert len(CASES) > 60  # every command's numeric and list options are here
+
+
+@pytest.mark.parametrize(("command", "option", "value"), CASES, ids=[f"{c} {o} {v}" for c, o, v in CASES])
+def test_bad_value_is_one_usage_line(capsys, command, option, value):
+    from squeezenet.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"squeezenet {command}: error: argument {option}"), err
