@@ -2,6 +2,7 @@
 
     python benchmarks/bench_deploy.py            # the real measurement (quiet machine!), 3 rounds
     python benchmarks/bench_deploy.py --quick    # a smoke test of the output format
+    python benchmarks/bench_deploy.py --tiny OUT # CI's smoke test: 4 engines, v1.1 at 64 px, 8 images
 
 Speed: random weights, v1.0 at 227 px and v1.1 at 224 px, every engine in its own process
 (see ``squeezenet.benchmarking.engines``). Two NumPy rows: ``numpy`` is the runtime as shipped,
@@ -15,11 +16,12 @@ even-indexed images, top-1 on the 250 others (held out) and on all 500.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
+from _common import add_tiny_option, write_results
+from bench_eval import tiny_samples
 from squeezenet.benchmarking.engines import format_markdown, int8_accuracy, run_bench
 from squeezenet.benchmarking.names import ENGINES
 
@@ -34,15 +36,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements per engine (median)")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the int8 top-1 check")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
+    add_tiny_option(parser)
     args = parser.parse_args()
+    weights = DATA / "deepcompression" / "compressed_SqueezeNet.net"
+    samples = DATA / "imagenet-samples"
+    tiny = {}
+    if args.tiny:
+        args.out, args.quick, args.engines = args.tiny, True, ["torchvision_eager", "default", "ort_fp32", "ort_int8"]
+        tiny = {"archs": ("squeezenet1_1",), "size": 64}
+        samples = tiny_samples(samples, args.tiny / "samples", classes=8)
     result = run_bench(
         engines=tuple(args.engines),
         quick=args.quick,
         rounds=1 if args.quick else args.rounds,
         progress=lambda m: print(f"bench: {m}", file=sys.stderr),
+        **tiny,
     )
-    weights = DATA / "deepcompression" / "compressed_SqueezeNet.net"
-    samples = DATA / "imagenet-samples"
     if not args.no_accuracy:
         if weights.exists() and samples.exists():
             print("bench: int8 accuracy", file=sys.stderr)
@@ -51,9 +60,7 @@ def main() -> int:
             print(f"bench: {DATA} not found; int8 accuracy skipped", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "deploy.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "deploy.md").write_text(format_markdown(result) + "\n")
-    print(format_markdown(result))
+    write_results("deploy", result, format_markdown(result), out)
     return 0
 
 

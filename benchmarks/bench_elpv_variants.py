@@ -57,12 +57,13 @@ def main() -> None:
         raise SystemExit("bench_elpv_variants.py: --update and --score-only belong to bench_train_elpv.py's own record")
     patch_model(variant)
 
-    def write_results(name: str, payload: dict, markdown: str) -> None:
+    def write_results(name: str, payload: dict, markdown: str, folder=None) -> None:
         payload["variant"] = variant
         title = f"# ELPV, 4 levels, SqueezeNet v1.0 with the head variant '{variant}'"
         body = markdown.split("\n", 1)[1].replace("bench_train_elpv.py", f"bench_elpv_variants.py {variant}")
-        _common.write_results(f"elpv_variant_{variant}", payload, title + "\n" + body)
+        _common.write_results(name, payload, title + "\n" + body, folder)
 
+    bench_train_elpv.RESULT_NAME = f"elpv_variant_{variant}"
     bench_train_elpv.write_results = write_results
     bench_train_elpv.main()
 

@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--augment", default="cutout", help="light: pad-crop + mirror; cutout: light + random erasing")
     ap.add_argument("--width", choices=sorted(CIFAR_SPECS), default="wide", help="wide: fire6-9 1.25x wider")
-    ap.add_argument("--amp", default="bf16")
+    ap.add_argument("--amp", default="auto", help="auto: bf16 where the CPU has it natively, else fp32")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--progress", action="store_true")
     add_tiny_option(ap)

@@ -7,6 +7,7 @@ Project: ``squeezenet.training.engine.train_one_epoch`` with channels_last and b
 The two configurations alternate over several rounds and the median is reported.
 
     python benchmarks/bench_train_throughput.py [--model squeezenet1_1] [--size 224] [--batch 32]
+    python benchmarks/bench_train_throughput.py --tiny OUT   # CI's smoke test: 64 px, batch 4, one round
 
 Target: >= 1.5x the baseline's images/s. Writes benchmarks/results/train_throughput.{json,md}.
 The engine's allocator setting (``squeezenet.training.allocator``) is left out: it is
@@ -17,21 +18,17 @@ lower bound for ``squeezenet train``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from _common import add_tiny_option, machine, write_results
 from squeezenet.data.folders import Batch
 from squeezenet.models import create_model
 from squeezenet.training.engine import TrainContext, train_one_epoch
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def make_batches(n: int, batch: int, size: int, classes: int) -> list[Batch]:
@@ -78,7 +75,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=6, help="timed batches per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    add_tiny_option(ap)
     args = ap.parse_args()
+    if args.tiny:
+        args.size, args.batch, args.batches, args.rounds = 64, 4, 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = make_batches(args.batches, args.batch, args.size, 1000)
@@ -104,18 +104,13 @@ def main() -> None:
         "timed_batches": args.batches,
         "rounds_alternated": args.rounds,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        "machine": machine(),
         "images_per_s": {k: round(v, 2) for k, v in median.items()},
         "speedup_vs_baseline": {k: round(v / base, 3) for k, v in median.items()},
         "target_speedup": 1.5,
         "rounds": {k: [round(x, 2) for x in v] for k, v in results.items()},
     }
-    for k, v in median.items():
-        print(f"{k:40s} {v:8.1f} img/s  x{v / base:.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "train_throughput.md").write_text(markdown(report, " ".join(sys.argv[1:])))
+    write_results("train_throughput", report, markdown(report, " ".join(sys.argv[1:])), args.tiny)
 
 
 def markdown(report: dict, argv: str) -> str:
@@ -125,7 +120,8 @@ def markdown(report: dict, argv: str) -> str:
         "",
         f"Command: `python benchmarks/bench_train_throughput.py {argv}`".rstrip()
         + f"; {report['model']} at {report['image_size']} px, batch {report['batch']}, {report['threads']} threads, "
-        f"median of {report['rounds_alternated']} alternated rounds.",
+        f"median of {report['rounds_alternated']} alternated rounds; {report['machine']['cpu']}, "
+        f"{report['machine']['date']}.",
         "",
         "| configuration | images/s | vs baseline |",
         "|---|---:|---:|",

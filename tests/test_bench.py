@@ -56,12 +56,15 @@ def test_format_markdown_reports_failures_and_accuracy():
         },
         "accuracy": {
             "protocol": "p",
-            "fp32": {"top1_eval_half": 0.6, "top1_all": 0.64},
-            "int8": {"top1_eval_half": 0.59, "top1_all": 0.64},
+            "reported": {"images": 122, "fp32_top1": 0.6, "int8_top1": 0.59, "agreement": 0.95},
+            "chose": {"images": 250, "fp32_top1": 0.64, "int8_top1": 0.64, "agreement": 0.97},
+            "lost_points_reported": 1.0,
         },
     }
     text = format_markdown(result)
-    assert "failed: did not finish" in text and "| int8 | 59.0% | 64.0% |" in text
+    assert "failed: did not finish" in text
+    assert "| reported (held out) | 122 | 60.0% | 59.0% | 95.0% |" in text
+    assert "| squeezenet1_0_caffe | int8 top-1 lost (122 held-out images) | 1.0 points | <= 1 | met |" in text
 
 
 def test_run_bench_refuses_unknown_engines_and_zero_rounds():

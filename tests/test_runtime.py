@@ -75,7 +75,10 @@ def test_runtime_without_torch_matches_pytorch(dc_model, dc_safetensors, imagene
     assert (got.argmax(1) == expected.argmax(1)).all()
 
 
-def test_runtime_main_prints_top5_without_torch(dc_safetensors, imagenet_samples, tmp_path):
+def test_runtime_main_prints_top5_without_torch(dc_model, dc_safetensors, imagenet_samples, tmp_path):
+    """The command line's top class and its probability are PyTorch's for the same image."""
+    from squeezenet.data import build_transform, load_image
+
     image = next(iter(sorted(imagenet_samples.rglob("*.JPEG"))))
     proc = subprocess.run(
         [sys.executable, str(RUNTIME), str(dc_safetensors), str(image)],
@@ -87,15 +90,19 @@ def test_runtime_main_prints_top5_without_torch(dc_safetensors, imagenet_samples
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0] == str(image) and len(lines) == 6
-    assert lines[1].strip().startswith("1.") and "%" in lines[1]
+    with torch.no_grad():
+        probs = dc_model(build_transform(dc_model.weights_info.preprocessing)(load_image(image))[None]).softmax(1)[0]
+    top = int(probs.argmax())
+    name = dc_model.weights_info.class_name(top)
+    assert lines[1].strip().startswith("1.") and name in lines[1] and f"{100 * float(probs[top]):.2f}%" in lines[1]
 
 
 def test_runtime_usage_and_bad_file(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\xff" * 32)
-    proc = subprocess.run([sys.executable, str(RUNTIME), str(bad), "x.jpg"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(RUNTIME), str(bad), "x.jpg"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "numpy_runtime: error:" in proc.stderr
-    assert subprocess.run([sys.executable, str(RUNTIME)], capture_output=True).returncode == 2
+    assert subprocess.run([sys.executable, str(RUNTIME)], capture_output=True, timeout=60).returncode == 2
 
 
 def _random_model_file(arch: str, tmp_path):

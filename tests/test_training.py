@@ -83,7 +83,10 @@ def test_train_exports_usable_weights(tree, tmp_path):
     assert model.weights_info.classes == ("cat", "dog", "emu") and model.weights_info.preprocessing.crop == SIZE
     ev = evaluate_dataset(model, tree / "val", workers=0, per_class=True)
     assert ev.n == 6 and set(ev.per_class) == {"cat", "dog", "emu"} and len(ev.confusion) == 3
-    assert abs(ev.top1 - records[-1]["val_top1"]) < 1e-6 or result.best_top1 != records[-1]["val_top1"]
+    best = max(records, key=lambda r: (r["val_top1"], -r["epoch"]))  # the first epoch with the top score
+    assert result.best_top1 == best["val_top1"] and ev.top1 == pytest.approx(best["val_top1"], abs=1e-9)
+    last = evaluate_dataset(build_model_from_weights(run / "last.safetensors"), tree / "val", workers=0)
+    assert last.top1 == pytest.approx(records[-1]["val_top1"], abs=1e-9)  # each file holds its epoch's weights
     # the dataset the run trained on, as a folder with splits or as its archive: scored on its held-out split
     archive = make_tar(tree, tmp_path / "tree.tar.gz", "w:gz")
     for data in (tree, archive):
@@ -263,8 +266,21 @@ def test_finetune_grayscale_new_head_frozen_features(dc_weights_path, tree, tmp_
 
 
 def test_bf16_autocast_channels_last_step(tree, tmp_path):
-    result = train(config(tree, tmp_path / "bf16", amp="bf16", max_steps=1, epochs=1))
-    assert result.steps == 1 and result.last["train_loss"] > 0
+    """--amp bf16 runs the convolutions in bfloat16 on channels_last tensors, and its first
+    loss is the fp32 loss within bfloat16's precision (the same computation, rounded)."""
+    seen = {}
+
+    def inspect(ctx):
+        conv = ctx.model.features[0]
+        seen["channels_last"] = conv.weight.is_contiguous(memory_format=torch.channels_last)
+        with ctx.autocast():
+            seen["dtype"] = conv(torch.zeros(1, 3, SIZE, SIZE).to(memory_format=torch.channels_last)).dtype
+
+    bf16 = train(config(tree, tmp_path / "bf16", amp="bf16", max_steps=1, epochs=1), on_step=inspect)
+    fp32 = train(config(tree, tmp_path / "fp32", amp="none", max_steps=1, epochs=1))
+    assert seen == {"channels_last": True, "dtype": torch.bfloat16}
+    assert bf16.last["train_loss"] == pytest.approx(fp32.last["train_loss"], abs=0.02)
+    assert bf16.last["train_loss"] != fp32.last["train_loss"]  # rounded differently: bf16 really ran
 
 
 _DDP_SCRIPT = """
@@ -494,3 +510,22 @@ def test_new_head_starts_alive_and_neutral(dc_weights_path, tree, tmp_path):
     assert torch.all(model.final_conv.bias == CLASSIFIER_BIAS)
     scratch, *_ = build_model(TrainConfig(data=str(tree), **TINY), get_recipe("paper"), num_classes=3, in_chans=3)
     assert torch.all(scratch.final_conv.bias == CLASSIFIER_BIAS) and scratch.final_conv.weight.std() > 0
+
+
+def test_top5_is_not_reported_for_five_classes_or_fewer(tree, tmp_path, capsys):
+    """With 3 classes every label is in the top five: no "top-5 100.00%" in the log, the
+    metrics or eval; and training's validation and eval score the same images alike."""
+    from squeezenet.cli.main import main
+    from squeezenet.inference import evaluate_dataset
+    from squeezenet.weights import build_model_from_weights
+
+    result = train(config(tree, tmp_path / "run", epochs=1))
+    err = capsys.readouterr().err
+    assert "val top-1" in err and "top-5" not in err
+    assert result.last["val_top5"] is None
+    model = build_model_from_weights(result.last_weights)
+    scored = evaluate_dataset(model, tree / "val", workers=0)
+    assert scored.top5 is None and scored.n == result.last["val_n"] == 6
+    assert scored.top1 == pytest.approx(result.last["val_top1"])  # one scoring loop, the same figure
+    assert main(["eval", "-w", str(result.last_weights), "-d", str(tree / "val"), "-j", "0"]) == 0
+    assert "top-5" not in capsys.readouterr().out

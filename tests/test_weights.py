@@ -298,3 +298,27 @@ def test_missing_and_directory_paths(tmp_path):
         load_weights(tmp_path / "nope.safetensors")
     with pytest.raises(WeightsError, match="is a directory"):
         load_weights(tmp_path)
+
+
+def test_packaged_imagenet_classes_are_the_published_ones(monkeypatch):
+    """The 1000 wnids shipped in the package are the shared class list's, in head order, and the
+    names are torchvision's (those its SqueezeNet weights use)."""
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    from conftest import DATA, require
+    from squeezenet.weights import imagenet_class_names, imagenet_wnids, read_class_list
+
+    monkeypatch.delenv("SQUEEZENET_IMAGENET_CLASSES", raising=False)
+    shared_wnids, _ = read_class_list(require(DATA / "imagenet_classes.tsv"))
+    assert imagenet_wnids() == shared_wnids and len(shared_wnids) == 1000
+    assert list(imagenet_class_names()) == list(_IMAGENET_CATEGORIES)
+
+
+def test_torchvision_state_dict_gets_wnids_too(tmp_path):
+    """A bare 1000-class state dict (no metadata) is an ImageNet head: names and wnids both."""
+    from squeezenet.weights import imagenet_wnids
+
+    path = tmp_path / "tv.pth"
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
+    info = load_weights(path).info
+    assert info.wnids == imagenet_wnids() and info.classes[0] == "tench"

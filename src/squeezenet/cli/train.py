@@ -105,7 +105,11 @@ def add_parser(sub) -> None:
         help="decode every image once and keep it in memory (small images)",
     )
     p.add_argument("--device", help="auto (the default), cpu, cuda or cuda:N")
-    p.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), help="autocast (auto: bf16 on CUDA)")
+    p.add_argument(
+        "--amp",
+        choices=("auto", "none", "bf16", "fp16"),
+        help="autocast (auto, the default: bf16 where the GPU or CPU has it natively, else fp32)",
+    )
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms only")

@@ -42,5 +42,7 @@ def export_torchscript(model: nn.Module, path: str | Path, size: int | None = No
 def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
     """-> (module, metadata) of a file written by ``export_torchscript``."""
     extra = {METADATA_FILE: ""}
-    module = torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; it still loads
+        module = torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
     return module, json.loads(extra[METADATA_FILE] or "{}")

@@ -75,10 +75,28 @@ def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). Without it,
+    PyTorch emulates bf16 and autocast runs several times *slower* than fp32 (measured on an
+    AVX2-only EPYC: 16 against 106 images/s for the CIFAR-10 model)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device, main: bool = True) -> torch.dtype | None:
+    """``auto``: bf16 where the hardware has it (a CUDA GPU that supports it, a CPU with
+    AVX512-BF16 or AMX), else fp32."""
     amp = cfg.amp
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
     if amp == "auto":
-        amp = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+        amp = "bf16" if native else "none"
+    elif amp == "bf16" and not native:
+        _log(f"squeezenet: warning: --amp bf16 on a {device.type} without native bfloat16 is emulated and slower "
+             "than fp32 (--amp auto chooses for you)", main)  # fmt: skip
     if amp == "fp16" and device.type != "cuda":
         raise TrainingError("--amp fp16 needs CUDA; use --amp bf16 on CPU")
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
@@ -261,7 +279,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist, on_step) -> TrainResult:
 
     # optimization
     plan = plan_run(cfg, recipe, dist.world_size, len(train_ds))
-    amp_dtype = _amp_dtype(cfg, device)
+    amp_dtype = _amp_dtype(cfg, device, main)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

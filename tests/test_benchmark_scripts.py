@@ -1,0 +1,69 @@
+"""Every benchmark script runs in CI, in its --tiny mode (a few images, one round, results written
+to a temporary folder): a script broken by a change in the library (an argument order, a renamed
+function) fails here instead of publishing a wrong figure later. The figures mean nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, ROOT
+
+BENCHMARKS = ROOT / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+# script -> (arguments before --tiny, the result name it writes); bench_gpu.py has its own CPU test
+TINY_RUNS = {
+    "bench_eval.py": ([], "eval"),
+    "bench_deploy.py": ([], "deploy"),
+    "bench_train_throughput.py": ([], "train_throughput"),
+    "bench_train_cifar10.py": ([], "train_cifar10"),
+    "bench_train_elpv.py": ([], "train_elpv"),
+    "bench_elpv_variants.py": (["late"], "elpv_variant_late"),
+    "bench_compress.py": ([], "compress"),
+    "bench_compress_trained.py": ([], "compress_trained"),
+}
+COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*")) if p.is_file()}
+
+
+def test_every_benchmark_script_has_a_tiny_run():
+    scripts = {p.name for p in BENCHMARKS.glob("bench_*.py")}
+    assert scripts == set(TINY_RUNS) | set(COVERED_ELSEWHERE) | _helper_scripts(), "add the new script to TINY_RUNS"
+
+
+def _helper_scripts() -> set[str]:
+    """Scripts whose tiny run is tested beside their feature (listed in their own test modules)."""
+    found = set()
+    for test in (ROOT / "tests").glob("test_*.py"):
+        text = test.read_text()
+        found |= {name for name in (p.name for p in BENCHMARKS.glob("bench_*.py")) if f'"{name}", "--tiny"' in text}
+    return found - set(TINY_RUNS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(TINY_RUNS))
+def test_tiny_run_writes_its_results_elsewhere(script, tmp_path):
+    args, name = TINY_RUNS[script]
+    before = _digest(RESULTS)
+    env = {**os.environ, "SQUEEZENET_DATA": str(DATA), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args, "--tiny", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+    assert payload and (tmp_path / "out" / f"{name}.md").read_text().startswith("# ")
+    assert _digest(RESULTS) == before, "a --tiny run must not touch the recorded results"
