@@ -17,6 +17,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 RESULT_ORDER = (
     "eval",
     "deploy",
+    "export_c",
+    "serve",
     "gpu",
     "compress",
     "compress_trained",

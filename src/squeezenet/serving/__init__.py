@@ -1,0 +1,14 @@
+"""``squeezenet serve``: an HTTP service and a web page for one model, swappable while it serves.
+
+The server process never imports PyTorch (it would cost about 1 GB of resident memory): it
+holds an ONNX Runtime session of the project's default graph (concat-free, with the
+class-activation maps as a second output) and decodes images with Pillow and NumPy. Turning a
+weights file of any format into that graph needs PyTorch, so it runs in a short-lived child
+process (``python -m squeezenet.serving.convert``), which also checks the new model before the
+server swaps it in.
+
+Modules: ``config`` (options and limits), ``preprocess`` (decoding and the weights' own
+preprocessing without torchvision), ``convert`` (the child process), ``model`` (loading aside,
+checking, atomic swap), ``batching`` (dynamic batching off the event loop), ``metrics``
+(Prometheus), ``app`` (the routes), ``server`` (uvicorn and the file watcher), ``static/`` (the page).
+"""

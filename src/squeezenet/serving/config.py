@@ -1,0 +1,81 @@
+"""The server's options and limits, with safe defaults (every one is a ``squeezenet serve`` option).
+
+The limits bound what one request can cost: the bytes of a body, the pixels an image may
+decode to (a 2 KB PNG can claim 50,000 x 50,000 pixels: a decompression bomb), the time a
+client may take to send its body, the images waiting for the model. The defaults of the
+batching options were chosen by ``benchmarks/bench_serve.py`` (docs/serving.md says why).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from squeezenet.bounds import Bounds
+from squeezenet.errors import ModelError
+
+BROWSER_MODELS = ("w8a32", "int8", "fp32", "none")
+MEBIBYTE = 1 << 20
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# name -> allowed range: the CLI's argparse types and ServeConfig's own check read the same table
+BOUNDS = {
+    "port": Bounds(0, 65535, integer=True),
+    "max_batch": Bounds(1, 256, integer=True),
+    "max_wait_ms": Bounds(0, 1000),
+    "decode_threads": Bounds(1, 64, integer=True),
+    "threads": Bounds(1, 256, integer=True),
+    "max_body_bytes": Bounds(1, integer=True),
+    "max_weights_bytes": Bounds(1, integer=True),
+    "max_pixels": Bounds(1, integer=True),
+    "read_timeout": Bounds(0, low_open=True),
+    "max_queue": Bounds(1, integer=True),
+    "max_connections": Bounds(1, integer=True),
+    "watch_interval": Bounds(0, low_open=True),
+    "calibration_limit": Bounds(1, integer=True),
+    "convert_timeout": Bounds(0, low_open=True),
+}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``squeezenet serve`` can be told. ``token`` None: live updates over HTTP are off."""
+
+    weights: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    watch: bool = False
+    watch_interval: float = 1.0
+    max_batch: int = 1  # batching off: measured no faster on a CPU (benchmarks/results/serve.md)
+    max_wait_ms: float = 0.0
+    decode_threads: int = field(default_factory=usable_cores)
+    threads: int = field(default_factory=usable_cores)
+    max_body_bytes: int = 16 * MEBIBYTE
+    max_weights_bytes: int = 64 * MEBIBYTE
+    max_pixels: int = 24_000_000
+    read_timeout: float = 10.0
+    max_queue: int = 256
+    max_connections: int = 512
+    browser_model: str = "w8a32"
+    calibration: tuple[Path, ...] = ()
+    calibration_limit: int = 32
+    ort_web: Path | None = None
+    convert_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name, bounds in BOUNDS.items():
+            value = getattr(self, name)
+            if not bounds.contains(value):
+                raise ModelError(f"{name.replace('_', '-')} must {bounds.describe()}, got {value}")
+        if self.browser_model not in BROWSER_MODELS:
+            raise ModelError(f"browser-model must be one of {', '.join(BROWSER_MODELS)}, got {self.browser_model!r}")
+        if self.browser_model == "int8" and not self.calibration:
+            raise ModelError("browser-model int8 needs --calibration images (int8 is calibrated on real images)")
+        if self.token is not None and len(self.token) < 8:
+            raise ModelError("the token must have at least 8 characters")

@@ -1,0 +1,128 @@
+"""Image bytes -> the model's input, with Pillow and NumPy only (the server imports no torch).
+
+Two steps, each the numbers of its torch-based counterpart (``tests/test_serving.py`` measures
+the agreement on every image mode):
+
+- ``decode``: ``squeezenet.data.images.decode_image`` (EXIF orientation; 16-bit, alpha,
+  palette, CMYK handled as there), after two checks the server needs first: the pixel count
+  read from the header (a decompression bomb is refused before a byte is decoded) and a
+  readable, complete image (a truncated file is an error, never a grey bottom half).
+- ``preprocess``: ``squeezenet.data.preprocessing.build_transform`` of the weights'
+  ``Preprocessing``: torchvision's ``Resize`` on a PIL image is Pillow's own resize (same
+  output size rule), ``CenterCrop`` rounds the offsets the same way, then the scale, channel
+  order and normalisation. The NumPy runtime (``runtime/numpy_runtime.py``) does the same;
+  this copy also returns where the crop lies in the image, for the page's heat map.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from squeezenet.serving.problems import RequestProblem
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload is an error, not a padded image
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer/float grayscale to 8-bit by scaling, not clipping (as data/images.py)."""
+    array = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and array.max(initial=0) > 255):
+        scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
+        array = array.astype(np.float64) * (255.0 / scale)
+    elif img.mode == "F":
+        lo, hi = float(array.min(initial=0.0)), float(array.max(initial=1.0))
+        array = (array - lo) * (255.0 / max(hi - lo, 1e-12))
+    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+
+
+def normalize_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Any decoded mode to ``mode`` ("RGB" or "L"); transparent images composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert(mode) if img.mode != mode else img
+
+
+def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Image.Image:
+    """The image in ``data``, oriented and in ``mode``; a ``RequestProblem`` naming what is wrong."""
+    if not data:
+        raise RequestProblem(400, "empty_body", "empty body: send the image file's bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: our own limit is below
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise RequestProblem(
+                        413,
+                        "too_many_pixels",
+                        f"image of {width}x{height} = {width * height:,} pixels is over the limit of "
+                        f"{max_pixels:,} (--max-pixels)",
+                    )
+                img.load()
+                return normalize_mode(ImageOps.exif_transpose(img), mode)
+    except UnidentifiedImageError:
+        raise RequestProblem(400, "not_an_image", "not an image (unrecognised format)") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, when it is below ours (the server lifts it)
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or 0))
+        raise RequestProblem(
+            413, "too_many_pixels", f"image of more than {limit:,} pixels is over the limit of {max_pixels:,}"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if "truncated" in str(exc).lower():
+            raise RequestProblem(400, "truncated", f"truncated image ({exc})") from None
+        raise RequestProblem(400, "undecodable", f"cannot decode image ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A model input (C, H, W) and the crop it saw, as fractions (left, top, right, bottom) of the image."""
+
+    array: np.ndarray
+    box: tuple[float, float, float, float]
+
+
+def resized_size(width: int, height: int, resize) -> tuple[int, int]:
+    """(new width, new height) as torchvision computes it: a pair squashes, an int sets the shorter side."""
+    if isinstance(resize, list | tuple):
+        return int(resize[1]), int(resize[0])
+    side = int(resize)
+    if width <= height:
+        return side, int(side * height / width)
+    return int(side * width / height), side
+
+
+def preprocess(image: Image.Image, pre: dict) -> Prepared:
+    """``build_transform(Preprocessing.from_dict(pre))`` applied to ``image``, in NumPy."""
+    crop = int(pre.get("crop", 224))
+    new_w, new_h = resized_size(*image.size, pre.get("resize", 256))
+    resample = _RESAMPLE.get(pre.get("interpolation", "bilinear"), Image.BILINEAR)
+    resized = image.resize((new_w, new_h), resample)
+    top, left = round((new_h - crop) / 2.0), round((new_w - crop) / 2.0)
+    x = np.asarray(resized.crop((left, top, left + crop, top + crop)), dtype=np.float32)
+    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+    if float(pre.get("pixel_range", 1.0)) == 1.0:
+        x = x / np.float32(255.0)
+    if pre.get("channel_order", "RGB") == "BGR":
+        x = x[::-1]
+    mean = np.asarray(pre.get("mean", (0.485, 0.456, 0.406)), np.float32)[:, None, None]
+    std = np.asarray(pre.get("std", (0.229, 0.224, 0.225)), np.float32)[:, None, None]
+    box = (left / new_w, top / new_h, (left + crop) / new_w, (top + crop) / new_h)
+    return Prepared(np.ascontiguousarray((x - mean) / std, dtype=np.float32), box)
+
+
+def image_mode(pre: dict) -> str:
+    return "L" if pre.get("channel_order") == "L" else "RGB"
+
+
+def prepare(data: bytes, pre: dict, max_pixels: int) -> Prepared:
+    """Bytes -> model input: what one decoding thread does per request."""
+    return preprocess(decode(data, image_mode(pre), max_pixels), pre)
