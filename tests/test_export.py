@@ -192,9 +192,8 @@ def test_cli_export_onnx_and_torchscript(dc_weights_path, dc_model, real_batch, 
 @pytest.mark.slow
 def test_int8_keeps_the_predictions_on_real_images(dc_model, imagenet_samples, tmp_path):
     """int8 of the release weights, calibrated on 24 real images, predicts the fp32 class on at
-    least 12 of 24 others (14 measured). The floor is below what ONNX Runtime's QDQ int8 reaches (measured 74-79 %
-    top-1 agreement on held-out imagenet-samples: docs/deploy.md); a change that breaks int8
-    (a wrong scale, a bad fold) falls to chance and fails here."""
+    least 19 of 24 others (20 measured). With full 8-bit weights ONNX Runtime's AVX2 kernels saturate and kept
+    only 14 of 24 (74 % on 125 held-out images, against 94 % with the default 7-bit weights)."""
     from squeezenet.data import find_images
     from squeezenet.export.onnx import onnx_bytes, ort_session
     from squeezenet.export.quantize import calibration_arrays, quantize_model
@@ -208,7 +207,7 @@ def test_int8_keeps_the_predictions_on_real_images(dc_model, imagenet_samples, t
         name: session.run(None, {session.get_inputs()[0].name: scored})[0].argmax(1)
         for name, session in (("int8", int8), ("fp32", fp32))
     }
-    assert len(scored) == 24 and (predicted["int8"] == predicted["fp32"]).sum() >= 12
+    assert len(scored) == 24 and (predicted["int8"] == predicted["fp32"]).sum() >= 19
 
 
 def test_cli_export_unknown_format(dc_weights_path, tmp_path, capsys):

@@ -120,8 +120,15 @@ def quantize_model(
     method: str = "percentile",
     size: int | None = None,
     extra_options: dict | None = None,
+    reduce_range: bool = True,
 ) -> Path:
     """Export ``model`` as an int8 QDQ ONNX file calibrated on ``calibration``.
+
+    ``reduce_range``: 7-bit weights. ONNX Runtime's u8s8 kernels on x86 CPUs without VNNI
+    (AVX2 only) add pairs of 8-bit products into 16 bits, which saturate: with full 8-bit
+    weights the release's int8 model kept the fp32 top-1 class on only 74 % of held-out
+    imagenet-samples on an AVX2-only EPYC, with 7-bit weights on 94 % (ONNX Runtime's
+    quantization guide names this limit). The file then runs right on every CPU.
 
     ``calibration`` is an array of preprocessed inputs or image files/folders.
     ``exclude`` names layers kept in fp32 ("conv1", "conv10", "avgpool" or raw ONNX node names).
@@ -158,6 +165,7 @@ def quantize_model(
                     _Reader(data, batch=8),
                     quant_format=QuantFormat.QDQ,
                     per_channel=per_channel,
+                    reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=excluded,
@@ -178,6 +186,7 @@ def quantize_model(
             "fp32_layers": ",".join(exclude),
             "calibration_images": str(len(data)),
             "calibration_method": method,
+            "reduce_range": str(reduce_range),
         }
     )
     del quantized.metadata_props[:]
