@@ -1,4 +1,4 @@
-"""``squeezenet export``: ONNX (fp32 or int8) or TorchScript, with class names and preprocessing inside."""
+"""``squeezenet export``: ONNX (fp32 or int8), TorchScript or integer C99, with class names and preprocessing inside."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from squeezenet.export.formats import DEFAULT_OPSET, FORMATS, MIN_OPSET
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export to ONNX (fp32 or int8) or TorchScript for deployment")
+    p = sub.add_parser("export", help="export to ONNX (fp32 or int8), TorchScript or C (int8) for deployment")
     add_weights_args(p)
-    p.add_argument("--format", "-f", default="onnx", help="onnx or torchscript (default onnx)")
-    p.add_argument("--output", "-o", required=True, help="output file (.onnx or .pt)")
+    p.add_argument("--format", "-f", default="onnx", help="onnx, torchscript or c (default onnx)")
+    p.add_argument("--output", "-o", required=True, help="output file (.onnx or .pt); a folder for --format c")
     p.add_argument("--opset", type=count(MIN_OPSET), help="fp32 ONNX: opset, 17 (the default) or newer")
     p.add_argument("--size", type=count(1), help="example input side (default: the weights' crop size)")
     p.add_argument("--dynamo", action="store_true", help="fp32 ONNX: use the torch.export-based exporter")
@@ -21,6 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--calibration-limit", type=count(1), help="at most this many calibration images (default 128)")
     p.add_argument(
         "--calibration-method", choices=("percentile", "minmax", "entropy"), help="int8 ranges (default percentile)"
+    )
+    p.add_argument(
+        "--c-weights",
+        choices=("auto", "compressed", "int8"),
+        help="--format c: weights kept compressed (codebook indices, sparse positions) or plain int8 "
+        "(default auto: compressed for a .sqz)",
     )
     p.set_defaults(run=run)
 
@@ -37,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and not args.calibration:
         raise DeployError("--int8 needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
     _check_unused_options(args, fmt)
+    if fmt == "c":
+        return _run_c(args)
     if fmt == "onnx":
         from squeezenet.export.common import require
 
@@ -85,5 +93,40 @@ def _check_unused_options(args: argparse.Namespace, fmt: str) -> None:
         )
         if value
     ]
-    if int8_only and not args.int8:
-        raise DeployError(f"{', '.join(int8_only)}: only with --int8")
+    if int8_only and not (args.int8 or fmt == "c"):
+        raise DeployError(f"{', '.join(int8_only)}: only with --int8 or --format c")
+    if args.c_weights and fmt != "c":
+        raise DeployError("--c-weights: only with --format c")
+
+
+def _run_c(args: argparse.Namespace) -> int:
+    """Integer C99 sources in a folder; the arena plan is printed (docs/c-export.md)."""
+    from squeezenet.errors import DeployError
+    from squeezenet.export.c import check_output_folder, export_c, is_sqz
+    from squeezenet.export.c.quantizer import check_supported
+    from squeezenet.export.quantize import calibration_arrays
+
+    if not args.calibration:
+        raise DeployError("--format c needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
+    folder = check_output_folder(args.output)
+    model = load_model_from_args(args)
+    if args.size is not None and args.size < model.min_input_size:
+        raise DeployError(f"--size {args.size} is below the model's minimum input of {model.min_input_size} pixels")
+    check_supported(model)
+    data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or 128)
+    result = export_c(
+        model,
+        folder,
+        data,
+        method=args.calibration_method or "percentile",
+        storage=args.c_weights or "auto",
+        weights_are_compressed=is_sqz(args.weights),
+        size=args.size,
+    )
+    net = result.net
+    print(
+        f"wrote {folder}/ (C99, {net.storage} weights: {result.weight_bytes:,} bytes of weight tables, "
+        f"{net.size}x{net.size} input, calibrated on {len(data)} images, {net.arch})"
+    )
+    print(result.plan)
+    return 0

@@ -1,0 +1,131 @@
+"""The static arena, planned at export time: every buffer's offset, from its size and lifetime.
+
+The plan is TensorFlow Lite Micro's greedy one: buffers sorted by size, largest first,
+each placed at the lowest offset where it overlaps (in bytes) no already placed buffer
+that is live at the same time. Steps: 0 is the stem; Fire i (0-based) squeezes at step
+2i + 1 and expands at 2i + 2; the classifier runs at the last step. A buffer is live from
+the step that writes it to the last step that reads it.
+
+What the runtime keeps is small because nothing big is held whole when it need not be:
+conv1's output is pooled as its rows come (three rows per channel are kept), a pooled
+Fire pools each output channel as it is computed, the classifier sums its outputs, and
+the expand branches write their channel slices of one buffer (no concatenation copy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from squeezenet.export.c.arithmetic import QuantNet, conv_out, pool_out
+from squeezenet.export.c.streams import PROB_SCALE
+
+ALIGN = 16
+BLOCK = 32  # the runtime's SQN_BLOCK: accumulator runs are whole blocks
+SLACK = 2 * BLOCK  # bytes after the last buffer: reads of up to a block past a plane stay in the arena
+ENTRY_BYTES = 8  # sqn_entry: int32 offset, int32 weight
+TABLES_BYTES = 2 * PROB_SCALE + 5 * 256 * 2  # sqn_tables: two lookup tables, four u16[256], the int16 codebook
+
+
+@dataclass
+class Buffer:
+    name: str
+    size: int
+    first: int
+    last: int
+    offset: int = -1
+
+    def overlaps_in_time(self, other: Buffer) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+
+def plan(buffers: list[Buffer]) -> int:
+    """Assign offsets in place (greedy, largest first); returns the arena size."""
+    placed: list[Buffer] = []
+    for buf in sorted(buffers, key=lambda b: (-b.size, b.first, b.name)):
+        offset = 0
+        for other in sorted((b for b in placed if b.overlaps_in_time(buf)), key=lambda b: b.offset):
+            if offset + buf.size <= other.offset:
+                break  # fits in the gap below ``other``
+            offset = max(offset, _aligned(other.offset + other.size))
+        buf.offset = offset
+        placed.append(buf)
+    return max((b.offset + b.size for b in buffers), default=0)
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def stem_geometry(net: QuantNet) -> dict[str, int]:
+    stem = net.stem
+    conv = conv_out(net.size, stem.kernel, stem.stride, stem.padding)
+    pitch = conv + (stem.kernel - 1) // stem.stride
+    return {
+        "conv_size": conv,
+        "out_size": pool_out(conv) if net.stem_pool else conv,
+        "row_pitch": pitch,
+        "rows_bytes": 2 * stem.cin * stem.kernel * stem.stride * pitch,
+        "ring_bytes": 3 * stem.cout * conv if net.stem_pool else 0,
+    }
+
+
+def buffers(net: QuantNet) -> list[Buffer]:
+    """Every arena buffer of ``net`` with its size and lifetime."""
+    geo = stem_geometry(net)
+    last = 2 * len(net.fires) + 1  # the classifier's step
+    out: list[Buffer] = [Buffer("stem.rows", geo["rows_bytes"], 0, 0)]
+    compressed = net.storage == "compressed"
+    stem_packed = compressed and net.stem.codebook is not None  # conv1 decoded once per image
+    if stem_packed:
+        stem = net.stem
+        out += [
+            Buffer("stem.weights", stem.weight.size, 0, 0),
+            Buffer("stem.mult", 4 * stem.cout, 0, 0),
+            Buffer("stem.shift", stem.cout, 0, 0),
+        ]
+    if geo["ring_bytes"]:
+        out.append(Buffer("stem.ring", geo["ring_bytes"], 0, 0))
+    side = geo["out_size"]
+    grids, kernels, planes = [geo["conv_size"]], [net.stem.weight[0].size] if stem_packed else [], []
+    inputs = Buffer("stem.out", net.stem.cout * side * side, 0, 1)
+    out.append(inputs)
+    for i, fire in enumerate(net.fires):
+        squeeze_step, expand_step = 2 * i + 1, 2 * i + 2
+        if fire.bypass is not None:
+            inputs.last = expand_step
+        squeezed = Buffer(f"fire{i + 2}.squeeze", fire.squeeze.cout * (side + 2) ** 2, squeeze_step, expand_step)
+        after = pool_out(side) if fire.pool else side
+        channels = fire.expand1x1.cout + fire.expand3x3.cout
+        inputs = Buffer(f"fire{i + 2}.out", channels * after * after, expand_step, expand_step + 1)
+        out += [squeezed, inputs]
+        grids += [side * side, side * (side + 2) - 2]
+        kernels += [fire.squeeze.cin, fire.expand1x1.cin, fire.expand3x3.cin * 9]
+        if fire.pool or fire.bypass is not None:
+            planes.append(side * side)
+        side = after
+    grids.append(side * side)
+    kernels.append(net.classifier.cin)
+    out.append(Buffer("acc", 4 * _blocks(max(grids)), 0, last))
+    out.append(Buffer("entries", ENTRY_BYTES * max(kernels), 0 if stem_packed else 1, last))
+    if planes:
+        out.append(Buffer("plane", max(planes), 1, last))
+    if compressed:
+        out.append(Buffer("tables", TABLES_BYTES, 0 if stem_packed else 1, last))
+    return out
+
+
+def _blocks(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+def plan_arena(net: QuantNet) -> tuple[int, dict[str, Buffer]]:
+    bufs = buffers(net)
+    size = _aligned(plan(bufs) + SLACK)
+    return size, {b.name: b for b in bufs}
+
+
+def describe(size: int, bufs: dict[str, Buffer]) -> str:
+    lines = [f"arena: {size:,} bytes"]
+    for b in sorted(bufs.values(), key=lambda b: (b.offset, b.name)):
+        lines.append(f"  {b.name:16s} offset {b.offset:>9,}  {b.size:>9,} bytes  steps {b.first}-{b.last}")
+    return "\n".join(lines)

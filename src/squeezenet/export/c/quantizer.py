@@ -1,0 +1,330 @@
+"""A PyTorch SqueezeNet -> ``QuantNet``: support checks, calibration, integer weights.
+
+Calibration runs the fp32 model on the caller's images and records the range of every
+tensor the C code stores: conv1's ReLU output (= its max pool's), each Fire's squeeze
+output and its output (both expand branches share it: they write their channel slices
+of one buffer), and conv10's ReLU output. Ranges come from ONNX Runtime's histogram
+collector (percentile, entropy) or the plain maximum (minmax): the same methods as the
+int8 ONNX export.
+
+Preprocessing is folded into the stem: the entry point takes uint8 pixels; the stem
+reads ``pixel - z_c`` (z_c the channel's mean in pixel units, rounded) and its weights
+absorb the 1/std scale, the BGR order and the mean's rounding remainder (in the bias:
+exact wherever conv1's window lies inside the image; a padded stem sees pixel z_c
+where the fp32 model sees the exact mean).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from squeezenet.errors import DeployError
+from squeezenet.export.c.arithmetic import (
+    BIAS_BITS,
+    CODEBOOK_MAX,
+    MAX_CODEBOOK,
+    WEIGHT_MAX,
+    QuantConv,
+    QuantFire,
+    QuantNet,
+    channel_max,
+    codebook_weights,
+    derived_multiplier,
+    quantize_multiplier,
+)
+
+STORAGES = ("auto", "compressed", "int8")
+METHODS = ("percentile", "minmax", "entropy")
+
+
+@dataclass
+class FloatConv:
+    name: str
+    weight: np.ndarray  # float64 [cout, cin, k, k]
+    bias: np.ndarray  # float64 [cout]
+    stride: int = 1
+    padding: int = 0
+
+
+def _conv(name: str, module: torch.nn.Conv2d) -> FloatConv:
+    bias = module.bias.detach().double().numpy() if module.bias is not None else np.zeros(module.out_channels)
+    return FloatConv(name, module.weight.detach().double().numpy(), bias, module.stride[0], module.padding[0])
+
+
+def check_supported(model) -> None:
+    """What the C runtime computes: plain or identity-bypass Fires, 3x3/2 ceil-mode pools."""
+    spec = getattr(model, "spec", None)
+    if spec is None or not hasattr(model, "features"):
+        raise DeployError(f"the C export takes a SqueezeNet, not a {type(model).__name__}")
+    if "conv" in spec.shortcuts:
+        raise DeployError(
+            "the C export supports plain Fires and the simple (identity) bypass, not the complex bypass's "
+            "1x1-convolution shortcuts (their sum can be negative, which uint8 activations cannot hold)"
+        )
+    if spec.stem_kernel * spec.stem_kernel * model.in_chans > 4096:
+        raise DeployError(f"conv1 of {spec.stem_kernel}x{spec.stem_kernel} pixels is larger than the C runtime takes")
+
+
+def _plain(model):
+    """The model without BatchNorm (folded), in eval mode, on the CPU."""
+    from squeezenet.models.fold import fold_batchnorm
+
+    model = model.float().cpu().eval()
+    if model.spec.batch_norm:
+        folded = fold_batchnorm(model)
+        folded.weights_info = getattr(model, "weights_info", None)
+        model = folded
+    return model
+
+
+def _fires(model):
+    from squeezenet.models.fire import Fire
+
+    return [m for m in model.features if isinstance(m, Fire)]
+
+
+@torch.no_grad()
+def activation_ranges(model, data: np.ndarray, method: str = "percentile", batch: int = 8) -> dict[str, float]:
+    """{tensor: calibrated maximum} for "stem", "fireN.squeeze", "fireN" and "classifier"."""
+    if method not in METHODS:
+        raise DeployError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
+    model = _plain(model)
+    seen: dict[str, list[np.ndarray]] = {}
+
+    def keep(name):
+        def hook(_module, _inputs, output):
+            seen.setdefault(name, []).append(output.detach().float().numpy())
+
+        return hook
+
+    hooks = [model.features[1].register_forward_hook(keep("stem"))]
+    for i, fire in enumerate(_fires(model)):
+        hooks.append(fire.squeeze_activation.register_forward_hook(keep(f"fire{i + 2}.squeeze")))
+        hooks.append(fire.register_forward_hook(keep(f"fire{i + 2}")))
+    hooks.append(model.classifier[2].register_forward_hook(keep("classifier")))
+    collector = None
+    if method != "minmax":
+        from squeezenet.export.common import require
+
+        require("onnxruntime")
+        from onnxruntime.quantization.calibrate import HistogramCollector
+
+        bins = 2048 if method == "percentile" else 128
+        collector = HistogramCollector(method, False, bins, 128, 99.999, "same")
+    maxima: dict[str, float] = {}
+    try:
+        for start in range(0, len(data), batch):
+            seen.clear()
+            model(torch.from_numpy(np.ascontiguousarray(data[start : start + batch])))
+            for name, arrays in seen.items():
+                maxima[name] = max(maxima.get(name, 0.0), max(float(a.max()) for a in arrays))
+            if collector is not None:
+                with contextlib.redirect_stdout(io.StringIO()):  # the collector prints progress
+                    collector.collect(
+                        {name: [np.concatenate([a.ravel() for a in arrays])] for name, arrays in seen.items()}
+                    )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if collector is not None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = collector.compute_collection_result()
+        ranges = {name: float(np.asarray(result[name][1]).ravel()[0]) for name in maxima}
+    else:
+        ranges = dict(maxima)
+    # a tensor that stays zero on every calibration image still needs a valid scale
+    return {name: value if value > 0 else 1.0 for name, value in ranges.items()}
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def _bias16(bias_int: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """Accumulator-unit biases as int16 << shift: exact when they fit 16 bits, else rounded."""
+    largest = int(np.abs(bias_int).max(initial=0))
+    shift = max(0, largest.bit_length() - BIAS_BITS)
+    if shift > 15:
+        raise DeployError(f"{name}: a bias of {largest} accumulator units does not fit the int32 accumulator")
+    return np.clip(np.round(bias_int / (1 << shift)), -32767, 32767).astype(np.int16), shift
+
+
+def _multipliers(real: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        pairs = [quantize_multiplier(float(r)) for r in real]
+    except ValueError as exc:
+        raise DeployError(f"{name}: {exc}; the layer does not fit the integer scheme") from None
+    return np.array([m for m, _ in pairs], dtype=np.int64), np.array([n for _, n in pairs], dtype=np.int64)
+
+
+def _dense(conv: FloatConv, s_in: float, s_out: float) -> QuantConv:
+    """Plain int8: per-output-channel scale max|w| / 127."""
+    w = conv.weight
+    scale = np.abs(w).reshape(len(w), -1).max(axis=1) / WEIGHT_MAX
+    scale = np.where(scale > 0, scale, 1.0)
+    q = np.clip(np.round(w / scale[:, None, None, None]), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
+    mult, shift = _multipliers(s_in * scale / s_out, conv.name)
+    bias16, bias_shift = _bias16(np.round(conv.bias / (s_in * scale)), conv.name)
+    return QuantConv(conv.name, q, bias16, bias_shift, mult, shift, conv.stride, conv.padding, weight_scale=scale)
+
+
+def distinct_values(weight: np.ndarray) -> np.ndarray:
+    return np.unique(weight[weight != 0])
+
+
+def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float) -> QuantConv:
+    """A codebook layer: int16 codebook, per-channel int8 weights and multipliers derived from it."""
+    unit = np.abs(values).max() / CODEBOOK_MAX
+    codebook = np.clip(np.round(values / unit), -CODEBOOK_MAX, CODEBOOK_MAX).astype(np.int16)
+    flat = conv.weight.reshape(-1)
+    positions = np.flatnonzero(flat)
+    codes = np.searchsorted(values, flat[positions]).astype(np.uint8)
+    cout, per_channel = conv.weight.shape[0], conv.weight[0].size
+    channel = positions // per_channel
+    bounds = np.searchsorted(channel, np.arange(cout + 1))
+    try:
+        layer_mult, layer_shift = quantize_multiplier(s_in * unit / (WEIGHT_MAX * s_out))
+    except ValueError as exc:
+        raise DeployError(f"{conv.name}: {exc}; its codebook does not fit the integer scheme") from None
+    q = np.zeros(flat.shape, np.int8)
+    mult, shift, scale = (np.zeros(cout, np.int64) for _ in range(3))
+    scale = scale.astype(np.float64)
+    for oc in range(cout):
+        take = slice(bounds[oc], bounds[oc + 1])
+        cmax = channel_max(codebook, codes[take])
+        q[positions[take]] = codebook_weights(codebook[codes[take]], cmax)
+        mult[oc], shift[oc] = derived_multiplier(layer_mult, layer_shift, cmax)
+        scale[oc] = unit * cmax / WEIGHT_MAX
+    if shift.min() < 1 or shift.max() > 62:
+        raise DeployError(f"{conv.name}: its codebook's scale does not fit the integer scheme (shift out of 1..62)")
+    bias16, bias_shift = _bias16(np.round(conv.bias / (s_in * scale)), conv.name)
+    return QuantConv(
+        conv.name,
+        q.reshape(conv.weight.shape),
+        bias16,
+        bias_shift,
+        mult,
+        shift,
+        conv.stride,
+        conv.padding,
+        codebook=codebook,
+        codes=codes,
+        positions=positions,
+        layer_mult=layer_mult,
+        layer_shift=layer_shift,
+        weight_scale=scale,
+    )
+
+
+def _layer(conv: FloatConv, s_in: float, s_out: float, compressed: bool) -> QuantConv:
+    values = distinct_values(conv.weight)
+    if len(values) == 0:
+        raise DeployError(f"{conv.name}: every weight is zero")
+    if len(values) <= MAX_CODEBOOK:
+        return _codebook(conv, values, s_in, s_out)
+    if compressed:
+        raise DeployError(
+            f"{conv.name} holds {len(values):,} distinct weight values; compressed C weights need a codebook of "
+            f"at most {MAX_CODEBOOK} per layer (a .sqz of up to 8 bits from squeezenet compress), "
+            "or use --c-weights int8"
+        )
+    return _dense(conv, s_in, s_out)
+
+
+def _stem(model, pre, s_out: float) -> tuple[QuantConv, np.ndarray]:
+    """conv1 with the normalisation folded in; returns it and the per-channel pixel zero points.
+
+    Folding scales each input channel by 1/std: with equal stds (the Caffe weights) a codebook
+    stays a codebook and conv1 is stored compressed too; otherwise it is plain int8."""
+    conv = _conv("features.0", model.features[0])
+    rng = 1.0 / 255.0 if pre.pixel_range == 1.0 else 1.0
+    mean, std = np.array(pre.mean, np.float64), np.array(pre.std, np.float64)
+    weight = conv.weight * (rng / std)[None, :, None, None]  # per model input channel
+    centre = mean / rng  # the mean in pixel units
+    zero = np.clip(np.round(centre), 0, 255)
+    bias = conv.bias - (weight * (centre - zero)[None, :, None, None]).sum(axis=(1, 2, 3))
+    if pre.channel_order == "BGR":  # the entry point takes RGB bytes
+        weight, zero = weight[:, ::-1], zero[::-1]
+    folded = FloatConv(conv.name, np.ascontiguousarray(weight), bias, conv.stride, conv.padding)
+    values = distinct_values(folded.weight)
+    if 0 < len(values) <= MAX_CODEBOOK:  # a codebook survives folding when the channels share one std
+        return _codebook(folded, values, 1.0, s_out), zero.astype(np.int64)
+    return _dense(folded, 1.0, s_out), zero.astype(np.int64)
+
+
+def quantize_net(
+    model,
+    ranges: dict[str, float],
+    storage: str = "int8",
+    weights_are_compressed: bool = False,
+    size: int | None = None,
+) -> QuantNet:
+    """The integer model. ``storage``: "int8", "compressed" or "auto" (compressed for a .sqz)."""
+    from squeezenet.models import default_input_size
+
+    if storage not in STORAGES:
+        raise DeployError(f"unknown C weight storage {storage!r}; expected one of {', '.join(STORAGES)}")
+    check_supported(model)
+    info = getattr(model, "weights_info", None)
+    model = _plain(model)
+    if storage == "auto":
+        storage = "compressed" if weights_are_compressed else "int8"
+    compressed = storage == "compressed"
+    from squeezenet.data.preprocessing import Preprocessing
+
+    pre = info.preprocessing if info is not None else Preprocessing()
+    spec = model.spec
+    size = size or default_input_size(model)
+    if size < model.min_input_size:
+        raise DeployError(f"input size {size} is below the model's minimum of {model.min_input_size} pixels")
+    scale = {name: value / 255.0 for name, value in ranges.items()}
+    stem, zero = _stem(model, pre, scale["stem"])
+    side = (size + 2 * spec.stem_padding - spec.stem_kernel) // spec.stem_stride + 1
+    if spec.stem_pool:
+        side = -(-(side - 3) // 2) + 1
+    fires, s_in = [], scale["stem"]
+    for i, fire in enumerate(_fires(model)):
+        tag = f"fire{i + 2}"
+        prefix = f"features.{list(model.features).index(fire)}"
+        s_sq, s_out = scale[f"{tag}.squeeze"], scale[tag]
+        bypass = None
+        if fire.shortcut_kind == "identity":
+            try:
+                bypass = quantize_multiplier(s_in / s_out)
+            except ValueError as exc:
+                raise DeployError(f"{tag}: bypass {exc}") from None
+        pooled = i in spec.pool_after
+        fires.append(
+            QuantFire(
+                _layer(_conv(f"{prefix}.squeeze", fire.squeeze), s_in, s_sq, compressed),
+                _layer(_conv(f"{prefix}.expand1x1", fire.expand1x1), s_sq, s_out, compressed),
+                _layer(_conv(f"{prefix}.expand3x3", fire.expand3x3), s_sq, s_out, compressed),
+                side,
+                pooled,
+                bypass,
+            )
+        )
+        if pooled:
+            side = -(-(side - 3) // 2) + 1
+        s_in = s_out
+    classifier = _layer(_conv("classifier.1", model.final_conv), s_in, scale["classifier"], compressed)
+    pixels = (side + 2 * classifier.padding) ** 2
+    return QuantNet(
+        arch=info.arch if info is not None else getattr(model, "arch", "squeezenet"),
+        size=size,
+        in_chans=model.in_chans,
+        channel_order="L" if model.in_chans == 1 else "RGB",
+        zero_points=zero,
+        stem=stem,
+        stem_pool=spec.stem_pool,
+        fires=fires,
+        classifier=classifier,
+        scales=scale,
+        score_scale=scale["classifier"] / pixels,
+        classes=list(info.classes) if info is not None and info.classes else [],
+        storage=storage,
+    )

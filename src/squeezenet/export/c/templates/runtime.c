@@ -1,0 +1,562 @@
+/* ---- runtime: the integer kernels (the same for every exported model) ----------------------
+ *
+ * Activations are uint8 planes (C x H x W), weights int8, accumulators int32. A convolution
+ * runs one output channel at a time: the channel's non-zero weights become a list of
+ * (input offset, weight) entries, and each entry adds weight * input over the whole output
+ * plane (a contiguous run, so compilers vectorise it). A 3x3 convolution reads a squeeze
+ * output stored with a one-pixel zero border, so that every tap is a plain offset; its
+ * accumulator rows have the padded pitch and the two extra columns are never read.
+ * docs/c-export.md in the squeezenet project states the arithmetic. */
+
+/* Accumulator runs are rounded up to whole blocks of 32, so that vectorised loops have no scalar
+ * tail: the extra accumulators hold garbage that is never read, and reading up to 31 inputs past
+ * a plane stays inside the arena (it ends with slack for that). */
+#define SQN_BLOCK 32
+#define SQN_ROUND(n) (((n) + SQN_BLOCK - 1) & ~(SQN_BLOCK - 1))
+
+/* Eight weights per pass over the accumulators where there are vector registers to hold them;
+ * four on small cores (a Cortex-M3 has 13 general registers: eight pointers would spill). */
+#ifndef SQN_WIDE
+#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || defined(__ARM_NEON)
+#define SQN_WIDE 1
+#else
+#define SQN_WIDE 0
+#endif
+#endif
+
+/* w * a: every product fits 16 bits (|w| <= 127, |a| <= 255); saying so lets compilers multiply
+ * 16 lanes at a time, while small cores do better with a plain 32-bit multiply */
+#if SQN_WIDE
+#define SQN_MUL(w, a) ((int32_t)(int16_t)((w) * (a)))
+#else
+#define SQN_MUL(w, a) ((int32_t)(w) * (a))
+#endif
+
+typedef struct {
+    int32_t off; /* offset of the tap in the input buffer */
+    int32_t w;   /* int8 weight */
+} sqn_entry;
+
+typedef struct {
+    uint16_t cin, cout;
+    uint8_t k, bias_shift;
+    const int16_t *bias;
+    const int8_t *w;      /* int8 storage: [cout][cin][k][k] */
+    const int32_t *mult;  /* int8 storage: per output channel */
+    const uint8_t *shift; /* int8 storage: per output channel */
+    const uint16_t *words;   /* compressed storage: the layer's rANS stream */
+    const uint8_t *tables;   /* compressed storage: varint frequencies (gaps, codes), then the codebook */
+    uint32_t entries;        /* compressed storage: non-zero weights */
+    uint16_t codes, gap_alphabet;
+    int32_t layer_mult;
+    uint8_t layer_shift;
+} sqn_conv;
+
+typedef struct {
+    sqn_conv conv; /* conv1, input channels in the image's order: int8 tables or a stream */
+    uint16_t in_size, conv_size, out_size, row_pitch;
+    uint8_t stride, pad, pool;
+    const int16_t *zero; /* per input channel: the pixel value that reads as 0 */
+} sqn_stem;
+
+typedef struct { /* conv1's weights as the stem reads them (decoded into the arena if compressed) */
+    const int8_t *w;
+    const int32_t *mult;
+    const uint8_t *shift;
+} sqn_stem_weights;
+
+typedef struct {
+    sqn_conv squeeze, expand1x1, expand3x3;
+    uint16_t size; /* input side = output side before the pool */
+    uint8_t pool, bypass;
+    int32_t bypass_mult;
+    uint8_t bypass_shift;
+    uint32_t in, sq, out; /* arena offsets */
+} sqn_fire;
+
+typedef struct {
+    sqn_conv conv;
+    uint16_t size;
+    uint8_t pad;
+    uint32_t in;
+} sqn_classifier;
+
+/* uint8 = min(255, (max(acc, 0) * m + 2^(n-1)) >> n): ReLU, fixed-point multiply, round half up */
+static uint8_t sqn_requant(int32_t acc, int32_t m, int n)
+{
+    uint64_t a = acc > 0 ? (uint64_t)(uint32_t)acc : 0u;
+    uint64_t v = (a * (uint64_t)(uint32_t)m + ((uint64_t)1 << (n - 1))) >> n;
+    return (uint8_t)(v > 255u ? 255u : v);
+}
+
+/* acc[i] += sum over entries of w * in[off + i], i < n; four entries per pass over acc */
+static void sqn_accumulate(int32_t *restrict acc, int32_t n, const uint8_t *restrict in, const sqn_entry *e,
+                           int32_t count)
+{
+    int32_t i = 0, j;
+    n = SQN_ROUND(n);
+    for (; SQN_WIDE && i + 8 <= count; i += 8) {
+        const uint8_t *restrict a0 = in + e[i].off;
+        const uint8_t *restrict a1 = in + e[i + 1].off;
+        const uint8_t *restrict a2 = in + e[i + 2].off;
+        const uint8_t *restrict a3 = in + e[i + 3].off;
+        const uint8_t *restrict a4 = in + e[i + 4].off;
+        const uint8_t *restrict a5 = in + e[i + 5].off;
+        const uint8_t *restrict a6 = in + e[i + 6].off;
+        const uint8_t *restrict a7 = in + e[i + 7].off;
+        const int16_t w0 = (int16_t)e[i].w, w1 = (int16_t)e[i + 1].w;
+        const int16_t w2 = (int16_t)e[i + 2].w, w3 = (int16_t)e[i + 3].w;
+        const int16_t w4 = (int16_t)e[i + 4].w, w5 = (int16_t)e[i + 5].w;
+        const int16_t w6 = (int16_t)e[i + 6].w, w7 = (int16_t)e[i + 7].w;
+        for (j = 0; j < n; j++) {
+            acc[j] += SQN_MUL(w0, a0[j]) + SQN_MUL(w1, a1[j]) +
+                      SQN_MUL(w2, a2[j]) + SQN_MUL(w3, a3[j]) +
+                      SQN_MUL(w4, a4[j]) + SQN_MUL(w5, a5[j]) +
+                      SQN_MUL(w6, a6[j]) + SQN_MUL(w7, a7[j]);
+        }
+    }
+    for (; i + 4 <= count; i += 4) {
+        const uint8_t *restrict a0 = in + e[i].off;
+        const uint8_t *restrict a1 = in + e[i + 1].off;
+        const uint8_t *restrict a2 = in + e[i + 2].off;
+        const uint8_t *restrict a3 = in + e[i + 3].off;
+        const int16_t w0 = (int16_t)e[i].w, w1 = (int16_t)e[i + 1].w;
+        const int16_t w2 = (int16_t)e[i + 2].w, w3 = (int16_t)e[i + 3].w;
+        for (j = 0; j < n; j++) {
+            acc[j] += SQN_MUL(w0, a0[j]) + SQN_MUL(w1, a1[j]) +
+                      SQN_MUL(w2, a2[j]) + SQN_MUL(w3, a3[j]);
+        }
+    }
+    for (; i < count; i++) {
+        const uint8_t *restrict a0 = in + e[i].off;
+        const int16_t w0 = (int16_t)e[i].w;
+        for (j = 0; j < n; j++) acc[j] += SQN_MUL(w0, a0[j]);
+    }
+}
+
+static void sqn_fill(int32_t *acc, int32_t n, int32_t value)
+{
+    int32_t i;
+    n = SQN_ROUND(n);
+    for (i = 0; i < n; i++) acc[i] = value;
+}
+
+/* requantize rows x cols accumulators (row pitch ap) into dst (row pitch dp); with a bypass,
+ * add its plane (pitch cols) rescaled by (bm, bn) and saturate */
+static void sqn_emit(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols, int32_t m, int n, uint8_t *dst,
+                     int32_t dp, const uint8_t *bypass, int32_t bm, int bn)
+{
+    int32_t y, x;
+    for (y = 0; y < rows; y++) {
+        const int32_t *a = acc + y * ap;
+        uint8_t *d = dst + y * dp;
+        for (x = 0; x < cols; x++) d[x] = sqn_requant(a[x], m, n);
+        if (bypass) {
+            const uint8_t *b = bypass + y * cols;
+            for (x = 0; x < cols; x++) {
+                uint32_t v = (uint32_t)d[x] + (uint32_t)(((uint64_t)b[x] * (uint32_t)bm + ((uint64_t)1 << (bn - 1))) >> bn);
+                d[x] = (uint8_t)(v > 255u ? 255u : v);
+            }
+        }
+    }
+}
+
+static int32_t sqn_pool_size(int32_t size) { return (size - 3 + 1) / 2 + 1; }
+
+/* 3x3 / 2 max pool, ceil mode (a last window hangs over the edge and takes what is there) */
+static void sqn_pool(const uint8_t *src, int32_t size, uint8_t *dst)
+{
+    int32_t out = sqn_pool_size(size), py, px, y, x;
+    for (py = 0; py < out; py++) {
+        int32_t y1 = 2 * py + 2 < size ? 2 * py + 2 : size - 1;
+        for (px = 0; px < out; px++) {
+            int32_t x1 = 2 * px + 2 < size ? 2 * px + 2 : size - 1;
+            uint8_t best = 0;
+            for (y = 2 * py; y <= y1; y++)
+                for (x = 2 * px; x <= x1; x++)
+                    if (src[y * size + x] > best) best = src[y * size + x];
+            dst[py * out + px] = best;
+        }
+    }
+}
+
+/* ---- the stem: conv1 (+ ReLU) and its max pool, one conv1 row at a time --------------------
+ * rows: for each input channel and kernel row, the image row minus the zero point, split
+ * into `stride` phases so that every tap reads a contiguous run; ring: the last three
+ * conv1 rows of every channel, pooled as soon as a pool window is complete. */
+static void sqn_stem_row(const sqn_stem *s, const uint8_t *image, int32_t y, int16_t *rows)
+{
+    int32_t c, ky, j, cols = s->row_pitch * s->stride, cin = s->conv.cin, k = s->conv.k;
+    for (c = 0; c < cin; c++) {
+        for (ky = 0; ky < k; ky++) {
+            int32_t r = y * s->stride + ky - s->pad;
+            int16_t *row = rows + (c * k + ky) * s->stride * s->row_pitch;
+            for (j = 0; j < cols; j++) {
+                int32_t col = j - s->pad;
+                int16_t v = 0;
+                if (r >= 0 && r < s->in_size && col >= 0 && col < s->in_size)
+                    v = (int16_t)(image[(r * s->in_size + col) * cin + c] - s->zero[c]);
+                row[(j % s->stride) * s->row_pitch + j / s->stride] = v;
+            }
+        }
+    }
+}
+
+/* acc[x] += sum of w * a[x] over 8 (or fewer) taps of int16 rows */
+static void sqn_taps(int32_t *restrict acc, int32_t n, const int16_t *const *taps, const int16_t *tw, int32_t t)
+{
+    int32_t j;
+    n = SQN_ROUND(n);
+    if (t == 4) {
+        const int16_t *restrict a0 = taps[0], *restrict a1 = taps[1], *restrict a2 = taps[2], *restrict a3 = taps[3];
+        const int16_t w0 = tw[0], w1 = tw[1], w2 = tw[2], w3 = tw[3];
+        for (j = 0; j < n; j++)
+            acc[j] += SQN_MUL(w0, a0[j]) + SQN_MUL(w1, a1[j]) +
+                      SQN_MUL(w2, a2[j]) + SQN_MUL(w3, a3[j]);
+        return;
+    }
+    if (t == 8) {
+        const int16_t *restrict a0 = taps[0], *restrict a1 = taps[1], *restrict a2 = taps[2], *restrict a3 = taps[3];
+        const int16_t *restrict a4 = taps[4], *restrict a5 = taps[5], *restrict a6 = taps[6], *restrict a7 = taps[7];
+        const int16_t w0 = tw[0], w1 = tw[1], w2 = tw[2], w3 = tw[3], w4 = tw[4], w5 = tw[5], w6 = tw[6], w7 = tw[7];
+        for (j = 0; j < n; j++)
+            acc[j] += SQN_MUL(w0, a0[j]) + SQN_MUL(w1, a1[j]) +
+                      SQN_MUL(w2, a2[j]) + SQN_MUL(w3, a3[j]) +
+                      SQN_MUL(w4, a4[j]) + SQN_MUL(w5, a5[j]) +
+                      SQN_MUL(w6, a6[j]) + SQN_MUL(w7, a7[j]);
+        return;
+    }
+    while (t > 0) {
+        const int16_t *restrict a0 = taps[--t];
+        const int16_t w0 = tw[t];
+        for (j = 0; j < n; j++) acc[j] += SQN_MUL(w0, a0[j]);
+    }
+}
+
+static void sqn_stem_channel(const sqn_stem *s, const int8_t *w, int32_t oc, const int16_t *rows, int32_t *acc)
+{
+    const int16_t *taps[8];
+    int16_t tw[8];
+    int32_t c, ky, kx, t = 0, n = s->conv_size, k = s->conv.k;
+    sqn_fill(acc, n, (int32_t)s->conv.bias[oc] * (1 << s->conv.bias_shift));
+    for (c = 0; c < s->conv.cin; c++) {
+        for (ky = 0; ky < k; ky++) {
+            const int16_t *row = rows + (c * k + ky) * s->stride * s->row_pitch;
+            for (kx = 0; kx < k; kx++, w++) {
+                if (!*w) continue;
+                taps[t] = row + (kx % s->stride) * s->row_pitch + kx / s->stride;
+                tw[t++] = *w;
+                if (t == (SQN_WIDE ? 8 : 4)) {
+                    sqn_taps(acc, n, taps, tw, t);
+                    t = 0;
+                }
+            }
+        }
+    }
+    sqn_taps(acc, n, taps, tw, t);
+}
+
+static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
+                         int16_t *rows, uint8_t *ring, int32_t *acc)
+{
+    int32_t y, oc, x, n = s->conv_size, py = 0, cout = s->conv.cout, per = s->conv.cin * s->conv.k * s->conv.k;
+    for (y = 0; y < n; y++) {
+        sqn_stem_row(s, image, y, rows);
+        for (oc = 0; oc < cout; oc++) {
+            uint8_t *dst = s->pool ? ring + ((y % 3) * cout + oc) * n : out + ((int32_t)oc * n + y) * n;
+            sqn_stem_channel(s, sw->w + oc * per, oc, rows, acc);
+            for (x = 0; x < n; x++) dst[x] = sqn_requant(acc[x], sw->mult[oc], sw->shift[oc]);
+        }
+        /* pool row py needs conv rows 2py .. min(2py + 2, n - 1) */
+        while (s->pool && py < s->out_size && (2 * py + 2 < n ? 2 * py + 2 : n - 1) == y) {
+            int32_t y1 = y, px, r, xx;
+            for (oc = 0; oc < cout; oc++) {
+                uint8_t *dst = out + ((int32_t)oc * s->out_size + py) * s->out_size;
+                for (px = 0; px < s->out_size; px++) {
+                    int32_t x1 = 2 * px + 2 < n ? 2 * px + 2 : n - 1;
+                    uint8_t best = 0;
+                    for (r = 2 * py; r <= y1; r++) {
+                        const uint8_t *src = ring + ((r % 3) * cout + oc) * n;
+                        for (xx = 2 * px; xx <= x1; xx++)
+                            if (src[xx] > best) best = src[xx];
+                    }
+                    dst[px] = best;
+                }
+            }
+            py++;
+        }
+    }
+}
+
+/* ---- weights of one output channel -> entries ------------------------------------------- */
+typedef struct {
+    const sqn_conv *conv;
+    int32_t plane, pitch, base; /* input plane size, row pitch, offset of tap (0, 0) */
+    int32_t flat;               /* offsets are the weights' positions within the channel (conv1) */
+    uint32_t next;              /* compressed: flat position of the next weight */
+#if SQN_COMPRESSED
+    uint32_t x, left;
+    const uint16_t *p;
+#endif
+} sqn_source;
+
+#if SQN_COMPRESSED
+/* flat position k within a channel's weights -> offset of its tap in the input buffer */
+static int32_t sqn_offset(const sqn_source *src, uint32_t k)
+{
+    if (src->flat) return (int32_t)k;
+    if (src->conv->k == 1) return (int32_t)k * src->plane + src->base;
+    {
+        uint32_t ic = k / 9u, r = k - 9u * ic;
+        return (int32_t)ic * src->plane + (int32_t)(r / 3u) * src->pitch + (int32_t)(r % 3u) + src->base;
+    }
+}
+
+/* rANS decoding tables of the current layer (in the arena) */
+typedef struct {
+    uint8_t gap_lut[SQN_PROB_SCALE], code_lut[SQN_PROB_SCALE];
+    uint16_t gap_freq[256], gap_cum[256], code_freq[256], code_cum[256];
+    int16_t codebook[256];
+} sqn_tables;
+
+static uint32_t sqn_varint(const uint8_t **t)
+{
+    uint32_t v = 0, bits = 0;
+    uint8_t byte;
+    do {
+        byte = *(*t)++;
+        v |= (uint32_t)(byte & 0x7Fu) << bits;
+        bits += 7u;
+    } while (byte & 0x80u);
+    return v;
+}
+
+static const uint8_t *sqn_read_table(const uint8_t *t, int32_t count, uint16_t *freq, uint16_t *cum, uint8_t *lut)
+{
+    int32_t s, total = 0, j;
+    for (s = 0; s < count; s++) {
+        uint32_t v = sqn_varint(&t);
+        freq[s] = (uint16_t)v;
+        cum[s] = (uint16_t)total;
+        for (j = 0; j < (int32_t)v; j++) lut[total + j] = (uint8_t)s;
+        total += (int32_t)v;
+    }
+    return t;
+}
+
+static uint32_t sqn_symbol(sqn_source *src, const uint8_t *lut, const uint16_t *freq, const uint16_t *cum)
+{
+    uint32_t slot = src->x & (SQN_PROB_SCALE - 1u), s = lut[slot];
+    src->x = freq[s] * (src->x >> SQN_PROB_BITS) + slot - cum[s];
+    if (src->x < 0x10000u) src->x = (src->x << 16) | *src->p++;
+    return s;
+}
+
+static void sqn_advance(sqn_source *src, const sqn_tables *tb)
+{
+    uint32_t gap = 0, s, esc = src->conv->gap_alphabet - 1u;
+    if (!src->left) {
+        src->next = 0xFFFFFFFFu;
+        return;
+    }
+    if (src->conv->gap_alphabet) {
+        while ((s = sqn_symbol(src, tb->gap_lut, tb->gap_freq, tb->gap_cum)) == esc) gap += esc;
+        gap += s;
+    }
+    src->next += gap + 1u;
+    src->left--;
+}
+
+static void sqn_begin(sqn_source *src, sqn_tables *tb)
+{
+    const sqn_conv *c = src->conv;
+    const uint8_t *t = c->tables;
+    int32_t k, value = 0;
+    if (c->gap_alphabet) t = sqn_read_table(t, c->gap_alphabet, tb->gap_freq, tb->gap_cum, tb->gap_lut);
+    t = sqn_read_table(t, c->codes, tb->code_freq, tb->code_cum, tb->code_lut);
+    for (k = 0; k < c->codes; k++) { /* zigzag differences */
+        uint32_t z = sqn_varint(&t);
+        value += (z & 1u) ? -(int32_t)((z + 1u) >> 1) : (int32_t)(z >> 1);
+        tb->codebook[k] = (int16_t)value;
+    }
+    src->p = c->words + 2;
+    src->x = (uint32_t)c->words[0] | ((uint32_t)c->words[1] << 16);
+    src->left = c->entries;
+    src->next = 0xFFFFFFFFu; /* position -1: the first gap lands on the first weight */
+    sqn_advance(src, tb);
+}
+
+/* a channel's weights: decode its codes, then int8 weights from the channel's largest |C| */
+static int32_t sqn_channel(sqn_source *src, sqn_tables *tb, int32_t oc, sqn_entry *e, int32_t *mult, int *shift)
+{
+    const sqn_conv *c = src->conv;
+    uint32_t per = (uint32_t)c->cin * c->k * c->k, start = (uint32_t)oc * per, end = start + per, cmax = 1, r;
+    int32_t count = 0, i, drop = 0;
+    uint64_t product;
+    while (src->next < end) {
+        int32_t v = tb->codebook[sqn_symbol(src, tb->code_lut, tb->code_freq, tb->code_cum)];
+        uint32_t a = (uint32_t)(v < 0 ? -v : v);
+        if (a > cmax) cmax = a;
+        e[count].off = sqn_offset(src, src->next - start);
+        e[count++].w = v;
+        sqn_advance(src, tb);
+    }
+    r = (127u << 24) / cmax;
+    for (i = 0; i < count; i++) {
+        int32_t v = e[i].w;
+        uint32_t q = (uint32_t)((((uint64_t)(uint32_t)(v < 0 ? -v : v)) * r + (1u << 23)) >> 24);
+        e[i].w = v < 0 ? -(int32_t)q : (int32_t)q;
+    }
+    product = (uint64_t)(uint32_t)c->layer_mult * cmax;
+    while ((product >> drop) >= ((uint64_t)1 << 31)) drop++;
+    *mult = (int32_t)(product >> drop);
+    *shift = c->layer_shift - drop;
+    return count;
+}
+#else
+typedef struct {
+    uint8_t unused;
+} sqn_tables;
+
+static void sqn_begin(sqn_source *src, sqn_tables *tb)
+{
+    (void)src;
+    (void)tb;
+}
+
+static int32_t sqn_channel(sqn_source *src, sqn_tables *tb, int32_t oc, sqn_entry *e, int32_t *mult, int *shift)
+{
+    const sqn_conv *c = src->conv;
+    int32_t ks = c->k, per = (int32_t)c->cin * ks * ks, ic, ky, kx, count = 0;
+    const int8_t *w = c->w + oc * per;
+    (void)tb;
+    for (ic = 0; ic < c->cin; ic++)
+        for (ky = 0; ky < ks; ky++)
+            for (kx = 0; kx < ks; kx++, w++)
+                if (*w) {
+                    e[count].off = ic * src->plane + ky * src->pitch + kx + src->base;
+                    e[count++].w = *w;
+                }
+    *mult = c->mult[oc];
+    *shift = c->shift[oc];
+    return count;
+}
+#endif
+
+static int32_t sqn_bias(const sqn_conv *c, int32_t oc) { return (int32_t)c->bias[oc] * (1 << c->bias_shift); }
+
+/* ---- layers -------------------------------------------------------------------------------- */
+typedef struct {
+    int32_t *acc;
+    sqn_entry *entries;
+    uint8_t *plane;
+    sqn_tables *tables;
+} sqn_scratch;
+
+#if SQN_STEM_COMPRESSED
+/* conv1 is read once per output row: its stream is decoded once per image into the arena */
+static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int8_t *weights, int32_t *mult, uint8_t *shift)
+{
+    const sqn_conv *c = &s->conv;
+    int32_t per = c->cin * c->k * c->k, oc, i, count, m;
+    int sh;
+    sqn_source src;
+    src.conv = c;
+    src.plane = src.pitch = src.base = 0;
+    src.flat = 1;
+    sqn_begin(&src, w->tables);
+    for (oc = 0; oc < c->cout; oc++) {
+        int8_t *row = weights + oc * per;
+        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
+        for (i = 0; i < per; i++) row[i] = 0;
+        for (i = 0; i < count; i++) row[w->entries[i].off] = (int8_t)w->entries[i].w;
+        mult[oc] = m;
+        shift[oc] = (uint8_t)sh;
+    }
+}
+#endif
+
+/* squeeze: 1x1 on an unpadded input, written into a zero-bordered output */
+static void sqn_squeeze(const sqn_conv *c, int32_t size, const uint8_t *in, uint8_t *out, const sqn_scratch *w)
+{
+    int32_t oc, n = size * size, pitch = size + 2, plane = pitch * pitch, i, m, count;
+    int sh;
+    sqn_source src;
+    src.conv = c;
+    src.plane = n;
+    src.pitch = size;
+    src.base = 0;
+    src.flat = 0;
+    sqn_begin(&src, w->tables);
+    for (i = 0; i < c->cout * plane; i++) out[i] = 0;
+    for (oc = 0; oc < c->cout; oc++) {
+        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
+        sqn_fill(w->acc, n, sqn_bias(c, oc));
+        sqn_accumulate(w->acc, n, in, w->entries, count);
+        sqn_emit(w->acc, size, size, size, m, sh, out + oc * plane + pitch + 1, pitch, 0, 0, 1);
+    }
+}
+
+/* an expand layer on the zero-bordered squeeze output, into channels [first, first + cout) */
+static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint8_t *arena, const sqn_scratch *w)
+{
+    int32_t size = f->size, pitch = size + 2, n = size * pitch - 2, oc, m, count;
+    int32_t out_size = f->pool ? sqn_pool_size(size) : size;
+    int sh;
+    const uint8_t *in = arena + f->sq;
+    sqn_source src;
+    src.conv = c;
+    src.plane = pitch * pitch;
+    src.pitch = pitch;
+    src.base = c->k == 1 ? pitch + 1 : 0;
+    src.flat = 0;
+    sqn_begin(&src, w->tables);
+    for (oc = 0; oc < c->cout; oc++) {
+        int32_t ch = first + oc;
+        uint8_t *dst = arena + f->out + ch * out_size * out_size;
+        const uint8_t *bypass = f->bypass ? arena + f->in + ch * size * size : 0;
+        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
+        sqn_fill(w->acc, n, sqn_bias(c, oc));
+        sqn_accumulate(w->acc, n, in, w->entries, count);
+        if (f->pool) {
+            sqn_emit(w->acc, pitch, size, size, m, sh, w->plane, size, bypass, f->bypass_mult, f->bypass_shift);
+            sqn_pool(w->plane, size, dst);
+        } else {
+            sqn_emit(w->acc, pitch, size, size, m, sh, dst, size, bypass, f->bypass_mult, f->bypass_shift);
+        }
+    }
+}
+
+static void sqn_fire_run(const sqn_fire *f, uint8_t *arena, const sqn_scratch *w)
+{
+    sqn_squeeze(&f->squeeze, f->size, arena + f->in, arena + f->sq, w);
+    sqn_expand(f, &f->expand1x1, 0, arena, w);
+    sqn_expand(f, &f->expand3x3, f->expand1x1.cout, arena, w);
+}
+
+/* conv10 + ReLU + global average pool, as sums of the uint8 outputs; a padded conv10 sees
+ * only zeros on its border, where every output is the requantized bias */
+static void sqn_classifier_run(const sqn_classifier *cl, const uint8_t *arena, int32_t *scores, const sqn_scratch *w)
+{
+    const sqn_conv *c = &cl->conv;
+    int32_t size = cl->size, n = size * size, full = size + 2 * cl->pad, oc, i, m, count;
+    int32_t border = full * full - n;
+    int sh;
+    sqn_source src;
+    src.conv = c;
+    src.plane = n;
+    src.pitch = size;
+    src.base = 0;
+    src.flat = 0;
+    sqn_begin(&src, w->tables);
+    for (oc = 0; oc < c->cout; oc++) {
+        int32_t sum;
+        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
+        sqn_fill(w->acc, n, sqn_bias(c, oc));
+        sqn_accumulate(w->acc, n, arena + cl->in, w->entries, count);
+        sum = border * (int32_t)sqn_requant(sqn_bias(c, oc), m, sh);
+        for (i = 0; i < n; i++) sum += sqn_requant(w->acc[i], m, sh);
+        scores[oc] = sum;
+    }
+}
+/* ---- end of runtime -------------------------------------------------------------------------- */
