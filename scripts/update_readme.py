@@ -81,6 +81,18 @@ def _deploy(r: dict) -> str:
     return ", ".join(parts) + f" ({r['machine']['cpu']})"
 
 
+def _targets(r: dict) -> str:
+    """A result whose script lists its checks: 'check measured (target: verdict)', one after another."""
+    return "; ".join(
+        f"{c['check']} {c['measured']} (target {c['target']}: {c['verdict'].replace('missed', 'MISSED')})"
+        for c in r["targets"]
+    )
+
+
+def _export_c(r: dict) -> str:
+    return f"the integer C export ({r['machine']['cpu']}): {_targets(r)}"
+
+
 def _serve(r: dict) -> str:
     by_conc = {row["concurrency"]: row for row in r["report"]}
     top = by_conc[max(by_conc)]
@@ -134,6 +146,7 @@ def _gpu(r: dict | None) -> str:
 STATUS = (
     ("eval", _eval),
     ("deploy", _deploy),
+    ("export_c", _export_c),
     ("serve", _serve),
     ("train_throughput", _train_throughput),
     ("train_cifar10", _train_cifar10),
