@@ -93,6 +93,16 @@ def _export_c(r: dict) -> str:
     return f"the integer C export ({r['machine']['cpu']}): {_targets(r)}"
 
 
+def _compress(r: dict) -> str:
+    return f"compression of the release ({r['machine']['cpu']}; scored on imagenet-samples' half B): {_targets(r)}"
+
+
+def _compress_trained(r: dict) -> str:
+    checks = "; ".join(f"{name} {t['value']} ({_verdict(t['met'])})" for name, t in r["targets"].items())
+    data = r.get("data", "CIFAR-10")
+    return f"compression of a model trained here ({data}, {r['test_images']} test images): {checks}"
+
+
 def _serve(r: dict) -> str:
     by_conc = {row["concurrency"]: row for row in r["report"]}
     top = by_conc[max(by_conc)]
@@ -148,6 +158,8 @@ STATUS = (
     ("deploy", _deploy),
     ("export_c", _export_c),
     ("serve", _serve),
+    ("compress", _compress),
+    ("compress_trained", _compress_trained),
     ("train_throughput", _train_throughput),
     ("train_cifar10", _train_cifar10),
     ("train_elpv", _train_elpv),

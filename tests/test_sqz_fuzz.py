@@ -1,28 +1,43 @@
-"""Hostile .sqz files: every truncation, bit flip or byte mutation must end in SqzError/WeightsError."""
+"""Hostile .sqz files: every truncation, bit flip or byte mutation must either fail with the
+format's own error (``SqzError``, or ``WeightsError`` from the torch-side reader) or decode to
+tensors whose shapes match the architecture the file describes; each decode is bounded in
+time and memory. Mutated: a small synthetic file that uses every section type and coder of
+both format versions, the version-1 fixture, and a real ``.sqz`` of the release."""
 
 from __future__ import annotations
 
-import contextlib
 import struct
+import tempfile
 import time
+import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 
+from conftest import ROOT
 from squeezenet.errors import WeightsError
 from squeezenet.weights import sqz_codec as C
 from squeezenet.weights.sqz import decode_sqz_bytes
 
+# Hypothesis keeps its examples in a temporary folder, never in the checkout
+settings.register_profile(
+    "sqz-fuzz", database=DirectoryBasedExampleDatabase(tempfile.mkdtemp(prefix="sqz-fuzz-hypothesis-"))
+)
+FUZZ = settings.get_profile("sqz-fuzz")
+SMALL_LIMITS = (2.0, 32 << 20)  # seconds, bytes allocated at the peak (tracemalloc)
+RELEASE_LIMITS = (10.0, 256 << 20)
 
-def _sample() -> bytes:
+
+def _sample() -> tuple[bytes, dict[str, tuple[int, ...]]]:
     rng = np.random.default_rng(0)
     plans = []
-    for i, (scheme, coder) in enumerate(
-        [("gaps", "rans"), ("relidx4", "huffman"), ("bitmask", "raw"), ("gaps", "huffman"), ("auto", "auto")]
-    ):
+    schemes = [("gaps", "rans"), ("relidx4", "huffman"), ("bitmask", "raw"), ("gaps", "huffman"), ("auto", "auto")]
+    for i, (scheme, coder) in enumerate(schemes):
         shape = (6, 5, 3, 3)
         mask = rng.random(shape) < 0.3
         pos = np.flatnonzero(mask)
@@ -31,11 +46,28 @@ def _sample() -> bytes:
         cb[0] = 0.0
         t = C.SparseTensor(shape, cb, codes, pos)
         plans.append(C.TensorPlan(f"w{i}", t, positions=scheme, codes_coder=coder, gaps_coder=coder))
-    plans.append(C.TensorPlan("b", rng.normal(size=6).astype(np.float32)))
-    return C.encode_sqz({"name": "fuzz"}, plans, steps=16)[0]
+    # version 2: a packed codebook, a rANS table worth deflating, deflated dense values
+    codes = np.minimum(rng.geometric(0.05, 800) - 1, 199)
+    positions = np.sort(rng.choice(1600, 800, replace=False))
+    big = C.SparseTensor((40, 40), np.sort(rng.normal(size=200)).astype(np.float32), codes, positions)
+    plans.append(C.TensorPlan("packed", big, codebook_dtype="float16", codes_coder="rans"))
+    plans.append(C.TensorPlan("b", np.repeat(rng.normal(size=3), 4).astype(np.float32)))
+    meta = {"name": "fuzz", "classes": C.shared_values()["imagenet1k.names"]}  # shared metadata (v2)
+    data = C.encode_sqz(meta, plans, steps=16)[0]
+    return data, {p.name: tuple(np.shape(p.tensor) if isinstance(p.tensor, np.ndarray) else p.tensor.shape)
+                  for p in plans}  # fmt: skip
 
 
-SAMPLE = _sample()
+SAMPLE, SHAPES = _sample()
+V1_FIXTURE = (ROOT / "tests" / "data" / "sqz_v1_lossless.sqz").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def release_sqz(dc_weights_path) -> bytes:
+    """The release weights as a real .sqz (8-bit codebooks: the release's own values)."""
+    from squeezenet.compression import CompressionConfig, compress
+
+    return compress(dc_weights_path, CompressionConfig(bits=8)).to_bytes()
 
 
 def _refresh_crcs(data: bytearray) -> bytes:
@@ -58,52 +90,120 @@ def _refresh_crcs(data: bytearray) -> bytes:
     return bytes(data)
 
 
-def _decode(data: bytes) -> None:
-    with contextlib.suppress(C.SqzError):
-        C.decode_sqz(data)
+def _bounded(decode, data: bytes, limits: tuple[float, int]):
+    """decode(data) -> its result, or None when it failed with the format's own error; asserts
+    that it took less than the time and memory limits."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        result = decode(data)
+    except (C.SqzError, WeightsError):
+        result = None
+    finally:
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert seconds < limits[0], f"decode took {seconds:.1f} s"
+    assert peak < limits[1], f"decode allocated {peak >> 20} MiB at its peak"
+    return result
 
 
-def test_sample_decodes():
-    meta, tensors = C.decode_sqz(SAMPLE)
-    assert meta == {"name": "fuzz"} and len(tensors) == 6
+def _check_sample(data: bytes) -> None:
+    """A mutant of the synthetic file: an error, or exactly the tensors and shapes it declares."""
+    out = _bounded(lambda d: C.decode_sqz(d, expected_shapes=SHAPES), data, SMALL_LIMITS)
+    if out is not None:
+        _, tensors = out
+        assert {k: v.shape for k, v in tensors.items()} == SHAPES
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _check_model_file(data: bytes, limits=SMALL_LIMITS) -> None:
+    """A mutant of a model file: an error, or weights whose shapes are those of its spec's model."""
+    loaded = _bounded(decode_sqz_bytes, data, limits)
+    if loaded is not None:
+        import torch
+
+        from squeezenet.models import from_spec
+
+        info = loaded.info
+        with torch.device("meta"):
+            model = from_spec(info.spec, num_classes=info.num_classes, in_chans=info.in_chans)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert {k: tuple(v.shape) for k, v in loaded.state_dict.items()} == expected
+
+
+def _mutate(rng, data: bytes) -> bytes:
+    data = bytearray(data)
+    kind = rng.integers(4)
+    if kind == 0:
+        data = data[: rng.integers(0, len(data))]
+    elif kind == 1:
+        for _ in range(rng.integers(1, 4)):
+            data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
+    elif kind == 2:
+        i = rng.integers(len(data) - 4)
+        struct.pack_into("<I", data, i, int(rng.choice([0, 1, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF])))
+    else:
+        i = rng.integers(len(data))
+        data[i:i] = bytes(rng.integers(0, 256, rng.integers(1, 16), dtype=np.uint8))
+    return _refresh_crcs(data) if rng.random() < 0.8 else bytes(data)
+
+
+def test_samples_decode():
+    meta, tensors = C.decode_sqz(SAMPLE, expected_shapes=SHAPES)
+    assert meta["name"] == "fuzz" and len(meta["classes"]) > 10_000 and len(tensors) == 7
+    assert struct.unpack_from("<H", SAMPLE, 4)[0] == 2 and struct.unpack_from("<H", V1_FIXTURE, 4)[0] == 1
+    _check_model_file(V1_FIXTURE)
+
+
+@settings(FUZZ, max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(SAMPLE) - 1), st.integers(0, 255), st.booleans())
 def test_hypothesis_byte_mutation(offset, value, fix_crc):
     data = bytearray(SAMPLE)
     data[offset] = value
-    _decode(_refresh_crcs(data) if fix_crc else bytes(data))
+    _check_sample(_refresh_crcs(data) if fix_crc else bytes(data))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(FUZZ, max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(V1_FIXTURE) - 1), st.integers(0, 255))
+def test_hypothesis_version1_fixture_mutation(offset, value):
+    data = bytearray(V1_FIXTURE)
+    data[offset] = value
+    _check_model_file(_refresh_crcs(data))
+
+
+@settings(FUZZ, max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_hypothesis_garbage(blob):
-    _decode(C.MAGIC + blob)
-    _decode(_refresh_crcs(bytearray(C.MAGIC + struct.pack("<HHI", 1, 0, 3) + blob + b"\0" * 8)))
+    _check_sample(C.MAGIC + blob)
+    for version in (1, 2):
+        _check_sample(_refresh_crcs(bytearray(C.MAGIC + struct.pack("<HHI", version, 0, 3) + blob + b"\0" * 8)))
 
 
 def test_random_mutations_and_truncations():
     rng = np.random.default_rng(1)
-    start = time.perf_counter()
-    n = 0
-    while n < 3000 and time.perf_counter() - start < 4.0:
-        data = bytearray(SAMPLE)
-        kind = rng.integers(4)
-        if kind == 0:
-            data = data[: rng.integers(0, len(data))]
-        elif kind == 1:
-            for _ in range(rng.integers(1, 4)):
-                data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
-        elif kind == 2:
-            i = rng.integers(len(data) - 4)
-            struct.pack_into("<I", data, i, int(rng.choice([0, 1, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF])))
-        else:
-            i = rng.integers(len(data))
-            data[i:i] = bytes(rng.integers(0, 256, rng.integers(1, 16), dtype=np.uint8))
-        _decode(_refresh_crcs(data) if rng.random() < 0.8 else bytes(data))
-        n += 1
-    assert n >= 500
+    for _ in range(200):  # a fixed count, not a time budget: every run tries the same mutants
+        _check_sample(_mutate(rng, SAMPLE))
+
+
+def test_release_file_mutations(release_sqz):
+    """A few mutants of the real release file in every run; the slow test below tries many."""
+    rng = np.random.default_rng(2)
+    _check_model_file(release_sqz, RELEASE_LIMITS)
+    for _ in range(3):
+        _check_model_file(_mutate(rng, release_sqz), RELEASE_LIMITS)
+
+
+@pytest.mark.slow
+def test_release_file_many_mutations(release_sqz):
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        _check_model_file(_mutate(rng, release_sqz), RELEASE_LIMITS)
+    # mutations aimed at the headers, where lengths and counts live
+    for _ in range(20):
+        data = bytearray(release_sqz)
+        i = int(rng.integers(0, 4000))
+        data[i] = int(rng.integers(256))
+        _check_model_file(_refresh_crcs(data), RELEASE_LIMITS)
 
 
 def test_torch_wrapper_gives_weights_error():
@@ -111,3 +211,7 @@ def test_torch_wrapper_gives_weights_error():
         decode_sqz_bytes(SAMPLE[:-3])
     with pytest.raises(WeightsError, match="metadata"):
         decode_sqz_bytes(SAMPLE)  # valid container, but no architecture in the metadata
+
+
+def test_no_hypothesis_database_in_the_checkout():
+    assert not (Path(ROOT) / ".hypothesis").exists() or not any((Path(ROOT) / ".hypothesis").rglob("*sqz*"))

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from squeezenet.atomic import atomic_write_text
-from squeezenet.cli.common import bits, bits_per_layer, count, fraction
+from squeezenet.cli.common import bits, bits_per_layer, count, fraction, warn
 from squeezenet.errors import ModelError, WeightsError
+
+HOLDOUT = 0.2  # share of --data held back to measure fidelity on
 
 
 def add_parser(sub) -> None:
@@ -18,7 +20,19 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--bits", type=bits_per_layer, help="codebook bits: N for all layers or LAYER=N,... (default: data-free preset)"
     )
-    p.add_argument("--large-bits", type=bits, help="bits of fire expand 3x3 and the final layer (preset: 7)")
+    p.add_argument("--large-bits", type=bits, help="bits of fire expand 3x3 and the final layer")
+    p.add_argument(
+        "--max-bytes",
+        type=count(1),
+        help="file-size budget: the bits (and pruning) of every layer are chosen for the smallest output error",
+    )
+    p.add_argument(
+        "--method",
+        choices=("output-aware", "nearest"),
+        default="output-aware",
+        help="output-aware: codes chosen for what each layer outputs on calibration images (default); "
+        "nearest: every weight to its nearest k-means centroid",
+    )
     p.add_argument(
         "--density",
         type=fraction(keywords=("paper",)),
@@ -29,10 +43,21 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--positions", choices=["auto", "gaps", "relidx4", "bitmask"], default="auto", help="sparse index scheme"
     )
-    p.add_argument("--data", help="image folder (<class>/<image>) for trained quantization")
-    p.add_argument("--unlabelled", action="store_true", help="distil from the uncompressed model, ignore labels")
-    p.add_argument("--train-steps", type=count(1), help="trained-quantization steps (with --data; default 100)")
-    p.add_argument("--report", help="also write the size report (JSON) here")
+    p.add_argument(
+        "--data",
+        help="images to calibrate on (any folder of images with --unlabelled, else <class>/<image>); "
+        f"{HOLDOUT:.0%}% of them are held back to measure the result on",
+    )
+    p.add_argument("--unlabelled", action="store_true", help="the --data images need no classes (distillation)")
+    p.add_argument("--calibration-images", type=count(1), help="use at most this many images of --data (default: all)")
+    p.add_argument(
+        "--train-steps",
+        type=count(0),
+        help="steps of codebook and bias training after calibration (with --data; default 0: none; "
+        "with --unlabelled it distils from the uncompressed model)",
+    )
+    p.add_argument("--report", help="also write the size and fidelity report (JSON) here")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(run=run)
 
     d = sub.add_parser("decompress", help="expand a .sqz file to the project's .safetensors format")
@@ -45,33 +70,95 @@ def _check_option_combinations(args: argparse.Namespace) -> None:
     """Options that the others make meaningless are refused instead of silently dropped."""
     if args.lossless:
         lossy = [name for name, value in (("--bits", args.bits), ("--large-bits", args.large_bits),
-                                          ("--density", args.density)) if value is not None]  # fmt: skip
+                                          ("--density", args.density), ("--max-bytes", args.max_bytes))
+                 if value is not None]  # fmt: skip
         if lossy:
             raise ModelError(f"--lossless keeps every value exactly; it takes no {', '.join(lossy)}")
     if not args.data:
-        needs_data = [name for name, value in (("--unlabelled", args.unlabelled), ("--train-steps", args.train_steps))
+        needs_data = [name for name, value in (("--unlabelled", args.unlabelled), ("--train-steps", args.train_steps),
+                                               ("--calibration-images", args.calibration_images))
                       if value]  # fmt: skip
         if needs_data:
             raise ModelError(f"{', '.join(needs_data)}: only with --data (the images to tune the codebooks on)")
+    if args.max_bytes is not None and args.method == "nearest":
+        raise ModelError("--max-bytes: only with --method output-aware (the budget is spent by output error)")
 
 
-def _loader(folder: str, info, batch_size: int = 16):
-    from torch.utils.data import DataLoader
+def _config(args: argparse.Namespace):
+    from squeezenet.compression import CompressionConfig
 
-    from squeezenet.data import ImageListDataset, build_transform, collate_skipping_bad, scan_class_folders
+    if args.lossless:
+        cfg = CompressionConfig.lossless()
+    elif args.data or args.max_bytes is not None:
+        cfg = CompressionConfig(bits=8, method=args.method)
+    else:
+        cfg = CompressionConfig.data_free()
+        cfg.method = args.method
+        if args.method == "nearest":  # the k-means preset of format version 1
+            cfg.kind_bits, cfg.large_bits = {}, 7
+    if args.bits is not None:
+        cfg.bits, cfg.large_bits, cfg.kind_bits = args.bits, None, {}
+    if args.large_bits is not None:
+        cfg.large_bits, cfg.kind_bits = args.large_bits, {}
+    if args.density is not None:
+        cfg.densities = args.density
+    if args.max_bytes is not None:
+        cfg.max_bytes, cfg.prune = args.max_bytes, True
+    cfg.codes_coder = cfg.gaps_coder = args.coder
+    cfg.positions = args.positions
+    return cfg
+
+
+def _image_files(folder: str, labelled: bool, info) -> list[tuple]:
+    """[(path, target)] of --data: any image under the folder, or class folders with labels."""
+    from squeezenet.data import find_images, scan_class_folders
     from squeezenet.inference.labels import folder_targets
 
+    if not labelled:
+        return [(p, -1) for p in find_images([folder])]
     folders, samples = scan_class_folders(folder)
     targets = folder_targets(folders, info, folder)
-    ds = ImageListDataset(
-        [(p, targets[n]) for p, n in samples], build_transform(info.preprocessing), info.preprocessing.image_mode
-    )
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, collate_fn=collate_skipping_bad)
-    return ((b.images, b.targets) for b in loader for _ in [0] if b.paths)
+    return [(p, targets[name]) for p, name in samples]
+
+
+def _split(samples: list, holdout: float) -> tuple[list, list]:
+    """(calibration, held back): every k-th image in sorted order is held back (at least one)."""
+    if len(samples) < 2:
+        return samples, []
+    period = max(2, round(1 / holdout))
+    held = [s for i, s in enumerate(samples) if i % period == period - 1] or samples[-1:]
+    kept = [s for s in samples if s not in held]
+    return kept, held
+
+
+def _read_images(samples: list, info, progress: bool, what: str):
+    """(images tensor, labels tensor, skipped messages)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from squeezenet.data import ImageListDataset, build_transform, collate_skipping_bad
+    from squeezenet.inference.evaluate import default_workers
+
+    ds = ImageListDataset(samples, build_transform(info.preprocessing), info.preprocessing.image_mode)
+    loader = DataLoader(ds, batch_size=16, num_workers=min(2, default_workers()), collate_fn=collate_skipping_bad)
+    images, labels, skipped = [], [], []
+    from tqdm import tqdm
+
+    for batch in tqdm(loader, desc=f"reading {what}", unit="batch", disable=not progress, leave=False):
+        skipped += batch.skipped
+        if batch.paths:
+            images.append(batch.images)
+            labels.append(batch.targets)
+    if not images:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    return torch.cat(images), torch.cat(labels), skipped
 
 
 def run(args: argparse.Namespace) -> int:
-    from squeezenet.compression import CompressionConfig, compress, layer_table
+    from squeezenet.compression import compress, layer_table
+    from squeezenet.compression.pipeline import check_budget_for
+    from squeezenet.errors import DataError
+    from squeezenet.weights import build_model_from_weights
 
     out = Path(args.output)
     if out.is_dir():
@@ -79,37 +166,80 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.weights).exists() and out.exists() and out.resolve() == Path(args.weights).resolve():
         raise WeightsError(f"{out}: output would overwrite the input")
     _check_option_combinations(args)
-    cfg = CompressionConfig.lossless() if args.lossless else CompressionConfig.data_free()
-    if args.bits is not None:
-        cfg.bits = args.bits
-        cfg.large_bits = None
-    if args.large_bits is not None:
-        cfg.large_bits = args.large_bits
-    if args.density is not None:
-        cfg.densities = args.density
-    cfg.codes_coder = cfg.gaps_coder = args.coder
-    cfg.positions = args.positions
-    data, kwargs = None, {}
+    cfg = _config(args)
+    source = build_model_from_weights(args.weights)
+    info = source.weights_info
+    calib = held = None
     if args.data:
-        from squeezenet.weights import build_model_from_weights
+        samples = _image_files(args.data, not args.unlabelled, info)  # no image file: an error now
+        if args.calibration_images:
+            samples = samples[: args.calibration_images]
+        kept, held_samples = _split(samples, HOLDOUT)
+    if cfg.max_bytes is not None:
+        check_budget_for(source, cfg)  # a budget the format cannot reach: an error before any long work
+    if args.data:
+        calib, labels, skipped = _read_images(kept, info, args.progress, "calibration images")
+        for message in skipped:
+            warn(message)
+        if len(calib) == 0:
+            raise DataError(f"{args.data}: no image could be read ({len(skipped)} skipped)")
+        held, held_labels, skipped = _read_images(held_samples, info, args.progress, "held-back images")
+        for message in skipped:
+            warn(message)
+    data, kwargs = None, {}
+    steps = args.train_steps or 0
+    if calib is not None and steps > 0:
+        data = _batches(calib, None if args.unlabelled else labels)
+        kwargs = {"steps": steps, "teacher": source if args.unlabelled else None, "biases": True}
+    cm = compress(source, cfg, data=data, calibration=calib, progress=args.progress, **kwargs)
+    data_bytes, report = cm.encode()
+    from squeezenet.atomic import atomic_write_bytes
 
-        teacher = build_model_from_weights(args.weights)
-        data = _loader(args.data, teacher.weights_info)
-        kwargs = {"steps": args.train_steps or 100, "teacher": teacher if args.unlabelled else None}
-    cm = compress(args.weights, cfg, data=data, **kwargs)
-    report = cm.save(out)
+    atomic_write_bytes(out, data_bytes, WeightsError)
+    fidelity = _fidelity(cm, source, held, held_labels if held is not None else None)
     rows = layer_table(cm, report)
     if args.report:
-        atomic_write_text(
-            args.report, json.dumps({"layers": rows, "sections": report}, indent=2, default=str), WeightsError
-        )
+        summary = {"layers": rows, "sections": report, "fidelity": fidelity, "notes": cm.notes, "choices": cm.layers}
+        atomic_write_text(args.report, json.dumps(summary, indent=2, default=str), WeightsError)
     stored = sum(r["stored"] for r in rows if "codebook" in r)
     params = sum(r["params"] for r in rows if "codebook" in r)
+    how = cm.notes.get("calibration") or "data-free"
     print(
         f"wrote {out} ({out.stat().st_size:,} bytes; {stored:,} of {params:,} weights stored, "
-        f"{cm.info.arch}{', data: ' + cm.notes['data'] if cm.notes.get('data') else ', data-free'})"
+        f"{cm.info.arch}, {cfg.method}: {how}{', ' + cm.notes['data'] if cm.notes.get('data') else ''})"
     )
+    if isinstance(fidelity, dict):
+        print(
+            f"fidelity on {fidelity['n']} held-back images of --data: top-1 agreement {fidelity['top1_agreement']:.2%}"
+            f", mean KL {fidelity['mean_kl']:.4f} nats"
+        )
+    else:
+        print(f"fidelity: {fidelity}")
     return 0
+
+
+def _batches(images, labels, size: int = 16) -> list:
+    """Re-iterable batches for codebook training: images, or (images, labels)."""
+    out = []
+    for i in range(0, len(images), size):
+        out.append(images[i : i + size] if labels is None else (images[i : i + size], labels[i : i + size]))
+    return out
+
+
+def _fidelity(cm, source, held, labels) -> dict | str:
+    """Agreement and KL with the source model on the held-back images (never calibrated on)."""
+    if held is None:
+        return "not measured (no --data: give --data DIR to measure it on your images)"
+    if len(held) == 0:
+        return "not measured (--data has too few images to hold any back)"
+    from squeezenet.data.folders import Batch
+    from squeezenet.inference.fidelity import compare
+
+    model = cm.build_model().eval()
+    batches = [Batch(held[i : i + 25], labels[i : i + 25], ["held back"] * len(held[i : i + 25]))
+               for i in range(0, len(held), 25)]  # fmt: skip
+    result = compare(model, source.eval(), batches, cm.info.num_classes)
+    return result.to_dict()
 
 
 def run_decompress(args: argparse.Namespace) -> int:

@@ -33,6 +33,11 @@ def add_parser(sub) -> None:
         help="also write per-class accuracy, the confusion matrix (CSV, PNG) and errors.csv "
         "(every misclassified image, most confident first) to OUT_DIR",
     )
+    p.add_argument(
+        "--reference",
+        metavar="OTHER_WEIGHTS",
+        help="also compare with these weights on the same images: top-1 agreement and mean KL divergence",
+    )
     p.set_defaults(run=run)
 
 
@@ -46,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
         output_folder(args.per_class)  # a bad report folder fails now, not after the evaluation
     model = load_model_from_args(args)
+    reference = None
+    if getattr(args, "reference", None):
+        from squeezenet.inference.fidelity import fidelity_on_dataset, load_reference
+
+        reference = load_reference(args.reference, model)  # a bad reference fails before the evaluation
     result = evaluate_dataset(
         model,
         args.data,
@@ -60,13 +70,19 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: no image could be read ({len(result.skipped)} skipped)")
     if per_class:
         _write_per_class(model, result, args.per_class)
+    fidelity = None
+    if reference is not None:
+        fidelity = fidelity_on_dataset(model, reference, args.data, args.split, args.batch_size, args.workers,
+                                       args.progress)  # fmt: skip
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), **({"reference": fidelity.to_dict()} if fidelity else {})})
     else:
         top5 = f"  top-5 {result.top5:.2%}" if result.top5 is not None else ""  # None for 5 classes or fewer
         print(f"top-1 {result.top1:.2%}{top5}  on {result.n} images", end="")
         print(f" ({len(result.skipped)} skipped)" if result.skipped else "")
         print(f"{result.images_per_second:.1f} images/s end to end ({result.seconds:.1f} s)")
+        if fidelity:
+            print(f"against {args.reference}: {fidelity.summary()}")
     return 0
 
 

@@ -1,11 +1,16 @@
-"""Deep Compression pipeline: prune -> quantize (k-means, optionally trained) -> entropy-code.
+"""Deep Compression pipeline: prune -> quantize -> entropy-code into a ``.sqz`` file.
 
 ``compress(weights, config)`` takes any weights the loader reads (or a model that carries
 ``weights_info``) and returns a ``CompressedModel``; ``.save(path)`` writes a ``.sqz`` file
-and returns its size report. Without data nothing is trained: the data-free default
-(``CompressionConfig.data_free()``) keeps existing zeros, stores 8-bit codebooks and re-clusters
-the large layers (fire expand 3x3 and the final convolution) to 7 bits, the setting the
-benchmark (benchmarks/bench_compress.py) found best within 0.5 top-1 points of the release.
+and returns its size report. Two quantizers (``CompressionConfig.method``):
+
+- ``nearest``: per-layer k-means of the weight values, every weight to its nearest centroid
+  (Deep Compression's weight sharing, optionally followed by trained quantization);
+- ``output-aware`` (``output_aware``): codes chosen for what each layer outputs on
+  calibration images, with error feedback, rate-distortion choice and bias correction, and
+  with ``max_bytes`` the bits of every layer chosen for the budget (``budget``). Calibration
+  images come from ``calibration=`` (the user's images) or, without any, are synthesized
+  (``calibration.synthetic_images``): the data-free default.
 """
 
 from __future__ import annotations
@@ -25,15 +30,22 @@ from squeezenet.weights.info import LoadedWeights, WeightsInfo
 from squeezenet.weights.sqz_codec import DEFAULT_STEPS, SparseTensor, SqzError, TensorPlan, encode_sqz
 
 AUTO = "auto"
+METHODS = ("nearest", "output-aware")
 
 
 @dataclass
 class CompressionConfig:
-    """``bits``: int for all layers or {layer: bits}; 'large' layers may get ``large_bits``.
+    """``bits``: int for all layers or {layer: bits} (the codebook's size, 2**bits at most);
+    'large' layers may get ``large_bits``.
 
     ``densities``: None keeps the weights' own zeros; a float, 'paper', a dict or a sequence
     prunes by magnitude first. ``large_bits`` applies to fire expand 3x3 layers and the last
-    prunable layer when set (the data-free default uses 7).
+    prunable layer when set. ``method``: 'nearest' (k-means, each weight to its nearest
+    centroid) or 'output-aware' (see ``output_aware``); for the latter ``rate`` is the price of
+    a bit in nats of KL divergence, ``max_bytes`` replaces it by a file-size budget (the bits
+    and densities of every layer are then chosen), ``prune`` lets it zero weights whose
+    position and code cost more than they are worth, and ``synthetic_images`` is how many
+    synthesized images calibrate it when no image is given.
     """
 
     bits: int | dict = 8
@@ -45,10 +57,23 @@ class CompressionConfig:
     codes_coder: str = AUTO
     gaps_coder: str = AUTO
     steps: int = DEFAULT_STEPS
+    method: str = "nearest"
+    rate: float = 0.0
+    max_bytes: int | None = None
+    prune: bool = False
+    synthetic_images: int = 64
+    kind_bits: dict = field(default_factory=dict)  # {layer kind: bits}, see ``layer_kind``
+    # the output-aware method's parts, each switchable for the ablation in docs/compression.md
+    feedback: bool = True  # error feedback through the input covariance (GPTQ/OBQ)
+    refit: bool = True  # centroids refitted to the layer's output error
+    bias_correction: bool = True  # the mean output shift moved into the bias
 
     @classmethod
     def data_free(cls) -> CompressionConfig:
-        return cls(bits=8, large_bits=7)
+        """The default without images: 8-bit codebooks, 7-bit for the stem and the fire expand 3x3
+        layers, codes chosen output-aware on synthetic images (the layers and the method chosen
+        on one half of imagenet-samples; benchmarks/results/compress.md has the figures)."""
+        return cls(bits=8, method="output-aware", kind_bits={"stem": 7, "expand3x3": 7})
 
     @classmethod
     def lossless(cls) -> CompressionConfig:
@@ -59,17 +84,43 @@ class CompressionConfig:
         for i, k in enumerate(names):
             b = self.bits.get(k, 8) if isinstance(self.bits, dict) else int(self.bits)
             large = "expand3x3" in k or i == len(names) - 1
-            if self.large_bits is not None and large and not (isinstance(self.bits, dict) and k in self.bits):
+            named = isinstance(self.bits, dict) and k in self.bits
+            if self.large_bits is not None and large and not named:
                 b = self.large_bits
+            kind = layer_kind(k, names)
+            if kind in self.kind_bits and not named:
+                b = self.kind_bits[kind]
             if not 1 <= b <= 12:
                 raise ModelError(f"bits of {k} must be between 1 and 12, got {b}")
             out[k] = b
         return out
 
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ModelError(f"unknown quantization method {self.method!r} (expected {' or '.join(METHODS)})")
+        if self.max_bytes is not None and self.method != "output-aware":
+            raise ModelError("a byte budget needs the output-aware method")
+        if self.rate < 0:
+            raise ModelError(f"rate must be >= 0, got {self.rate}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["densities"] = self.densities if isinstance(self.densities, str | float | int | type(None)) else "custom"
         return d
+
+
+TRAINING_RESERVE = 256  # bytes a budget keeps free for codebook training to move values (packing varies)
+
+
+def layer_kind(name: str, names: list[str]) -> str:
+    """'stem' (the first convolution), 'squeeze', 'expand1x1', 'expand3x3', 'classifier' (the
+    last) or 'other' (bypass convolutions)."""
+    for kind in ("squeeze", "expand1x1", "expand3x3"):
+        if f".{kind}." in name:
+            return kind
+    if name == names[-1]:
+        return "classifier"
+    return "stem" if name == names[0] else "other"
 
 
 @dataclass
@@ -78,6 +129,7 @@ class CompressedModel:
     tensors: dict[str, SparseTensor | np.ndarray]
     config: CompressionConfig
     notes: dict = field(default_factory=dict)
+    layers: dict = field(default_factory=dict)  # per-layer choices of the output-aware path (for reports)
 
     def metadata(self) -> dict:
         info = self.info
@@ -147,13 +199,9 @@ def quantize_weight(w: np.ndarray, bits: int) -> SparseTensor:
     return compact(SparseTensor(tuple(w.shape), centroids.astype(np.float32), assign[inv], positions, bits))
 
 
-def compress(source, config: CompressionConfig | None = None, data=None, **train_kwargs) -> CompressedModel:
-    """Compress ``source`` (path, tag, LoadedWeights or model with weights_info).
-
-    ``data`` (optional): an iterable of image batches or (images, labels) for trained
-    quantization (see ``quantize.train_codebooks``; ``teacher=`` for distillation).
-    """
-    config = config or CompressionConfig.data_free()
+def initial_tensors(source, config: CompressionConfig):
+    """(loaded weights, float state after pruning, tensors with k-means codebooks, bits per layer)."""
+    config.check()
     loaded = _as_loaded(source)
     state = {k: v.detach().float() for k, v in loaded.state_dict.items()}
     names = prunable(state)
@@ -162,13 +210,56 @@ def compress(source, config: CompressionConfig | None = None, data=None, **train
     tensors: dict[str, SparseTensor | np.ndarray] = {}
     for k, v in state.items():
         if k in bits:
-            w = v
             if densities.get(k, 1.0) < 1.0:
-                w = w * magnitude_mask(w, densities[k])
-            tensors[k] = quantize_weight(w.numpy(), bits[k])
+                state[k] = v = v * magnitude_mask(v, densities[k])
+            tensors[k] = quantize_weight(v.numpy(), bits[k])
         else:
             tensors[k] = v.numpy()
-    notes = {"data": None}
+    return loaded, state, tensors, bits
+
+
+def check_budget_for(source, config: CompressionConfig) -> None:
+    """A ``max_bytes`` below the smallest file this model compresses to is a ``ModelError`` now,
+    before calibration or any other long work."""
+    from squeezenet.compression.calibrated import check_budget
+
+    loaded, _, tensors, _ = initial_tensors(source, config)
+    check_budget(lambda t, n: CompressedModel(loaded.info, t, config, n).encode(), tensors, config)
+
+
+def compress(
+    source,
+    config: CompressionConfig | None = None,
+    data=None,
+    calibration=None,
+    progress: bool = False,
+    **train_kwargs,
+) -> CompressedModel:
+    """Compress ``source`` (path, tag, LoadedWeights or model with weights_info).
+
+    ``calibration`` (output-aware method): image tensors (N, C, H, W), or a list of such
+    batches, preprocessed for the model; without them synthetic images stand in. ``data``
+    (optional): an iterable of image batches or (images, labels) for trained quantization of
+    the codebooks and biases afterwards (see ``quantize.train_codebooks``; ``teacher=`` for
+    distillation). ``progress`` shows progress bars.
+    """
+    config = config or CompressionConfig.data_free()
+    loaded, state, tensors, bits = initial_tensors(source, config)
+    notes: dict = {"data": None, "method": config.method, "bits": bits}
+    layers: dict = {}
+    if config.method == "output-aware":
+        from squeezenet.compression.calibrated import output_aware
+
+        reserve = TRAINING_RESERVE if data is not None else 0
+
+        def encode(t: dict, n: dict) -> tuple[bytes, dict]:
+            return CompressedModel(loaded.info, t, config, n).encode()
+
+        found, extra, layers = output_aware(
+            LoadedWeights(loaded.info, state), tensors, bits, config, calibration, progress, encode, notes, reserve
+        )
+        tensors.update(found)
+        notes.update(extra)
     if data is not None:
         from squeezenet.compression.quantize import train_codebooks
         from squeezenet.weights import build_model_from_weights
@@ -177,10 +268,13 @@ def compress(source, config: CompressionConfig | None = None, data=None, **train
             LoadedWeights(loaded.info, {k: torch.from_numpy(_dense(t)) for k, t in tensors.items()})
         )
         trained = train_codebooks(model, {k: tensors[k] for k in bits}, data, **train_kwargs)
-        tensors.update(trained)
-        notes["data"] = "trained quantization" + (" (distillation)" if train_kwargs.get("teacher") is not None else "")
-    notes["bits"] = bits
-    return CompressedModel(loaded.info, tensors, config, notes)
+        kind = "trained quantization" + (" (distillation)" if train_kwargs.get("teacher") is not None else "")
+        candidate = CompressedModel(loaded.info, {**tensors, **trained}, config, {**notes, "data": kind})
+        if config.max_bytes is None or len(candidate.to_bytes()) <= config.max_bytes:
+            tensors, notes = candidate.tensors, candidate.notes
+        else:  # the trained values pack a few bytes larger than the budget allows: keep the fitted ones
+            notes["data"] = "trained quantization skipped (it would not fit --max-bytes)"
+    return CompressedModel(loaded.info, tensors, config, notes, layers)
 
 
 def _dense(t) -> np.ndarray:

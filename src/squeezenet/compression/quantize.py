@@ -91,20 +91,31 @@ def train_codebooks(
     teacher: torch.nn.Module | None = None,
     temperature: float = 2.0,
     on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, SparseTensor]:
+    biases: bool = False,
+) -> dict[str, SparseTensor | np.ndarray]:
     """Trained quantization: the gradient of every weight is summed into its centroid.
 
     ``batches`` yields images or (images, labels); with ``teacher`` the loss is the KL
     divergence to the teacher's softened outputs (distillation, no labels needed).
-    Masks and codes stay fixed; only the codebooks move. Returns the updated tensors.
+    Masks and codes stay fixed; only the codebooks move, and with ``biases`` the biases of
+    the quantized layers (stored as floats, they cost nothing to tune). Returns the updated
+    tensors (and biases, as arrays).
     """
     params = dict(model.named_parameters())
     books = {k: torch.tensor(t.codebook, dtype=torch.float32, requires_grad=True) for k, t in quantized.items()}
+    bias_keys = [k[: -len("weight")] + "bias" for k in quantized] if biases else []
+    tuned = {k: params[k] for k in bias_keys if k in params}
+    for p in params.values():
+        p.requires_grad_(False)
+    for k in quantized:
+        params[k].requires_grad_(True)
+    for p in tuned.values():
+        p.requires_grad_(True)
     index = {
         k: (torch.from_numpy(t.positions.astype(np.int64)), torch.from_numpy(t.codes.astype(np.int64)))
         for k, t in quantized.items()
     }
-    opt = torch.optim.Adam(list(books.values()), lr=lr)
+    opt = torch.optim.Adam([*books.values(), *tuned.values()], lr=lr)
     model.train(False)
     step = 0
     while step < steps:
@@ -126,7 +137,6 @@ def train_codebooks(
             else:
                 loss = F.cross_entropy(logits, labels)
             loss.backward()
-            opt.zero_grad()
             for k, book in books.items():
                 pos, codes = index[k]
                 g = params[k].grad.reshape(-1)[pos]
@@ -140,9 +150,11 @@ def train_codebooks(
                 break
         if not progressed:
             break
-    out = {}
+    out: dict[str, SparseTensor | np.ndarray] = {}
     for k, t in quantized.items():
         cb = books[k].detach().numpy().astype(np.float32)
         out[k] = SparseTensor(t.shape, cb, t.codes, t.positions, t.bits)
         params[k].data.copy_(torch.from_numpy(out[k].to_dense()))
+    for k, p in tuned.items():
+        out[k] = p.detach().numpy().astype(np.float32).copy()
     return out

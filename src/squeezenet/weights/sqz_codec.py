@@ -10,17 +10,20 @@ tensor shape and fixed caps before anything is allocated; any defect raises ``Sq
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import lzma
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 MAGIC = b"SQZ\x00"
-VERSION = 1
+VERSION = 2  # written; version 1 files (no packed codebooks, deflated values or shared metadata) still read
+READABLE_VERSIONS = (1, 2)
 MAX_TENSOR_NUMEL = 1 << 26  # 64M elements per tensor
 MAX_TOTAL_NUMEL = 1 << 27  # all tensors together
 MAX_ALPHABET = 4096
@@ -33,13 +36,17 @@ PROB_SCALE = 1 << PROB_BITS
 RANS_L = 1 << 16
 DEFAULT_STEPS = 4096  # symbols per lane; lanes of all streams are decoded together
 
-CODER_RAW, CODER_HUFFMAN, CODER_RANS = 0, 1, 2
-CODER_NAMES = {CODER_RAW: "raw", CODER_HUFFMAN: "huffman", CODER_RANS: "rans"}
+CODER_RAW, CODER_HUFFMAN, CODER_RANS, CODER_RANS_Z = 0, 1, 2, 3  # 3: rANS with a deflated table (v2)
+CODER_NAMES = {CODER_RAW: "raw", CODER_HUFFMAN: "huffman", CODER_RANS: "rans", CODER_RANS_Z: "rans"}
 POS_ALL, POS_RELIDX4, POS_BITMASK, POS_GAPS = 0, 1, 2, 3
 POS_NAMES = {POS_ALL: "all", POS_RELIDX4: "relidx4", POS_BITMASK: "bitmask", POS_GAPS: "gaps"}
 KIND_DENSE, KIND_SPARSE = 0, 1
 DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2")}
 DTYPE_CODES = {"float32": 0, "float16": 1}
+# version 2: codebooks sorted and stored as exp-Golomb-coded gaps between their values' ordered
+# bit patterns; dense values deflated. Code = plain code + 2.
+PACKED = 2
+META_SHARED = 3  # metadata method: raw LZMA2; values equal to a shared list (shared_values()) stored by name
 HUFFMAN_MAX_LEN = 15
 
 SEC_META, SEC_TENSOR, SEC_RANS = b"META", b"TENS", b"RANS"
@@ -401,6 +408,106 @@ def unpack_bits(payload, bits: int, n: int) -> np.ndarray:
     return raw @ (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
 
 
+# ----------------------------------------------------------------------------- packed values (version 2)
+
+
+def deflate(data: bytes) -> bytes:
+    """Raw deflate (no zlib header: every byte counts in a file of a few hundred KB)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    return c.compress(data) + c.flush()
+
+
+def inflate_exact(payload, size: int, what: str) -> bytes:
+    """Inflate raw deflate data that must expand to exactly ``size`` bytes (checked while inflating)."""
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(bytes(payload), size)
+        _check(len(out) == size and not d.unconsumed_tail and d.flush(1) == b"", f"{what} has the wrong length")
+    except zlib.error as exc:
+        raise SqzError(f"corrupted {what} ({exc})") from None
+    _check(d.eof and not d.unused_data, f"corrupted {what} (trailing or missing data)")
+    return out
+
+
+_KEY_TYPES = {np.dtype("<f2"): (np.uint16, 16), np.dtype("<f4"): (np.uint32, 32)}
+
+
+def float_keys(values: np.ndarray, dtype) -> np.ndarray:
+    """Float bit patterns mapped to integers in the order of the values (-0 just below +0)."""
+    utype, bits = _KEY_TYPES[np.dtype(dtype)]
+    u = np.ascontiguousarray(values, dtype=dtype).view(utype).astype(np.int64)
+    sign = np.int64(1) << (bits - 1)
+    return np.where(u & sign, (sign - 1) - (u & (sign - 1)), u | sign)
+
+
+def keys_to_floats(keys: np.ndarray, dtype) -> np.ndarray:
+    utype, bits = _KEY_TYPES[np.dtype(dtype)]
+    sign = np.int64(1) << (bits - 1)
+    u = np.where(keys >= sign, keys - sign, ((sign - 1) - keys) | sign)
+    return u.astype(utype).view(np.dtype(dtype))
+
+
+def exp_golomb_bits(values: np.ndarray, k: int) -> str:
+    """Order-k exp-Golomb code of non-negative integers, as a '0'/'1' string."""
+    out = []
+    for v in np.asarray(values, dtype=np.int64).tolist():
+        x = (v >> k) + 1
+        n = x.bit_length() - 1
+        out.append("0" * n + format(x, "b") + (format(v & ((1 << k) - 1), f"0{k}b") if k else ""))
+    return "".join(out)
+
+
+def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
+    """Inverse of ``exp_golomb_bits`` (packed MSB first); every value must be < ``limit``."""
+    bits = "".join(format(b, "08b") for b in bytes(payload))
+    out = np.zeros(count, np.int64)
+    p = 0
+    for i in range(count):
+        one = bits.find("1", p)
+        _check(one >= 0, "exp-Golomb data ends early")
+        n = one - p
+        _check(n <= 40, "corrupted exp-Golomb data")
+        end = one + n + 1 + k
+        _check(end <= len(bits), "exp-Golomb data ends early")
+        v = ((int(bits[one : one + n + 1], 2) - 1) << k) | (int(bits[one + n + 1 : end], 2) if k else 0)
+        _check(v < limit, "exp-Golomb value out of range")
+        out[i] = v
+        p = end
+    _check(len(bits) - p < 8 and "1" not in bits[p:], "trailing bits after exp-Golomb data")
+    return out
+
+
+def pack_codebook(values: np.ndarray, dtype) -> bytes:
+    """Sorted codebook -> first key, k, exp-Golomb gaps between consecutive keys."""
+    keys = float_keys(values, dtype)
+    _check(bool(np.all(np.diff(keys) >= 0)), "packed codebook must be sorted")
+    gaps = np.diff(keys)
+    best = None
+    for k in range(0, 25):
+        bits = exp_golomb_bits(gaps, k)
+        if best is None or len(bits) < len(best[1]):
+            best = (k, bits)
+        if len(gaps) == 0 or (gaps >> k).max() == 0:
+            break
+    k, bits = best
+    packed = np.packbits(np.frombuffer(bits.encode(), np.uint8) - ord("0")).tobytes() if bits else b""
+    head = struct.pack("<I" if _KEY_TYPES[np.dtype(dtype)][1] == 32 else "<H", int(keys[0]))
+    return head + struct.pack("<B", k) + packed
+
+
+def unpack_codebook(payload, dtype, count: int) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    bits = _KEY_TYPES[dtype][1]
+    r = Reader(payload, "packed codebook")
+    first = r.u32() if bits == 32 else r.u16()
+    k = r.u8()
+    _check(k <= 24, f"bad exp-Golomb order {k}")
+    gaps = exp_golomb_decode(r.take(r.left), count - 1, k, 1 << bits)
+    keys = first + np.concatenate([[0], np.cumsum(gaps)])
+    _check(int(keys[-1]) < 1 << bits, "packed codebook runs past the largest value")
+    return keys_to_floats(keys, dtype).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- symbol streams
 
 
@@ -438,9 +545,14 @@ def plan_stream(symbols: np.ndarray, alphabet: int, coder: str = "auto") -> Stre
         freq = normalize_freqs(q)
         est = float(-(counts * np.log2(np.maximum(freq, 1) / PROB_SCALE)).sum()) / 8 + 4 * -(-n // DEFAULT_STEPS)
         plans.append(StreamPlan(CODER_RANS, alphabet, n, q.tobytes(), b"\0" * int(est), RansStream(n, q, symbols), est))
+        packed = deflate((np.diff(np.concatenate([[0], q.astype(np.int64)])) % 256).astype(np.uint8).tobytes())
+        header = struct.pack("<H", len(packed)) + packed
+        if len(header) < len(q):
+            rs = RansStream(n, q, symbols)
+            plans.append(StreamPlan(CODER_RANS_Z, alphabet, n, header, b"\0" * int(est), rs, est))
     _check(bool(plans), f"unknown coder {coder!r}")
     best = min(plans, key=lambda p: len(p.header) + len(p.payload))
-    if best.coder == CODER_RANS:
+    if best.rans is not None:
         best.payload = b""
     return best
 
@@ -465,7 +577,12 @@ def read_stream(r: Reader, max_n: int, rans: list) -> tuple[int, int, object]:
         sym = unpack_bits(payload, bits, n)
         _check(bool(np.all(sym < alphabet)), "raw symbol outside the alphabet")
         return coder, alphabet, sym
-    table = r.array(np.uint8, alphabet)
+    if coder == CODER_RANS_Z:
+        deltas = inflate_exact(r.take(r.u16()), alphabet, "rANS table")
+        table = (np.cumsum(np.frombuffer(deltas, np.uint8).astype(np.int64)) % 256).astype(np.uint8)
+        coder = CODER_RANS
+    else:
+        table = r.array(np.uint8, alphabet)
     payload = r.take(r.u32())
     if coder == CODER_HUFFMAN:
         return coder, alphabet, huffman_decode(payload, table, n)
@@ -504,6 +621,7 @@ class TensorPlan:
     codes_coder: str = "auto"  # raw | huffman | rans | auto
     gaps_coder: str = "auto"
     stats: dict = field(default_factory=dict)
+    packed: bool = True  # version 2's packed codebooks and deflated values where they are smaller
 
 
 def _shape_bytes(name: str, shape) -> bytes:
@@ -559,6 +677,10 @@ def encode_tensor(plan: TensorPlan) -> tuple[bytes, list[RansStream], dict]:
     if isinstance(t, np.ndarray):
         dt = DTYPE_CODES[plan.dense_dtype]
         raw = np.ascontiguousarray(t, dtype=DTYPES[dt]).tobytes()
+        if plan.packed:
+            packed = deflate(raw)
+            if len(packed) + 4 < len(raw):
+                dt, raw = dt + PACKED, struct.pack("<I", len(packed)) + packed
         body = _shape_bytes(plan.name, t.shape) + struct.pack("<BB", KIND_DENSE, dt) + raw
         return body, [], {"values": len(raw)}
     numel = int(np.prod(t.shape))
@@ -571,7 +693,16 @@ def encode_tensor(plan: TensorPlan) -> tuple[bytes, list[RansStream], dict]:
     k = len(codebook)
     _check(1 <= k <= MAX_ALPHABET, "codebook size out of range")
     cb_dt = DTYPE_CODES[plan.codebook_dtype]
-    cb_raw = codebook.astype(DTYPES[cb_dt]).tobytes()
+    stored = codebook.astype(DTYPES[cb_dt])
+    cb_raw = stored.tobytes()
+    if plan.packed:
+        order = np.argsort(float_keys(stored, DTYPES[cb_dt]), kind="stable")
+        packed = pack_codebook(stored[order], DTYPES[cb_dt])
+        if len(packed) + 4 < len(cb_raw):  # sorted: the codes follow their values
+            rank = np.empty(k, np.int64)
+            rank[order] = np.arange(k)
+            codes, codebook = rank[codes], codebook[order]
+            cb_dt, cb_raw = cb_dt + PACKED, struct.pack("<I", len(packed)) + packed
     sizes = {"codebook": len(cb_raw)}
 
     # positions
@@ -663,15 +794,23 @@ def decode_tensor(payload, budget: list[int], rans: list, expected_shapes=None) 
     out = _PendingTensor(name, shape)
     if kind == KIND_DENSE:
         dt = r.u8()
-        _check(dt in DTYPES, f"{name}: unknown dtype code {dt}")
-        out.dense = r.array(DTYPES[dt], numel).astype(np.float32).reshape(shape)
+        _check(dt in DTYPES or dt - PACKED in DTYPES, f"{name}: unknown dtype code {dt}")
+        if dt in DTYPES:
+            out.dense = r.array(DTYPES[dt], numel).astype(np.float32).reshape(shape)
+        else:
+            dtype = DTYPES[dt - PACKED]
+            raw = inflate_exact(r.take(r.u32()), numel * dtype.itemsize, f"{name}: deflated values")
+            out.dense = np.frombuffer(raw, dtype).astype(np.float32).reshape(shape)
         r.done()
         return out
     _check(kind == KIND_SPARSE, f"{name}: unknown tensor kind {kind}")
     n, cb_dt, k = r.unpack("IBH")
     k += 1
-    _check(cb_dt in DTYPES, f"{name}: unknown codebook dtype {cb_dt}")
-    out.codebook = r.array(DTYPES[cb_dt], k).astype(np.float32)
+    _check(cb_dt in DTYPES or cb_dt - PACKED in DTYPES, f"{name}: unknown codebook dtype {cb_dt}")
+    if cb_dt in DTYPES:
+        out.codebook = r.array(DTYPES[cb_dt], k).astype(np.float32)
+    else:
+        out.codebook = unpack_codebook(r.take(r.u32()), DTYPES[cb_dt - PACKED], k)
     _check(bool(np.all(np.isfinite(out.codebook))), f"{name}: codebook holds non-finite values")
     out.n = n
     method = r.u8()
@@ -745,10 +884,43 @@ def _section(tag: bytes, payload: bytes) -> bytes:
     return tag + struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
 
 
-def pack_metadata(meta: dict) -> bytes:
+SHARED_LIST_FILE = "imagenet1k.tsv"  # beside this file; the package ships it (squeezenet/weights/)
+# metadata is small: a 1 MiB dictionary (the preset's 64 MiB would be allocated by every reader)
+LZMA_RAW = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 20}]
+XZ_MEMLIMIT = 96 << 20  # version-1 files used xz's preset 9 (a 64 MiB dictionary); nothing larger is read
+
+
+def shared_values() -> dict[str, str]:
+    """{name: metadata value} of the lists a version-2 file may refer to instead of holding:
+    the ImageNet-1k class names and wnids, exactly as ``WeightsInfo.to_metadata`` writes them."""
+    path = Path(__file__).with_name(SHARED_LIST_FILE)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    rows = [[f.strip() for f in line.split("\t")] for line in lines if line.strip()]
+    rows = [f for f in rows if len(f) >= 3 and f[0].isdigit()]
+    return {
+        "imagenet1k.names": json.dumps([f[2] for f in rows]),
+        "imagenet1k.wnids": json.dumps([f[1] for f in rows]),
+    }
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+
+
+def pack_metadata(meta: dict, shared: bool = True) -> bytes:
+    """Smallest of: plain JSON, zlib, or raw LZMA2 of {"meta", "shared"} (method 3, version 2),
+    where values equal to a shared list are stored by name (when ``shared``). Method 2 (xz)
+    is only read: method 3 is never larger."""
     raw = json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
     options = [b"\x00" + raw, b"\x01" + zlib.compress(raw, 9)]
-    options.append(b"\x02" + lzma.compress(raw, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME))
+    names = {value: name for name, value in shared_values().items()} if shared else {}
+    refs = {k: f"{names[v]}@{_digest(v)}" for k, v in meta.items() if isinstance(v, str) and v in names}
+    body = {"meta": {k: v for k, v in meta.items() if k not in refs}, "shared": refs}
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    options.append(bytes([META_SHARED]) + lzma.compress(text, format=lzma.FORMAT_RAW, filters=LZMA_RAW))
     return min(options, key=len)
 
 
@@ -762,8 +934,11 @@ def unpack_metadata(payload) -> dict:
             d = zlib.decompressobj()
             raw = d.decompress(body, MAX_META_BYTES)
             _check(not d.unconsumed_tail, "metadata too large")
-        elif method == 2:
-            d = lzma.LZMADecompressor()
+        elif method in (2, META_SHARED):
+            if method == 2:
+                d = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+            else:
+                d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=LZMA_RAW)
             raw = d.decompress(body, MAX_META_BYTES)
             _check(d.eof, "metadata truncated or too large")
         else:
@@ -772,12 +947,32 @@ def unpack_metadata(payload) -> dict:
     except (zlib.error, lzma.LZMAError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SqzError(f"corrupted metadata ({exc})") from None
     _check(isinstance(meta, dict), "metadata is not a JSON object")
+    if method == META_SHARED:
+        meta = _resolve_shared(meta)
     return meta
 
 
-def encode_sqz(meta: dict, tensors: list[TensorPlan], steps: int = DEFAULT_STEPS) -> tuple[bytes, dict]:
+def _resolve_shared(body: dict) -> dict:
+    meta, refs = body.get("meta"), body.get("shared")
+    _check(isinstance(meta, dict) and isinstance(refs, dict), "malformed shared metadata")
+    values = None
+    for key, ref in refs.items():
+        _check(isinstance(ref, str) and ref.count("@") == 1, f"malformed shared metadata reference {key!r}")
+        name, digest = ref.split("@")
+        if values is None:
+            values = shared_values()
+        _check(bool(values), f"metadata {key!r} refers to {name}, which needs {SHARED_LIST_FILE} beside sqz_codec.py")
+        _check(name in values, f"metadata {key!r} refers to an unknown shared list {name!r}")
+        _check(_digest(values[name]) == digest, f"metadata {key!r}: {SHARED_LIST_FILE} differs from the writer's")
+        meta[key] = values[name]
+    return meta
+
+
+def encode_sqz(
+    meta: dict, tensors: list[TensorPlan], steps: int = DEFAULT_STEPS, shared_metadata: bool = True
+) -> tuple[bytes, dict]:
     """-> (file bytes, per-tensor size breakdown)."""
-    sections = [_section(SEC_META, pack_metadata(meta))]
+    sections = [_section(SEC_META, pack_metadata(meta, shared_metadata))]
     streams: list[RansStream] = []
     report = {"metadata": len(sections[0])}
     for plan in tensors:
@@ -814,7 +1009,7 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
     r = Reader(memoryview(data)[:-8], ".sqz file")
     r.take(4)
     version, _flags, nsec = r.unpack("HHI")
-    _check(version == VERSION, f"unsupported .sqz version {version} (this reader knows {VERSION})")
+    _check(version in READABLE_VERSIONS, f"unsupported .sqz version {version} (this reader knows 1 and {VERSION})")
     _check(3 <= nsec <= r.left // 12, f"bad section count {nsec}")
     meta = None
     pending: list[_PendingTensor] = []

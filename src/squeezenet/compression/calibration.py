@@ -1,0 +1,213 @@
+"""What each convolution sees and what its outputs are worth: the statistics output-aware quantization needs.
+
+For every convolution the quantizer needs the second moments of the columns it multiplies
+(``C = E[x x^T] - E[x] E[x]^T`` over im2col patches, the Hessian of the layer's output error
+once the bias absorbs the mean shift), the mean column ``E[x]`` (for that bias correction) and
+how much an error in each output channel moves the network's predictions: the diagonal
+Fisher information of the outputs, estimated by back-propagating the log-likelihood of a
+label sampled from the model's own prediction (no label is needed). With these, the
+expected KL divergence between the original and a perturbed model is about
+``0.5 * sum_layers sum_rows fisher[r] * dw_r^T C dw_r``: one unit (nats of KL) in which
+every layer's error and every byte can be traded, whatever the layer.
+
+Three sources: images (``collect_stats``), random images shaped like the preprocessed
+inputs (``synthetic_images``), or none: ``moment_stats`` propagates per-channel means and
+variances through the network analytically (data-free).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from squeezenet.compression.pruning import prunable
+
+
+@dataclass
+class LayerStats:
+    """Input statistics of one convolution (im2col columns of length ``d``) and its output Fisher."""
+
+    name: str
+    xx: np.ndarray  # (d, d) sum of x x^T over columns
+    xsum: np.ndarray  # (d,) sum of x
+    n: float  # columns seen
+    fisher: np.ndarray  # (out_channels,) E_image[sum over positions of (dlogp/dy)^2]
+    image_xx: np.ndarray | None = None  # (d, d) sum over images of xbar xbar^T, xbar = the image's mean column
+    positions: float = 1.0  # columns per image
+    images: int = 0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.xsum / max(self.n, 1.0)
+
+    @property
+    def cov(self) -> np.ndarray:
+        m = self.mean
+        c = self.xx / max(self.n, 1.0) - np.outer(m, m)
+        return (c + c.T) / 2
+
+    @property
+    def between(self) -> np.ndarray:
+        """Covariance over images of each image's mean column: the part of the input that
+        does not average out over an image's positions."""
+        if self.image_xx is None or not self.images:
+            return np.zeros_like(self.xx)
+        m = self.mean
+        c = self.image_xx / self.images - np.outer(m, m)
+        return (c + c.T) / 2
+
+    def hessian(self, coherence: float = 1.0) -> np.ndarray:
+        """What the layer's output error costs per unit of Fisher: the per-position covariance
+        plus, for an error that is the same at every position of an image (a weight error is)
+        and that the network sums over positions (global pooling does), the between-image
+        covariance once more per further position; ``coherence`` in [0, 1] scales that part."""
+        return self.cov + coherence * max(self.positions - 1.0, 0.0) * self.between
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """{weight key: module} for every prunable convolution, in state-dict order."""
+    modules = dict(model.named_modules())
+    out = {}
+    for key in prunable(model):
+        module = modules.get(key.rsplit(".", 1)[0])
+        if isinstance(module, nn.Conv2d) and module.groups == 1:
+            out[key] = module
+    return out
+
+
+def _columns(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B * L, C * kh * kw): the patches the convolution multiplies, as rows."""
+    if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding in ((0, 0), 0):
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+    cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _calibration_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy whose ReLUs work out of place (gradient hooks on outputs need them)."""
+    model = copy.deepcopy(model).float().eval()
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def collect_stats(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    fisher: bool = True,
+    max_columns: int = 65536,
+    seed: int = 0,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, LayerStats]:
+    """One pass over ``batches`` (image tensors): input moments of every convolution and, with
+    ``fisher``, its output Fisher. Layers with many positions use a seeded random subset of
+    at most ``max_columns`` columns per batch (moments only need a sample)."""
+    model = _calibration_copy(model)
+    layers = conv_layers(model)
+    gen = torch.Generator().manual_seed(seed)
+    stats: dict[str, LayerStats] = {}
+    handles = []
+
+    def forward_hook(key):
+        def hook(module, inputs, output):
+            x = inputs[0].detach().float()
+            cols = _columns(module, x)
+            per_image = cols.reshape(x.shape[0], -1, cols.shape[1])
+            xbar = per_image.mean(1).double()
+            if len(cols) > max_columns:
+                cols = cols[torch.randperm(len(cols), generator=gen)[:max_columns]]
+                scale = _columns_count(module, x) / max_columns
+            else:
+                scale = 1.0
+            cols64 = cols.double()
+            s = stats[key]
+            s.xx += scale * (cols64.T @ cols64).numpy()
+            s.xsum += scale * cols64.sum(0).numpy()
+            s.n += scale * len(cols)
+            s.image_xx += (xbar.T @ xbar).numpy()
+            s.positions = per_image.shape[1]
+            if fisher and output.requires_grad:
+                output.register_hook(lambda g, s=s: _add_fisher(s, g))
+
+        return hook
+
+    for key, module in layers.items():
+        d = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+        zeros = np.zeros((d, d))
+        stats[key] = LayerStats(key, zeros, np.zeros(d), 0.0, np.zeros(module.out_channels), zeros.copy())
+        handles.append(module.register_forward_hook(forward_hook(key)))
+    try:
+        for images in batches:
+            images = images.float()
+            if fisher:
+                images = images.clone().requires_grad_(True)  # so that every output gets a gradient
+                with torch.enable_grad():
+                    logits = model(images)
+                    probs = logits.detach().float().softmax(1)
+                    sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]
+                    F.cross_entropy(logits.float(), sampled, reduction="sum").backward()
+            else:
+                with torch.no_grad():
+                    model(images)
+            for s in stats.values():
+                s.images += len(images)
+            if on_batch:
+                on_batch(len(images))
+    finally:
+        for h in handles:
+            h.remove()
+    for s in stats.values():
+        s.fisher /= max(s.images, 1)
+    return stats
+
+
+def _columns_count(module: nn.Conv2d, x: torch.Tensor) -> int:
+    h, w = x.shape[-2:]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = module.kernel_size, module.stride, module.padding, module.dilation
+    return x.shape[0] * ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1) * ((w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
+def _add_fisher(s: LayerStats, grad: torch.Tensor) -> None:
+    s.fisher += (grad.double() ** 2).sum((0, 2, 3)).numpy()
+
+
+def synthetic_images(n: int, size: int, channels: int, pre, seed: int = 0, shapes: int = 200) -> torch.Tensor:
+    """ "Dead leaves" images (overlapping discs of random colour with power-law radii, plus a
+    little blurred texture), preprocessed as ``pre`` expects: calibration input for the
+    data-free path (no user image is read). Their edges, flat regions and scale-free sizes
+    give the first layers natural-image statistics (docs/compression.md)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, channels, size, size)
+    blur = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
+    kernel = (blur[:, None] * blur[None, :]).expand(channels, 1, 5, 5)
+    for i in range(n):
+        radius = (0.02 * size / (torch.rand(shapes, generator=gen) ** (1 / 1.5) + 1e-3)).clamp(max=0.6 * size)
+        centre = torch.rand(shapes, 2, generator=gen) * size
+        colours = (torch.rand(shapes + 1, channels, generator=gen) * 0.8 + 0.1).numpy()
+        canvas = np.empty((size, size, channels), np.float32)
+        canvas[:] = colours[0]
+        grid = np.arange(size, dtype=np.float32)
+        for (cy, cx), r, colour in zip(centre.tolist(), radius.tolist(), colours[1:], strict=True):
+            y0, y1 = max(0, int(cy - r)), min(size, int(cy + r) + 1)  # painted back to front: later discs occlude
+            x0, x1 = max(0, int(cx - r)), min(size, int(cx + r) + 1)
+            if y0 < y1 and x0 < x1:
+                disc = (grid[y0:y1, None] - cy) ** 2 + (grid[None, x0:x1] - cx) ** 2 < r * r
+                canvas[y0:y1, x0:x1][disc] = colour
+        image = torch.from_numpy(canvas).permute(2, 0, 1)
+        texture = torch.randn(1, channels, size, size, generator=gen)
+        texture = F.conv2d(texture, kernel, padding=2, groups=channels)[0] * 0.3
+        out[i] = (image + texture).clamp(0, 1)
+    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (out * pre.pixel_range - mean) / std
