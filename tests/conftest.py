@@ -86,3 +86,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
         env=full_env,
         timeout=timeout,
     )
+
+
+def cli_in_process(capsys, *args) -> tuple[int, str, str]:
+    """main() in-process -> (exit code, stdout, stderr): a subprocess would spend seconds importing torch."""
+    from squeezenet.cli.main import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import cli_in_process as cli
 from conftest import run_cli
-from squeezenet.cli.main import main
 from squeezenet.errors import WeightsError
 from squeezenet.weights import build_model_from_weights, load_weights, write_safetensors
 
@@ -32,17 +32,6 @@ def assert_one_error_line(rc, err: str, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """main() in-process -> (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, run_cli
+from conftest import cli_in_process as _cli
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import Candidate, allocate
 from squeezenet.compression.calibration import collect_stats, synthetic_images
@@ -231,19 +232,6 @@ def test_cli_refuses_before_any_work(capsys, tmp_path, args, message):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("squeezenet: error:") and message in lines[0], stderr
     assert not out.exists()
-
-
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    """The command line in-process (a subprocess would spend seconds importing torch)."""
-    from squeezenet.cli.main import main
-
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_cli_data_folder_without_a_readable_image(capsys, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from conftest import DATA, ROOT
+from conftest import cli_in_process as cli
 from squeezenet.cli.main import main
 from squeezenet.data.preprocessing import Preprocessing
 from squeezenet.export.c import build_c, reference, write_folder
@@ -350,16 +351,6 @@ def test_release_compressed_in_c_under_470_kb_bit_exact_and_agreeing(release_sqz
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_error_line(rc, err: str, *fragments: str) -> str:
