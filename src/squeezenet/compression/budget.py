@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from squeezenet.compression.output_aware import LayerPlan, LayerResult, quantize_layer
+from squeezenet.compression.quantize import compact
 from squeezenet.weights.sqz_codec import SparseTensor, TensorPlan, encode_tensor
 
 # price of a bit, in nats of KL per image: 0 keeps the starting codebook's nearest values
@@ -49,8 +50,6 @@ def candidates_for(
     prune: bool = True,
     iters: int = 3,
 ) -> list[Candidate]:
-    from squeezenet.compression.quantize import compact
-
     out = []
     for lam in ladder:
         for pruning in (False, True) if prune and lam > 0 else (False,):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from squeezenet.atomic import atomic_write_bytes
+from squeezenet.compression.calibrated import check_budget, output_aware
 from squeezenet.compression.pruning import magnitude_mask, prunable, resolve_densities
 from squeezenet.compression.quantize import compact, kmeans_1d
 from squeezenet.errors import ModelError, WeightsError
@@ -221,10 +222,14 @@ def initial_tensors(source, config: CompressionConfig):
 def check_budget_for(source, config: CompressionConfig) -> None:
     """A ``max_bytes`` below the smallest file this model compresses to is a ``ModelError`` now,
     before calibration or any other long work."""
-    from squeezenet.compression.calibrated import check_budget
-
     loaded, _, tensors, _ = initial_tensors(source, config)
-    check_budget(lambda t, n: CompressedModel(loaded.info, t, config, n).encode(), tensors, config)
+    check_budget(_encoder(loaded.info, config), tensors, config)
+
+
+def _encoder(info: WeightsInfo, config: CompressionConfig):
+    """(tensors, notes) -> what ``CompressedModel.encode`` gives: how the output-aware path sizes
+    a candidate file exactly as it will be written."""
+    return lambda tensors, notes: CompressedModel(info, tensors, config, notes).encode()
 
 
 def compress(
@@ -248,13 +253,8 @@ def compress(
     notes: dict = {"data": None, "method": config.method, "bits": bits}
     layers: dict = {}
     if config.method == "output-aware":
-        from squeezenet.compression.calibrated import output_aware
-
         reserve = TRAINING_RESERVE if data is not None else 0
-
-        def encode(t: dict, n: dict) -> tuple[bytes, dict]:
-            return CompressedModel(loaded.info, t, config, n).encode()
-
+        encode = _encoder(loaded.info, config)
         found, extra, layers = output_aware(
             LoadedWeights(loaded.info, state), tensors, bits, config, calibration, progress, encode, notes, reserve
         )
