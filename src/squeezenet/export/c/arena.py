@@ -79,7 +79,7 @@ def buffers(net: QuantNet) -> list[Buffer]:
     if stem_packed:
         stem = net.stem
         out += [
-            Buffer("stem.weights", stem.weight.size, 0, 0),
+            Buffer("stem.weights", stem.weight.nbytes, 0, 0),  # int16: the codebook's values
             Buffer("stem.mult", 4 * stem.cout, 0, 0),
             Buffer("stem.shift", stem.cout, 0, 0),
         ]

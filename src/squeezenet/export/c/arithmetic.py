@@ -9,10 +9,14 @@ runtime repeats operation for operation. docs/c-export.md states the arithmetic.
 - Weights: int8 in [-127, 127], one scale per output channel; int32 accumulators.
 - Requantization: ``out = clamp((acc * M + 2^(n-1)) >> n, 0, 255)`` for acc > 0, else 0,
   with M in [2^30, 2^31) and 1 <= n <= 62 (the product needs 64 bits).
-- Codebook layers (at most 256 distinct non-zero values): the codebook is kept as int16
-  (``C_k = round(c_k / u)``, u = max|c| / 32767) and each output channel's int8 weights and
-  multiplier are derived from its largest |C_k|, so the compressed C build needs no
-  per-channel multiplier tables and equals the int8 build bit for bit.
+- Codebook layers (at most 256 distinct non-zero values), compressed storage: the weights are
+  the codebook itself, ``C_k = round(c_k / u)`` with u = max|c| / ``codebook_limit(...)``, as
+  wide as the int32 accumulator allows (about 13 bits for a 3x3 layer on 64 channels), with one
+  multiplier per layer: the compressed build runs the codebook's values, not an int8 rounding
+  of them, so it loses only what the uint8 activations lose.
+- Codebook layers, int8 storage: the codebook at 16 bits (u = max|c| / 32767), each output
+  channel's int8 weights and multiplier derived from its largest |C_k| (``codebook_weights``,
+  ``derived_multiplier``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ MAX_CODEBOOK = 256  # entries: the stream's code alphabet fits one byte
 RECIPROCAL_BITS = 24  # q = (|C| * R + 2^23) >> 24 with R = (127 << 24) // Cmax
 MAX_SHIFT = 62
 BIAS_BITS = 15  # stored biases are int16 << a per-layer shift
+PRODUCTS_LIMIT = (1 << 30) - 1  # |sum of w * x| stays below this; the bias (< 2^30) takes the rest of int32
+ACTIVATION_MAX = 255  # largest |x| a convolution reads: a uint8 activation, or a pixel minus its zero point
 
 
 @dataclass
@@ -35,7 +41,7 @@ class QuantConv:
     ``codebook``/``codes``/``positions`` are kept for codebook layers (the compressed form)."""
 
     name: str
-    weight: np.ndarray  # int8 [cout, cin, k, k]
+    weight: np.ndarray  # int8 [cout, cin, k, k]; int16 in a compressed codebook layer (its codebook's values)
     bias16: np.ndarray  # int16 [cout]; the accumulator starts at bias16 << bias_shift
     bias_shift: int
     mult: np.ndarray  # int64 [cout], each in [2^30, 2^31)
@@ -133,6 +139,12 @@ def requantize(acc: np.ndarray, mult, shift) -> np.ndarray:
     shift = np.asarray(shift, dtype=np.int64)
     value = (np.maximum(acc, 0) * mult + (np.int64(1) << (shift - 1))) >> shift
     return np.where(acc > 0, np.minimum(value, 255), 0).astype(np.uint8)
+
+
+def codebook_limit(products: int) -> int:
+    """Largest |C_k| of a compressed layer whose ``products`` (weights per output) cannot overflow
+    the int32 accumulator: products * 255 * |C| < 2^30, the bias (< 2^30) taking the rest."""
+    return max(WEIGHT_MAX, min(CODEBOOK_MAX, PRODUCTS_LIMIT // (ACTIVATION_MAX * max(1, products))))
 
 
 def channel_max(codebook: np.ndarray, codes: np.ndarray) -> int:

@@ -147,9 +147,9 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
         unpack = "\n".join(f"    sw.{k} = sqn_stem_layer.conv.{k};" for k in ("w", "mult", "shift"))
     else:
         unpack = (
-            f"    sw.w = {at('stem.weights', 'int8_t')};\n    sw.mult = {at('stem.mult', 'int32_t')};\n"
+            f"    sw.w = {at('stem.weights', 'int16_t')};\n    sw.mult = {at('stem.mult', 'int32_t')};\n"
             f"    sw.shift = {at('stem.shift')};\n"
-            "    sqn_stem_unpack(&sqn_stem_layer, &w, (int8_t *)sw.w, (int32_t *)sw.mult, (uint8_t *)sw.shift);"
+            "    sqn_stem_unpack(&sqn_stem_layer, &w, (int16_t *)sw.w, (int32_t *)sw.mult, (uint8_t *)sw.shift);"
         )
     fires = []
     inputs = "stem.out"

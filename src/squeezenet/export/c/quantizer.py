@@ -33,6 +33,7 @@ from squeezenet.export.c.arithmetic import (
     QuantFire,
     QuantNet,
     channel_max,
+    codebook_limit,
     codebook_weights,
     derived_multiplier,
     quantize_multiplier,
@@ -176,23 +177,36 @@ def distinct_values(weight: np.ndarray) -> np.ndarray:
     return np.unique(weight[weight != 0])
 
 
-def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float) -> QuantConv:
-    """A codebook layer: int16 codebook, per-channel int8 weights and multipliers derived from it."""
-    unit = np.abs(values).max() / CODEBOOK_MAX
-    codebook = np.clip(np.round(values / unit), -CODEBOOK_MAX, CODEBOOK_MAX).astype(np.int16)
+def _codes(conv: FloatConv, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, positions): each non-zero weight's codebook index and flat C-order position."""
     flat = conv.weight.reshape(-1)
     positions = np.flatnonzero(flat)
-    codes = np.searchsorted(values, flat[positions]).astype(np.uint8)
+    return np.searchsorted(values, flat[positions]).astype(np.uint8), positions
+
+
+def _layer_multiplier(conv: FloatConv, real: float) -> tuple[int, int]:
+    try:
+        return quantize_multiplier(real)
+    except ValueError as exc:
+        raise DeployError(f"{conv.name}: {exc}; its codebook does not fit the integer scheme") from None
+
+
+def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float, exact: bool = False) -> QuantConv:
+    """A codebook layer. ``exact`` (compressed storage): the weights are the codebook's values at
+    the widest precision the accumulator allows, one multiplier for the layer. Otherwise (int8
+    storage): an int16 codebook, per-channel int8 weights and multipliers derived from it."""
+    if exact:
+        return _exact_codebook(conv, values, s_in, s_out)
+    unit = np.abs(values).max() / CODEBOOK_MAX
+    codebook = np.clip(np.round(values / unit), -CODEBOOK_MAX, CODEBOOK_MAX).astype(np.int16)
+    codes, positions = _codes(conv, values)
     cout, per_channel = conv.weight.shape[0], conv.weight[0].size
     channel = positions // per_channel
     bounds = np.searchsorted(channel, np.arange(cout + 1))
-    try:
-        layer_mult, layer_shift = quantize_multiplier(s_in * unit / (WEIGHT_MAX * s_out))
-    except ValueError as exc:
-        raise DeployError(f"{conv.name}: {exc}; its codebook does not fit the integer scheme") from None
-    q = np.zeros(flat.shape, np.int8)
-    mult, shift, scale = (np.zeros(cout, np.int64) for _ in range(3))
-    scale = scale.astype(np.float64)
+    layer_mult, layer_shift = _layer_multiplier(conv, s_in * unit / (WEIGHT_MAX * s_out))
+    q = np.zeros(conv.weight.size, np.int8)
+    mult, shift = np.zeros(cout, np.int64), np.zeros(cout, np.int64)
+    scale = np.zeros(cout, np.float64)
     for oc in range(cout):
         take = slice(bounds[oc], bounds[oc + 1])
         cmax = channel_max(codebook, codes[take])
@@ -201,6 +215,26 @@ def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float) ->
         scale[oc] = unit * cmax / WEIGHT_MAX
     if shift.min() < 1 or shift.max() > 62:
         raise DeployError(f"{conv.name}: its codebook's scale does not fit the integer scheme (shift out of 1..62)")
+    return _codebook_conv(conv, q, codebook, codes, positions, (layer_mult, layer_shift), mult, shift, scale, s_in)
+
+
+def _exact_codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float) -> QuantConv:
+    limit = codebook_limit(conv.weight[0].size)
+    largest_bias = float(np.abs(conv.bias).max(initial=0.0))
+    if largest_bias > 0:  # the bias too must stay below 2^29 accumulator units (a finer unit makes it larger)
+        limit = max(WEIGHT_MAX, min(limit, int(np.abs(values).max() * s_in * (1 << 29) / largest_bias)))
+    unit = np.abs(values).max() / limit
+    codebook = np.clip(np.round(values / unit), -limit, limit).astype(np.int16)
+    codes, positions = _codes(conv, values)
+    q = np.zeros(conv.weight.size, np.int16)
+    q[positions] = codebook[codes]
+    layer = _layer_multiplier(conv, s_in * unit / s_out)
+    cout = conv.weight.shape[0]
+    mult, shift = np.full(cout, layer[0], np.int64), np.full(cout, layer[1], np.int64)
+    return _codebook_conv(conv, q, codebook, codes, positions, layer, mult, shift, np.full(cout, unit), s_in)
+
+
+def _codebook_conv(conv, q, codebook, codes, positions, layer, mult, shift, scale, s_in) -> QuantConv:
     bias16, bias_shift = _bias16(np.round(conv.bias / (s_in * scale)), conv.name)
     return QuantConv(
         conv.name,
@@ -214,8 +248,8 @@ def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float) ->
         codebook=codebook,
         codes=codes,
         positions=positions,
-        layer_mult=layer_mult,
-        layer_shift=layer_shift,
+        layer_mult=layer[0],
+        layer_shift=layer[1],
         weight_scale=scale,
     )
 
@@ -225,7 +259,7 @@ def _layer(conv: FloatConv, s_in: float, s_out: float, compressed: bool) -> Quan
     if len(values) == 0:
         raise DeployError(f"{conv.name}: every weight is zero")
     if len(values) <= MAX_CODEBOOK:
-        return _codebook(conv, values, s_in, s_out)
+        return _codebook(conv, values, s_in, s_out, exact=compressed)
     if compressed:
         raise DeployError(
             f"{conv.name} holds {len(values):,} distinct weight values; compressed C weights need a codebook of "
@@ -235,7 +269,7 @@ def _layer(conv: FloatConv, s_in: float, s_out: float, compressed: bool) -> Quan
     return _dense(conv, s_in, s_out)
 
 
-def _stem(model, pre, s_out: float) -> tuple[QuantConv, np.ndarray]:
+def _stem(model, pre, s_out: float, compressed: bool) -> tuple[QuantConv, np.ndarray]:
     """conv1 with the normalisation folded in; returns it and the per-channel pixel zero points.
 
     Folding scales each input channel by 1/std: with equal stds (the Caffe weights) a codebook
@@ -252,7 +286,7 @@ def _stem(model, pre, s_out: float) -> tuple[QuantConv, np.ndarray]:
     folded = FloatConv(conv.name, np.ascontiguousarray(weight), bias, conv.stride, conv.padding)
     values = distinct_values(folded.weight)
     if 0 < len(values) <= MAX_CODEBOOK:  # a codebook survives folding when the channels share one std
-        return _codebook(folded, values, 1.0, s_out), zero.astype(np.int64)
+        return _codebook(folded, values, 1.0, s_out, exact=compressed), zero.astype(np.int64)
     return _dense(folded, 1.0, s_out), zero.astype(np.int64)
 
 
@@ -282,7 +316,7 @@ def quantize_net(
     if size < model.min_input_size:
         raise DeployError(f"input size {size} is below the model's minimum of {model.min_input_size} pixels")
     scale = {name: value / 255.0 for name, value in ranges.items()}
-    stem, zero = _stem(model, pre, scale["stem"])
+    stem, zero = _stem(model, pre, scale["stem"], compressed)
     side = (size + 2 * spec.stem_padding - spec.stem_kernel) // spec.stem_stride + 1
     if spec.stem_pool:
         side = -(-(side - 3) // 2) + 1

@@ -1,6 +1,7 @@
 /* ---- runtime: the integer kernels (the same for every exported model) ----------------------
  *
- * Activations are uint8 planes (C x H x W), weights int8, accumulators int32. A convolution
+ * Activations are uint8 planes (C x H x W), weights int8 (or, in a compressed build, the
+ * codebook's own values, up to 15 bits), accumulators int32. A convolution
  * runs one output channel at a time: the channel's non-zero weights become a list of
  * (input offset, weight) entries, and each entry adds weight * input over the whole output
  * plane (a contiguous run, so compilers vectorise it). A 3x3 convolution reads a squeeze
@@ -24,9 +25,10 @@
 #endif
 #endif
 
-/* w * a: every product fits 16 bits (|w| <= 127, |a| <= 255); saying so lets compilers multiply
- * 16 lanes at a time, while small cores do better with a plain 32-bit multiply */
-#if SQN_WIDE
+/* w * a: with int8 weights every product fits 16 bits (|w| <= 127, |a| <= 255); saying so lets
+ * compilers multiply 16 lanes at a time, while small cores do better with a plain 32-bit multiply.
+ * A compressed build's codebook weights are wider: its products need the 32-bit multiply. */
+#if SQN_WIDE && !SQN_COMPRESSED
 #define SQN_MUL(w, a) ((int32_t)(int16_t)((w) * (a)))
 #else
 #define SQN_MUL(w, a) ((int32_t)(w) * (a))
@@ -34,7 +36,7 @@
 
 typedef struct {
     int32_t off; /* offset of the tap in the input buffer */
-    int32_t w;   /* int8 weight */
+    int32_t w;   /* weight: int8, or a codebook value in a compressed build */
 } sqn_entry;
 
 typedef struct {
@@ -59,8 +61,15 @@ typedef struct {
     const int16_t *zero; /* per input channel: the pixel value that reads as 0 */
 } sqn_stem;
 
-typedef struct { /* conv1's weights as the stem reads them (decoded into the arena if compressed) */
-    const int8_t *w;
+/* conv1's weights as the stem reads them: int8 tables, or its codebook's values decoded into the arena */
+#if SQN_STEM_COMPRESSED
+typedef int16_t sqn_stem_weight;
+#else
+typedef int8_t sqn_stem_weight;
+#endif
+
+typedef struct {
+    const sqn_stem_weight *w;
     const int32_t *mult;
     const uint8_t *shift;
 } sqn_stem_weights;
@@ -233,7 +242,7 @@ static void sqn_taps(int32_t *restrict acc, int32_t n, const int16_t *const *tap
     }
 }
 
-static void sqn_stem_channel(const sqn_stem *s, const int8_t *w, int32_t oc, const int16_t *rows, int32_t *acc)
+static void sqn_stem_channel(const sqn_stem *s, const sqn_stem_weight *w, int32_t oc, const int16_t *rows, int32_t *acc)
 {
     const int16_t *taps[8];
     int16_t tw[8];
@@ -386,31 +395,19 @@ static void sqn_begin(sqn_source *src, sqn_tables *tb)
     sqn_advance(src, tb);
 }
 
-/* a channel's weights: decode its codes, then int8 weights from the channel's largest |C| */
+/* a channel's weights: decode its codes; the weights are the codebook's values, one multiplier per layer */
 static int32_t sqn_channel(sqn_source *src, sqn_tables *tb, int32_t oc, sqn_entry *e, int32_t *mult, int *shift)
 {
     const sqn_conv *c = src->conv;
-    uint32_t per = (uint32_t)c->cin * c->k * c->k, start = (uint32_t)oc * per, end = start + per, cmax = 1, r;
-    int32_t count = 0, i, drop = 0;
-    uint64_t product;
+    uint32_t per = (uint32_t)c->cin * c->k * c->k, start = (uint32_t)oc * per, end = start + per;
+    int32_t count = 0;
     while (src->next < end) {
-        int32_t v = tb->codebook[sqn_symbol(src, tb->code_lut, tb->code_freq, tb->code_cum)];
-        uint32_t a = (uint32_t)(v < 0 ? -v : v);
-        if (a > cmax) cmax = a;
         e[count].off = sqn_offset(src, src->next - start);
-        e[count++].w = v;
+        e[count++].w = tb->codebook[sqn_symbol(src, tb->code_lut, tb->code_freq, tb->code_cum)];
         sqn_advance(src, tb);
     }
-    r = (127u << 24) / cmax;
-    for (i = 0; i < count; i++) {
-        int32_t v = e[i].w;
-        uint32_t q = (uint32_t)((((uint64_t)(uint32_t)(v < 0 ? -v : v)) * r + (1u << 23)) >> 24);
-        e[i].w = v < 0 ? -(int32_t)q : (int32_t)q;
-    }
-    product = (uint64_t)(uint32_t)c->layer_mult * cmax;
-    while ((product >> drop) >= ((uint64_t)1 << 31)) drop++;
-    *mult = (int32_t)(product >> drop);
-    *shift = c->layer_shift - drop;
+    *mult = c->layer_mult;
+    *shift = c->layer_shift;
     return count;
 }
 #else
@@ -455,7 +452,7 @@ typedef struct {
 
 #if SQN_STEM_COMPRESSED
 /* conv1 is read once per output row: its stream is decoded once per image into the arena */
-static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int8_t *weights, int32_t *mult, uint8_t *shift)
+static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int16_t *weights, int32_t *mult, uint8_t *shift)
 {
     const sqn_conv *c = &s->conv;
     int32_t per = c->cin * c->k * c->k, oc, i, count, m;
@@ -466,10 +463,10 @@ static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int8_t *wei
     src.flat = 1;
     sqn_begin(&src, w->tables);
     for (oc = 0; oc < c->cout; oc++) {
-        int8_t *row = weights + oc * per;
+        int16_t *row = weights + oc * per;
         count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
         for (i = 0; i < per; i++) row[i] = 0;
-        for (i = 0; i < count; i++) row[w->entries[i].off] = (int8_t)w->entries[i].w;
+        for (i = 0; i < count; i++) row[w->entries[i].off] = (int16_t)w->entries[i].w;
         mult[oc] = m;
         shift[oc] = (uint8_t)sh;
     }
