@@ -191,12 +191,14 @@ def _layer_multiplier(conv: FloatConv, real: float) -> tuple[int, int]:
         raise DeployError(f"{conv.name}: {exc}; its codebook does not fit the integer scheme") from None
 
 
-def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float, exact: bool = False) -> QuantConv:
+def _codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float, exact: bool) -> QuantConv:
     """A codebook layer. ``exact`` (compressed storage): the weights are the codebook's values at
     the widest precision the accumulator allows, one multiplier for the layer. Otherwise (int8
     storage): an int16 codebook, per-channel int8 weights and multipliers derived from it."""
-    if exact:
-        return _exact_codebook(conv, values, s_in, s_out)
+    return (_exact_codebook if exact else _int8_codebook)(conv, values, s_in, s_out)
+
+
+def _int8_codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: float) -> QuantConv:
     unit = np.abs(values).max() / CODEBOOK_MAX
     codebook = np.clip(np.round(values / unit), -CODEBOOK_MAX, CODEBOOK_MAX).astype(np.int16)
     codes, positions = _codes(conv, values)
