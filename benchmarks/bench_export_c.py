@@ -45,6 +45,7 @@ SAMPLES = DATA / "imagenet-samples"
 CIFAR = DATA / "cifar10-jpeg.tar.gz"
 CIFAR_RUN = Path(__file__).resolve().parent / "runs" / "export_c_cifar10"
 HOST_FAST = ("-O3", "-march=native")
+PORTABLE = (*HOST_FAST, "-DSQN_VNNI=0")  # the runtime's portable loops on the same CPU
 TARGETS = {
     "v1.0 compressed weight bytes": 470_000,
     "v1.1 RAM": 512_000,
@@ -155,13 +156,28 @@ def ort_median_ms(session, x: np.ndarray, runs: int) -> float:
     return float(np.median(times))
 
 
-def latency(folder: Path, model, pre, pixels: np.ndarray, calibration: np.ndarray, work: Path, rounds: int, runs: int):
+def latency(
+    folder: Path,
+    model,
+    pre,
+    pixels: np.ndarray,
+    calibration: np.ndarray,
+    work: Path,
+    rounds: int,
+    runs: int,
+    int8: bool,
+):
     """Median ms at batch 1 of the C build and ONNX Runtime fp32 (default threads and one) and
-    int8, timed in alternating blocks in each round; ratios are taken per round, then the median."""
+    int8, timed in alternating blocks in each round; ratios are taken per round, then the median.
+    An int8 build that takes the AVX-512 VNNI path is also timed with it turned off."""
     from squeezenet.export.onnx import onnx_bytes, ort_session
     from squeezenet.export.quantize import quantize_model
 
-    exe = tc.compile_host(folder, tc.harness_source(pixels[:1], repeat=runs), work / "time", "gcc", HOST_FAST)
+    harness = tc.harness_source(pixels[:1], repeat=runs)
+    builds = {"c": tc.compile_host(folder, harness, work / "time", "gcc", HOST_FAST)}
+    vnni = int8 and tc.takes_vnni_path("gcc", HOST_FAST)
+    if vnni:  # the same CPU without the fast path, for comparison
+        builds["c_portable"] = tc.compile_host(folder, harness, work / "time_portable", "gcc", PORTABLE)
     size = pixels.shape[1]
     fp32 = onnx_bytes(model, size=size, metadata=False)
     int8_path = quantize_model(model, work / "int8.onnx", normalized(pre, calibration), size=size)
@@ -173,13 +189,15 @@ def latency(folder: Path, model, pre, pixels: np.ndarray, calibration: np.ndarra
     x = normalized(pre, pixels[:1])
     per_round = []
     for _ in range(rounds):
-        row = {"c": tc.run_program([str(exe)]).median_ms}
+        row = {name: tc.run_program([str(exe)]).median_ms for name, exe in builds.items()}
         row.update({name: ort_median_ms(s, x, runs) for name, s in sessions.items()})
         per_round.append(row)
     keys = per_round[0]
     out = {f"{k}_ms": float(np.median([r[k] for r in per_round])) for k in keys}
-    for k in sessions:
-        out[f"c_vs_{k}"] = float(np.median([r["c"] / r[k] for r in per_round]))  # > 1: C slower
+    for c in builds:
+        for k in sessions:  # > 1: C slower
+            out[f"{c}_vs_{k}"] = float(np.median([r[c] / r[k] for r in per_round]))
+    out["c_kernels"] = "AVX-512 VNNI" if vnni else "portable C"
     out["threads_ort_default"] = torch.get_num_threads()
     return out
 
@@ -268,7 +286,9 @@ def evaluate(
         row["top1_fp32"] = float((fp32.argmax(1) == labels).mean())
         row["top1_c"] = float((scores.argmax(1) == labels).mean())
     if time_it:
-        row["latency"] = latency(folder / "src", model, pre, test_px, cal_px, folder, args.rounds, args.runs)
+        row["latency"] = latency(
+            folder / "src", model, pre, test_px, cal_px, folder, args.rounds, args.runs, storage == "int8"
+        )
     if arm_images:
         row["cortex_m3"] = cortex_m(folder / "src", test_px[:arm_images], folder, scores[:arm_images])
     row["_scores"] = scores
@@ -363,16 +383,22 @@ def markdown(report: dict) -> str:
         "",
         "## Latency at batch 1 (ms, median; ratio > 1: C slower)",
         "",
-        "| model | C | ORT fp32 | ORT fp32 1 thread | ORT int8 | C / ORT fp32 | C / ORT fp32 1 thread | C / ORT int8 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "C: the build `gcc -O3 -march=native` makes on this CPU (its kernels named); C portable: the same with "
+        "`-DSQN_VNNI=0` (the plain C99 loops every other target runs), where the two differ.",
+        "",
+        "| model | C kernels | C | C portable | ORT fp32 | ORT fp32 1 thread | ORT int8 | C / ORT fp32 | "
+        "C portable / ORT fp32 | C / ORT fp32 1 thread | C / ORT int8 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         t = r.get("latency")
         if t:
+            portable = f"{t['c_portable_ms']:.2f}" if "c_portable_ms" in t else ""
+            portable_ratio = f"{t['c_portable_vs_ort_fp32']:.2f}x" if portable else ""
             lines.append(
-                f"| {r['model']} | {t['c_ms']:.2f} | {t['ort_fp32_ms']:.2f} | {t['ort_fp32_1thread_ms']:.2f} | "
-                f"{t['ort_int8_ms']:.2f} | {t['c_vs_ort_fp32']:.2f}x | {t['c_vs_ort_fp32_1thread']:.2f}x | "
-                f"{t['c_vs_ort_int8']:.2f}x |"
+                f"| {r['model']} | {t['c_kernels']} | {t['c_ms']:.2f} | {portable} | {t['ort_fp32_ms']:.2f} | "
+                f"{t['ort_fp32_1thread_ms']:.2f} | {t['ort_int8_ms']:.2f} | {t['c_vs_ort_fp32']:.2f}x | "
+                f"{portable_ratio} | {t['c_vs_ort_fp32_1thread']:.2f}x | {t['c_vs_ort_int8']:.2f}x |"
             )
     lines += [
         "",
@@ -617,7 +643,9 @@ NOTES = """Notes:
   speed are real, its agreement is not reported as a target.
 - Latency ratios come from alternating blocks in one run; the C build runs one thread, ONNX Runtime its
   default threads (and one, for comparison). They depend on the CPU: ONNX Runtime uses AVX-512 (and VNNI
-  for int8) where the CPU has it, while the C loops are plain C99 that the compiler vectorises."""
+  for int8) where the CPU has it. The C int8 build does too when the compiler targets AVX-512 VNNI
+  (`-march=native` on such a CPU: dense int8 products on vpdpbusd, the same integers); elsewhere, and in
+  compressed builds, its loops are plain C99 that the compiler vectorises."""
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ CIFAR_LIKE = SqueezeNetSpec(
     pool_after=(0, 3),
 ).with_bypass("simple")
 PRE_32 = Preprocessing(resize=32, crop=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+ASAN = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all")
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -229,8 +230,14 @@ def test_every_buffer_fits_its_tensor(cifar_like_c):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("compiler", "flags"),
-    [("gcc", ("-O3", "-march=native")), ("gcc", ("-O2", "-m32")), ("clang", ("-O2",))],
-    ids=["gcc-64", "gcc-m32", "clang-64"],
+    [
+        ("gcc", ("-O3", "-march=native")),  # the AVX-512 VNNI path where the CPU has it
+        ("gcc", ("-O3", "-march=native", "-DSQN_VNNI=0")),  # the portable loops on the same CPU
+        ("gcc", ("-O1", "-march=native", *ASAN)),  # no read or write outside a buffer, no undefined behaviour
+        ("gcc", ("-O2", "-m32")),
+        ("clang", ("-O2", "-march=native")),
+    ],
+    ids=["gcc-native", "gcc-portable", "gcc-native-asan", "gcc-m32", "clang-native"],
 )
 def test_c_equals_reference_bit_for_bit(cifar_like_c, cifar_like, compiler, flags, tmp_path):
     folder, _, _, expected = cifar_like_c
@@ -239,6 +246,29 @@ def test_c_equals_reference_bit_for_bit(cifar_like_c, cifar_like, compiler, flag
     got = tc.run_program([str(exe)])
     assert np.array_equal(got.scores, expected)
     assert np.array_equal(got.top1, expected.argmax(axis=1))
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.slow
+def test_native_int8_build_takes_the_vnni_path_exactly_where_the_cpu_has_it(cifar_like_c, tmp_path):
+    """-march=native compiles the AVX-512 VNNI kernels in on a CPU that has them and only there (the
+    bit-exactness test above then covers whichever path this CPU takes); -DSQN_VNNI=0 turns them off."""
+    folder = cifar_like_c[0]
+    has_vnni = {"avx512f", "avx512bw", "avx512_vnni"} <= _cpu_flags()
+    native = ("-O2", "-march=native")
+    assert tc.takes_vnni_path("gcc", native) == has_vnni
+    assert not tc.takes_vnni_path("gcc", (*native, "-DSQN_VNNI=0"))
+    assert not tc.takes_vnni_path("gcc", ("-O2",))  # baseline x86-64: no AVX-512
+    for flags, expected in ((native, has_vnni), ((*native, "-DSQN_VNNI=0"), False)):
+        obj = tc.compile_object(folder / "squeezenet_model.c", tmp_path / "m.o", "gcc", flags)
+        symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, timeout=60, check=True).stdout
+        assert ("sqn_vnni_quads" in symbols) == expected, flags
 
 
 @pytest.mark.slow
@@ -270,9 +300,10 @@ def test_grayscale_strided_pooled_model_with_padded_conv10_is_bit_exact(tmp_path
     assert test.shape == (3, 43, 43, 1)
     net, files, _ = build_c(model, normalized(pre, calibration), method="minmax")
     folder = write_folder(files, tmp_path / "c")
-    exe = tc.compile_host(folder, tc.harness_source(test), tmp_path / "run", "gcc", ("-O1",))
     expected = reference.run_batch(net, test)
-    assert np.array_equal(tc.run_program([str(exe)]).scores, expected)
+    for flags in (("-O1",), ("-O1", "-march=native", *ASAN)):  # portable loops; the VNNI path where the CPU has it
+        exe = tc.compile_host(folder, tc.harness_source(test), tmp_path / "run", "gcc", flags)
+        assert np.array_equal(tc.run_program([str(exe)]).scores, expected), flags
     with torch.no_grad():
         fp32 = model(torch.from_numpy(normalized(pre, test))).numpy()
     for a, b in zip(fp32, expected * net.score_scale, strict=True):
@@ -366,6 +397,20 @@ def test_release_compressed_in_c_under_470_kb_bit_exact_and_agreeing(release_sqz
     assert all(c in row for c, row in zip(got.top1, top5, strict=True))
     for a, b in zip(fp32, got.scores * net.score_scale, strict=True):
         assert np.corrcoef(a, b)[0, 1] > 0.98
+
+
+@pytest.mark.slow
+def test_release_int8_at_227_is_bit_exact_on_the_native_build(imagenet_samples, tmp_path):
+    """v1.0's geometry (7x7 stride-2 conv1 with its pool, pooled Fires, 1000 classes) through the
+    -march=native build (the AVX-512 VNNI path where the CPU has it), under AddressSanitizer."""
+    model = build_model_from_weights(DATA / "deepcompression" / "compressed_SqueezeNet.net").eval()
+    pre = model.weights_info.preprocessing
+    calibration, _ = sample_images(imagenet_samples, pre, 8, 0)
+    test, _ = sample_images(imagenet_samples, pre, 2, 1)
+    net, files, _ = build_c(model, normalized(pre, calibration), storage="int8")
+    folder = write_folder(files, tmp_path / "v1_0")
+    exe = tc.compile_host(folder, tc.harness_source(test), tmp_path / "run", "gcc", ("-O1", "-march=native", *ASAN))
+    assert np.array_equal(tc.run_program([str(exe)]).scores, reference.run_batch(net, test))
 
 
 # ----------------------------------------------------------------------------- command line

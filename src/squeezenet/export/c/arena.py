@@ -21,6 +21,7 @@ from squeezenet.export.c.streams import PROB_SCALE
 
 ALIGN = 16
 BLOCK = 32  # the runtime's SQN_BLOCK: accumulator runs are whole blocks
+FAST_TILE = 64  # the VNNI path's SQN_TILE: pixels per register tile
 SLACK = 2 * BLOCK  # bytes after the last buffer: reads of up to a block past a plane stay in the arena
 ENTRY_BYTES = 8  # sqn_entry: int32 offset, int32 weight
 TABLES_BYTES = 2 * PROB_SCALE + 5 * 256 * 2  # sqn_tables: two lookup tables, four u16[256], the int16 codebook
@@ -114,8 +115,37 @@ def buffers(net: QuantNet) -> list[Buffer]:
     return out
 
 
-def _blocks(n: int) -> int:
-    return -(-n // BLOCK) * BLOCK
+def _blocks(n: int, block: int = BLOCK) -> int:
+    return -(-n // block) * block
+
+
+def fast_path_scratch(net: QuantNet) -> dict[str, int]:
+    """Sizes of the static buffers of the runtime's AVX-512 VNNI path (int8 builds for x86 CPUs
+    that have it), kept outside the arena so that the arena stays what a microcontroller needs:
+    the largest layer input as quads (conv1's is the padded image split into stride phases), four
+    output channels of accumulators, and conv1's unpooled output plane."""
+    geo = stem_geometry(net)
+    stride, pitch, conv = net.stem.stride, geo["row_pitch"], geo["conv_size"]
+    # conv1's taps reach (k - 1) // stride quads past its last phase image
+    quads, grids = [4 * (stride * stride * pitch * pitch + pitch - conv)], [conv * pitch]
+    side = geo["out_size"]
+    for fire in net.fires:
+        quads += [fire.squeeze.cin * side * side, fire.squeeze.cout * (side + 2) ** 2]
+        grids += [side * side, side * (side + 2) - 2]
+        side = pool_out(side) if fire.pool else side
+    quads.append(net.classifier.cin * side * side)
+    grids.append(side * side)
+    sizes = {
+        "quad_bytes": max(quads) + 4 * FAST_TILE,  # a tile may read past the last quad plane
+        "acc_pitch": _blocks(max(grids), FAST_TILE),
+        "plane_bytes": conv * conv if net.stem_pool else 1,
+        "stem_taps": net.stem.kernel**2,
+    }
+    # int32 accumulators and int8 conv1 weight quads, both for four output channels
+    sizes["total_bytes"] = (
+        sizes["quad_bytes"] + 16 * sizes["acc_pitch"] + sizes["plane_bytes"] + 16 * sizes["stem_taps"]
+    )
+    return sizes
 
 
 def plan_arena(net: QuantNet) -> tuple[int, dict[str, Buffer]]:

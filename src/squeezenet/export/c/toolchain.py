@@ -281,6 +281,15 @@ def data_bytes(sizes: dict[str, int]) -> int:
     return sum(v for k, v in sizes.items() if k.startswith((".rodata", ".data")))
 
 
+def takes_vnni_path(compiler: str = "gcc", flags: tuple[str, ...] = ("-O2",)) -> bool:
+    """Whether an int8 build compiled with ``flags`` takes the runtime's AVX-512 VNNI path: the
+    compiler targets AVX-512 F, BW and VNNI (the macros the runtime tests) and nothing turns it off."""
+    if any(f.startswith("-DSQN_VNNI=") and f != "-DSQN_VNNI=1" for f in flags):
+        return False
+    macros = _run([tool(compiler), *flags, "-dM", "-E", "-x", "c", "/dev/null"])
+    return all(f"#define {m} 1" in macros for m in ("__AVX512F__", "__AVX512BW__", "__AVX512VNNI__"))
+
+
 def compile_object(source: Path, out: Path, compiler: str = "gcc", flags: tuple[str, ...] = ("-O2",)) -> Path:
     _run([tool(compiler), *STRICT, *flags, "-c", str(source), "-o", str(out)])
     return Path(out)

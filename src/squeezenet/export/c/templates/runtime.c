@@ -25,6 +25,15 @@
 #endif
 #endif
 
+/* int8 builds for x86 CPUs with AVX-512 VNNI take the fast path below (-DSQN_VNNI=0: never) */
+#ifndef SQN_VNNI
+#if !SQN_COMPRESSED && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define SQN_VNNI 1
+#else
+#define SQN_VNNI 0
+#endif
+#endif
+
 /* w * a: with int8 weights every product fits 16 bits (|w| <= 127, |a| <= 255); saying so lets
  * compilers multiply 16 lanes at a time, while small cores do better with a plain 32-bit multiply.
  * A compressed build's codebook weights are wider: its products need the 32-bit multiply. */
@@ -43,7 +52,7 @@ typedef struct {
     uint16_t cin, cout;
     uint8_t k, bias_shift;
     const int16_t *bias;
-    const int8_t *w;      /* int8 storage: [cout][cin][k][k] */
+    const int8_t *w;      /* int8 storage: [cout][k][k][cin] (conv1: [cout][cin][k][k]) */
     const int32_t *mult;  /* int8 storage: per output channel */
     const uint8_t *shift; /* int8 storage: per output channel */
     const uint16_t *words;   /* compressed storage: the layer's rANS stream */
@@ -265,8 +274,8 @@ static void sqn_stem_channel(const sqn_stem *s, const sqn_stem_weight *w, int32_
     sqn_taps(acc, n, taps, tw, t);
 }
 
-static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
-                         int16_t *rows, uint8_t *ring, int32_t *acc)
+static void sqn_stem_rows(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
+                          int16_t *rows, uint8_t *ring, int32_t *acc)
 {
     int32_t y, oc, x, n = s->conv_size, py = 0, cout = s->conv.cout, per = s->conv.cin * s->conv.k * s->conv.k;
     for (y = 0; y < n; y++) {
@@ -303,6 +312,9 @@ typedef struct {
     int32_t plane, pitch, base; /* input plane size, row pitch, offset of tap (0, 0) */
     int32_t flat;               /* offsets are the weights' positions within the channel (conv1) */
     uint32_t next;              /* compressed: flat position of the next weight */
+#if SQN_VNNI
+    const uint8_t *quads; /* the input as quads (sqn_interleave), or 0: the portable loops */
+#endif
 #if SQN_COMPRESSED
     uint32_t x, left;
     const uint16_t *p;
@@ -427,9 +439,9 @@ static int32_t sqn_channel(sqn_source *src, sqn_tables *tb, int32_t oc, sqn_entr
     int32_t ks = c->k, per = (int32_t)c->cin * ks * ks, ic, ky, kx, count = 0;
     const int8_t *w = c->w + oc * per;
     (void)tb;
-    for (ic = 0; ic < c->cin; ic++)
-        for (ky = 0; ky < ks; ky++)
-            for (kx = 0; kx < ks; kx++, w++)
+    for (ky = 0; ky < ks; ky++)
+        for (kx = 0; kx < ks; kx++)
+            for (ic = 0; ic < c->cin; ic++, w++)
                 if (*w) {
                     e[count].off = ic * src->plane + ky * src->pitch + kx + src->base;
                     e[count++].w = *w;
@@ -473,10 +485,245 @@ static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int16_t *we
 }
 #endif
 
+/* ---- the x86 fast path: AVX-512 VNNI ---------------------------------------------------------
+ * In an int8 build compiled for a CPU that has it (gcc/clang -march=native on such a CPU), the
+ * convolutions run as dense int8 products on vpdpbusd, which multiplies four uint8 activations by
+ * four int8 weights and adds the four products to an int32 lane: the same integers as the
+ * portable loops (sums of exact products, in another order), so the same scores. A layer's input
+ * planes are first interleaved four channels at a time ("quads": byte r of pixel p of quad q is
+ * channel 4q + r), weights are stored [cout][k][k][cin], so four consecutive weights are one
+ * quad too. The buffers are static and outside the arena, which stays what a microcontroller
+ * needs; their sizes come from the export (SQN_VNNI_*). -DSQN_VNNI=0 keeps the portable loops. */
+#if SQN_VNNI
+#if SQN_COMPRESSED
+#error "the VNNI path runs int8 weights; a compressed build's codebook values are wider"
+#endif
+#include <immintrin.h>
+#include <string.h>
+
+#define SQN_TILE 64 /* pixels per register tile: four vectors of 16 int32 */
+
+static uint8_t sqn_vnni_quads[SQN_VNNI_QUAD_BYTES];
+static int32_t sqn_vnni_acc[4 * SQN_VNNI_ACC_PITCH];
+static uint8_t sqn_vnni_plane[SQN_VNNI_PLANE_BYTES];
+static int8_t sqn_vnni_stem_w[4 * 4 * SQN_VNNI_STEM_TAPS];
+
+/* quads[(q * plane + p) * 4 + r] = planes[(4q + r) * plane + p] */
+static void sqn_interleave(const uint8_t *planes, int32_t cin, int32_t plane, uint8_t *quads)
+{
+    int32_t q, p;
+    for (q = 0; q < cin / 4; q++) {
+        const uint8_t *a = planes + 4 * q * plane, *b = a + plane, *c = b + plane, *d = c + plane;
+        uint8_t *o = quads + 4 * q * plane;
+        for (p = 0; p + 16 <= plane; p += 16) {
+            const __m128i ab0 = _mm_unpacklo_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + p)),
+                                                  _mm_loadu_si128((const __m128i *)(const void *)(b + p)));
+            const __m128i ab1 = _mm_unpackhi_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + p)),
+                                                  _mm_loadu_si128((const __m128i *)(const void *)(b + p)));
+            const __m128i cd0 = _mm_unpacklo_epi8(_mm_loadu_si128((const __m128i *)(const void *)(c + p)),
+                                                  _mm_loadu_si128((const __m128i *)(const void *)(d + p)));
+            const __m128i cd1 = _mm_unpackhi_epi8(_mm_loadu_si128((const __m128i *)(const void *)(c + p)),
+                                                  _mm_loadu_si128((const __m128i *)(const void *)(d + p)));
+            _mm_storeu_si128((__m128i *)(void *)(o + 4 * p), _mm_unpacklo_epi16(ab0, cd0));
+            _mm_storeu_si128((__m128i *)(void *)(o + 4 * p + 16), _mm_unpackhi_epi16(ab0, cd0));
+            _mm_storeu_si128((__m128i *)(void *)(o + 4 * p + 32), _mm_unpacklo_epi16(ab1, cd1));
+            _mm_storeu_si128((__m128i *)(void *)(o + 4 * p + 48), _mm_unpackhi_epi16(ab1, cd1));
+        }
+        for (; p < plane; p++) {
+            o[4 * p] = a[p];
+            o[4 * p + 1] = b[p];
+            o[4 * p + 2] = c[p];
+            o[4 * p + 3] = d[p];
+        }
+    }
+}
+
+static int32_t sqn_word(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#define SQN_DOT(o, wp)                                       \
+    do {                                                     \
+        const __m512i b_ = _mm512_set1_epi32(sqn_word(wp));  \
+        r[o][0] = _mm512_dpbusd_epi32(r[o][0], x0, b_);      \
+        r[o][1] = _mm512_dpbusd_epi32(r[o][1], x1, b_);      \
+        r[o][2] = _mm512_dpbusd_epi32(r[o][2], x2, b_);      \
+        r[o][3] = _mm512_dpbusd_epi32(r[o][3], x3, b_);      \
+    } while (0)
+#define SQN_START(o) r[o][0] = r[o][1] = r[o][2] = r[o][3] = _mm512_set1_epi32(init[o])
+#define SQN_STORE(o)                                                               \
+    do {                                                                           \
+        int32_t *d_ = sqn_vnni_acc + (o) * SQN_VNNI_ACC_PITCH + j;                 \
+        _mm512_storeu_si512((void *)d_, r[o][0]);                                  \
+        _mm512_storeu_si512((void *)(d_ + 16), r[o][1]);                           \
+        _mm512_storeu_si512((void *)(d_ + 32), r[o][2]);                           \
+        _mm512_storeu_si512((void *)(d_ + 48), r[o][3]);                           \
+    } while (0)
+
+/* sqn_vnni_acc[o][j] = init[o] + sum over taps t and quads q < cq of
+ * dot4(quads + 4 * (q * plane + off[t] + j), w[o] + 4 * (t * cq + q)), for o < 4 and j < n (rounded
+ * up to a tile): four output channels by 64 pixels held in 16 registers */
+static void sqn_vnni_block(const int32_t *init, int32_t n, const uint8_t *quads, int32_t plane, int32_t cq,
+                           const int32_t *off, int32_t taps, const int8_t *const *w)
+{
+    int32_t j, t, q;
+    for (j = 0; j < n; j += SQN_TILE) {
+        __m512i r[4][4];
+        SQN_START(0);
+        SQN_START(1);
+        SQN_START(2);
+        SQN_START(3);
+        for (t = 0; t < taps; t++) {
+            const uint8_t *x = quads + 4 * (off[t] + j);
+            const int8_t *w0 = w[0] + 4 * t * cq, *w1 = w[1] + 4 * t * cq;
+            const int8_t *w2 = w[2] + 4 * t * cq, *w3 = w[3] + 4 * t * cq;
+            for (q = 0; q < cq; q++, x += 4 * plane) {
+                const __m512i x0 = _mm512_loadu_si512((const void *)x);
+                const __m512i x1 = _mm512_loadu_si512((const void *)(x + 64));
+                const __m512i x2 = _mm512_loadu_si512((const void *)(x + 128));
+                const __m512i x3 = _mm512_loadu_si512((const void *)(x + 192));
+                SQN_DOT(0, w0 + 4 * q);
+                SQN_DOT(1, w1 + 4 * q);
+                SQN_DOT(2, w2 + 4 * q);
+                SQN_DOT(3, w3 + 4 * q);
+            }
+        }
+        SQN_STORE(0);
+        SQN_STORE(1);
+        SQN_STORE(2);
+        SQN_STORE(3);
+    }
+}
+
+/* output channels oc .. oc + 3 of a fire or classifier convolution (k <= 3, weights [cout][k][k][cin]);
+ * past cout, the last channel is computed again and never read */
+static void sqn_vnni_conv(const sqn_source *src, int32_t oc, int32_t n)
+{
+    const sqn_conv *c = src->conv;
+    int32_t o, t, k = c->k, per = k * k * c->cin, init[4], off[9];
+    const int8_t *w[4];
+    for (t = 0; t < k * k; t++) off[t] = (t / k) * src->pitch + t % k + src->base;
+    for (o = 0; o < 4; o++) {
+        int32_t ch = oc + o < c->cout ? oc + o : c->cout - 1;
+        init[o] = sqn_bias(c, ch);
+        w[o] = c->w + ch * per;
+    }
+    sqn_vnni_block(init, n, src->quads, src->plane, c->cin / 4, off, k * k, w);
+}
+
+/* the layer's input as quads, when its channels come in fours and its kernel is at most 3x3 */
+static void sqn_vnni_begin(sqn_source *src, const uint8_t *in)
+{
+    const sqn_conv *c = src->conv;
+    src->quads = c->cin % 4 == 0 && c->k <= 3 ? sqn_vnni_quads : 0;
+    if (src->quads) sqn_interleave(in, c->cin, src->plane, sqn_vnni_quads);
+}
+
+/* conv1 on the whole image at once: the image padded with its zero points (they read as 0) and
+ * split into stride x stride phase images, so that every tap is a plain offset; a pixel is one quad
+ * (its channels, then zeros). The accumulators start at bias - sum of w * zero point. */
+static void sqn_stem_vnni(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out)
+{
+    const sqn_conv *c = &s->conv;
+    int32_t st = s->stride, k = c->k, taps = k * k, pitch = s->row_pitch, size = s->conv_size;
+    int32_t sub = pitch * pitch, oc, o, t, ch, r, col, phase, init[4], off[SQN_VNNI_STEM_TAPS];
+    const int8_t *w[4];
+    for (phase = 0; phase < st * st; phase++) {
+        uint8_t *q = sqn_vnni_quads + 4 * phase * sub;
+        for (r = 0; r < pitch; r++) {
+            for (col = 0; col < pitch; col++, q += 4) {
+                int32_t y = st * r + phase / st - s->pad, x = st * col + phase % st - s->pad;
+                int inside = y >= 0 && y < s->in_size && x >= 0 && x < s->in_size;
+                for (ch = 0; ch < 4; ch++)
+                    q[ch] = ch >= c->cin ? 0 : inside ? image[(y * s->in_size + x) * c->cin + ch] : (uint8_t)s->zero[ch];
+            }
+        }
+    }
+    for (t = 0; t < taps; t++) {
+        int32_t ky = t / k, kx = t % k;
+        off[t] = ((ky % st) * st + kx % st) * sub + (ky / st) * pitch + kx / st;
+    }
+    for (oc = 0; oc < c->cout; oc += 4) {
+        for (o = 0; o < 4; o++) {
+            int32_t src = oc + o < c->cout ? oc + o : c->cout - 1;
+            const int8_t *wt = sw->w + src * c->cin * taps;
+            int8_t *q = sqn_vnni_stem_w + 4 * o * taps;
+            init[o] = sqn_bias(c, src);
+            for (t = 0; t < taps; t++) {
+                for (ch = 0; ch < 4; ch++) {
+                    q[4 * t + ch] = ch < c->cin ? wt[ch * taps + t] : 0;
+                    init[o] -= ch < c->cin ? (int32_t)q[4 * t + ch] * s->zero[ch] : 0;
+                }
+            }
+            w[o] = q;
+        }
+        sqn_vnni_block(init, size * pitch, sqn_vnni_quads, sub, 1, off, taps, w);
+        for (o = 0; o < 4 && oc + o < c->cout; o++) {
+            const int32_t *acc = sqn_vnni_acc + o * SQN_VNNI_ACC_PITCH;
+            uint8_t *dst = out + (oc + o) * s->out_size * s->out_size;
+            int32_t m = sw->mult[oc + o], sh = sw->shift[oc + o];
+            if (!s->pool) {
+                sqn_emit(acc, pitch, size, size, m, sh, dst, size, 0, 0, 1);
+                continue;
+            }
+            sqn_emit(acc, pitch, size, size, m, sh, sqn_vnni_plane, size, 0, 0, 1);
+            sqn_pool(sqn_vnni_plane, size, dst);
+        }
+    }
+}
+#endif
+
+/* a convolution's accumulators for output channel oc (n of them, bias included) */
+static const int32_t *sqn_outputs(sqn_source *src, const sqn_scratch *w, int32_t oc, const uint8_t *in, int32_t n,
+                                  int32_t *m, int *sh)
+{
+    int32_t count;
+#if SQN_VNNI
+    if (src->quads) {
+        if (oc % 4 == 0) sqn_vnni_conv(src, oc, n);
+        *m = src->conv->mult[oc];
+        *sh = src->conv->shift[oc];
+        return sqn_vnni_acc + (oc % 4) * SQN_VNNI_ACC_PITCH;
+    }
+#endif
+    count = sqn_channel(src, w->tables, oc, w->entries, m, sh);
+    sqn_fill(w->acc, n, sqn_bias(src->conv, oc));
+    sqn_accumulate(w->acc, n, in, w->entries, count);
+    return w->acc;
+}
+
+/* a layer's weights (and, on the fast path, its input as quads), before its first output channel */
+static void sqn_start(sqn_source *src, sqn_tables *tb, const uint8_t *in)
+{
+    sqn_begin(src, tb);
+#if SQN_VNNI
+    sqn_vnni_begin(src, in);
+#else
+    (void)in;
+#endif
+}
+
+
+/* conv1 and its pool: on the fast path in one pass over the whole image, else row by row */
+static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
+                         int16_t *rows, uint8_t *ring, int32_t *acc)
+{
+#if SQN_VNNI
+    if (s->conv.cin <= 4) {
+        sqn_stem_vnni(s, sw, image, out);
+        return;
+    }
+#endif
+    sqn_stem_rows(s, sw, image, out, rows, ring, acc);
+}
+
 /* squeeze: 1x1 on an unpadded input, written into a zero-bordered output */
 static void sqn_squeeze(const sqn_conv *c, int32_t size, const uint8_t *in, uint8_t *out, const sqn_scratch *w)
 {
-    int32_t oc, n = size * size, pitch = size + 2, plane = pitch * pitch, i, m, count;
+    int32_t oc, n = size * size, pitch = size + 2, plane = pitch * pitch, i, m;
     int sh;
     sqn_source src;
     src.conv = c;
@@ -484,20 +731,18 @@ static void sqn_squeeze(const sqn_conv *c, int32_t size, const uint8_t *in, uint
     src.pitch = size;
     src.base = 0;
     src.flat = 0;
-    sqn_begin(&src, w->tables);
+    sqn_start(&src, w->tables, in);
     for (i = 0; i < c->cout * plane; i++) out[i] = 0;
     for (oc = 0; oc < c->cout; oc++) {
-        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
-        sqn_fill(w->acc, n, sqn_bias(c, oc));
-        sqn_accumulate(w->acc, n, in, w->entries, count);
-        sqn_emit(w->acc, size, size, size, m, sh, out + oc * plane + pitch + 1, pitch, 0, 0, 1);
+        const int32_t *acc = sqn_outputs(&src, w, oc, in, n, &m, &sh);
+        sqn_emit(acc, size, size, size, m, sh, out + oc * plane + pitch + 1, pitch, 0, 0, 1);
     }
 }
 
 /* an expand layer on the zero-bordered squeeze output, into channels [first, first + cout) */
 static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint8_t *arena, const sqn_scratch *w)
 {
-    int32_t size = f->size, pitch = size + 2, n = size * pitch - 2, oc, m, count;
+    int32_t size = f->size, pitch = size + 2, n = size * pitch - 2, oc, m;
     int32_t out_size = f->pool ? sqn_pool_size(size) : size;
     int sh;
     const uint8_t *in = arena + f->sq;
@@ -507,19 +752,17 @@ static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint
     src.pitch = pitch;
     src.base = c->k == 1 ? pitch + 1 : 0;
     src.flat = 0;
-    sqn_begin(&src, w->tables);
+    sqn_start(&src, w->tables, in);
     for (oc = 0; oc < c->cout; oc++) {
         int32_t ch = first + oc;
         uint8_t *dst = arena + f->out + ch * out_size * out_size;
         const uint8_t *bypass = f->bypass ? arena + f->in + ch * size * size : 0;
-        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
-        sqn_fill(w->acc, n, sqn_bias(c, oc));
-        sqn_accumulate(w->acc, n, in, w->entries, count);
+        const int32_t *acc = sqn_outputs(&src, w, oc, in, n, &m, &sh);
         if (f->pool) {
-            sqn_emit(w->acc, pitch, size, size, m, sh, w->plane, size, bypass, f->bypass_mult, f->bypass_shift);
+            sqn_emit(acc, pitch, size, size, m, sh, w->plane, size, bypass, f->bypass_mult, f->bypass_shift);
             sqn_pool(w->plane, size, dst);
         } else {
-            sqn_emit(w->acc, pitch, size, size, m, sh, dst, size, bypass, f->bypass_mult, f->bypass_shift);
+            sqn_emit(acc, pitch, size, size, m, sh, dst, size, bypass, f->bypass_mult, f->bypass_shift);
         }
     }
 }
@@ -536,7 +779,7 @@ static void sqn_fire_run(const sqn_fire *f, uint8_t *arena, const sqn_scratch *w
 static void sqn_classifier_run(const sqn_classifier *cl, const uint8_t *arena, int32_t *scores, const sqn_scratch *w)
 {
     const sqn_conv *c = &cl->conv;
-    int32_t size = cl->size, n = size * size, full = size + 2 * cl->pad, oc, i, m, count;
+    int32_t size = cl->size, n = size * size, full = size + 2 * cl->pad, oc, i, m;
     int32_t border = full * full - n;
     int sh;
     sqn_source src;
@@ -545,14 +788,11 @@ static void sqn_classifier_run(const sqn_classifier *cl, const uint8_t *arena, i
     src.pitch = size;
     src.base = 0;
     src.flat = 0;
-    sqn_begin(&src, w->tables);
+    sqn_start(&src, w->tables, arena + cl->in);
     for (oc = 0; oc < c->cout; oc++) {
-        int32_t sum;
-        count = sqn_channel(&src, w->tables, oc, w->entries, &m, &sh);
-        sqn_fill(w->acc, n, sqn_bias(c, oc));
-        sqn_accumulate(w->acc, n, arena + cl->in, w->entries, count);
-        sum = border * (int32_t)sqn_requant(sqn_bias(c, oc), m, sh);
-        for (i = 0; i < n; i++) sum += sqn_requant(w->acc[i], m, sh);
+        const int32_t *acc = sqn_outputs(&src, w, oc, arena + cl->in, n, &m, &sh);
+        int32_t sum = border * (int32_t)sqn_requant(sqn_bias(c, oc), m, sh);
+        for (i = 0; i < n; i++) sum += sqn_requant(acc[i], m, sh);
         scores[oc] = sum;
     }
 }
