@@ -87,7 +87,7 @@ def buffers(net: QuantNet) -> list[Buffer]:
     if geo["ring_bytes"]:
         out.append(Buffer("stem.ring", geo["ring_bytes"], 0, 0))
     side = geo["out_size"]
-    grids, kernels, planes = [geo["conv_size"]], [net.stem.weight[0].size] if stem_packed else [], []
+    kernels, planes = [net.stem.weight[0].size] if stem_packed else [], []
     inputs = Buffer("stem.out", net.stem.cout * side * side, 0, 1)
     out.append(inputs)
     for i, fire in enumerate(net.fires):
@@ -99,13 +99,12 @@ def buffers(net: QuantNet) -> list[Buffer]:
         channels = fire.expand1x1.cout + fire.expand3x3.cout
         inputs = Buffer(f"fire{i + 2}.out", channels * after * after, expand_step, expand_step + 1)
         out += [squeezed, inputs]
-        grids += [side * side, side * (side + 2) - 2]
         kernels += [fire.squeeze.cin, fire.expand1x1.cin, fire.expand3x3.cin * 9]
         if fire.pool or fire.bypass is not None:
             planes.append(side * side)
         side = after
-    grids.append(side * side)
     kernels.append(net.classifier.cin)
+    grids = [geo["conv_size"], *(acc for _, _, acc in _conv_inputs(net))]
     out.append(Buffer("acc", 4 * _blocks(max(grids)), 0, last))
     out.append(Buffer("entries", ENTRY_BYTES * max(kernels), 0 if stem_packed else 1, last))
     if planes:
@@ -113,6 +112,21 @@ def buffers(net: QuantNet) -> list[Buffer]:
     if compressed:
         out.append(Buffer("tables", TABLES_BYTES, 0 if stem_packed else 1, last))
     return out
+
+
+def _conv_inputs(net: QuantNet) -> list[tuple[int, int, int]]:
+    """(channels, pixels per input plane, accumulators per output channel) of every convolution
+    past conv1, as the runtime reads them: a squeeze reads its Fire's input; both expands read the
+    zero-bordered squeeze output, their accumulator rows at its pitch; conv10 the last Fire's output."""
+    side = stem_geometry(net)["out_size"]
+    out = []
+    for fire in net.fires:
+        out += [
+            (fire.squeeze.cin, side * side, side * side),
+            (fire.squeeze.cout, (side + 2) ** 2, side * (side + 2) - 2),
+        ]
+        side = pool_out(side) if fire.pool else side
+    return [*out, (net.classifier.cin, side * side, side * side)]
 
 
 def _blocks(n: int, block: int = BLOCK) -> int:
@@ -127,14 +141,9 @@ def fast_path_scratch(net: QuantNet) -> dict[str, int]:
     geo = stem_geometry(net)
     stride, pitch, conv = net.stem.stride, geo["row_pitch"], geo["conv_size"]
     # conv1's taps reach (k - 1) // stride quads past its last phase image
-    quads, grids = [4 * (stride * stride * pitch * pitch + pitch - conv)], [conv * pitch]
-    side = geo["out_size"]
-    for fire in net.fires:
-        quads += [fire.squeeze.cin * side * side, fire.squeeze.cout * (side + 2) ** 2]
-        grids += [side * side, side * (side + 2) - 2]
-        side = pool_out(side) if fire.pool else side
-    quads.append(net.classifier.cin * side * side)
-    grids.append(side * side)
+    layers = _conv_inputs(net)
+    quads = [4 * (stride * stride * pitch * pitch + pitch - conv), *(c * plane for c, plane, _ in layers)]
+    grids = [conv * pitch, *(acc for _, _, acc in layers)]
     sizes = {
         "quad_bytes": max(quads) + 4 * FAST_TILE,  # a tile may read past the last quad plane
         "acc_pitch": _blocks(max(grids), FAST_TILE),

@@ -516,14 +516,12 @@ static void sqn_interleave(const uint8_t *planes, int32_t cin, int32_t plane, ui
         const uint8_t *a = planes + 4 * q * plane, *b = a + plane, *c = b + plane, *d = c + plane;
         uint8_t *o = quads + 4 * q * plane;
         for (p = 0; p + 16 <= plane; p += 16) {
-            const __m128i ab0 = _mm_unpacklo_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + p)),
-                                                  _mm_loadu_si128((const __m128i *)(const void *)(b + p)));
-            const __m128i ab1 = _mm_unpackhi_epi8(_mm_loadu_si128((const __m128i *)(const void *)(a + p)),
-                                                  _mm_loadu_si128((const __m128i *)(const void *)(b + p)));
-            const __m128i cd0 = _mm_unpacklo_epi8(_mm_loadu_si128((const __m128i *)(const void *)(c + p)),
-                                                  _mm_loadu_si128((const __m128i *)(const void *)(d + p)));
-            const __m128i cd1 = _mm_unpackhi_epi8(_mm_loadu_si128((const __m128i *)(const void *)(c + p)),
-                                                  _mm_loadu_si128((const __m128i *)(const void *)(d + p)));
+            const __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(a + p));
+            const __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(b + p));
+            const __m128i vc = _mm_loadu_si128((const __m128i *)(const void *)(c + p));
+            const __m128i vd = _mm_loadu_si128((const __m128i *)(const void *)(d + p));
+            const __m128i ab0 = _mm_unpacklo_epi8(va, vb), ab1 = _mm_unpackhi_epi8(va, vb);
+            const __m128i cd0 = _mm_unpacklo_epi8(vc, vd), cd1 = _mm_unpackhi_epi8(vc, vd);
             _mm_storeu_si128((__m128i *)(void *)(o + 4 * p), _mm_unpacklo_epi16(ab0, cd0));
             _mm_storeu_si128((__m128i *)(void *)(o + 4 * p + 16), _mm_unpackhi_epi16(ab0, cd0));
             _mm_storeu_si128((__m128i *)(void *)(o + 4 * p + 32), _mm_unpacklo_epi16(ab1, cd1));
@@ -614,12 +612,13 @@ static void sqn_vnni_conv(const sqn_source *src, int32_t oc, int32_t n)
     sqn_vnni_block(init, n, src->quads, src->plane, c->cin / 4, off, k * k, w);
 }
 
-/* the layer's input as quads, when its channels come in fours and its kernel is at most 3x3 */
+/* the layer's input as quads, when its channels come in fours and its kernel is at most 3x3;
+ * in = 0: the quads already hold it (the second expand branch reads what the first did) */
 static void sqn_vnni_begin(sqn_source *src, const uint8_t *in)
 {
     const sqn_conv *c = src->conv;
     src->quads = c->cin % 4 == 0 && c->k <= 3 ? sqn_vnni_quads : 0;
-    if (src->quads) sqn_interleave(in, c->cin, src->plane, sqn_vnni_quads);
+    if (src->quads && in) sqn_interleave(in, c->cin, src->plane, sqn_vnni_quads);
 }
 
 /* conv1 on the whole image at once: the image padded with its zero points (they read as 0) and
@@ -695,7 +694,8 @@ static const int32_t *sqn_outputs(sqn_source *src, const sqn_scratch *w, int32_t
     return w->acc;
 }
 
-/* a layer's weights (and, on the fast path, its input as quads), before its first output channel */
+/* a layer's weights (and, on the fast path, its input as quads), before its first output channel;
+ * in = 0: the input is the previous layer's, already interleaved */
 static void sqn_start(sqn_source *src, sqn_tables *tb, const uint8_t *in)
 {
     sqn_begin(src, tb);
@@ -705,7 +705,6 @@ static void sqn_start(sqn_source *src, sqn_tables *tb, const uint8_t *in)
     (void)in;
 #endif
 }
-
 
 /* conv1 and its pool: on the fast path in one pass over the whole image, else row by row */
 static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
@@ -752,7 +751,7 @@ static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint
     src.pitch = pitch;
     src.base = c->k == 1 ? pitch + 1 : 0;
     src.flat = 0;
-    sqn_start(&src, w->tables, in);
+    sqn_start(&src, w->tables, first ? 0 : in); /* expand1x1 ran first, on the same input */
     for (oc = 0; oc < c->cout; oc++) {
         int32_t ch = first + oc;
         uint8_t *dst = arena + f->out + ch * out_size * out_size;
