@@ -38,6 +38,7 @@ from _common import DATA, add_tiny_option, machine, write_results
 from squeezenet.export.c import build_c, reference, write_folder
 from squeezenet.export.c import toolchain as tc
 from squeezenet.export.c.pixels import crop_pixels, normalized
+from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
 from squeezenet.weights import build_model_from_weights, create_model
 
 RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
@@ -136,6 +137,14 @@ def fp32_scores(model, pre, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
         for i in range(0, len(pixels), batch):
             out.append(model(torch.from_numpy(normalized(pre, pixels[i : i + batch]))).numpy())
     return np.concatenate(out)
+
+
+def mean_kl(reference_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean KL(reference || other) of the softmax predictions: a paired measure of how far a model
+    moved, finer than top-1 agreement on a few hundred images."""
+    p = torch.log_softmax(torch.from_numpy(np.asarray(reference_logits, np.float64)), 1)
+    q = torch.log_softmax(torch.from_numpy(np.asarray(logits, np.float64)), 1)
+    return float((p.exp() * (p - q)).sum(1).mean())
 
 
 def c_scores(folder: Path, pixels: np.ndarray, work: Path) -> np.ndarray:
@@ -251,13 +260,19 @@ def evaluate(
     fp32_name: str,
     arm_images: int = 0,
     time_it: bool = True,
+    bits: tuple[int, int] = (DEFAULT_STEM_BITS, DEFAULT_SQUEEZE_BITS),
 ) -> dict:
     pre = model.weights_info.preprocessing
     folder = work / name.replace(" ", "_").replace("/", "_")
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     net, files, facts = build_c(
-        model, normalized(pre, cal_px), storage=storage, weights_are_compressed=compressed_source
+        model,
+        normalized(pre, cal_px),
+        storage=storage,
+        weights_are_compressed=compressed_source,
+        stem_bits=bits[0],
+        squeeze_bits=bits[1],
     )
     export_s = time.perf_counter() - start
     write_folder(files, folder / "src")
@@ -266,6 +281,8 @@ def evaluate(
         "arch": net.arch,
         "input": net.size,
         "weights": net.storage,
+        "stem_bits": bits[0],
+        "squeeze_bits": bits[1],
         "export_seconds": round(export_s, 1),
         "calibration_images": len(cal_px),
         "scored_images": len(test_px),
@@ -282,6 +299,7 @@ def evaluate(
     }
     fp32 = fp32_scores(model, pre, test_px)
     row["top1_agreement_with_fp32"] = float((fp32.argmax(1) == scores.argmax(1)).mean())
+    row["kl_vs_fp32"] = mean_kl(fp32, scores * net.score_scale)
     if labels is not None:
         row["top1_fp32"] = float((fp32.argmax(1) == labels).mean())
         row["top1_c"] = float((scores.argmax(1) == labels).mean())
@@ -362,15 +380,20 @@ def markdown(report: dict) -> str:
         "",
         "## Agreement with the fp32 model, and accuracy",
         "",
-        "| model | fp32 model compared | scored images | top-1 agreement | fp32 top-1 | C top-1 | "
-        "bit-exact vs NumPy reference |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "Bits: `--stem-bits` / `--squeeze-bits` of the build (12, the default: conv1's output and the squeeze "
+        "outputs as uint16; 8: uint8). KL: mean KL divergence of the C model's softmax from the fp32 model's, on "
+        "the same images.",
+        "",
+        "| model | bits conv1 / squeeze | fp32 model compared | scored images | top-1 agreement | KL | fp32 top-1 | "
+        "C top-1 | bit-exact vs NumPy reference |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         exact = r["bit_exact_vs_reference"]
         fp, c = r.get("top1_fp32"), r.get("top1_c")
         lines.append(
-            f"| {r['model']} | {r['fp32_reference']} | {r['scored_images']} | {r['top1_agreement_with_fp32']:.1%} | "
+            f"| {r['model']} | {r['stem_bits']} / {r['squeeze_bits']} | {r['fp32_reference']} | {r['scored_images']} | "
+            f"{r['top1_agreement_with_fp32']:.1%} | {r['kl_vs_fp32']:.4f} | "
             f"{'' if fp is None else f'{fp:.1%}'} | {'' if c is None else f'{c:.1%}'} | "
             f"{'yes' if exact['equal'] else 'NO'} ({exact['images']} images) |"
         )
@@ -518,13 +541,30 @@ def main() -> None:
         )
         if not args.tiny:  # the tiny run keeps one build of the 227-px model (compiling 1.2 MB of int8 is slow)
             # the .sqz as int8; the release's own 8-bit codebooks run exactly (compressed) and as int8
-            for name, model, storage, from_sqz in (
-                ("v1.0 (.sqz) int8", sqz_model, "int8", True),
-                ("v1.0 (release .net) compressed", release, "compressed", False),
-                ("v1.0 (release .net) int8", release, "int8", False),
+            # and the release as int8 with every activation uint8 (--stem-bits 8 --squeeze-bits 8: the least RAM)
+            default = (DEFAULT_STEM_BITS, DEFAULT_SQUEEZE_BITS)
+            for name, model, storage, from_sqz, bits in (
+                ("v1.0 (.sqz) int8", sqz_model, "int8", True, default),
+                ("v1.0 (release .net) compressed", release, "compressed", False, default),
+                ("v1.0 (release .net) int8", release, "int8", False, default),
+                ("v1.0 (release .net) int8, uint8 activations", release, "int8", False, (8, 8)),
             ):
                 fp32_name = ".sqz decoded, fp32" if from_sqz else "release .net, fp32"
-                rows.append(evaluate(name, model, storage, from_sqz, cal_px, test_px, labels, work, args, fp32_name))
+                rows.append(
+                    evaluate(
+                        name,
+                        model,
+                        storage,
+                        from_sqz,
+                        cal_px,
+                        test_px,
+                        labels,
+                        work,
+                        args,
+                        fp32_name,
+                        bits=bits,
+                    )
+                )
         nf = {
             "images": len(test_px),
             "agreement": noise_floor(release, pre, test_px, 1.0),
@@ -632,11 +672,13 @@ def _info_for(model, pre):
 
 
 NOTES = """Notes:
-- Integer scheme (docs/c-export.md): uint8 activations, int32 accumulators, requantization by an int32
-  multiplier and a shift; conv10's uint8 outputs are summed (the average pool's scale is in
-  SQUEEZENET_SCORE_SCALE). int8 builds: int8 weights with one scale per output channel. Compressed builds:
-  the weights are the codebook's own values (up to 15 bits, as wide as the int32 accumulator allows) with
-  one scale per layer, so they lose nothing to weight rounding: their gap to fp32 is the activations' alone.
+- Integer scheme (docs/c-export.md): uint8 activations except conv1's output and the squeeze outputs (12
+  bits in uint16 by default, uint8 with --stem-bits 8 --squeeze-bits 8), int32 accumulators,
+  requantization by an int32 multiplier and a shift; conv10's uint8 outputs are summed (the average pool's
+  scale is in SQUEEZENET_SCORE_SCALE). int8 builds: int8 weights with one scale per output channel,
+  rounded for each layer's outputs (error feedback through the covariance of its inputs on the calibration
+  images, GPTQ-style). Compressed builds: the weights are the codebook's own values (as wide as the int32
+  accumulator allows) with one scale per layer.
 - The v1.0 release's top-1 is fragile: the noise-floor line shows fp32 itself changing its answer on up to
   2 % of the images under invisible input noise.
 - v1.1 uses random weights (torchvision's v1.1 weights are not available offline): its size, RAM and

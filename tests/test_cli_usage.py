@@ -10,7 +10,8 @@ import pytest
 from squeezenet.cli.common import bits, bits_per_layer
 from squeezenet.cli.main import build_parser
 
-UNTYPED_NUMERIC_ALLOWED = {("train", "--in-chans")}  # int with choices: argparse checks the choice
+# int with choices: argparse checks the choice
+UNTYPED_NUMERIC_ALLOWED = {("train", "--in-chans"), ("export", "--squeeze-bits"), ("export", "--stem-bits")}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

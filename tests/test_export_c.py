@@ -22,14 +22,13 @@ import torch
 from conftest import DATA, ROOT
 from conftest import cli_in_process as cli
 from squeezenet.cli.main import main
+from squeezenet.compression.output_aware import round_to_grid
 from squeezenet.data.preprocessing import Preprocessing
 from squeezenet.export.c import build_c, reference, write_folder
 from squeezenet.export.c import toolchain as tc
 from squeezenet.export.c.arena import buffers, plan, plan_arena
 from squeezenet.export.c.arithmetic import (
     codebook_limit,
-    codebook_weights,
-    derived_multiplier,
     quantize_multiplier,
     requantize,
 )
@@ -127,14 +126,6 @@ def test_requantize_rounds_half_up_saturates_and_clamps_negatives():
     assert requantize(acc, m, n).tolist() == [0, 0, 1, 1, 2, 255, 255, 255, 255]  # 0.5 -> 1, 1.5 -> 2
 
 
-def test_codebook_weights_round_half_away_and_stay_in_int8():
-    values = np.array([-32767, -1000, -1, 0, 1, 127, 254, 32767], dtype=np.int16)
-    q = codebook_weights(values, 32767)
-    assert q.tolist() == [-127, -4, 0, 0, 0, 0, 1, 127]
-    assert codebook_weights(np.array([-3, 3], np.int16), 3).tolist() == [-127, 127]
-    assert codebook_weights(np.array([1], np.int16), 2).tolist() == [64]  # 63.5 rounds away from zero
-
-
 def test_codebook_limit_keeps_every_sum_of_products_inside_int32():
     """A compressed layer's codebook is as wide as its accumulator allows, and no wider."""
     for products in (1, 9, 147, 576, 4608):
@@ -143,12 +134,27 @@ def test_codebook_limit_keeps_every_sum_of_products_inside_int32():
     assert codebook_limit(576) == 7310 and codebook_limit(147) == 28644 and codebook_limit(1) == 32767
 
 
-def test_derived_multiplier_scales_with_the_channel_maximum():
-    layer_mult, layer_shift = quantize_multiplier(1.234e-6)
-    for cmax in (1, 2, 3, 1000, 32767):
-        m, n = derived_multiplier(layer_mult, layer_shift, cmax)
-        assert 1 << 30 <= m < 1 << 31
-        assert m * 2.0**-n == pytest.approx(1.234e-6 * cmax, rel=2**-29)
+def test_round_to_grid_moves_the_outputs_less_than_nearest_rounding_and_keeps_zeros():
+    """Error feedback: the same int8 grid, a smaller output error on correlated inputs (what a
+    convolution sees), every integer on the grid, pruned weights still zero."""
+    rng = np.random.default_rng(0)
+    # correlated inputs, as neighbouring pixels and channels are: 12 factors and a little noise
+    x = rng.normal(size=(4000, 12)) @ rng.normal(size=(12, 48)) + 0.1 * rng.normal(size=(4000, 48))
+    w = rng.normal(size=(16, 48))
+    w[rng.random(w.shape) < 0.3] = 0.0
+    step = np.abs(w).max(axis=1) / 127
+    covariance = x.T @ x / len(x)
+    q = round_to_grid(w, step, 127, covariance)
+    nearest = np.round(w / step[:, None])
+
+    def output_error(ints):
+        return float(np.mean((x @ (w - ints * step[:, None]).T) ** 2))
+
+    assert np.abs(q).max() <= 127 and q.dtype == np.int64
+    assert np.all(q[w == 0] == 0)
+    assert output_error(q) < 0.5 * output_error(nearest)
+    # with uncorrelated inputs of equal power there is nothing to compensate through: nearest rounding
+    assert np.array_equal(round_to_grid(w, step, 127, np.eye(48), damp=0.0), nearest)
 
 
 # ----------------------------------------------------------------------------- weight streams
@@ -207,7 +213,7 @@ def test_v1_1_at_224_fits_512_kb_with_its_measured_stack(tmp_path):
     net, files, facts = build_c(model, calibration, method="minmax", storage="int8")
     arena, bufs = plan_arena(net)
     assert facts["arena_bytes"] == arena and net.size == 224
-    assert bufs["stem.ring"].size == 3 * 64 * 111  # conv1 is never held whole (it would be 788,544 bytes)
+    assert bufs["stem.ring"].size == 2 * 3 * 64 * 111  # 12-bit conv1 is never held whole (1,577,088 bytes)
     write_folder(files, tmp_path / "v11")
     stack = tc.stack_usage(tmp_path / "v11")["worst_chain_bytes"]
     assert 0 < stack < 4096
@@ -218,8 +224,9 @@ def test_v1_1_at_224_fits_512_kb_with_its_measured_stack(tmp_path):
 def test_every_buffer_fits_its_tensor(cifar_like_c):
     _, net, _, _ = cifar_like_c
     bufs = {b.name: b for b in buffers(net)}
-    assert bufs["stem.out"].size == 64 * 32 * 32  # no stem pool: conv1's output feeds fire2
-    assert bufs["fire2.squeeze"].size == 16 * 34 * 34  # zero border for the 3x3 expand
+    assert bufs["stem.out"].size == 2 * 64 * 32 * 32  # no stem pool: conv1's 12-bit output feeds fire2
+    assert bufs["fire2.squeeze"].size == 2 * 16 * 34 * 34  # 12-bit (uint16), zero border for the 3x3 expand
+    assert "fire2.plane" in bufs and "fire3.plane" not in bufs  # an unpooled channel only where a Fire pools
     assert bufs["fire2.out"].size == 128 * 16 * 16  # pooled as each channel is computed
     assert bufs["fire2.out"].last == 4  # fire3's bypass reads it at fire3's expand (step 4)
 
@@ -298,16 +305,20 @@ def test_grayscale_strided_pooled_model_with_padded_conv10_is_bit_exact(tmp_path
     calibration, _ = sample_images(imagenet_samples, pre, 8, 0)
     test, _ = sample_images(imagenet_samples, pre, 3, 1)
     assert test.shape == (3, 43, 43, 1)
-    net, files, _ = build_c(model, normalized(pre, calibration), method="minmax")
-    folder = write_folder(files, tmp_path / "c")
-    expected = reference.run_batch(net, test)
-    for flags in (("-O1",), ("-O1", "-march=native", *ASAN)):  # portable loops; the VNNI path where the CPU has it
-        exe = tc.compile_host(folder, tc.harness_source(test), tmp_path / "run", "gcc", flags)
-        assert np.array_equal(tc.run_program([str(exe)]).scores, expected), flags
     with torch.no_grad():
         fp32 = model(torch.from_numpy(normalized(pre, test))).numpy()
-    for a, b in zip(fp32, expected * net.score_scale, strict=True):
-        assert np.corrcoef(a, b)[0, 1] > 0.95
+    errors = {}
+    for bits in (8, 12):  # conv1 and squeeze outputs as uint8 (quads on the VNNI path) and as uint16 (pairs)
+        net, files, _ = build_c(model, normalized(pre, calibration), method="minmax", squeeze_bits=bits, stem_bits=bits)
+        folder = write_folder(files, tmp_path / f"c{bits}")
+        expected = reference.run_batch(net, test)
+        for flags in (("-O1",), ("-O1", "-march=native", *ASAN)):  # portable loops; the VNNI path if the CPU has it
+            exe = tc.compile_host(folder, tc.harness_source(test), tmp_path / "run", "gcc", flags)
+            assert np.array_equal(tc.run_program([str(exe)]).scores, expected), (bits, flags)
+        for a, b in zip(fp32, expected * net.score_scale, strict=True):
+            assert np.corrcoef(a, b)[0, 1] > 0.95
+        errors[bits] = float(np.abs(expected * net.score_scale - fp32).mean())
+    assert errors[12] < errors[8], errors  # finer conv1 and squeeze outputs: scores closer to fp32
 
 
 @pytest.mark.slow
@@ -456,6 +467,12 @@ def test_cli_usage_errors_are_one_line(capsys, tmp_path):
     one_error_line(rc, err, "--format c needs --calibration")
     rc, _, err = cli(capsys, "export", "-w", "x.sqz", "-o", tmp_path / "o.onnx", "--c-weights", "int8")
     one_error_line(rc, err, "--c-weights: only with --format c")
+    rc, _, err = cli(capsys, "export", "-w", "x.sqz", "-o", tmp_path / "o.onnx", "--squeeze-bits", "12")
+    one_error_line(rc, err, "--squeeze-bits: only with --format c")
+    rc, _, err = cli(capsys, "export", "-w", "x.sqz", "-o", tmp_path / "o.onnx", "--stem-bits", "8")
+    one_error_line(rc, err, "--stem-bits: only with --format c")
+    rc, _, err = cli(capsys, "export", "--format", "c", "-w", "x.sqz", "-o", tmp_path / "o", "--squeeze-bits", "10")
+    assert rc == 2 and err.count("\n") == 1 and "--squeeze-bits: invalid choice: 10 (choose from 8, 12)" in err
     rc, _, err = cli(capsys, "export", "--format", "c", "--int8", "-w", "x.sqz", "-o", tmp_path / "o")
     one_error_line(rc, err, "--int8 needs --format onnx")
     assert list(tmp_path.iterdir()) == []
@@ -486,6 +503,46 @@ def test_cli_refuses_the_complex_bypass_and_non_codebook_compression(capsys, ima
                      "--c-weights", "compressed")  # fmt: skip
     one_error_line(rc, err, "distinct weight values", "at most 256")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["complex.safetensors", "plain.safetensors"]
+
+
+@pytest.mark.parametrize("storage", ["int8", "compressed"])
+def test_a_squeeze_too_wide_for_12_bit_inputs_is_refused_before_anything_is_written(storage, imagenet_samples):
+    """An expand 3x3 on 232 squeeze channels sums 2,088 products per output: with 12-bit inputs and
+    int8 (or codebook) weights that can pass 2^30, so the export refuses it with the way out; with
+    8-bit squeeze outputs the same model exports."""
+    from squeezenet.errors import DeployError
+    from squeezenet.models.spec import FireSpec
+
+    spec = SqueezeNetSpec(8, 3, 1, (FireSpec(232, 8, 8),), (), stem_pool=False)
+    torch.manual_seed(0)
+    model = from_spec(spec, num_classes=3).eval()
+    if storage == "compressed":  # a codebook of 16 values per layer
+        with torch.no_grad():
+            for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+                conv.weight.copy_(torch.round(conv.weight / conv.weight.abs().max() * 8) / 8)
+    model.weights_info = WeightsInfo("wide", spec, 3, 3, PRE_32)
+    data = normalized(PRE_32, sample_images(imagenet_samples, PRE_32, 2, 0)[0])
+    refusal = r"expand3x3: 2088 .*weights per output on inputs up to 4095 .*--squeeze-bits 8"
+    with pytest.raises(DeployError, match=refusal):
+        build_c(model, data, storage=storage, squeeze_bits=12)
+    net, _, _ = build_c(model, data, storage=storage, squeeze_bits=8)
+    assert net.squeeze_max == 255
+
+
+def test_a_bypass_on_the_wide_conv1_output_is_refused(imagenet_samples):
+    """fire2's identity bypass would add conv1's uint16 output to a uint8 one: refused with the way
+    out (conv1 at 8 bits), which exports."""
+    from squeezenet.errors import DeployError
+    from squeezenet.models.spec import FireSpec
+
+    spec = SqueezeNetSpec(16, 3, 1, (FireSpec(4, 8, 8),), (), shortcuts=("identity",), stem_pool=False)
+    torch.manual_seed(0)
+    model = from_spec(spec, num_classes=3).eval()
+    model.weights_info = WeightsInfo("bypass", spec, 3, 3, PRE_32)
+    data = normalized(PRE_32, sample_images(imagenet_samples, PRE_32, 2, 0)[0])
+    with pytest.raises(DeployError, match="fire2: a bypass on conv1's wide output is not supported; use --stem-bits 8"):
+        build_c(model, data, stem_bits=12)
+    assert build_c(model, data, stem_bits=8)[0].stem_max == 255
 
 
 def test_failed_write_leaves_no_folder(tmp_path, monkeypatch):

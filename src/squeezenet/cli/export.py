@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from squeezenet.cli.common import add_weights_args, count, load_model_from_args
-from squeezenet.export.formats import DEFAULT_OPSET, FORMATS, MIN_OPSET
+from squeezenet.export.formats import (
+    DEFAULT_OPSET,
+    DEFAULT_SQUEEZE_BITS,
+    DEFAULT_STEM_BITS,
+    FORMATS,
+    MIN_OPSET,
+    WIDE_BITS,
+)
 
 
 def add_parser(sub) -> None:
@@ -27,6 +34,20 @@ def add_parser(sub) -> None:
         choices=("auto", "compressed", "int8"),
         help="--format c: weights kept compressed (codebook indices, sparse positions) or plain int8 "
         "(default auto: compressed for a .sqz)",
+    )
+    p.add_argument(
+        "--squeeze-bits",
+        type=int,
+        choices=WIDE_BITS,
+        help=f"--format c: bits of each Fire's squeeze output, 8 (uint8: the least RAM) or 12 (uint16, closer "
+        f"to the fp32 model; default {DEFAULT_SQUEEZE_BITS})",
+    )
+    p.add_argument(
+        "--stem-bits",
+        type=int,
+        choices=WIDE_BITS,
+        help=f"--format c: bits of conv1's (pooled) output, 8 (uint8) or 12 (uint16: closer to the fp32 model, "
+        f"the largest buffer twice as big; default {DEFAULT_STEM_BITS})",
     )
     p.set_defaults(run=run)
 
@@ -97,6 +118,9 @@ def _check_unused_options(args: argparse.Namespace, fmt: str) -> None:
         raise DeployError(f"{', '.join(int8_only)}: only with --int8 or --format c")
     if args.c_weights and fmt != "c":
         raise DeployError("--c-weights: only with --format c")
+    for flag, value in (("--squeeze-bits", args.squeeze_bits), ("--stem-bits", args.stem_bits)):
+        if value and fmt != "c":
+            raise DeployError(f"{flag}: only with --format c")
 
 
 def _run_c(args: argparse.Namespace) -> int:
@@ -122,6 +146,8 @@ def _run_c(args: argparse.Namespace) -> int:
         storage=args.c_weights or "auto",
         weights_are_compressed=is_sqz(args.weights),
         size=args.size,
+        squeeze_bits=args.squeeze_bits or DEFAULT_SQUEEZE_BITS,
+        stem_bits=args.stem_bits or DEFAULT_STEM_BITS,
     )
     net = result.net
     print(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from squeezenet.errors import DeployError
+from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
 
 SQZ_MAGIC = b"SQZ\x00"
 
@@ -95,18 +96,23 @@ def build_c(
     storage: str = "auto",
     weights_are_compressed: bool = False,
     size: int | None = None,
+    squeeze_bits: int = DEFAULT_SQUEEZE_BITS,
+    stem_bits: int = DEFAULT_STEM_BITS,
 ):
     """The integer model and its C sources, in memory: (QuantNet, files, facts)."""
     from squeezenet.export.c.arena import describe, plan_arena
     from squeezenet.export.c.codegen import generate
-    from squeezenet.export.c.quantizer import activation_ranges, check_supported, quantize_net
+    from squeezenet.export.c.quantizer import activation_ranges, check_supported, layer_statistics, quantize_net
     from squeezenet.export.c.streams import encode_layer
 
     check_supported(model)
     if calibration.ndim != 4 or len(calibration) == 0:
         raise DeployError(f"calibration data must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
     ranges = activation_ranges(model, calibration, method)
-    net = quantize_net(model, ranges, storage, weights_are_compressed=weights_are_compressed, size=size)
+    stats = layer_statistics(model, calibration)
+    net = quantize_net(
+        model, ranges, storage, weights_are_compressed, size, stats, squeeze_bits=squeeze_bits, stem_bits=stem_bits
+    )
     streams = None
     if net.storage == "compressed":
         streams = {
@@ -118,6 +124,7 @@ def build_c(
     files, facts = generate(net, arena, bufs, streams)
     facts["plan"] = describe(arena, bufs)
     facts["calibration"] = {"images": len(calibration), "method": method}
+    facts["squeeze_bits"], facts["stem_bits"] = squeeze_bits, stem_bits
     return net, files, facts
 
 
@@ -129,9 +136,13 @@ def export_c(
     storage: str = "auto",
     weights_are_compressed: bool = False,
     size: int | None = None,
+    squeeze_bits: int = DEFAULT_SQUEEZE_BITS,
+    stem_bits: int = DEFAULT_STEM_BITS,
 ) -> CExport:
     """Write the C library of ``model`` into ``folder`` (see the module docstring)."""
     folder = check_output_folder(folder)
-    net, files, facts = build_c(model, calibration, method, storage, weights_are_compressed, size)
+    net, files, facts = build_c(
+        model, calibration, method, storage, weights_are_compressed, size, squeeze_bits, stem_bits
+    )
     write_folder(files, folder)
     return CExport(folder, net, facts["arena_bytes"], facts["weight_bytes"], facts["plan"], files)

@@ -22,7 +22,7 @@ from squeezenet.export.c.streams import PROB_SCALE
 ALIGN = 16
 BLOCK = 32  # the runtime's SQN_BLOCK: accumulator runs are whole blocks
 FAST_TILE = 64  # the VNNI path's SQN_TILE: pixels per register tile
-SLACK = 2 * BLOCK  # bytes after the last buffer: reads of up to a block past a plane stay in the arena
+SLACK = 2 * BLOCK  # bytes after the last buffer: reads of up to a block (of uint16 too) past a plane stay in it
 ENTRY_BYTES = 8  # sqn_entry: int32 offset, int32 weight
 TABLES_BYTES = 2 * PROB_SCALE + 5 * 256 * 2  # sqn_tables: two lookup tables, four u16[256], the int16 codebook
 
@@ -57,6 +57,11 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+def element_bytes(top: int) -> int:
+    """Bytes of one stored activation whose largest value is ``top``: uint8, or uint16 (a wide one)."""
+    return 1 if top <= 255 else 2
+
+
 def stem_geometry(net: QuantNet) -> dict[str, int]:
     stem = net.stem
     conv = conv_out(net.size, stem.kernel, stem.stride, stem.padding)
@@ -66,7 +71,7 @@ def stem_geometry(net: QuantNet) -> dict[str, int]:
         "out_size": pool_out(conv) if net.stem_pool else conv,
         "row_pitch": pitch,
         "rows_bytes": 2 * stem.cin * stem.kernel * stem.stride * pitch,
-        "ring_bytes": 3 * stem.cout * conv if net.stem_pool else 0,
+        "ring_bytes": 3 * stem.cout * conv * element_bytes(net.stem_max) if net.stem_pool else 0,
     }
 
 
@@ -87,46 +92,58 @@ def buffers(net: QuantNet) -> list[Buffer]:
     if geo["ring_bytes"]:
         out.append(Buffer("stem.ring", geo["ring_bytes"], 0, 0))
     side = geo["out_size"]
-    kernels, planes = [net.stem.weight[0].size] if stem_packed else [], []
-    inputs = Buffer("stem.out", net.stem.cout * side * side, 0, 1)
+    kernels = [net.stem.weight[0].size] if stem_packed else []
+    inputs = Buffer("stem.out", element_bytes(net.stem_max) * net.stem.cout * side * side, 0, 1)
     out.append(inputs)
     for i, fire in enumerate(net.fires):
         squeeze_step, expand_step = 2 * i + 1, 2 * i + 2
         if fire.bypass is not None:
             inputs.last = expand_step
-        squeezed = Buffer(f"fire{i + 2}.squeeze", fire.squeeze.cout * (side + 2) ** 2, squeeze_step, expand_step)
+        squeezed = Buffer(
+            f"fire{i + 2}.squeeze",
+            element_bytes(net.squeeze_max) * fire.squeeze.cout * (side + 2) ** 2,
+            squeeze_step,
+            expand_step,
+        )
         after = pool_out(side) if fire.pool else side
         channels = fire.expand1x1.cout + fire.expand3x3.cout
         inputs = Buffer(f"fire{i + 2}.out", channels * after * after, expand_step, expand_step + 1)
         out += [squeezed, inputs]
         kernels += [fire.squeeze.cin, fire.expand1x1.cin, fire.expand3x3.cin * 9]
-        if fire.pool or fire.bypass is not None:
-            planes.append(side * side)
+        if fire.pool:  # one output channel before its pool, only while the Fire expands
+            out.append(Buffer(f"fire{i + 2}.plane", side * side, expand_step, expand_step))
         side = after
     kernels.append(net.classifier.cin)
-    grids = [geo["conv_size"], *(acc for _, _, acc in _conv_inputs(net))]
+    grids = [geo["conv_size"], *(acc for _, _, acc, _ in _conv_inputs(net))]
     out.append(Buffer("acc", 4 * _blocks(max(grids)), 0, last))
     out.append(Buffer("entries", ENTRY_BYTES * max(kernels), 0 if stem_packed else 1, last))
-    if planes:
-        out.append(Buffer("plane", max(planes), 1, last))
     if compressed:
         out.append(Buffer("tables", TABLES_BYTES, 0 if stem_packed else 1, last))
     return out
 
 
-def _conv_inputs(net: QuantNet) -> list[tuple[int, int, int]]:
-    """(channels, pixels per input plane, accumulators per output channel) of every convolution
-    past conv1, as the runtime reads them: a squeeze reads its Fire's input; both expands read the
-    zero-bordered squeeze output, their accumulator rows at its pitch; conv10 the last Fire's output."""
+def _conv_inputs(net: QuantNet) -> list[tuple[int, int, int, int]]:
+    """(channels, pixels per input plane, accumulators per output channel, bytes per element) of
+    every convolution past conv1, as the runtime reads them: a squeeze reads its Fire's input; both
+    expands read the zero-bordered squeeze output, their accumulator rows at its pitch; conv10 the
+    last Fire's output."""
     side = stem_geometry(net)["out_size"]
-    out = []
+    out, in_bytes = [], element_bytes(net.stem_max)
     for fire in net.fires:
         out += [
-            (fire.squeeze.cin, side * side, side * side),
-            (fire.squeeze.cout, (side + 2) ** 2, side * (side + 2) - 2),
+            (fire.squeeze.cin, side * side, side * side, in_bytes),
+            (fire.squeeze.cout, (side + 2) ** 2, side * (side + 2) - 2, element_bytes(net.squeeze_max)),
         ]
-        side = pool_out(side) if fire.pool else side
-    return [*out, (net.classifier.cin, side * side, side * side)]
+        side, in_bytes = pool_out(side) if fire.pool else side, 1
+    return [*out, (net.classifier.cin, side * side, side * side, 1)]
+
+
+def _wide_readers(net: QuantNet):
+    """(convolution, whether its input is uint16) for the convolutions past conv1."""
+    for i, fire in enumerate(net.fires):
+        yield fire.squeeze, i == 0 and net.stem_max > 255
+        yield fire.expand1x1, net.squeeze_max > 255
+        yield fire.expand3x3, net.squeeze_max > 255
 
 
 def _blocks(n: int, block: int = BLOCK) -> int:
@@ -137,23 +154,24 @@ def fast_path_scratch(net: QuantNet) -> dict[str, int]:
     """Sizes of the static buffers of the runtime's AVX-512 VNNI path (int8 builds for x86 CPUs
     that have it), kept outside the arena so that the arena stays what a microcontroller needs:
     the largest layer input as quads (conv1's is the padded image split into stride phases), four
-    output channels of accumulators, and conv1's unpooled output plane."""
+    output channels of accumulators, conv1's unpooled output plane and, where the squeeze outputs
+    are uint16, four output channels of the weights of a layer with uint16 inputs, widened to int16."""
     geo = stem_geometry(net)
     stride, pitch, conv = net.stem.stride, geo["row_pitch"], geo["conv_size"]
     # conv1's taps reach (k - 1) // stride quads past its last phase image
     layers = _conv_inputs(net)
-    quads = [4 * (stride * stride * pitch * pitch + pitch - conv), *(c * plane for c, plane, _ in layers)]
-    grids = [conv * pitch, *(acc for _, _, acc in layers)]
+    quads = [4 * (stride * stride * pitch * pitch + pitch - conv), *(c * plane * e for c, plane, _, e in layers)]
+    grids = [conv * pitch, *(acc for _, _, acc, _ in layers)]
     sizes = {
         "quad_bytes": max(quads) + 4 * FAST_TILE,  # a tile may read past the last quad plane
         "acc_pitch": _blocks(max(grids), FAST_TILE),
-        "plane_bytes": conv * conv if net.stem_pool else 1,
+        "plane_bytes": conv * conv * element_bytes(net.stem_max) if net.stem_pool else 2,
         "stem_taps": net.stem.kernel**2,
+        "w16": max((c.weight[0].size for c, wide in _wide_readers(net) if wide), default=0),
     }
-    # int32 accumulators and int8 conv1 weight quads, both for four output channels
-    sizes["total_bytes"] = (
-        sizes["quad_bytes"] + 16 * sizes["acc_pitch"] + sizes["plane_bytes"] + 16 * sizes["stem_taps"]
-    )
+    # int32 accumulators, int8 conv1 weight quads and int16 expand weights, each for four output channels
+    per_channel = 4 * sizes["acc_pitch"] + 4 * sizes["stem_taps"] + 2 * sizes["w16"]
+    sizes["total_bytes"] = sizes["quad_bytes"] + sizes["plane_bytes"] + 4 * per_channel
     return sizes
 
 

@@ -5,7 +5,8 @@ reference (``reference.py``) consume, so the two cannot drift apart: every integ
 code uses is either stored here or derived by the small formulas below, which the C
 runtime repeats operation for operation. docs/c-export.md states the arithmetic.
 
-- Activations: uint8, zero point 0 (every tensor SqueezeNet stores follows a ReLU).
+- Activations: uint8, zero point 0 (every tensor SqueezeNet stores follows a ReLU); with
+  ``stem_bits`` / ``squeeze_bits`` 12, conv1's output / the squeeze outputs hold 0..4095 in uint16.
 - Weights: int8 in [-127, 127], one scale per output channel; int32 accumulators.
 - Requantization: ``out = clamp((acc * M + 2^(n-1)) >> n, 0, 255)`` for acc > 0, else 0,
   with M in [2^30, 2^31) and 1 <= n <= 62 (the product needs 64 bits).
@@ -14,9 +15,8 @@ runtime repeats operation for operation. docs/c-export.md states the arithmetic.
   wide as the int32 accumulator allows (about 13 bits for a 3x3 layer on 64 channels), with one
   multiplier per layer: the compressed build runs the codebook's values, not an int8 rounding
   of them, so it loses only what the uint8 activations lose.
-- Codebook layers, int8 storage: the codebook at 16 bits (u = max|c| / 32767), each output
-  channel's int8 weights and multiplier derived from its largest |C_k| (``codebook_weights``,
-  ``derived_multiplier``).
+- int8 storage: every layer (codebook or not) as int8 with per-output-channel scales,
+  rounded by the quantizer for the layer's outputs.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from squeezenet.export.formats import WIDE_BITS
+
 WEIGHT_MAX = 127
 CODEBOOK_MAX = 32767
 MAX_CODEBOOK = 256  # entries: the stream's code alphabet fits one byte
-RECIPROCAL_BITS = 24  # q = (|C| * R + 2^23) >> 24 with R = (127 << 24) // Cmax
 MAX_SHIFT = 62
 BIAS_BITS = 15  # stored biases are int16 << a per-layer shift
 PRODUCTS_LIMIT = (1 << 30) - 1  # |sum of w * x| stays below this; the bias (< 2^30) takes the rest of int32
 ACTIVATION_MAX = 255  # largest |x| a convolution reads: a uint8 activation, or a pixel minus its zero point
+WIDE_MAX = {bits: (1 << bits) - 1 for bits in WIDE_BITS}  # the largest value a conv1 or squeeze output holds
 
 
 @dataclass
@@ -93,10 +95,12 @@ class QuantNet:
     stem_pool: bool
     fires: list[QuantFire]
     classifier: QuantConv
-    scales: dict[str, float]  # activation scales (real value = scale * uint8)
+    scales: dict[str, float]  # activation scales (real value = scale * stored integer)
     score_scale: float  # real class score = score_scale * integer score
     classes: list[str] = field(default_factory=list)
     storage: str = "int8"  # "int8" or "compressed"
+    squeeze_max: int = ACTIVATION_MAX  # a squeeze output's largest value: 255 (uint8) or 4095 (uint16)
+    stem_max: int = ACTIVATION_MAX  # conv1's output's largest value: 255 (uint8) or 4095 (uint16)
 
     @property
     def num_classes(self) -> int:
@@ -132,35 +136,24 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return m, n
 
 
-def requantize(acc: np.ndarray, mult, shift) -> np.ndarray:
-    """int32 accumulators -> uint8: ReLU, fixed-point multiply, round half up, saturate."""
+def requantize(acc: np.ndarray, mult, shift, top: int = ACTIVATION_MAX) -> np.ndarray:
+    """int32 accumulators -> uint8 (uint16 for a ``top`` above 255): ReLU, fixed-point multiply,
+    round half up, saturate at ``top``."""
     acc = np.asarray(acc, dtype=np.int64)
     mult = np.asarray(mult, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
     value = (np.maximum(acc, 0) * mult + (np.int64(1) << (shift - 1))) >> shift
-    return np.where(acc > 0, np.minimum(value, 255), 0).astype(np.uint8)
+    return np.where(acc > 0, np.minimum(value, top), 0).astype(np.uint8 if top <= 255 else np.uint16)
 
 
-def codebook_limit(products: int) -> int:
-    """Largest |C_k| of a compressed layer whose ``products`` (weights per output) cannot overflow
-    the int32 accumulator: products * 255 * |C| < 2^30, the bias (< 2^30) taking the rest."""
-    return max(WEIGHT_MAX, min(CODEBOOK_MAX, PRODUCTS_LIMIT // (ACTIVATION_MAX * max(1, products))))
+def codebook_limit(products: int, activation_max: int = ACTIVATION_MAX) -> int:
+    """Largest |C_k| of a compressed layer whose ``products`` (weights per output, on inputs of at
+    most ``activation_max``) cannot overflow the int32 accumulator: products * activation_max * |C|
+    < 2^30, the bias (< 2^30) taking the rest."""
+    return max(WEIGHT_MAX, min(CODEBOOK_MAX, PRODUCTS_LIMIT // (activation_max * max(1, products))))
 
 
-def channel_max(codebook: np.ndarray, codes: np.ndarray) -> int:
-    """A channel's largest |C_k| (at least 1, so that an empty channel stays defined)."""
-    return max(1, int(np.abs(codebook[codes].astype(np.int64)).max(initial=0)))
-
-
-def codebook_weights(values: np.ndarray, cmax: int) -> np.ndarray:
-    """int16 codebook values of one channel -> its int8 weights (round half away from zero)."""
-    reciprocal = (WEIGHT_MAX << RECIPROCAL_BITS) // cmax
-    magnitude = (np.abs(values.astype(np.int64)) * reciprocal + (1 << (RECIPROCAL_BITS - 1))) >> RECIPROCAL_BITS
-    return (np.sign(values) * magnitude).astype(np.int8)
-
-
-def derived_multiplier(layer_mult: int, layer_shift: int, cmax: int) -> tuple[int, int]:
-    """A codebook channel's (M, n): the layer's multiplier times its Cmax, renormalised to 31 bits."""
-    product = layer_mult * cmax
-    drop = max(0, product.bit_length() - 31)
-    return product >> drop, layer_shift - drop
+def products_fit(products: int, activation_max: int, weight_max: int = WEIGHT_MAX) -> bool:
+    """Whether ``products`` weights of at most ``weight_max`` on inputs of at most ``activation_max``
+    always sum below 2^30 (the int32 accumulator's share for them)."""
+    return products * activation_max * weight_max <= PRODUCTS_LIMIT

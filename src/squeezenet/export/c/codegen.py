@@ -171,10 +171,12 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
             size=fire.size,
             pool=int(fire.pool),
             bypass=int(fire.bypass is not None),
+            in_wide=int(i == 0 and net.stem_max > 255),
             bypass_mult=bypass[0],
             bypass_shift=bypass[1],
             **{"in": f"{bufs[inputs].offset}u", "sq": f"{bufs[tag + '.squeeze'].offset}u"},
             out=f"{bufs[tag + '.out'].offset}u",
+            plane=f"{bufs[tag + '.plane'].offset if tag + '.plane' in bufs else 0}u",
         )
         fires.append("    {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}")
         inputs = tag + ".out"
@@ -199,11 +201,14 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
 #define SQN_PROB_BITS {PROB_BITS}
 #define SQN_PROB_SCALE {PROB_SCALE}u
 #define SQN_FIRES {len(net.fires)}
+#define SQN_STEM_MAX {net.stem_max} /* conv1's output: uint8, or uint16 above 255 */
+#define SQN_SQUEEZE_MAX {net.squeeze_max} /* squeeze outputs: uint8, or uint16 above 255 */
 /* static buffers of the x86 AVX-512 VNNI path, compiled only where it runs (int8 builds) */
 #define SQN_VNNI_QUAD_BYTES {fast["quad_bytes"]}
 #define SQN_VNNI_ACC_PITCH {fast["acc_pitch"]}
 #define SQN_VNNI_PLANE_BYTES {fast["plane_bytes"]}
 #define SQN_VNNI_STEM_TAPS {fast["stem_taps"]}
+#define SQN_VNNI_W16 {fast["w16"]}
 
 {runtime_source()}
 /* ---- the model --------------------------------------------------------------------------- */
@@ -232,11 +237,10 @@ int squeezenet_run(const uint8_t *image, int32_t *scores)
     if (!image || !scores) return -1;
     w.acc = {at("acc", "int32_t")};
     w.entries = {at("entries", "sqn_entry")};
-    w.plane = {at("plane")};
     w.tables = {at("tables", "sqn_tables")};
 {unpack}
-    sqn_stem_run(&sqn_stem_layer, &sw, image, a + {bufs["stem.out"].offset}u, {at("stem.rows", "int16_t")}, \
-{at("stem.ring")}, w.acc);
+    sqn_stem_run(&sqn_stem_layer, &sw, image, {at("stem.out", "sqn_st")}, {at("stem.rows", "int16_t")}, \
+{at("stem.ring", "sqn_st")}, w.acc);
     for (i = 0; i < SQN_FIRES; i++) sqn_fire_run(&sqn_fires[i], a, &w);
     sqn_classifier_run(&sqn_cls, a, scores, &w);
     for (i = 1; i < SQUEEZENET_NUM_CLASSES; i++)

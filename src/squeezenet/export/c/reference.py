@@ -1,8 +1,9 @@
 """NumPy reference of the generated C: exactly the same integer arithmetic, vectorised.
 
-Convolutions run as float64 matrix products: every product is an int8 weight times a
-uint8 activation (or a pixel minus its zero point, |.| <= 255), and every sum has at most
-a few thousand of them, so all partial sums stay far below 2^53 and float64 is exact.
+Convolutions run as float64 matrix products: every product is a weight (int8, or a codebook
+value of at most 15 bits) times an activation (uint8, a 12-bit squeeze output, or a pixel
+minus its zero point), and every sum has at most a few thousand of them, so all partial sums
+stay far below 2^53 and float64 is exact.
 The result is therefore bit-identical to the C code's int32 accumulation; the tests
 compare the two on real images.
 """
@@ -14,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from squeezenet.export.c.arithmetic import QuantConv, QuantFire, QuantNet, pool_out, requantize
+from squeezenet.export.c.arithmetic import ACTIVATION_MAX, QuantConv, QuantFire, QuantNet, pool_out, requantize
 
 
 def _accumulate(conv: QuantConv, x: np.ndarray) -> np.ndarray:
@@ -34,8 +35,8 @@ def _accumulate(conv: QuantConv, x: np.ndarray) -> np.ndarray:
     return acc.reshape(conv.cout, h, w)
 
 
-def _requantize(conv: QuantConv, acc: np.ndarray) -> np.ndarray:
-    return requantize(acc, conv.mult[:, None, None], conv.shift[:, None, None])
+def _requantize(conv: QuantConv, acc: np.ndarray, top: int = ACTIVATION_MAX) -> np.ndarray:
+    return requantize(acc, conv.mult[:, None, None], conv.shift[:, None, None], top)
 
 
 def max_pool(x: np.ndarray) -> np.ndarray:
@@ -45,8 +46,8 @@ def max_pool(x: np.ndarray) -> np.ndarray:
     return sliding_window_view(x, (3, 3), axis=(1, 2))[:, ::2, ::2].max(axis=(3, 4))
 
 
-def _fire(fire: QuantFire, x: np.ndarray) -> np.ndarray:
-    squeezed = _requantize(fire.squeeze, _accumulate(fire.squeeze, x))
+def _fire(fire: QuantFire, x: np.ndarray, squeeze_max: int) -> np.ndarray:
+    squeezed = _requantize(fire.squeeze, _accumulate(fire.squeeze, x), squeeze_max)
     out = np.concatenate(
         [
             _requantize(fire.expand1x1, _accumulate(fire.expand1x1, squeezed)),
@@ -71,9 +72,9 @@ def _scores(net: QuantNet, x: np.ndarray) -> np.ndarray:
 
 
 def stem(net: QuantNet, image: np.ndarray) -> np.ndarray:
-    """uint8 image [H, W, C] -> the stem's uint8 output [C, H', W'] (after its pool, if any)."""
+    """uint8 image [H, W, C] -> the stem's output [C, H', W'] (after its pool, if any; uint16 if wide)."""
     x = image.astype(np.int64).transpose(2, 0, 1) - net.zero_points[:, None, None]
-    out = _requantize(net.stem, _accumulate(net.stem, x))
+    out = _requantize(net.stem, _accumulate(net.stem, x), net.stem_max)
     return max_pool(out) if net.stem_pool else out
 
 
@@ -81,7 +82,7 @@ def features(net: QuantNet, image: np.ndarray) -> list[np.ndarray]:
     """Every stored tensor: the stem's output, then each Fire's (for debugging and tests)."""
     outs = [stem(net, image)]
     for fire in net.fires:
-        outs.append(_fire(fire, outs[-1]))
+        outs.append(_fire(fire, outs[-1], net.squeeze_max))
     return outs
 
 

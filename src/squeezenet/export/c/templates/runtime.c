@@ -1,6 +1,7 @@
 /* ---- runtime: the integer kernels (the same for every exported model) ----------------------
  *
- * Activations are uint8 planes (C x H x W), weights int8 (or, in a compressed build, the
+ * Activations are uint8 planes (C x H x W; conv1's output and the squeeze outputs are uint16
+ * where the build keeps them wider: SQN_STEM_MAX, SQN_SQUEEZE_MAX > 255), weights int8 (or, in a compressed build, the
  * codebook's own values, up to 15 bits), accumulators int32. A convolution
  * runs one output channel at a time: the channel's non-zero weights become a list of
  * (input offset, weight) entries, and each entry adds weight * input over the whole output
@@ -86,10 +87,10 @@ typedef struct {
 typedef struct {
     sqn_conv squeeze, expand1x1, expand3x3;
     uint16_t size; /* input side = output side before the pool */
-    uint8_t pool, bypass;
+    uint8_t pool, bypass, in_wide; /* in_wide: the input is conv1's uint16 output */
     int32_t bypass_mult;
     uint8_t bypass_shift;
-    uint32_t in, sq, out; /* arena offsets */
+    uint32_t in, sq, out, plane; /* arena offsets; plane: one unpooled output channel (pooled Fires) */
 } sqn_fire;
 
 typedef struct {
@@ -99,13 +100,24 @@ typedef struct {
     uint32_t in;
 } sqn_classifier;
 
-/* uint8 = min(255, (max(acc, 0) * m + 2^(n-1)) >> n): ReLU, fixed-point multiply, round half up */
-static uint8_t sqn_requant(int32_t acc, int32_t m, int n)
+/* min(top, (max(acc, 0) * m + 2^(n-1)) >> n): ReLU, fixed-point multiply, round half up, saturate */
+static uint32_t sqn_requant_to(int32_t acc, int32_t m, int n, uint32_t top)
 {
     uint64_t a = acc > 0 ? (uint64_t)(uint32_t)acc : 0u;
     uint64_t v = (a * (uint64_t)(uint32_t)m + ((uint64_t)1 << (n - 1))) >> n;
-    return (uint8_t)(v > 255u ? 255u : v);
+    return (uint32_t)(v > top ? top : v);
 }
+
+static uint8_t sqn_requant(int32_t acc, int32_t m, int n) { return (uint8_t)sqn_requant_to(acc, m, n, 255u); }
+
+/* elements of conv1's (pooled) output and of a squeeze output: uint8, or uint16 where the build keeps
+ * them wider (the tensors whose rounding costs the most predictions; docs/c-export.md) */
+#if SQN_STEM_MAX > 255
+typedef uint16_t sqn_st;
+#else
+typedef uint8_t sqn_st;
+#endif
+#define SQN_WIDE_INPUTS (SQN_STEM_MAX > 255 || SQN_SQUEEZE_MAX > 255)
 
 /* acc[i] += sum over entries of w * in[off + i], i < n; four entries per pass over acc */
 static void sqn_accumulate(int32_t *restrict acc, int32_t n, const uint8_t *restrict in, const sqn_entry *e,
@@ -152,6 +164,29 @@ static void sqn_accumulate(int32_t *restrict acc, int32_t n, const uint8_t *rest
     }
 }
 
+#if SQN_WIDE_INPUTS
+/* sqn_accumulate over a wide (uint16) input: the products need the 32-bit multiply */
+static void sqn_accumulate_wide(int32_t *restrict acc, int32_t n, const uint16_t *restrict in, const sqn_entry *e,
+                                int32_t count)
+{
+    int32_t i = 0, j;
+    n = SQN_ROUND(n);
+    for (; i + 4 <= count; i += 4) {
+        const uint16_t *restrict a0 = in + e[i].off;
+        const uint16_t *restrict a1 = in + e[i + 1].off;
+        const uint16_t *restrict a2 = in + e[i + 2].off;
+        const uint16_t *restrict a3 = in + e[i + 3].off;
+        const int32_t w0 = e[i].w, w1 = e[i + 1].w, w2 = e[i + 2].w, w3 = e[i + 3].w;
+        for (j = 0; j < n; j++) acc[j] += w0 * a0[j] + w1 * a1[j] + w2 * a2[j] + w3 * a3[j];
+    }
+    for (; i < count; i++) {
+        const uint16_t *restrict a0 = in + e[i].off;
+        const int32_t w0 = e[i].w;
+        for (j = 0; j < n; j++) acc[j] += w0 * a0[j];
+    }
+}
+#endif
+
 static void sqn_fill(int32_t *acc, int32_t n, int32_t value)
 {
     int32_t i;
@@ -179,21 +214,48 @@ static void sqn_emit(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols,
     }
 }
 
+/* requantize rows x cols accumulators (pitch ap) into a plane of uint8, or of uint16 for a top above
+ * 255 (pitch dp), saturating at top */
+static void sqn_store(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols, int32_t m, int n, void *dst,
+                      int32_t dp, uint32_t top)
+{
+    int32_t y, x;
+    for (y = 0; y < rows; y++) {
+        const int32_t *a = acc + y * ap;
+        if (top > 255u) {
+            uint16_t *d = (uint16_t *)dst + y * dp;
+            for (x = 0; x < cols; x++) d[x] = (uint16_t)sqn_requant_to(a[x], m, n, top);
+        } else {
+            uint8_t *d = (uint8_t *)dst + y * dp;
+            for (x = 0; x < cols; x++) d[x] = (uint8_t)sqn_requant_to(a[x], m, n, top);
+        }
+    }
+}
+
 static int32_t sqn_pool_size(int32_t size) { return (size - 3 + 1) / 2 + 1; }
 
-/* 3x3 / 2 max pool, ceil mode (a last window hangs over the edge and takes what is there) */
-static void sqn_pool(const uint8_t *src, int32_t size, uint8_t *dst)
+static uint32_t sqn_at(const void *plane, int32_t i, int wide)
+{
+    return wide ? ((const uint16_t *)plane)[i] : ((const uint8_t *)plane)[i];
+}
+
+/* 3x3 / 2 max pool, ceil mode (a last window hangs over the edge and takes what is there), on uint8
+ * planes or (wide) uint16 ones */
+static void sqn_pool(const void *src, int32_t size, void *dst, int wide)
 {
     int32_t out = sqn_pool_size(size), py, px, y, x;
     for (py = 0; py < out; py++) {
         int32_t y1 = 2 * py + 2 < size ? 2 * py + 2 : size - 1;
         for (px = 0; px < out; px++) {
             int32_t x1 = 2 * px + 2 < size ? 2 * px + 2 : size - 1;
-            uint8_t best = 0;
+            uint32_t best = 0;
             for (y = 2 * py; y <= y1; y++)
                 for (x = 2 * px; x <= x1; x++)
-                    if (src[y * size + x] > best) best = src[y * size + x];
-            dst[py * out + px] = best;
+                    if (sqn_at(src, y * size + x, wide) > best) best = sqn_at(src, y * size + x, wide);
+            if (wide)
+                ((uint16_t *)dst)[py * out + px] = (uint16_t)best;
+            else
+                ((uint8_t *)dst)[py * out + px] = (uint8_t)best;
         }
     }
 }
@@ -274,27 +336,27 @@ static void sqn_stem_channel(const sqn_stem *s, const sqn_stem_weight *w, int32_
     sqn_taps(acc, n, taps, tw, t);
 }
 
-static void sqn_stem_rows(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
-                          int16_t *rows, uint8_t *ring, int32_t *acc)
+static void sqn_stem_rows(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out,
+                          int16_t *rows, sqn_st *ring, int32_t *acc)
 {
     int32_t y, oc, x, n = s->conv_size, py = 0, cout = s->conv.cout, per = s->conv.cin * s->conv.k * s->conv.k;
     for (y = 0; y < n; y++) {
         sqn_stem_row(s, image, y, rows);
         for (oc = 0; oc < cout; oc++) {
-            uint8_t *dst = s->pool ? ring + ((y % 3) * cout + oc) * n : out + ((int32_t)oc * n + y) * n;
+            sqn_st *dst = s->pool ? ring + ((y % 3) * cout + oc) * n : out + ((int32_t)oc * n + y) * n;
             sqn_stem_channel(s, sw->w + oc * per, oc, rows, acc);
-            for (x = 0; x < n; x++) dst[x] = sqn_requant(acc[x], sw->mult[oc], sw->shift[oc]);
+            for (x = 0; x < n; x++) dst[x] = (sqn_st)sqn_requant_to(acc[x], sw->mult[oc], sw->shift[oc], SQN_STEM_MAX);
         }
         /* pool row py needs conv rows 2py .. min(2py + 2, n - 1) */
         while (s->pool && py < s->out_size && (2 * py + 2 < n ? 2 * py + 2 : n - 1) == y) {
             int32_t y1 = y, px, r, xx;
             for (oc = 0; oc < cout; oc++) {
-                uint8_t *dst = out + ((int32_t)oc * s->out_size + py) * s->out_size;
+                sqn_st *dst = out + ((int32_t)oc * s->out_size + py) * s->out_size;
                 for (px = 0; px < s->out_size; px++) {
                     int32_t x1 = 2 * px + 2 < n ? 2 * px + 2 : n - 1;
-                    uint8_t best = 0;
+                    sqn_st best = 0;
                     for (r = 2 * py; r <= y1; r++) {
-                        const uint8_t *src = ring + ((r % 3) * cout + oc) * n;
+                        const sqn_st *src = ring + ((r % 3) * cout + oc) * n;
                         for (xx = 2 * px; xx <= x1; xx++)
                             if (src[xx] > best) best = src[xx];
                     }
@@ -311,6 +373,7 @@ typedef struct {
     const sqn_conv *conv;
     int32_t plane, pitch, base; /* input plane size, row pitch, offset of tap (0, 0) */
     int32_t flat;               /* offsets are the weights' positions within the channel (conv1) */
+    int32_t wide;               /* the input is uint16 (a wide conv1 or squeeze output) */
     uint32_t next;              /* compressed: flat position of the next weight */
 #if SQN_VNNI
     const uint8_t *quads; /* the input as quads (sqn_interleave), or 0: the portable loops */
@@ -458,7 +521,6 @@ static int32_t sqn_bias(const sqn_conv *c, int32_t oc) { return (int32_t)c->bias
 typedef struct {
     int32_t *acc;
     sqn_entry *entries;
-    uint8_t *plane;
     sqn_tables *tables;
 } sqn_scratch;
 
@@ -473,6 +535,7 @@ static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int16_t *we
     src.conv = c;
     src.plane = src.pitch = src.base = 0;
     src.flat = 1;
+    src.wide = 0;
     sqn_begin(&src, w->tables);
     for (oc = 0; oc < c->cout; oc++) {
         int16_t *row = weights + oc * per;
@@ -493,7 +556,9 @@ static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int16_t *we
  * planes are first interleaved four channels at a time ("quads": byte r of pixel p of quad q is
  * channel 4q + r), weights are stored [cout][k][k][cin], so four consecutive weights are one
  * quad too. The buffers are static and outside the arena, which stays what a microcontroller
- * needs; their sizes come from the export (SQN_VNNI_*). -DSQN_VNNI=0 keeps the portable loops. */
+ * needs; their sizes come from the export (SQN_VNNI_*). A wide (uint16) input is read two
+ * channels at a time ("pairs", again four bytes per pixel) by vpdpwssd, with the layer's weights
+ * widened to int16. -DSQN_VNNI=0 keeps the portable loops. */
 #if SQN_VNNI
 #if SQN_COMPRESSED
 #error "the VNNI path runs int8 weights; a compressed build's codebook values are wider"
@@ -505,8 +570,11 @@ static void sqn_stem_unpack(const sqn_stem *s, const sqn_scratch *w, int16_t *we
 
 static uint8_t sqn_vnni_quads[SQN_VNNI_QUAD_BYTES];
 static int32_t sqn_vnni_acc[4 * SQN_VNNI_ACC_PITCH];
-static uint8_t sqn_vnni_plane[SQN_VNNI_PLANE_BYTES];
+static sqn_st sqn_vnni_plane[SQN_VNNI_PLANE_BYTES / sizeof(sqn_st)];
 static int8_t sqn_vnni_stem_w[4 * 4 * SQN_VNNI_STEM_TAPS];
+#if SQN_WIDE_INPUTS
+static int16_t sqn_vnni_w16[4 * SQN_VNNI_W16];
+#endif
 
 /* quads[(q * plane + p) * 4 + r] = planes[(4q + r) * plane + p] */
 static void sqn_interleave(const uint8_t *planes, int32_t cin, int32_t plane, uint8_t *quads)
@@ -536,6 +604,28 @@ static void sqn_interleave(const uint8_t *planes, int32_t cin, int32_t plane, ui
     }
 }
 
+#if SQN_WIDE_INPUTS
+/* pairs[(q * plane + p) * 2 + r] = planes[(2q + r) * plane + p] */
+static void sqn_interleave_pairs(const uint16_t *planes, int32_t cin, int32_t plane, uint16_t *pairs)
+{
+    int32_t q, p;
+    for (q = 0; q < cin / 2; q++) {
+        const uint16_t *a = planes + 2 * q * plane, *b = a + plane;
+        uint16_t *o = pairs + 2 * q * plane;
+        for (p = 0; p + 8 <= plane; p += 8) {
+            const __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(a + p));
+            const __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(b + p));
+            _mm_storeu_si128((__m128i *)(void *)(o + 2 * p), _mm_unpacklo_epi16(va, vb));
+            _mm_storeu_si128((__m128i *)(void *)(o + 2 * p + 8), _mm_unpackhi_epi16(va, vb));
+        }
+        for (; p < plane; p++) {
+            o[2 * p] = a[p];
+            o[2 * p + 1] = b[p];
+        }
+    }
+}
+#endif
+
 static int32_t sqn_word(const int8_t *p)
 {
     int32_t v;
@@ -543,14 +633,25 @@ static int32_t sqn_word(const int8_t *p)
     return v;
 }
 
-#define SQN_DOT(o, wp)                                       \
+#define SQN_DOT(op, o, wp)                                   \
     do {                                                     \
         const __m512i b_ = _mm512_set1_epi32(sqn_word(wp));  \
-        r[o][0] = _mm512_dpbusd_epi32(r[o][0], x0, b_);      \
-        r[o][1] = _mm512_dpbusd_epi32(r[o][1], x1, b_);      \
-        r[o][2] = _mm512_dpbusd_epi32(r[o][2], x2, b_);      \
-        r[o][3] = _mm512_dpbusd_epi32(r[o][3], x3, b_);      \
+        r[o][0] = op(r[o][0], x0, b_);                       \
+        r[o][1] = op(r[o][1], x1, b_);                       \
+        r[o][2] = op(r[o][2], x2, b_);                       \
+        r[o][3] = op(r[o][3], x3, b_);                       \
     } while (0)
+#define SQN_GROUPS(op)                                                           \
+    for (q = 0; q < cq; q++, x += 4 * plane) {                                   \
+        const __m512i x0 = _mm512_loadu_si512((const void *)x);                 \
+        const __m512i x1 = _mm512_loadu_si512((const void *)(x + 64));          \
+        const __m512i x2 = _mm512_loadu_si512((const void *)(x + 128));         \
+        const __m512i x3 = _mm512_loadu_si512((const void *)(x + 192));         \
+        SQN_DOT(op, 0, w0 + 4 * q);                                              \
+        SQN_DOT(op, 1, w1 + 4 * q);                                              \
+        SQN_DOT(op, 2, w2 + 4 * q);                                              \
+        SQN_DOT(op, 3, w3 + 4 * q);                                              \
+    }
 #define SQN_START(o) r[o][0] = r[o][1] = r[o][2] = r[o][3] = _mm512_set1_epi32(init[o])
 #define SQN_STORE(o)                                                               \
     do {                                                                           \
@@ -561,11 +662,12 @@ static int32_t sqn_word(const int8_t *p)
         _mm512_storeu_si512((void *)(d_ + 48), r[o][3]);                           \
     } while (0)
 
-/* sqn_vnni_acc[o][j] = init[o] + sum over taps t and quads q < cq of
- * dot4(quads + 4 * (q * plane + off[t] + j), w[o] + 4 * (t * cq + q)), for o < 4 and j < n (rounded
- * up to a tile): four output channels by 64 pixels held in 16 registers */
+/* sqn_vnni_acc[o][j] = init[o] + sum over taps t and groups q < cq of the dot product of the
+ * four bytes at quads + 4 * (q * plane + off[t] + j) with those at w[o] + 4 * (t * cq + q), for o < 4
+ * and j < n (rounded up to a tile): four output channels by 64 pixels held in 16 registers. A group
+ * is four uint8 channels by four int8 weights, or with `pairs` two uint16 channels by two int16. */
 static void sqn_vnni_block(const int32_t *init, int32_t n, const uint8_t *quads, int32_t plane, int32_t cq,
-                           const int32_t *off, int32_t taps, const int8_t *const *w)
+                           const int32_t *off, int32_t taps, const int8_t *const *w, int pairs)
 {
     int32_t j, t, q;
     for (j = 0; j < n; j += SQN_TILE) {
@@ -578,16 +680,10 @@ static void sqn_vnni_block(const int32_t *init, int32_t n, const uint8_t *quads,
             const uint8_t *x = quads + 4 * (off[t] + j);
             const int8_t *w0 = w[0] + 4 * t * cq, *w1 = w[1] + 4 * t * cq;
             const int8_t *w2 = w[2] + 4 * t * cq, *w3 = w[3] + 4 * t * cq;
-            for (q = 0; q < cq; q++, x += 4 * plane) {
-                const __m512i x0 = _mm512_loadu_si512((const void *)x);
-                const __m512i x1 = _mm512_loadu_si512((const void *)(x + 64));
-                const __m512i x2 = _mm512_loadu_si512((const void *)(x + 128));
-                const __m512i x3 = _mm512_loadu_si512((const void *)(x + 192));
-                SQN_DOT(0, w0 + 4 * q);
-                SQN_DOT(1, w1 + 4 * q);
-                SQN_DOT(2, w2 + 4 * q);
-                SQN_DOT(3, w3 + 4 * q);
-            }
+            if (pairs)
+                SQN_GROUPS(_mm512_dpwssd_epi32)
+            else
+                SQN_GROUPS(_mm512_dpbusd_epi32)
         }
         SQN_STORE(0);
         SQN_STORE(1);
@@ -608,23 +704,38 @@ static void sqn_vnni_conv(const sqn_source *src, int32_t oc, int32_t n)
         int32_t ch = oc + o < c->cout ? oc + o : c->cout - 1;
         init[o] = sqn_bias(c, ch);
         w[o] = c->w + ch * per;
+#if SQN_WIDE_INPUTS
+        if (src->wide) { /* the same order, widened: two consecutive int16 weights are one pair */
+            int16_t *wide = sqn_vnni_w16 + o * per;
+            for (t = 0; t < per; t++) wide[t] = w[o][t];
+            w[o] = (const int8_t *)(const void *)wide;
+        }
+#endif
     }
-    sqn_vnni_block(init, n, src->quads, src->plane, c->cin / 4, off, k * k, w);
+    sqn_vnni_block(init, n, src->quads, src->plane, c->cin / (src->wide ? 2 : 4), off, k * k, w, src->wide);
 }
 
-/* the layer's input as quads, when its channels come in fours and its kernel is at most 3x3;
- * in = 0: the quads already hold it (the second expand branch reads what the first did) */
-static void sqn_vnni_begin(sqn_source *src, const uint8_t *in)
+/* the layer's input as quads (pairs for a wide input), when its channels come in groups and its
+ * kernel is at most 3x3; in = 0: the buffer already holds it (the second expand branch reads what
+ * the first did) */
+static void sqn_vnni_begin(sqn_source *src, const void *in)
 {
     const sqn_conv *c = src->conv;
-    src->quads = c->cin % 4 == 0 && c->k <= 3 ? sqn_vnni_quads : 0;
-    if (src->quads && in) sqn_interleave(in, c->cin, src->plane, sqn_vnni_quads);
+    src->quads = c->cin % (src->wide ? 2 : 4) == 0 && c->k <= 3 ? sqn_vnni_quads : 0;
+    if (!src->quads || !in) return;
+#if SQN_WIDE_INPUTS
+    if (src->wide) {
+        sqn_interleave_pairs((const uint16_t *)in, c->cin, src->plane, (uint16_t *)(void *)sqn_vnni_quads);
+        return;
+    }
+#endif
+    sqn_interleave((const uint8_t *)in, c->cin, src->plane, sqn_vnni_quads);
 }
 
 /* conv1 on the whole image at once: the image padded with its zero points (they read as 0) and
  * split into stride x stride phase images, so that every tap is a plain offset; a pixel is one quad
  * (its channels, then zeros). The accumulators start at bias - sum of w * zero point. */
-static void sqn_stem_vnni(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out)
+static void sqn_stem_vnni(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out)
 {
     const sqn_conv *c = &s->conv;
     int32_t st = s->stride, k = c->k, taps = k * k, pitch = s->row_pitch, size = s->conv_size;
@@ -659,24 +770,24 @@ static void sqn_stem_vnni(const sqn_stem *s, const sqn_stem_weights *sw, const u
             }
             w[o] = q;
         }
-        sqn_vnni_block(init, size * pitch, sqn_vnni_quads, sub, 1, off, taps, w);
+        sqn_vnni_block(init, size * pitch, sqn_vnni_quads, sub, 1, off, taps, w, 0);
         for (o = 0; o < 4 && oc + o < c->cout; o++) {
             const int32_t *acc = sqn_vnni_acc + o * SQN_VNNI_ACC_PITCH;
-            uint8_t *dst = out + (oc + o) * s->out_size * s->out_size;
+            sqn_st *dst = out + (oc + o) * s->out_size * s->out_size;
             int32_t m = sw->mult[oc + o], sh = sw->shift[oc + o];
             if (!s->pool) {
-                sqn_emit(acc, pitch, size, size, m, sh, dst, size, 0, 0, 1);
+                sqn_store(acc, pitch, size, size, m, sh, dst, size, SQN_STEM_MAX);
                 continue;
             }
-            sqn_emit(acc, pitch, size, size, m, sh, sqn_vnni_plane, size, 0, 0, 1);
-            sqn_pool(sqn_vnni_plane, size, dst);
+            sqn_store(acc, pitch, size, size, m, sh, sqn_vnni_plane, size, SQN_STEM_MAX);
+            sqn_pool(sqn_vnni_plane, size, dst, SQN_STEM_MAX > 255);
         }
     }
 }
 #endif
 
 /* a convolution's accumulators for output channel oc (n of them, bias included) */
-static const int32_t *sqn_outputs(sqn_source *src, const sqn_scratch *w, int32_t oc, const uint8_t *in, int32_t n,
+static const int32_t *sqn_outputs(sqn_source *src, const sqn_scratch *w, int32_t oc, const void *in, int32_t n,
                                   int32_t *m, int *sh)
 {
     int32_t count;
@@ -690,13 +801,19 @@ static const int32_t *sqn_outputs(sqn_source *src, const sqn_scratch *w, int32_t
 #endif
     count = sqn_channel(src, w->tables, oc, w->entries, m, sh);
     sqn_fill(w->acc, n, sqn_bias(src->conv, oc));
-    sqn_accumulate(w->acc, n, in, w->entries, count);
+#if SQN_WIDE_INPUTS
+    if (src->wide) {
+        sqn_accumulate_wide(w->acc, n, (const uint16_t *)in, w->entries, count);
+        return w->acc;
+    }
+#endif
+    sqn_accumulate(w->acc, n, (const uint8_t *)in, w->entries, count);
     return w->acc;
 }
 
 /* a layer's weights (and, on the fast path, its input as quads), before its first output channel;
  * in = 0: the input is the previous layer's, already interleaved */
-static void sqn_start(sqn_source *src, sqn_tables *tb, const uint8_t *in)
+static void sqn_start(sqn_source *src, sqn_tables *tb, const void *in)
 {
     sqn_begin(src, tb);
 #if SQN_VNNI
@@ -707,8 +824,8 @@ static void sqn_start(sqn_source *src, sqn_tables *tb, const uint8_t *in)
 }
 
 /* conv1 and its pool: on the fast path in one pass over the whole image, else row by row */
-static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, uint8_t *out,
-                         int16_t *rows, uint8_t *ring, int32_t *acc)
+static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out,
+                         int16_t *rows, sqn_st *ring, int32_t *acc)
 {
 #if SQN_VNNI
     if (s->conv.cin <= 4) {
@@ -719,8 +836,8 @@ static void sqn_stem_run(const sqn_stem *s, const sqn_stem_weights *sw, const ui
     sqn_stem_rows(s, sw, image, out, rows, ring, acc);
 }
 
-/* squeeze: 1x1 on an unpadded input, written into a zero-bordered output */
-static void sqn_squeeze(const sqn_conv *c, int32_t size, const uint8_t *in, uint8_t *out, const sqn_scratch *w)
+/* squeeze: 1x1 on an unpadded input (wide: conv1's uint16 output), written into a zero-bordered output */
+static void sqn_squeeze(const sqn_conv *c, int32_t size, const void *in, int wide, void *out, const sqn_scratch *w)
 {
     int32_t oc, n = size * size, pitch = size + 2, plane = pitch * pitch, i, m;
     int sh;
@@ -730,11 +847,14 @@ static void sqn_squeeze(const sqn_conv *c, int32_t size, const uint8_t *in, uint
     src.pitch = size;
     src.base = 0;
     src.flat = 0;
+    src.wide = wide;
     sqn_start(&src, w->tables, in);
-    for (i = 0; i < c->cout * plane; i++) out[i] = 0;
+    for (i = 0; i < c->cout * plane * (SQN_SQUEEZE_MAX > 255 ? 2 : 1); i++) ((uint8_t *)out)[i] = 0;
     for (oc = 0; oc < c->cout; oc++) {
         const int32_t *acc = sqn_outputs(&src, w, oc, in, n, &m, &sh);
-        sqn_emit(acc, size, size, size, m, sh, out + oc * plane + pitch + 1, pitch, 0, 0, 1);
+        int32_t first = oc * plane + pitch + 1;
+        void *dst = SQN_SQUEEZE_MAX > 255 ? (void *)((uint16_t *)out + first) : (void *)((uint8_t *)out + first);
+        sqn_store(acc, size, size, size, m, sh, dst, pitch, SQN_SQUEEZE_MAX);
     }
 }
 
@@ -744,13 +864,14 @@ static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint
     int32_t size = f->size, pitch = size + 2, n = size * pitch - 2, oc, m;
     int32_t out_size = f->pool ? sqn_pool_size(size) : size;
     int sh;
-    const uint8_t *in = arena + f->sq;
+    const void *in = arena + f->sq;
     sqn_source src;
     src.conv = c;
     src.plane = pitch * pitch;
     src.pitch = pitch;
     src.base = c->k == 1 ? pitch + 1 : 0;
     src.flat = 0;
+    src.wide = SQN_SQUEEZE_MAX > 255;
     sqn_start(&src, w->tables, first ? 0 : in); /* expand1x1 ran first, on the same input */
     for (oc = 0; oc < c->cout; oc++) {
         int32_t ch = first + oc;
@@ -758,8 +879,8 @@ static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint
         const uint8_t *bypass = f->bypass ? arena + f->in + ch * size * size : 0;
         const int32_t *acc = sqn_outputs(&src, w, oc, in, n, &m, &sh);
         if (f->pool) {
-            sqn_emit(acc, pitch, size, size, m, sh, w->plane, size, bypass, f->bypass_mult, f->bypass_shift);
-            sqn_pool(w->plane, size, dst);
+            sqn_emit(acc, pitch, size, size, m, sh, arena + f->plane, size, bypass, f->bypass_mult, f->bypass_shift);
+            sqn_pool(arena + f->plane, size, dst, 0);
         } else {
             sqn_emit(acc, pitch, size, size, m, sh, dst, size, bypass, f->bypass_mult, f->bypass_shift);
         }
@@ -768,7 +889,7 @@ static void sqn_expand(const sqn_fire *f, const sqn_conv *c, int32_t first, uint
 
 static void sqn_fire_run(const sqn_fire *f, uint8_t *arena, const sqn_scratch *w)
 {
-    sqn_squeeze(&f->squeeze, f->size, arena + f->in, arena + f->sq, w);
+    sqn_squeeze(&f->squeeze, f->size, arena + f->in, f->in_wide, arena + f->sq, w);
     sqn_expand(f, &f->expand1x1, 0, arena, w);
     sqn_expand(f, &f->expand3x3, f->expand1x1.cout, arena, w);
 }
@@ -787,6 +908,7 @@ static void sqn_classifier_run(const sqn_classifier *cl, const uint8_t *arena, i
     src.pitch = size;
     src.base = 0;
     src.flat = 0;
+    src.wide = 0;
     sqn_start(&src, w->tables, arena + cl->in);
     for (oc = 0; oc < c->cout; oc++) {
         const int32_t *acc = sqn_outputs(&src, w, oc, arena + cl->in, n, &m, &sh);
