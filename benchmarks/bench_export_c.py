@@ -95,7 +95,11 @@ def cifar_split(folder: Path, per_class_cal: int, per_class_test: int):
 def trained_cifar(args) -> tuple[Path, str]:
     """--cifar-weights, else the weights of an earlier run of this script, else a short training run now."""
     if args.cifar_weights:
-        return Path(args.cifar_weights), f"given: {args.cifar_weights}"
+        given = Path(args.cifar_weights)
+        metrics = given.parent / "metrics.csv"
+        if not metrics.exists():
+            return given, f"given: {args.cifar_weights}"
+        return given, f"given: {args.cifar_weights} ({_run_summary(metrics)})"
     run = args.tiny / "cifar_run" if args.tiny else CIFAR_RUN
     weights = run / "best.safetensors"
     if not weights.exists():
@@ -120,12 +124,17 @@ def trained_cifar(args) -> tuple[Path, str]:
                 width="base",
             )
         )
-    lines = (run / "metrics.csv").read_text().splitlines()
-    last = dict(zip(lines[0].split(","), lines[-1].split(","), strict=True))
     return weights, (
-        f"trained here (bench_train_cifar10's recipe, base width, light augmentation), {int(last['epoch']) + 1} "
-        f"epoch(s), validation top-1 {float(last['val_top1']):.1%}: a quickly trained model, not the benchmark's 90 %"
+        f"trained here (bench_train_cifar10's recipe, base width, light augmentation), "
+        f"{_run_summary(run / 'metrics.csv')}: a quickly trained model, not the benchmark's 90 %"
     )
+
+
+def _run_summary(metrics: Path) -> str:
+    """How far a training run went, from its metrics.csv (the last line): epochs and validation top-1."""
+    lines = metrics.read_text().splitlines()
+    last = dict(zip(lines[0].split(","), lines[-1].split(","), strict=True))
+    return f"{int(last['epoch']) + 1} epoch(s), validation top-1 {float(last['val_top1']):.1%} at the last"
 
 
 # ----------------------------------------------------------------------------- measurements
