@@ -194,26 +194,6 @@ static void sqn_fill(int32_t *acc, int32_t n, int32_t value)
     for (i = 0; i < n; i++) acc[i] = value;
 }
 
-/* requantize rows x cols accumulators (row pitch ap) into dst (row pitch dp); with a bypass,
- * add its plane (pitch cols) rescaled by (bm, bn) and saturate */
-static void sqn_emit(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols, int32_t m, int n, uint8_t *dst,
-                     int32_t dp, const uint8_t *bypass, int32_t bm, int bn)
-{
-    int32_t y, x;
-    for (y = 0; y < rows; y++) {
-        const int32_t *a = acc + y * ap;
-        uint8_t *d = dst + y * dp;
-        for (x = 0; x < cols; x++) d[x] = sqn_requant(a[x], m, n);
-        if (bypass) {
-            const uint8_t *b = bypass + y * cols;
-            for (x = 0; x < cols; x++) {
-                uint32_t v = (uint32_t)d[x] + (uint32_t)(((uint64_t)b[x] * (uint32_t)bm + ((uint64_t)1 << (bn - 1))) >> bn);
-                d[x] = (uint8_t)(v > 255u ? 255u : v);
-            }
-        }
-    }
-}
-
 /* requantize rows x cols accumulators (pitch ap) into a plane of uint8, or of uint16 for a top above
  * 255 (pitch dp), saturating at top */
 static void sqn_store(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols, int32_t m, int n, void *dst,
@@ -228,6 +208,22 @@ static void sqn_store(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols
         } else {
             uint8_t *d = (uint8_t *)dst + y * dp;
             for (x = 0; x < cols; x++) d[x] = (uint8_t)sqn_requant_to(a[x], m, n, top);
+        }
+    }
+}
+
+/* sqn_store into uint8; with a bypass, add its plane (pitch cols) rescaled by (bm, bn) and saturate */
+static void sqn_emit(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols, int32_t m, int n, uint8_t *dst,
+                     int32_t dp, const uint8_t *bypass, int32_t bm, int bn)
+{
+    int32_t y, x;
+    sqn_store(acc, ap, rows, cols, m, n, dst, dp, 255u);
+    for (y = 0; bypass && y < rows; y++) {
+        const uint8_t *b = bypass + y * cols;
+        uint8_t *d = dst + y * dp;
+        for (x = 0; x < cols; x++) {
+            uint32_t v = (uint32_t)d[x] + (uint32_t)(((uint64_t)b[x] * (uint32_t)bm + ((uint64_t)1 << (bn - 1))) >> bn);
+            d[x] = (uint8_t)(v > 255u ? 255u : v);
         }
     }
 }
