@@ -128,22 +128,22 @@ def _conv_inputs(net: QuantNet) -> list[tuple[int, int, int, int]]:
     expands read the zero-bordered squeeze output, their accumulator rows at its pitch; conv10 the
     last Fire's output."""
     side = stem_geometry(net)["out_size"]
-    out, in_bytes = [], element_bytes(net.stem_max)
-    for fire in net.fires:
+    out = []
+    for i, fire in enumerate(net.fires):
         out += [
-            (fire.squeeze.cin, side * side, side * side, in_bytes),
+            (fire.squeeze.cin, side * side, side * side, element_bytes(net.fire_input_max(i))),
             (fire.squeeze.cout, (side + 2) ** 2, side * (side + 2) - 2, element_bytes(net.squeeze_max)),
         ]
-        side, in_bytes = pool_out(side) if fire.pool else side, 1
+        side = pool_out(side) if fire.pool else side
     return [*out, (net.classifier.cin, side * side, side * side, 1)]
 
 
 def _wide_readers(net: QuantNet):
     """(convolution, whether its input is uint16) for the convolutions past conv1."""
     for i, fire in enumerate(net.fires):
-        yield fire.squeeze, i == 0 and net.stem_max > 255
-        yield fire.expand1x1, net.squeeze_max > 255
-        yield fire.expand3x3, net.squeeze_max > 255
+        yield fire.squeeze, element_bytes(net.fire_input_max(i)) > 1
+        yield fire.expand1x1, element_bytes(net.squeeze_max) > 1
+        yield fire.expand3x3, element_bytes(net.squeeze_max) > 1
 
 
 def _blocks(n: int, block: int = BLOCK) -> int:

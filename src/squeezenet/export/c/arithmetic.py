@@ -106,6 +106,10 @@ class QuantNet:
     def num_classes(self) -> int:
         return self.classifier.cout
 
+    def fire_input_max(self, index: int) -> int:
+        """The largest value Fire ``index`` (0 = fire2) reads (see ``fire_input_max``)."""
+        return fire_input_max(index, self.stem_max)
+
     def convs(self) -> list[QuantConv]:
         out = [self.stem]
         for fire in self.fires:
@@ -144,6 +148,13 @@ def requantize(acc: np.ndarray, mult, shift, top: int = ACTIVATION_MAX) -> np.nd
     shift = np.asarray(shift, dtype=np.int64)
     value = (np.maximum(acc, 0) * mult + (np.int64(1) << (shift - 1))) >> shift
     return np.where(acc > 0, np.minimum(value, top), 0).astype(np.uint8 if top <= 255 else np.uint16)
+
+
+def fire_input_max(index: int, stem_max: int) -> int:
+    """The largest value Fire ``index`` (0 = fire2) reads: the first reads conv1's output, which
+    may be wide; the others read a Fire's uint8 output. The one place that decides which
+    squeeze convolution reads 16-bit inputs (quantizer, arena and generated code ask here)."""
+    return stem_max if index == 0 else ACTIVATION_MAX
 
 
 def codebook_limit(products: int, activation_max: int = ACTIVATION_MAX) -> int:

@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from squeezenet.export.c.arena import Buffer, describe, fast_path_scratch, stem_geometry
+from squeezenet.export.c.arena import Buffer, describe, element_bytes, fast_path_scratch, stem_geometry
 from squeezenet.export.c.arithmetic import QuantConv, QuantNet
 from squeezenet.export.c.streams import PROB_BITS, PROB_SCALE, LayerStream, codebook_bytes
 
@@ -171,7 +171,7 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
             size=fire.size,
             pool=int(fire.pool),
             bypass=int(fire.bypass is not None),
-            in_wide=int(i == 0 and net.stem_max > 255),
+            in_wide=int(element_bytes(net.fire_input_max(i)) > 1),
             bypass_mult=bypass[0],
             bypass_shift=bypass[1],
             **{"in": f"{bufs[inputs].offset}u", "sq": f"{bufs[tag + '.squeeze'].offset}u"},

@@ -42,6 +42,7 @@ from squeezenet.export.c.arithmetic import (
     QuantFire,
     QuantNet,
     codebook_limit,
+    fire_input_max,
     products_fit,
     quantize_multiplier,
 )
@@ -366,9 +367,10 @@ def quantize_net(
     side = (size + 2 * spec.stem_padding - spec.stem_kernel) // spec.stem_stride + 1
     if spec.stem_pool:
         side = -(-(side - 3) // 2) + 1
-    fires, s_in, in_max = [], scale["stem"], stem_max
+    fires, s_in = [], scale["stem"]
     for i, fire in enumerate(_fires(model)):
         tag = f"fire{i + 2}"
+        in_max = fire_input_max(i, stem_max)
         prefix = f"features.{list(model.features).index(fire)}"
         s_sq, s_out = scale[f"{tag}.squeeze"], scale[tag]
         bypass = None
@@ -392,7 +394,7 @@ def quantize_net(
         )
         if pooled:
             side = -(-(side - 3) // 2) + 1
-        s_in, in_max = s_out, ACTIVATION_MAX
+        s_in = s_out
     classifier = _layer(_conv("classifier.1", model.final_conv), s_in, scale["classifier"], compressed, stats)
     pixels = (side + 2 * classifier.padding) ** 2
     return QuantNet(
