@@ -24,6 +24,7 @@ RESULT_ORDER = (
     "serve",
     "gpu",
     "compress",
+    "compress_study",
     "compress_trained",
     "train_throughput",
     "train_cifar10",

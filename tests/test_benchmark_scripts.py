@@ -27,6 +27,7 @@ TINY_RUNS = {
     "bench_elpv_variants.py": (["late"], "elpv_variant_late"),
     "bench_compress.py": ([], "compress"),
     "bench_compress_trained.py": ([], "compress_trained"),
+    "bench_compress_study.py": ([], "compress_study"),
 }
 COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
 

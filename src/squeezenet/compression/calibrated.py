@@ -119,7 +119,7 @@ def output_aware(
         for k in tqdm(layers, desc="rate-distortion", unit="layer", disable=not progress, leave=False):
             options[k] = candidates_for(k, plans[k], tensors[k].codebook, bits[k], config.codebook_dtype,
                                         prune=config.prune)  # fmt: skip
-        picked = _fit(encode, tensors, options, config, {**(notes or {}), "calibration": note}, reserve)
+        picked = fit_budget(encode, tensors, options, config, {**(notes or {}), "calibration": note}, reserve)
         chosen = {k: (c.lam, c.prune, c.result) for k, c in picked.items()}
     out: dict = {}
     for k, (_, _, r) in chosen.items():
@@ -141,7 +141,7 @@ def _notes(note: str, chosen: dict, config, need_fisher: bool) -> dict:
     return notes
 
 
-def _fit(encode: Encoder, tensors: dict, options: dict[str, list[Candidate]], config, notes: dict, reserve: int):
+def fit_budget(encode: Encoder, tensors: dict, options: dict[str, list[Candidate]], config, notes: dict, reserve: int):
     """Allocate, then encode for real (with the metadata the file will carry) and tighten the
     layers' budget until the whole file fits with ``reserve`` bytes to spare."""
     fixed = fixed_bytes(encode, tensors, options)
