@@ -51,6 +51,17 @@ def halves(images: Path, classes: int | None = None) -> tuple[list[Path], list[P
     return [x for f in files[0::2] for x in f], [x for f in files[1::2] for x in f]
 
 
+def source_and_reference(tiny: bool):
+    """(weights file, its model) of a run (the release, or a tiny model for --tiny); None, after
+    one line on stderr, when the data is missing."""
+    source = TINY_MODEL if tiny else RELEASE
+    for needed in (source, IMAGES):
+        if not needed.exists():
+            print(f"not found: {needed} (set SQUEEZENET_DATA)", file=sys.stderr)
+            return None
+    return source, build_model_from_weights(source).eval()
+
+
 def read(paths: list[Path], info, labelled: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from torch.utils.data import DataLoader
 
@@ -147,12 +158,10 @@ def main() -> int:
         args.distill_steps = 2
     torch.set_num_threads(2)
     tiny = args.tiny is not None
-    source_path = TINY_MODEL if tiny else RELEASE
-    for needed in (source_path, IMAGES):
-        if not needed.exists():
-            print(f"not found: {needed} (set SQUEEZENET_DATA)", file=sys.stderr)
-            return 1
-    reference = build_model_from_weights(source_path).eval()
+    found = source_and_reference(tiny)
+    if found is None:
+        return 1
+    source_path, reference = found
     info = reference.weights_info
     half_a, half_b = halves(IMAGES, 8 if tiny else None)
     b_images, b_labels = read(half_b, info, labelled=not tiny)

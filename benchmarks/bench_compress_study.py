@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import add_tiny_option, machine, write_results
-from bench_compress import HOLDOUT_PERIOD, IMAGES, RELEASE, TINY_MODEL, halves, read
+from bench_compress import HOLDOUT_PERIOD, IMAGES, halves, read, source_and_reference
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import candidates_for
 from squeezenet.compression.calibrated import CALIBRATION_BATCH, DAMP, fit_budget
@@ -220,12 +220,10 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(2)
     tiny = args.tiny is not None
-    source = TINY_MODEL if tiny else RELEASE
-    for needed in (source, IMAGES):
-        if not needed.exists():
-            print(f"not found: {needed} (set SQUEEZENET_DATA)", file=sys.stderr)
-            return 1
-    reference = build_model_from_weights(source).eval()
+    found = source_and_reference(tiny)
+    if found is None:
+        return 1
+    source, reference = found
     half_a, _ = halves(IMAGES, 20 if tiny else None)
     images, _ = read(half_a, reference.weights_info, labelled=False)
     budgets = [int(0.97 * len(compress(source, CompressionConfig(bits=8)).to_bytes()))] if tiny else args.budgets
