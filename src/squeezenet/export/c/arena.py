@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squeezenet.export.c.arithmetic import QuantNet, conv_out, pool_out
+from squeezenet.export.c.arithmetic import QuantNet, conv_out, element_bytes, pool_out
 from squeezenet.export.c.streams import PROB_SCALE
 
 ALIGN = 16
@@ -55,11 +55,6 @@ def plan(buffers: list[Buffer]) -> int:
 
 def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
-
-
-def element_bytes(top: int) -> int:
-    """Bytes of one stored activation whose largest value is ``top``: uint8, or uint16 (a wide one)."""
-    return 1 if top <= 255 else 2
 
 
 def stem_geometry(net: QuantNet) -> dict[str, int]:

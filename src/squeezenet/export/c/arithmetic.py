@@ -140,6 +140,12 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return m, n
 
 
+def element_bytes(top: int) -> int:
+    """Bytes of one stored activation whose largest value is ``top``: uint8, or uint16 (a wide one).
+    The one place that maps a tensor's range to its storage (reference, arena plan and code)."""
+    return 1 if top <= 255 else 2
+
+
 def requantize(acc: np.ndarray, mult, shift, top: int = ACTIVATION_MAX) -> np.ndarray:
     """int32 accumulators -> uint8 (uint16 for a ``top`` above 255): ReLU, fixed-point multiply,
     round half up, saturate at ``top``."""
@@ -147,7 +153,7 @@ def requantize(acc: np.ndarray, mult, shift, top: int = ACTIVATION_MAX) -> np.nd
     mult = np.asarray(mult, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
     value = (np.maximum(acc, 0) * mult + (np.int64(1) << (shift - 1))) >> shift
-    return np.where(acc > 0, np.minimum(value, top), 0).astype(np.uint8 if top <= 255 else np.uint16)
+    return np.where(acc > 0, np.minimum(value, top), 0).astype(np.uint8 if element_bytes(top) == 1 else np.uint16)
 
 
 def fire_input_max(index: int, stem_max: int) -> int:

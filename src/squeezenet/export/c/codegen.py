@@ -13,8 +13,8 @@ from importlib import resources
 
 import numpy as np
 
-from squeezenet.export.c.arena import Buffer, describe, element_bytes, fast_path_scratch, stem_geometry
-from squeezenet.export.c.arithmetic import QuantConv, QuantNet
+from squeezenet.export.c.arena import Buffer, describe, fast_path_scratch, stem_geometry
+from squeezenet.export.c.arithmetic import QuantConv, QuantNet, element_bytes
 from squeezenet.export.c.streams import PROB_BITS, PROB_SCALE, LayerStream, codebook_bytes
 
 C_TYPES = {
