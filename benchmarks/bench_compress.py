@@ -62,14 +62,17 @@ def source_and_reference(tiny: bool):
     return source, build_model_from_weights(source).eval()
 
 
-def read(paths: list[Path], info, labelled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def read(paths: list[Path], info, labelled: bool, pre=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) as the weights expect them (``pre``: other preprocessing, e.g. a wider crop)."""
     from torch.utils.data import DataLoader
 
     from squeezenet.data import ImageListDataset, build_transform, collate_skipping_bad
     from squeezenet.inference.labels import folder_targets
 
     targets = folder_targets(sorted({p.parent.name for p in paths}), info, IMAGES) if labelled else {}
-    ds = ImageListDataset([(p, targets.get(p.parent.name, -1)) for p in paths], build_transform(info.preprocessing))
+    ds = ImageListDataset(
+        [(p, targets.get(p.parent.name, -1)) for p in paths], build_transform(pre or info.preprocessing)
+    )
     batches = list(DataLoader(ds, batch_size=25, num_workers=2, collate_fn=collate_skipping_bad))
     return torch.cat([b.images for b in batches]), torch.cat([b.targets for b in batches])
 

@@ -10,7 +10,12 @@ splits imagenet-samples by class; half A chose settings and calibrates, half B o
    second-order estimate the byte allocation used;
 2. **five-fold cross-validation on half A**: each fifth held back in turn, the other four fifths
    calibrate; variants of the per-layer estimate each scored on the same 250 images, paired
-   (per-image KL differences with a bootstrap interval, predictions that flip).
+   (per-image KL differences with a bootstrap interval, predictions that flip);
+3. **distillation by function matching** (fold 4): the command's fit, then its codebooks and
+   biases trained to match the release on random crops, flips and mixes of the calibration
+   images (teacher and student see the same view: Beyer et al. 2022, "Knowledge distillation:
+   a good teacher is patient and consistent"); the KL on calibration and held-back images as
+   training goes on says whether more passes over the same images can close the gap.
 
 The variants keep everything else of the command (budget, ladder, pruning, bias correction).
 """
@@ -19,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2 as T
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -36,6 +44,7 @@ from squeezenet.compression.calibrated import CALIBRATION_BATCH, DAMP, fit_budge
 from squeezenet.compression.calibration import collect_stats, conv_layers
 from squeezenet.compression.output_aware import prepare_layer
 from squeezenet.compression.pipeline import CompressedModel, initial_tensors
+from squeezenet.compression.quantize import train_codebooks
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights.sqz import decode_sqz_bytes
 
@@ -49,6 +58,11 @@ VARIANTS: dict[str, dict[str, dict]] = {
     "conv10 rows weighted alike (no per-class Fisher)": {"last": {"fisher_prior": UNIFORM}},
     "every layer's rows weighted alike": {"last": {"fisher_prior": UNIFORM}, "other": {"fisher_prior": UNIFORM}},
 }
+
+# distillation (part 3): steps, KL measured every so many steps, Adam's rate, images per step
+DISTILL = {"steps": 200, "every": 50, "lr": 1e-5, "batch": 32}
+DISTILL_TINY = {"steps": 4, "every": 2, "lr": 1e-5, "batch": 4}
+CROP_SCALE = (0.3, 1.0)  # share of the image a random crop keeps
 
 
 def kl_per_image(reference, model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -90,11 +104,16 @@ def split(images: torch.Tensor, fold: int) -> tuple[torch.Tensor, list[int]]:
     return torch.stack([x for i, x in enumerate(images) if i % FOLDS != fold]), held
 
 
-def layers_alone(reference, source, images: torch.Tensor, budget: int) -> tuple[list[dict], dict]:
+def command_fit(source, images: torch.Tensor, budget: int):
+    """``compress --data`` on half A as the command runs it (fold 4 held back): the CompressedModel."""
+    kept, _ = split(images, FOLDS - 1)
+    config = CompressionConfig(bits=8, method="output-aware", max_bytes=budget, prune=True)
+    return compress(source, config, calibration=kept)
+
+
+def layers_alone(reference, cm, images: torch.Tensor) -> tuple[list[dict], dict]:
     """Each layer of the command's fit (fold 4) alone in the release: predicted and measured KL."""
     kept, held = split(images, FOLDS - 1)
-    cm = compress(source, CompressionConfig(bits=8, method="output-aware", max_bytes=budget, prune=True),
-                  calibration=kept)  # fmt: skip
     fitted = build_model_from_weights(decode_sqz_bytes(cm.encode()[0])).state_dict()
     base = reference.state_dict()
     seen = kept[: len(held)]
@@ -128,6 +147,50 @@ def cross_validate(reference, source, images: torch.Tensor, budget: int) -> tupl
             if fold == FOLDS - 1:
                 picks[name] = chosen
     return {"kl": kl, "agree": agree}, picks
+
+
+def function_matching(wide: torch.Tensor, crop: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Endless batches of views of ``wide`` (preprocessed images, uncropped): a random crop of
+    ``CROP_SCALE`` of the image resized to ``crop``, flipped half the time, mixed with another
+    view by a uniform weight (mixup), so that 200 images give new inputs at every step."""
+    torch.manual_seed(seed)  # the transforms draw from torch's global generator
+    augment = T.Compose([T.RandomResizedCrop(crop, scale=CROP_SCALE, antialias=True), T.RandomHorizontalFlip()])
+    mix = torch.distributions.Beta(1.0, 1.0)
+    while True:
+        views = torch.stack([augment(wide[i]) for i in torch.randint(len(wide), (batch,))])
+        weight = mix.sample((batch, 1, 1, 1))
+        yield weight * views + (1 - weight) * views[torch.randperm(batch)]
+
+
+def distillation(reference, cm, images: torch.Tensor, wide: torch.Tensor, settings: dict) -> dict:
+    """Part 3: the command's fit (fold 4) trained by function matching; KL as it goes."""
+    kept, held = split(images, FOLDS - 1)
+    wide_kept, _ = split(wide, FOLDS - 1)
+    seen = kept[: len(held)]
+    model = build_model_from_weights(decode_sqz_bytes(cm.encode()[0])).eval()
+    quantized = {k: cm.tensors[k] for k in cm.layers}
+
+    def measure(step: int) -> dict:
+        with torch.no_grad():
+            held_kl, held_agree = kl_per_image(reference, model, images[held])
+            seen_kl, _ = kl_per_image(reference, model, seen)
+        row = {"step": step, "calibration_kl": float(seen_kl.mean()), "held_back_kl": float(held_kl.mean()),
+               "held_back_agreement": float(held_agree.mean())}  # fmt: skip
+        print(f"distillation step {step}: KL {row['calibration_kl']:.4f} calibration, "
+              f"{row['held_back_kl']:.4f} held back", flush=True)  # fmt: skip
+        return row
+
+    trajectory = [measure(0)]
+
+    def on_step(step: int, _loss: float) -> None:  # the codebooks this step used, the biases one update on
+        if (step + 1) % settings["every"] == 0:
+            trajectory.append(measure(step + 1))
+
+    views = function_matching(wide_kept, images.shape[-1], settings["batch"])
+    train_codebooks(model, quantized, views, steps=settings["steps"], lr=settings["lr"], teacher=reference,
+                    temperature=1.0, biases=True, on_step=on_step)  # fmt: skip
+    return {**settings, "crop_scale": list(CROP_SCALE), "calibration_images": len(kept),
+            "measured_images": len(held), "trajectory": trajectory}  # fmt: skip
 
 
 def paired(base_kl, base_agree, kl, agree, seed: int = 0) -> dict:
@@ -181,10 +244,27 @@ def variant_table(r: dict) -> list[str]:
     return out
 
 
+def distillation_table(d: dict) -> list[str]:
+    lo, hi = d["crop_scale"]
+    out = [
+        f"The command's fit, then its codebooks and biases trained (Adam, rate {d['lr']:g}, {d['batch']} views a step, "
+        f"KL at temperature 1) to match the release on views of its {d['calibration_images']} calibration images: "
+        f"random crops of {lo:.0%}-{hi:.0%} of the image, flips, pairs mixed by a uniform weight. KL measured on "
+        f"{d['measured_images']} calibration images and the {d['measured_images']} held back.",
+        "",
+        _row("step", "KL, calibration", "KL, held back", "agreement, held back"),
+        "|---:|---:|---:|---:|",
+    ]
+    for t in d["trajectory"]:
+        out.append(_row(t["step"], f"{t['calibration_kl']:.4f}", f"{t['held_back_kl']:.4f}",
+                        f"{t['held_back_agreement']:.1%}"))  # fmt: skip
+    return out
+
+
 def render(p: dict) -> str:
     m = p["machine"]
     lines = [
-        "# A tight byte budget on half A: where the error comes from, what the estimate's variants give",
+        "# A tight byte budget on half A: where the error comes from, what changing the estimate or distilling gives",
         "",
         f"Command: `python benchmarks/bench_compress_study.py{' --tiny' if p['tiny'] else ''}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}",
@@ -195,6 +275,8 @@ def render(p: dict) -> str:
     for budget, r in p["budgets"].items():
         lines += [f"## `--max-bytes {int(budget):,}`: five-fold cross-validation ({r['images']} images, paired)", ""]
         lines += [*variant_table(r), "", _layers_summary(r), ""]
+        lines += [f"## `--max-bytes {int(budget):,}`: distillation by function matching (fold {FOLDS - 1})", ""]
+        lines += [*distillation_table(r["distillation"]), ""]
     lines.append("<!-- details -->")
     for budget, r in p["budgets"].items():
         lines += [f"## `--max-bytes {int(budget):,}`: each layer alone (the command's fit, fold {FOLDS - 1})", ""]
@@ -213,6 +295,11 @@ def _layers_summary(r: dict) -> str:
     )
 
 
+def uncropped(pre):
+    """The preprocessing without its centre crop (the whole resized image), for random crops."""
+    return dataclasses.replace(pre, crop=max(pre.resize) if isinstance(pre.resize, tuple) else pre.resize)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=int, nargs="*", default=list(BUDGETS), help="--max-bytes to study")
@@ -226,16 +313,20 @@ def main() -> int:
     source, reference = found
     half_a, _ = halves(IMAGES, 20 if tiny else None)
     images, _ = read(half_a, reference.weights_info, labelled=False)
+    wide, _ = read(half_a, reference.weights_info, labelled=False, pre=uncropped(reference.weights_info.preprocessing))
     budgets = [int(0.97 * len(compress(source, CompressionConfig(bits=8)).to_bytes()))] if tiny else args.budgets
     results = {}
     for budget in budgets:
-        layers, command_picks = layers_alone(reference, source, images, budget)
+        cm = command_fit(source, images, budget)
+        layers, command_picks = layers_alone(reference, cm, images)
         scores, picks = cross_validate(reference, source, images, budget)
+        distilled = distillation(reference, cm, images, wide, DISTILL_TINY if tiny else DISTILL)
         base = next(iter(VARIANTS))
         variants = {name: paired(scores["kl"][base], scores["agree"][base], scores["kl"][name], scores["agree"][name])
                     for name in VARIANTS}  # fmt: skip
         same = sum(picks[base].get(k) == v for k, v in command_picks.items())
         results[str(budget)] = {"layers": layers, "variants": variants, "images": len(images), "same_picks": same,
+                                "distillation": distilled,
                                 "calibration_images": len(images) - len(images) // FOLDS,
                                 "measured_images": len(range(FOLDS - 1, len(images), FOLDS))}  # fmt: skip
     payload = {"source": source.name, "budgets": results, "images": len(images), "machine": machine(), "tiny": tiny}
