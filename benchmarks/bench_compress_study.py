@@ -40,7 +40,7 @@ from _common import add_tiny_option, machine, write_results
 from bench_compress import HOLDOUT_PERIOD, IMAGES, halves, read, source_and_reference
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import candidates_for
-from squeezenet.compression.calibrated import CALIBRATION_BATCH, DAMP, fit_budget
+from squeezenet.compression.calibrated import CALIBRATION_BATCH, DAMP, OWN_CURVATURE, fit_budget
 from squeezenet.compression.calibration import collect_stats, conv_layers
 from squeezenet.compression.output_aware import prepare_layer
 from squeezenet.compression.pipeline import CompressedModel, initial_tensors
@@ -50,13 +50,13 @@ from squeezenet.weights.sqz import decode_sqz_bytes
 
 BUDGETS = (400_000,)
 FOLDS = HOLDOUT_PERIOD  # fold f holds back the images i with i % 5 == f; fold 4 is the command's own
-UNIFORM = 1e6  # a Fisher prior this large weights every row of a layer alike (its mean Fisher)
-# variant -> prepare_layer settings for the last layer (conv10) and for every other layer
+# variant -> prepare_layer settings for the last layer (conv10) and for every other layer; the
+# earlier variants (conv10 dampened 100x more, rows weighted alike) are in this file's history
 VARIANTS: dict[str, dict[str, dict]] = {
-    "as `compress` does": {},
-    "conv10 covariance dampened 100x more (1.0 of its mean variance)": {"last": {"damp": 1.0}},
-    "conv10 rows weighted alike (no per-class Fisher)": {"last": {"fisher_prior": UNIFORM}},
-    "every layer's rows weighted alike": {"last": {"fisher_prior": UNIFORM}, "other": {"fisher_prior": UNIFORM}},
+    f"as `compress` does (conv10 rows: {OWN_CURVATURE:.0%} their own curvature)": {},
+    "conv10: the shared curvature only (`compress` before)": {"last": {"own_blend": 0.0}},
+    "conv10 rows: 20 % their own curvature": {"last": {"own_blend": 0.2}},
+    "conv10 rows: 80 % their own curvature": {"last": {"own_blend": 0.8}},
 }
 
 # distillation (part 3): steps, KL measured every so many steps, Adam's rate, images per step
@@ -87,7 +87,8 @@ def fit_variant(source, stats: dict, budget: int, variant: dict) -> tuple[bytes,
     options = {}
     for k in layers:
         last = k == layers[-1]
-        settings = {"damp": DAMP, "coherence": 1.0 if last else 0.0, **variant.get("last" if last else "other", {})}
+        settings = {"damp": DAMP, "coherence": 1.0 if last else 0.0, "own_blend": OWN_CURVATURE if last else 0.0}
+        settings.update(variant.get("last" if last else "other", {}))
         plan = prepare_layer(state[k].numpy(), stats[k], **settings)
         options[k] = candidates_for(k, plan, tensors[k].codebook, bits[k], cfg.codebook_dtype, prune=cfg.prune)
     picked = fit_budget(encode, tensors, options, cfg, {}, 0)
@@ -137,7 +138,8 @@ def cross_validate(reference, source, images: torch.Tensor, budget: int) -> tupl
     picks = {}
     for fold in range(FOLDS):
         kept, held = split(images, fold)
-        stats = collect_stats(reference, batches_of(kept), fisher=True)
+        last = list(conv_layers(reference))[-1]
+        stats = collect_stats(reference, batches_of(kept), fisher=True, row_curvature=last)
         stats = {k: stats[k] for k in conv_layers(reference)}
         for name, variant in VARIANTS.items():
             data, chosen = fit_variant(source, stats, budget, variant)

@@ -3,6 +3,8 @@ the byte-budget allocation, fidelity, and the CLI around them (tiny models, a fe
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,13 @@ from conftest import cli_in_process as _cli
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import Candidate, allocate
 from squeezenet.compression.calibration import collect_stats, synthetic_images
-from squeezenet.compression.output_aware import LayerResult, prepare_layer, quantize_layer
+from squeezenet.compression.output_aware import (
+    LayerResult,
+    blend_curvature,
+    own_curvature,
+    prepare_layer,
+    quantize_layer,
+)
 from squeezenet.compression.quantize import kmeans_1d
 from squeezenet.errors import ModelError
 from squeezenet.inference.fidelity import compare
@@ -50,6 +58,84 @@ def test_statistics_are_the_moments_of_what_each_convolution_multiplies(tiny):
     between = (per_image.T @ per_image / 6).numpy() - np.outer(s.mean, s.mean)
     np.testing.assert_allclose(s.between, between, rtol=1e-4, atol=1e-7)
     assert s.fisher.shape == (conv.out_channels,) and np.all(s.fisher >= 0) and s.fisher.sum() > 0
+
+
+def test_the_logits_rows_keep_their_own_gradients_and_the_fisher_is_unchanged(tiny):
+    images = _images(5)
+    key = "classifier.1.weight"
+    plain = collect_stats(tiny, [images[:3], images[3:]], fisher=True)
+    stats = collect_stats(tiny, [images[:3], images[3:]], fisher=True, row_curvature=key)
+    for k, s in stats.items():  # the row gradients must not leak into the Fisher of any layer
+        np.testing.assert_allclose(s.fisher, plain[k].fisher, rtol=1e-6)
+        assert (s.row_grads is None) == (k != key)
+    s = stats[key]
+    classes = tiny.classifier[1].out_channels
+    assert s.row_grads.shape == (5, classes, tiny.classifier[1].in_channels)
+    model = copy.deepcopy(tiny)
+    weight = model.classifier[1].weight.requires_grad_(True)
+    logits = model(images)
+    probs = logits.softmax(1).detach()
+    np.testing.assert_allclose(s.row_weights, (probs * (1 - probs)).numpy(), rtol=1e-5)
+    for i in range(5):
+        for r in range(classes):
+            (grad,) = torch.autograd.grad(logits[i, r], weight, retain_graph=True)
+            np.testing.assert_allclose(s.row_grads[i, r], grad[r].flatten().numpy(), rtol=1e-4, atol=1e-6)
+            assert float(grad.abs().sum() - grad[r].abs().sum()) == 0.0  # logit r depends on row r alone
+
+
+def _row_stats(n=7, out=3, d=4, seed=0):
+    from squeezenet.compression.calibration import LayerStats
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(50, d))
+    stats = LayerStats("w", x.T @ x, x.sum(0), 50.0, np.ones(out))
+    stats.row_grads = rng.normal(size=(n, out, d)).astype(np.float32)
+    stats.row_weights = rng.random((n, out))
+    return stats
+
+
+def test_own_curvature_is_the_weighted_covariance_of_each_rows_logit_gradients():
+    stats = _row_stats()
+    rows = np.array([2, 0])
+    idx = np.array([[3, 1, 0], [0, 2, 0]])
+    valid = np.array([[True, True, True], [True, True, False]])
+    own = own_curvature(stats, rows, idx, valid).numpy()
+    for j, r in enumerate(rows):
+        a = stats.row_weights[:, r] / stats.row_weights[:, r].sum()
+        g = stats.row_grads[:, r, :].astype(np.float64)
+        c = g - a @ g
+        full = (c * a[:, None]).T @ c
+        slots = idx[j][valid[j]]
+        expected = np.zeros((3, 3))
+        expected[np.ix_(valid[j], valid[j])] = full[np.ix_(slots, slots)]
+        np.testing.assert_allclose(own[j], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_blended_row_keeps_the_shared_trace_and_no_gradient_keeps_the_shared_curvature():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(3, 4, 4))
+    shared = torch.from_numpy(a @ a.transpose(0, 2, 1))
+    b = rng.normal(size=(3, 4, 4))
+    own = torch.from_numpy(b @ b.transpose(0, 2, 1) * 100)
+    own[2] = 0  # a row never active
+    blended = blend_curvature(shared, own, 0.5)
+    traces = torch.diagonal(blended, dim1=1, dim2=2).sum(1)
+    np.testing.assert_allclose(traces.numpy(), torch.diagonal(shared, dim1=1, dim2=2).sum(1).numpy())
+    np.testing.assert_allclose(blended[2].numpy(), shared[2].numpy())
+    scale = float(torch.trace(shared[0]) / torch.trace(own[0]))
+    np.testing.assert_allclose(blended[0].numpy(), 0.5 * shared[0].numpy() + 0.5 * scale * own[0].numpy())
+
+
+def test_a_layer_with_its_own_curvature_weighs_its_rows_alike_and_changes_its_plan():
+    w = np.random.default_rng(2).normal(size=(3, 4))
+    stats = _row_stats()
+    stats.fisher = np.array([1.0, 5.0, 30.0])
+    shared = prepare_layer(w, stats, own_blend=0.0)
+    own = prepare_layer(w, stats, own_blend=0.5)
+    assert np.allclose(own.chunks[0].fisher, 12.0) and not np.allclose(shared.chunks[0].fisher, 12.0)
+    assert not np.allclose(own.chunks[0].cov, shared.chunks[0].cov)
+    stats.row_grads = None  # statistics without row gradients (synthetic images): the shared plan
+    np.testing.assert_allclose(prepare_layer(w, stats, own_blend=0.5).chunks[0].cov, shared.chunks[0].cov)
 
 
 def _layer(seed=0, out=16, d=24, n=4000, density=0.5):

@@ -25,6 +25,7 @@ from squeezenet.weights.sqz_codec import SparseTensor
 CALIBRATION_BATCH = 16
 DAMP = 0.01  # of the mean input variance, added to every covariance (GPTQ's dampening)
 SYNTHETIC_DAMP = 0.2  # synthetic images are trusted less: closer to plain weight error (chosen on half A)
+OWN_CURVATURE = 0.5  # share of each last-layer row's own curvature, with real images (chosen on half A)
 
 
 def calibration_batches(calibration, model, config) -> tuple[list[torch.Tensor], str]:
@@ -101,14 +102,17 @@ def output_aware(
     with tqdm(total=total_images, desc="calibrating", unit="image", disable=not progress, leave=False) as bar:
         # the Fisher weights rows and layers against each other: only a rate or a budget needs it
         need_fisher = config.max_bytes is not None or config.rate > 0
-        stats = collect_stats(model, batches, fisher=need_fisher, on_batch=bar.update)
+        # the logits' own rows need real images: synthetic ones make few classes likely
+        last = layers[-1] if layers else None
+        own = last if calibration is not None else None
+        stats = collect_stats(model, batches, fisher=need_fisher, on_batch=bar.update, row_curvature=own)
     weights = {k: v.numpy() for k, v in source.state_dict.items()}
-    last = layers[-1] if layers else None
     chosen: dict[str, tuple[float, bool, object]] = {}
     plans = {}
     damp = SYNTHETIC_DAMP if calibration is None else DAMP
     for k in tqdm(layers, desc="preparing", unit="layer", disable=not progress, leave=False):
-        plans[k] = prepare_layer(weights[k], stats[k], damp=damp, coherence=1.0 if k == last else 0.0)
+        plans[k] = prepare_layer(weights[k], stats[k], damp=damp, coherence=1.0 if k == last else 0.0,
+                                 own_blend=OWN_CURVATURE if k == own else 0.0)  # fmt: skip
     if config.max_bytes is None:
         for k in tqdm(layers, desc="quantizing", unit="layer", disable=not progress, leave=False):
             r = quantize_layer(plans[k], tensors[k].codebook, lam=config.rate, allow_prune=config.prune,

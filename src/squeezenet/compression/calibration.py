@@ -10,6 +10,12 @@ expected KL divergence between the original and a perturbed model is about
 ``0.5 * sum_layers sum_rows fisher[r] * dw_r^T C dw_r``: one unit (nats of KL) in which
 every layer's error and every byte can be traded, whatever the layer.
 
+For the layer that makes the logits, one pooled input cannot stand for every class: the
+positions where row r is active, and the images where its class is in doubt, differ from row
+to row. With real images ``collect_stats(row_curvature=key)`` also keeps, per image i and row
+r, ``g_ri = d logit_r / d w_r`` and the weight ``p_ri (1 - p_ri)``: the exact Gauss-Newton
+curvature of row r's logit (``output_aware.own_curvature``).
+
 Three sources: images (``collect_stats``), random images shaped like the preprocessed
 inputs (``synthetic_images``), or none: ``moment_stats`` propagates per-channel means and
 variances through the network analytically (data-free).
@@ -41,6 +47,10 @@ class LayerStats:
     image_xx: np.ndarray | None = None  # (d, d) sum over images of xbar xbar^T, xbar = the image's mean column
     positions: float = 1.0  # columns per image
     images: int = 0
+    # the last layer's own curvature (``collect_stats(row_curvature=...)``): per image and output
+    # channel r, the gradient of logit r with respect to row r's weights, and p_r (1 - p_r)
+    row_grads: np.ndarray | None = None  # (images, out_channels, d) float32
+    row_weights: np.ndarray | None = None  # (images, out_channels)
 
     @property
     def mean(self) -> np.ndarray:
@@ -109,14 +119,19 @@ def collect_stats(
     max_columns: int = 65536,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    row_curvature: str | None = None,
 ) -> dict[str, LayerStats]:
     """One pass over ``batches`` (image tensors): input moments of every convolution and, with
     ``fisher``, its output Fisher. Layers with many positions use a seeded random subset of
-    at most ``max_columns`` columns per batch (moments only need a sample)."""
+    at most ``max_columns`` columns per batch (moments only need a sample). ``row_curvature``
+    names the layer whose outputs become the logits channel by channel (SqueezeNet's conv10,
+    then ReLU and pooling): its per-image, per-row logit gradients are kept too."""
     model = _calibration_copy(model)
     layers = conv_layers(model)
     gen = torch.Generator().manual_seed(seed)
     stats: dict[str, LayerStats] = {}
+    pending: dict[str, tuple] = {}  # row curvature: (columns, output, Fisher hook) of this batch
+    row_parts: list[tuple[np.ndarray, np.ndarray]] = []
     handles = []
 
     def forward_hook(key):
@@ -137,8 +152,11 @@ def collect_stats(
             s.n += scale * len(cols)
             s.image_xx += (xbar.T @ xbar).numpy()
             s.positions = per_image.shape[1]
+            handle = None
             if fisher and output.requires_grad:
-                output.register_hook(lambda g, s=s: _add_fisher(s, g))
+                handle = output.register_hook(lambda g, s=s: _add_fisher(s, g))
+            if key == row_curvature:
+                pending[key] = (per_image, output, handle)
 
         return hook
 
@@ -150,13 +168,21 @@ def collect_stats(
     try:
         for images in batches:
             images = images.float()
-            if fisher:
+            if fisher or row_curvature:
                 images = images.clone().requires_grad_(True)  # so that every output gets a gradient
                 with torch.enable_grad():
                     logits = model(images)
                     probs = logits.detach().float().softmax(1)
-                    sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]
-                    F.cross_entropy(logits.float(), sampled, reduction="sum").backward()
+                    if fisher:
+                        sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]
+                        loss = F.cross_entropy(logits.float(), sampled, reduction="sum")
+                        loss.backward(retain_graph=row_curvature is not None)
+                    if row_curvature:
+                        columns, output, handle = pending.pop(row_curvature)
+                        if handle is not None:  # the Fisher has its gradient: not the logits' sum too
+                            handle.remove()
+                        if logits.shape[1] == output.shape[1]:  # else not a channel-per-logit head: none kept
+                            row_parts.append(_row_gradients(logits, probs, columns, output))
             else:
                 with torch.no_grad():
                     model(images)
@@ -169,7 +195,21 @@ def collect_stats(
             h.remove()
     for s in stats.values():
         s.fisher /= max(s.images, 1)
+    if row_curvature and row_parts:
+        stats[row_curvature].row_grads = np.concatenate([g for g, _ in row_parts])
+        stats[row_curvature].row_weights = np.concatenate([w for _, w in row_parts])
     return stats
+
+
+def _row_gradients(logits, probs, columns, output) -> tuple[np.ndarray, np.ndarray]:
+    """(g, p (1 - p)) of one batch: ``g[i, r] = d logit_r / d w_r`` for image i, the columns
+    summed with the weight each position's output has in logit r (ReLU and pooling included).
+    A head that maps each channel to its own logit (SqueezeNet's) makes the gradient of the
+    logits' sum with respect to channel r that of logit r alone."""
+    (slope,) = torch.autograd.grad(logits.sum(), output, retain_graph=True)
+    slope = slope.reshape(slope.shape[0], slope.shape[1], -1)  # (B, O, positions)
+    grads = torch.bmm(slope.float(), columns.detach().float())  # (B, O, d)
+    return grads.numpy(), (probs * (1 - probs)).double().numpy()
 
 
 def _columns_count(module: nn.Conv2d, x: torch.Tensor) -> int:

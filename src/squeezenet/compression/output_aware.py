@@ -60,12 +60,21 @@ class LayerPlan:
 
 
 def prepare_layer(
-    weight: np.ndarray, stats: LayerStats, damp: float = 0.01, fisher_prior: float = 0.5, coherence: float = 1.0
+    weight: np.ndarray,
+    stats: LayerStats,
+    damp: float = 0.01,
+    fisher_prior: float = 0.5,
+    coherence: float = 1.0,
+    own_blend: float = 0.0,
 ) -> LayerPlan:
     """Slots, covariances and inverse factors of one layer (the expensive part, done once).
 
     ``fisher_prior`` adds that share of the layer's mean Fisher to every row: a class that no
-    calibration image made likely still matters on the images that show it."""
+    calibration image made likely still matters on the images that show it.
+
+    ``own_blend`` (with ``stats.row_grads``) gives each row a share of its own curvature
+    (``own_curvature``) beside the shared one, scaled to the shared one's trace: the rows
+    then differ in direction, not in weight, so they all take the layer's mean Fisher."""
     out = weight.shape[0]
     w2 = np.asarray(weight, dtype=np.float64).reshape(out, -1)
     mask = w2 != 0
@@ -80,6 +89,9 @@ def prepare_layer(
     if fisher.shape != (out,) or not np.any(fisher > 0):
         fisher = np.ones(out)
     fisher = (fisher + fisher_prior * fisher.mean()) / (1.0 + fisher_prior)
+    own = own_blend > 0 and stats.row_grads is not None
+    if own:
+        fisher = np.full(out, fisher.mean())
     counts = mask.sum(1)
     by_count = np.argsort(-counts, kind="stable")
     cov_t = torch.from_numpy(cov)
@@ -97,12 +109,40 @@ def prepare_layer(
         i = torch.from_numpy(idx)
         v = torch.from_numpy(valid).double()
         h = cov_t[i[:, :, None], i[:, None, :]] * v[:, :, None] * v[:, None, :]
+        if own:
+            h = blend_curvature(h, own_curvature(stats, rows, idx, valid), own_blend)
         c32 = h.float().numpy()
         diag = torch.diagonal(h, dim1=1, dim2=2)
         diag += damp * scale * v + (1.0 - v) * scale  # dampening; empty slots decoupled
         factor = _inverse_factor(h, scale).float().numpy()
         chunks.append(RowChunk(rows, idx, valid, w, factor, c32, fisher[rows]))
     return LayerPlan(tuple(weight.shape), chunks, stats.mean, float(mask.mean()), int(mask.sum()))
+
+
+def own_curvature(stats: LayerStats, rows: np.ndarray, idx: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+    """(R, s, s): each row's own curvature on its slots, ``sum_i a_ri (g_ri - m_r)(g_ri - m_r)^T``
+    with ``a_ri = p_ri (1 - p_ri)`` normalised over the images and ``m_r`` its mean of ``g``.
+
+    The shared covariance weighs every image's pooled input alike for every row; the Gauss-Newton
+    curvature of logit r weighs the images where class r is in doubt and the positions where
+    row r is active. Centred, because bias correction takes the mean shift."""
+    weights = torch.from_numpy(stats.row_weights[:, rows]).double()  # (n, R)
+    weights = weights / weights.sum(0).clamp_min(1e-300)
+    grads = torch.from_numpy(stats.row_grads[:, rows, :]).double()  # (n, R, d)
+    g = torch.gather(grads, 2, torch.from_numpy(idx)[None].expand(len(grads), -1, -1))  # (n, R, s)
+    g = g - torch.einsum("nr,nrs->rs", weights, g)[None]
+    g = g * torch.from_numpy(valid)[None]
+    weighted = (g * weights[:, :, None]).permute(1, 2, 0)  # (R, s, n)
+    return torch.bmm(weighted, g.permute(1, 0, 2))
+
+
+def blend_curvature(shared: torch.Tensor, own: torch.Tensor, share: float) -> torch.Tensor:
+    """``(1 - share) * shared + share * own``, ``own`` scaled row by row to the trace of ``shared``."""
+    trace_shared = torch.diagonal(shared, dim1=1, dim2=2).sum(1)
+    trace_own = torch.diagonal(own, dim1=1, dim2=2).sum(1)
+    scale = (trace_shared / trace_own.clamp_min(1e-300))[:, None, None]
+    blended = (1.0 - share) * shared + share * scale * own
+    return torch.where((trace_own > 0)[:, None, None], blended, shared)  # a row never active: the shared one
 
 
 @dataclass
