@@ -136,11 +136,11 @@ def cross_validate(reference, source, images: torch.Tensor, budget: int) -> tupl
     kl = {v: np.zeros(len(images)) for v in VARIANTS}
     agree = {v: np.zeros(len(images)) for v in VARIANTS}
     picks = {}
+    layers = list(conv_layers(reference))
     for fold in range(FOLDS):
         kept, held = split(images, fold)
-        last = list(conv_layers(reference))[-1]
-        stats = collect_stats(reference, batches_of(kept), fisher=True, row_curvature=last)
-        stats = {k: stats[k] for k in conv_layers(reference)}
+        stats = collect_stats(reference, batches_of(kept), fisher=True, row_curvature=layers[-1])
+        stats = {k: stats[k] for k in layers}
         for name, variant in VARIANTS.items():
             data, chosen = fit_variant(source, stats, budget, variant)
             model = build_model_from_weights(decode_sqz_bytes(data)).eval()

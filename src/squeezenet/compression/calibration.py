@@ -206,7 +206,7 @@ def _row_gradients(logits, probs, columns, output) -> tuple[np.ndarray, np.ndarr
     summed with the weight each position's output has in logit r (ReLU and pooling included).
     A head that maps each channel to its own logit (SqueezeNet's) makes the gradient of the
     logits' sum with respect to channel r that of logit r alone."""
-    (slope,) = torch.autograd.grad(logits.sum(), output, retain_graph=True)
+    (slope,) = torch.autograd.grad(logits.sum(), output)  # the batch's graph is not used again
     slope = slope.reshape(slope.shape[0], slope.shape[1], -1)  # (B, O, positions)
     grads = torch.bmm(slope.float(), columns.detach().float())  # (B, O, d)
     return grads.numpy(), (probs * (1 - probs)).double().numpy()

@@ -128,8 +128,8 @@ def own_curvature(stats: LayerStats, rows: np.ndarray, idx: np.ndarray, valid: n
     row r is active. Centred, because bias correction takes the mean shift."""
     weights = torch.from_numpy(stats.row_weights[:, rows]).double()  # (n, R)
     weights = weights / weights.sum(0).clamp_min(1e-300)
-    grads = torch.from_numpy(stats.row_grads[:, rows, :]).double()  # (n, R, d)
-    g = torch.gather(grads, 2, torch.from_numpy(idx)[None].expand(len(grads), -1, -1))  # (n, R, s)
+    grads = torch.from_numpy(stats.row_grads[:, rows, :])  # (n, R, d) float32
+    g = torch.gather(grads, 2, torch.from_numpy(idx)[None].expand(len(grads), -1, -1)).double()  # (n, R, s)
     g = g - torch.einsum("nr,nrs->rs", weights, g)[None]
     g = g * torch.from_numpy(valid)[None]
     weighted = (g * weights[:, :, None]).permute(1, 2, 0)  # (R, s, n)
