@@ -75,6 +75,26 @@ def test_huffman_beats_raw_and_is_prefix_free():
     np.testing.assert_array_equal(C.huffman_decode(C.huffman_encode(sym, lengths), lengths, len(sym)), sym)
 
 
+@pytest.mark.parametrize("n", [20, 40, 90])
+def test_huffman_lengths_stay_within_the_limit_on_fibonacci_counts(n):
+    # Fibonacci counts make the deepest Huffman tree (depth n - 1): the length limit must
+    # flatten them in a few tries (the earlier loop crept for ever on such counts)
+    fib = [1, 1]
+    while len(fib) < n:
+        fib.append(fib[-1] + fib[-2])
+    lengths = C.huffman_lengths(np.array(fib[:n], dtype=np.int64) * 3)
+    assert 0 < lengths.max() <= C.HUFFMAN_MAX_LEN and lengths.min() > 0
+    assert np.sum(2.0 ** -lengths.astype(float)) <= 1.0
+    sym = np.repeat(np.arange(n), np.minimum(fib[:n], 50))
+    np.testing.assert_array_equal(C.huffman_decode(C.huffman_encode(sym, lengths), lengths, len(sym)), sym)
+
+
+def test_huffman_lengths_refuse_more_symbols_than_the_limit_can_code():
+    with pytest.raises(C.SqzError, match="9 symbols do not fit a code of at most 3 bits"):
+        C.huffman_lengths(np.ones(9, dtype=np.int64), max_len=3)
+    assert C.huffman_lengths(np.ones(8, dtype=np.int64), max_len=3).tolist() == [3] * 8
+
+
 @pytest.mark.parametrize("scheme", ["gaps", "relidx4", "bitmask", "auto"])
 def test_position_schemes_round_trip(scheme):
     rng = np.random.default_rng(0)

@@ -291,40 +291,45 @@ def rans_decode(blob: bytes | memoryview, streams: list[RansStream], steps: int 
 
 
 def huffman_lengths(counts: np.ndarray, max_len: int = HUFFMAN_MAX_LEN) -> np.ndarray:
-    """Code lengths (0 = absent) of a Huffman code limited to ``max_len`` bits."""
+    """Code lengths (0 = absent) of a Huffman code limited to ``max_len`` bits.
+
+    A code that comes out too deep is rebuilt with every count raised to a floor share of the
+    total. The floor doubles on every try, so that by the last one all counts are equal (a
+    code of ceil(log2 n) bits): raising it by the new total alone can creep for ever on
+    Fibonacci-like counts, which rate-distortion codebooks do produce."""
     counts = np.asarray(counts, dtype=np.int64)
     present = np.flatnonzero(counts > 0)
     lengths = np.zeros(len(counts), dtype=np.uint8)
+    _check(len(present) <= 1 << max_len, f"{len(present)} symbols do not fit a code of at most {max_len} bits")
     if len(present) == 1:
         lengths[present] = 1
         return lengths
     work = counts[present].astype(np.float64)
-    while True:
-        heap = [(float(c), i, None) for i, c in enumerate(work)]
-        heapq.heapify(heap)
-        parent = {}
-        uid = len(work)
-        while len(heap) > 1:
-            c1, i1, _ = heapq.heappop(heap)
-            c2, i2, _ = heapq.heappop(heap)
-            parent[i1] = uid
-            parent[i2] = uid
-            heapq.heappush(heap, (c1 + c2, uid, None))
-            uid += 1
-        depth = {}
-
-        def get_depth(node, depth=depth, parent=parent):
-            d = 0
-            while node in parent:
-                node = parent[node]
-                d += 1
-            return d
-
-        lens = np.array([get_depth(i) for i in range(len(work))])
+    for attempt in range(max_len + 1):
+        lens = _huffman_depths(work)
         if lens.max() <= max_len:
-            lengths[present] = lens
-            return lengths
-        work = np.maximum(work, work.sum() / (1 << (max_len - 1)))  # flatten and retry
+            break
+        work = np.maximum(work, work.sum() * 2.0**attempt / (1 << (max_len - 1)))  # flatten and retry
+    lengths[present] = lens
+    return lengths
+
+
+def _huffman_depths(weights: np.ndarray) -> np.ndarray:
+    """Depth of every leaf in the Huffman tree of ``weights`` (ties broken by index)."""
+    heap = [(float(c), i) for i, c in enumerate(weights)]
+    heapq.heapify(heap)
+    parent: dict[int, int] = {}
+    uid = len(weights)
+    while len(heap) > 1:
+        c1, i1 = heapq.heappop(heap)
+        c2, i2 = heapq.heappop(heap)
+        parent[i1] = parent[i2] = uid
+        heapq.heappush(heap, (c1 + c2, uid))
+        uid += 1
+    depth = {}
+    for node in range(uid - 1, -1, -1):  # parents have larger ids: each depth is known when needed
+        depth[node] = depth[parent[node]] + 1 if node in parent else 0
+    return np.array([depth[i] for i in range(len(weights))])
 
 
 def _canonical_codes(lengths: np.ndarray) -> np.ndarray:
