@@ -43,7 +43,7 @@ from bench_compress import HOLDOUT_PERIOD, IMAGES, halves, read, source_and_refe
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import candidates_for
 from squeezenet.compression.calibrated import CALIBRATION_BATCH, DAMP, OWN_CURVATURE, fit_budget
-from squeezenet.compression.calibration import collect_stats, conv_layers
+from squeezenet.compression.calibration import calibration_copy, collect_stats, conv_layers
 from squeezenet.compression.output_aware import prepare_layer
 from squeezenet.compression.pipeline import CompressedModel, initial_tensors
 from squeezenet.compression.quantize import train_codebooks
@@ -86,13 +86,14 @@ def batches_of(images: torch.Tensor) -> list[torch.Tensor]:
     return [images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
 
 
-def fit_variant(source, reference, stats: dict, kept: torch.Tensor, budget: int, variant: dict) -> tuple[bytes, dict]:
-    """The command's budget path with the variant's settings: (file bytes, layer -> (price, pruned))."""
+def fit_variant(source, reference, stats: dict, kept: torch.Tensor, coherence: dict, budget: int,
+                variant: dict) -> tuple[bytes, dict]:  # fmt: skip
+    """The command's budget path with the variant's settings: (file bytes, layer -> (price, pruned));
+    ``coherence``: each layer's gradient coherence on ``kept``, the calibration images."""
     cfg = CompressionConfig(bits=8, method="output-aware", max_bytes=budget, prune=True)
     loaded, state, tensors, bits = initial_tensors(source, cfg)
     encode = lambda t, notes: CompressedModel(loaded.info, t, cfg, notes).encode()  # noqa: E731
     layers = [k for k in stats if k in bits]
-    coherence = gradient_coherence(reference, kept) if variant.get("other", {}).get("coherence") == "gradient" else {}
     options = {}
     for k in layers:
         last = k == layers[-1]
@@ -150,10 +151,7 @@ def gradient_coherence(reference, images: torch.Tensor, seed: int = 0) -> dict[s
     when they are independent. Used as ``prepare_layer``'s coherence, it weighs the error that
     is the same at every position of an image (the between-image covariance) by how much of the
     gradient survives summing over positions."""
-    model = copy.deepcopy(reference).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False  # gradient hooks on the convolutions' outputs need them intact
+    model = calibration_copy(reference)  # out-of-place ReLUs: the outputs' gradient hooks need them
     sums: dict[str, list[float]] = {}
 
     def forward_hook(key):
@@ -220,21 +218,21 @@ def cross_validate(reference, source, images: torch.Tensor, budget: int) -> tupl
     layers = list(conv_layers(reference))
     for fold in range(FOLDS):
         kept, held = split(images, fold)
+        coherence = gradient_coherence(reference, kept)
         stats = {}
         for name, variant in VARIANTS.items():
-            source_images = torch.cat([kept, kept.flip(-1)]) if variant.get("stats") == "mirrored" else kept
             kind = variant.get("stats", "plain")
             if kind not in stats:
-                found = collect_stats(reference, batches_of(source_images), fisher=True, row_curvature=layers[-1])
+                seen = torch.cat([kept, kept.flip(-1)]) if kind == "mirrored" else kept
+                found = collect_stats(reference, batches_of(seen), fisher=True, row_curvature=layers[-1])
                 stats[kind] = {k: found[k] for k in layers}
-            data, chosen = fit_variant(source, reference, stats[kind], kept, budget, variant)
+            data, chosen = fit_variant(source, reference, stats[kind], kept, coherence, budget, variant)
             model = build_model_from_weights(decode_sqz_bytes(data)).eval()
             kl[name][held], agree[name][held] = kl_per_image(reference, model, images[held])
             print(f"{budget:,} fold {fold} {name}: {len(data):,} B, KL {kl[name][held].mean():.4f}", flush=True)
             if fold == FOLDS - 1:
                 picks[name] = chosen
-    coherence = gradient_coherence(reference, split(images, FOLDS - 1)[0])
-    return {"kl": kl, "agree": agree}, picks, coherence
+    return {"kl": kl, "agree": agree}, picks, coherence  # the last fold's coherence: fold 4, the command's
 
 
 def function_matching(wide: torch.Tensor, crop: int, batch: int, seed: int = 0) -> Iterator[torch.Tensor]:

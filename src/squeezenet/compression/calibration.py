@@ -99,7 +99,7 @@ def _columns(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
 
-def _calibration_copy(model: nn.Module) -> nn.Module:
+def calibration_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy whose ReLUs work out of place (gradient hooks on outputs need them)."""
     model = copy.deepcopy(model).float().eval()
     for m in model.modules():
@@ -126,7 +126,7 @@ def collect_stats(
     at most ``max_columns`` columns per batch (moments only need a sample). ``row_curvature``
     names the layer whose outputs become the logits channel by channel (SqueezeNet's conv10,
     then ReLU and pooling): its per-image, per-row logit gradients are kept too."""
-    model = _calibration_copy(model)
+    model = calibration_copy(model)
     layers = conv_layers(model)
     gen = torch.Generator().manual_seed(seed)
     stats: dict[str, LayerStats] = {}
