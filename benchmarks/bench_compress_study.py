@@ -28,7 +28,7 @@ import argparse
 import copy
 import dataclasses
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +86,23 @@ def batches_of(images: torch.Tensor) -> list[torch.Tensor]:
     return [images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)]
 
 
-def fit_variant(source, reference, stats: dict, kept: torch.Tensor, coherence: dict, budget: int,
-                variant: dict) -> tuple[bytes, dict]:  # fmt: skip
-    """The command's budget path with the variant's settings: (file bytes, layer -> (price, pruned));
-    ``coherence``: each layer's gradient coherence on ``kept``, the calibration images."""
+@dataclasses.dataclass
+class Fit:
+    """The command's budget path, stopped before writing: each layer's picked candidate and what
+    re-encoding needs (the file's other tensors, the float weights, bits, the encoder)."""
+
+    picked: dict
+    tensors: dict
+    state: dict
+    bits: dict
+    config: CompressionConfig
+    encode: Callable[[dict, dict], tuple[bytes, dict]]
+
+
+def fit_picks(source, reference, stats: dict, kept: torch.Tensor, coherence: dict, budget: int,
+              variant: dict) -> Fit:  # fmt: skip
+    """The command's budget path with the variant's settings; ``coherence``: each layer's gradient
+    coherence on ``kept``, the calibration images."""
     cfg = CompressionConfig(bits=8, method="output-aware", max_bytes=budget, prune=True)
     loaded, state, tensors, bits = initial_tensors(source, cfg)
     encode = lambda t, notes: CompressedModel(loaded.info, t, cfg, notes).encode()  # noqa: E731
@@ -108,7 +121,14 @@ def fit_variant(source, reference, stats: dict, kept: torch.Tensor, coherence: d
         weights = measured_weights(reference, picked, kept[:MEASURE_IMAGES])
         options = {k: [_weighed(c, weights[k]) for c in v] for k, v in options.items()}
         picked = fit_budget(encode, tensors, options, cfg, {}, 0)
-    return encode(with_picked(tensors, picked), {})[0], {k: (c.lam, c.prune) for k, c in picked.items()}
+    return Fit(picked, tensors, state, bits, cfg, encode)
+
+
+def fit_variant(source, reference, stats: dict, kept: torch.Tensor, coherence: dict, budget: int,
+                variant: dict) -> tuple[bytes, dict]:  # fmt: skip
+    """(file bytes, layer -> (price, pruned)) of ``fit_picks``."""
+    fit = fit_picks(source, reference, stats, kept, coherence, budget, variant)
+    return fit.encode(with_picked(fit.tensors, fit.picked), {})[0], {k: (c.lam, c.prune) for k, c in fit.picked.items()}
 
 
 def with_picked(tensors: dict, picked: dict) -> dict:
@@ -395,21 +415,36 @@ def uncropped(pre):
     return dataclasses.replace(pre, crop=max(pre.resize) if isinstance(pre.resize, tuple) else pre.resize)
 
 
+def half_a_images(tiny: bool):
+    """(weights file, its model, half A's paths, half A's images as the weights expect them), on 2
+    threads; None, after one line on stderr, when the data is missing."""
+    torch.set_num_threads(2)
+    found = source_and_reference(tiny)
+    if found is None:
+        return None
+    source, reference = found
+    half_a, _ = halves(IMAGES, 20 if tiny else None)
+    images, _ = read(half_a, reference.weights_info, labelled=False)
+    return source, reference, half_a, images
+
+
+def tiny_budget(source) -> int:
+    """A --tiny run's budget: 3 % below the tiny model's 8-bit file."""
+    return int(0.97 * len(compress(source, CompressionConfig(bits=8)).to_bytes()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=int, nargs="*", default=list(BUDGETS), help="--max-bytes to study")
     add_tiny_option(ap)
     args = ap.parse_args()
-    torch.set_num_threads(2)
     tiny = args.tiny is not None
-    found = source_and_reference(tiny)
+    found = half_a_images(tiny)
     if found is None:
         return 1
-    source, reference = found
-    half_a, _ = halves(IMAGES, 20 if tiny else None)
-    images, _ = read(half_a, reference.weights_info, labelled=False)
+    source, reference, half_a, images = found
     wide, _ = read(half_a, reference.weights_info, labelled=False, pre=uncropped(reference.weights_info.preprocessing))
-    budgets = [int(0.97 * len(compress(source, CompressionConfig(bits=8)).to_bytes()))] if tiny else args.budgets
+    budgets = [tiny_budget(source)] if tiny else args.budgets
     results = {}
     for budget in budgets:
         cm = command_fit(source, images, budget)

@@ -79,6 +79,19 @@ DENSITY_PRESETS: dict[str, dict[str, float]] = {
 }
 
 
+def provenance(weights: Path) -> str:
+    """How ``--weights`` was trained, from the ``config.json`` the training engine writes beside
+    a run's weights: the figures of a compressed model mean little without its training."""
+    config = weights.parent / "config.json"
+    try:
+        c = json.loads(config.read_text())
+        start = f"from `{c['weights']}`" if c.get("weights") else "from scratch"
+        return (f"`squeezenet train` in `{weights.parent}`: data `{c['data']}`, {c['epochs']} epochs, "
+                f"recipe {c.get('recipe') or 'default'}, {start}")  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return "given (--weights; no training run's config.json beside it)"
+
+
 def layer_kind(name: str, names: list[str]) -> str:
     for kind in ("squeeze", "expand1x1", "expand3x3"):
         if f".{kind}." in name:
@@ -332,7 +345,7 @@ def main() -> int:
     t0 = time.perf_counter()
     if args.weights:
         fp32_path = Path(args.weights)
-        trained_by = "given (--weights)"
+        trained_by = provenance(fp32_path)
     else:
         fp32_path = train_base(args, work)
         trained_by = "this run"

@@ -25,6 +25,7 @@ RESULT_ORDER = (
     "gpu",
     "compress",
     "compress_study",
+    "compress_sequential",
     "compress_trained",
     "train_throughput",
     "train_cifar10",

@@ -28,6 +28,7 @@ TINY_RUNS = {
     "bench_compress.py": ([], "compress"),
     "bench_compress_trained.py": ([], "compress_trained"),
     "bench_compress_study.py": ([], "compress_study"),
+    "bench_compress_sequential.py": ([], "compress_sequential"),
 }
 COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
 
@@ -68,3 +69,20 @@ def test_tiny_run_writes_its_results_elsewhere(script, tmp_path):
     payload = json.loads((tmp_path / "out" / f"{name}.json").read_text())
     assert payload and (tmp_path / "out" / f"{name}.md").read_text().startswith("# ")
     assert _digest(RESULTS) == before, "a --tiny run must not touch the recorded results"
+
+
+def test_compressed_figures_name_how_the_given_weights_were_trained(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from bench_compress_trained import provenance
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"data": "elpv:4", "epochs": 12, "recipe": "modern", "weights": "release.net"}
+    (run / "config.json").write_text(json.dumps(config))
+    said = provenance(run / "last.safetensors")
+    assert "data `elpv:4`, 12 epochs, recipe modern, from `release.net`" in said
+    (run / "config.json").write_text("{not json")
+    assert "no training run's config.json" in provenance(run / "last.safetensors")
+    assert "no training run's config.json" in provenance(tmp_path / "elsewhere.safetensors")
