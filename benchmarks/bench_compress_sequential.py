@@ -49,7 +49,7 @@ from bench_compress_study import (
     with_picked,
 )
 from squeezenet.compression.calibrated import DAMP, OWN_CURVATURE
-from squeezenet.compression.calibration import LayerStats, _columns, calibration_copy, collect_stats, conv_layers
+from squeezenet.compression.calibration import LayerStats, calibration_copy, collect_stats, conv_layers, patch_columns
 from squeezenet.compression.output_aware import prepare_layer, quantize_layer
 from squeezenet.compression.quantize import compact
 from squeezenet.weights import build_model_from_weights
@@ -96,8 +96,8 @@ def paired_moments(reference, quantized, key: str, batches, coherence: float, fl
     gen = torch.Generator().manual_seed(seed)
     acc: dict = {}
     for images in batches:
-        cols_f = _columns(module, layer_input(reference, name, images))
-        cols_q = _columns(module, layer_input(quantized, name, images))
+        cols_f = patch_columns(module, layer_input(reference, name, images))
+        cols_q = patch_columns(module, layer_input(quantized, name, images))
         positions = len(cols_f) // len(images)
         mean_f = cols_f.reshape(len(images), positions, -1).mean(1).double()
         mean_q = cols_q.reshape(len(images), positions, -1).mean(1).double()
@@ -140,14 +140,13 @@ def refit_sequential(reference, fit: Fit, stats: dict, batches, aim: bool) -> di
     """The fit's tensors with every layer re-quantized in network order at its picked price and
     pruning, on the inputs the quantized layers before it give."""
     quantized = calibration_copy(reference)
-    float_model = calibration_copy(reference)
     state = {k: v.clone() for k, v in quantized.state_dict().items()}
     tensors = dict(fit.tensors)
     layers = list(fit.picked)
     for k in layers:
         last = k == layers[-1]
         coherence = 1.0 if last else 0.0  # as the command
-        inputs, cross, mean_f = paired_moments(float_model, quantized, k, batches, coherence, stats[k])
+        inputs, cross, mean_f = paired_moments(reference, quantized, k, batches, coherence, stats[k])
         weight = fit.state[k].numpy()
         target = aimed_at_float(weight, inputs.hessian(coherence), cross, DAMP) if aim else weight
         plan = prepare_layer(target.astype(np.float32), inputs, damp=DAMP, coherence=coherence,

@@ -91,7 +91,7 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
     return out
 
 
-def _columns(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def patch_columns(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B * L, C * kh * kw): the patches the convolution multiplies, as rows."""
     if module.kernel_size == (1, 1) and module.stride == (1, 1) and module.padding in ((0, 0), 0):
         return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
@@ -137,7 +137,7 @@ def collect_stats(
     def forward_hook(key):
         def hook(module, inputs, output):
             x = inputs[0].detach().float()
-            cols = _columns(module, x)
+            cols = patch_columns(module, x)
             per_image = cols.reshape(x.shape[0], -1, cols.shape[1])
             xbar = per_image.mean(1).double()
             if len(cols) > max_columns:
