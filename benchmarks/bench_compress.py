@@ -268,7 +268,7 @@ def targets(rows: list[dict], load: dict) -> list[dict]:
         target = f">= {need:.0%}"
         if budget == 400_000 and row.get("top1") is not None:
             ok = ok and row["top1"] >= release["top1"]
-            measured += f", top-1 {_pct(row['top1'])} (release {_pct(release['top1'])})"
+            measured += f", top-1 {_pct(row['top1'])} (release {_pct(release['top1'])}; {_change(row)})"
             target += ", top-1 >= the release's"
         measured += f" in {row['compress_s']:.0f} s"
         out.append(_check(f"`--data` (unlabelled) `--max-bytes {budget:,}`", measured, target, ok))
@@ -277,6 +277,16 @@ def targets(rows: list[dict], load: dict) -> list[dict]:
                           f"(max {t['max_ms']}, {t['repeats']} loads)", f"< {LOAD_TARGET_MS:.0f} ms",
                           t["median_ms"] < LOAD_TARGET_MS))  # fmt: skip
     return out
+
+
+def _change(row: dict) -> str:
+    """The top-1 change image by image: a few images either way is what a coin toss gives."""
+    return (f"{row['top1_lost']} images lost, {row['top1_gained']} gained, "
+            f"exact McNemar p = {row['top1_change_p']:.2f}")  # fmt: skip
+
+
+def _lost_gained(row: dict) -> str:
+    return "" if row.get("top1_lost") is None else f"{row['top1_lost']} / {row['top1_gained']}"
 
 
 def _check(check: str, measured: str, target: str, ok: bool) -> dict:
@@ -301,13 +311,20 @@ def render(p: dict, tables: dict) -> str:
         "|---|---|---|---|",
         *(f"| {t['check']} | {t['measured']} | {t['target']} | {t['verdict']} |" for t in p["targets"]),
         "",
-        "| setting | bytes | top-1 agreement | mean KL | top-1 | top-5 | compress s |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | bytes | top-1 agreement | mean KL | top-1 | top-1 lost / gained | top-5 | compress s |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         md.append(f"| {r['setting']} | {r['bytes']:,} | {_pct(r['top1_agreement'])} | {r['mean_kl']:.4f} | "
-                  f"{_pct(r.get('top1'))} | {_pct(r.get('top5'))} | {r.get('compress_s', '')} |")  # fmt: skip
-    md += ["", f"Each figure rests on {n} images of half B. The curve: `compress.png`.", ""]
+                  f"{_pct(r.get('top1'))} | {_lost_gained(r)} | {_pct(r.get('top5'))} | "
+                  f"{r.get('compress_s', '')} |")  # fmt: skip
+    md += [
+        "",
+        f"Each figure rests on {n} images of half B. Top-1 lost / gained: images the release classifies "
+        "right and the compressed model wrong, and the other way round (the top-1 change is their difference "
+        "over the images). The curve: `compress.png`.",
+        "",
+    ]
     md += parts_table(rows)
     md += ["", "<!-- details -->"]
     md += ["## Lossless savings of format version 2 (the 8-bit file, same values)", "",

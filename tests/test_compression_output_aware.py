@@ -293,6 +293,7 @@ def test_cli_compress_with_unlabelled_data_and_a_budget(tmp_path):
     r = run_cli("eval", "-w", str(out), "--data", str(_labelled(tmp_path)), "--reference", str(TINY), "-j", "0")
     assert r.returncode == 0, r.stderr
     assert "against " in r.stdout and "top-1 agreement" in r.stdout and "mean KL" in r.stdout
+    assert " lost, " in r.stdout and "gained, McNemar p = " in r.stdout
 
 
 def _labelled(tmp_path):

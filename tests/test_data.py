@@ -194,3 +194,20 @@ def test_folders_and_datasets(tmp_path):
     (tmp_path / "empty" / "cls").mkdir()
     with pytest.raises(DataError, match="hold no image files"):
         scan_class_folders(tmp_path / "empty")
+
+
+def test_linked_folders_are_followed_once(tmp_path):
+    """A subset made of links to class folders is read; a link back to a parent cannot loop."""
+    real = tmp_path / "real"
+    for name in ("cat", "dog"):
+        (real / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(real / name / f"{name}.png")
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    (subset / "cat").symlink_to(real / "cat", target_is_directory=True)
+    (subset / "cat_again").symlink_to(real / "cat", target_is_directory=True)
+    (real / "cat" / "loop").symlink_to(subset, target_is_directory=True)
+    assert [p.relative_to(subset).as_posix() for p in find_images([subset])] == ["cat/cat.png"]
+    classes, samples = scan_class_folders(subset)
+    assert classes == ["cat", "cat_again"]
+    assert sorted(c for _, c in samples) == ["cat", "cat_again"]

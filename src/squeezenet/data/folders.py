@@ -6,7 +6,8 @@ drops and counts them, and the caller reports which files were skipped and why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,25 @@ from squeezenet.data.images import is_image_path, load_image
 from squeezenet.errors import DataError, ImageError
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder``, sorted; linked folders are followed (a folder of
+    links to class folders is a common way to make a subset), each real folder once, so that
+    a link back to a parent cannot loop."""
+    return sorted(p for p in _walk_files(folder) if is_image_path(p))
+
+
+def _walk_files(folder: Path) -> Iterator[Path]:
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield from (Path(top) / f for f in files if os.path.isfile(os.path.join(top, f)))
+
+
 def find_images(paths: Sequence[str | Path]) -> list[Path]:
     """Expand files and folders (recursively) into a sorted list of image files."""
     found: list[Path] = []
@@ -25,7 +45,7 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
         if not path.exists():
             raise DataError(f"{path}: no such file or directory")
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            images = image_files(path)
             if not images:
                 raise DataError(f"{path}: folder holds no image files")
             found.extend(images)
@@ -42,9 +62,7 @@ def scan_class_folders(root: str | Path) -> tuple[list[str], list[tuple[Path, st
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"{root}: expected one sub-folder per class, found none")
-    samples = [
-        (p, name) for name in classes for p in sorted((root / name).rglob("*")) if p.is_file() and is_image_path(p)
-    ]
+    samples = [(p, name) for name in classes for p in image_files(root / name)]
     if not samples:
         raise DataError(f"{root}: the class folders hold no image files")
     return classes, samples

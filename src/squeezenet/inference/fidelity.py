@@ -8,6 +8,7 @@ predicted distributions measure the change itself, and need no labels at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,18 @@ class Fidelity:
     reference_top1: float | None = None
     top5: float | None = None
     reference_top5: float | None = None
+    lost: int = 0  # labelled images the reference gets right and the model wrong
+    gained: int = 0  # and the other way round: the top-1 change is (gained - lost) / n
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def top1_change_p(self) -> float | None:
+        """Two-sided exact McNemar p-value of the top-1 change (with labels): how often a
+        model whose changed predictions land right or wrong by a coin toss would differ
+        from the reference at least this much on these images."""
+        if self.top1 is None:
+            return None
+        return sign_test_p(self.lost, self.gained)
 
     def to_dict(self) -> dict:
         return {
@@ -42,14 +54,27 @@ class Fidelity:
             "reference_top1": self.reference_top1,
             "top5": self.top5,
             "reference_top5": self.reference_top5,
+            "top1_lost": self.lost if self.top1 is not None else None,
+            "top1_gained": self.gained if self.top1 is not None else None,
+            "top1_change_p": self.top1_change_p,
             "skipped": len(self.skipped),
         }
 
     def summary(self) -> str:
         line = f"top-1 agreement {self.agreement:.2%}, mean KL {self.mean_kl:.4f} nats on {self.n} images"
         if self.top1 is not None and self.reference_top1 is not None:
-            line += f" (top-1 {self.top1:.2%} vs reference {self.reference_top1:.2%})"
+            line += (f" (top-1 {self.top1:.2%} vs reference {self.reference_top1:.2%}: {self.lost} lost, "
+                     f"{self.gained} gained, McNemar p = {self.top1_change_p:.2f})")  # fmt: skip
         return line
+
+
+def sign_test_p(lost: int, gained: int) -> float:
+    """Two-sided exact binomial (sign) test of ``lost`` against ``gained`` at one half each."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(lost, gained) + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 class _Sums:
@@ -58,6 +83,7 @@ class _Sums:
         self.kl = 0.0
         self.labelled = 0
         self.hits = [0, 0, 0, 0]  # model top-1, reference top-1, model top-5, reference top-5
+        self.lost = self.gained = 0
 
     def update(self, logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor | None) -> None:
         logits, ref_logits = logits.float(), ref_logits.float()
@@ -68,10 +94,14 @@ class _Sums:
         self.n += len(logits)
         if targets is not None and len(targets) and int(targets.min()) >= 0:
             k = min(5, logits.shape[1])
+            right = []
             for i, lg in enumerate((logits, ref_logits)):
                 top = lg.topk(k, dim=1).indices
-                self.hits[i] += int((top[:, 0] == targets).sum())
+                right.append(top[:, 0] == targets)
+                self.hits[i] += int(right[-1].sum())
                 self.hits[2 + i] += int((top == targets[:, None]).any(1).sum())
+            self.lost += int((right[1] & ~right[0]).sum())
+            self.gained += int((right[0] & ~right[1]).sum())
             self.labelled += len(targets)
 
     def result(self, num_classes: int, skipped: list[str]) -> Fidelity:
@@ -79,6 +109,7 @@ class _Sums:
         out = Fidelity(self.n, self.agree / n, self.kl / n, skipped=skipped)
         if self.labelled:
             out.top1, out.reference_top1 = self.hits[0] / self.labelled, self.hits[1] / self.labelled
+            out.lost, out.gained = self.lost, self.gained
             if num_classes > 5:
                 out.top5, out.reference_top5 = self.hits[2] / self.labelled, self.hits[3] / self.labelled
         return out
