@@ -34,17 +34,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_tiny_option, machine, write_results
+from _common import machine, write_results
 from bench_compress_study import (
     FOLDS,
     Fit,
     batches_of,
     fit_picks,
-    half_a_images,
+    fold_run,
     kl_per_image,
     paired,
     split,
-    tiny_budget,
     variant_table,
     with_picked,
 )
@@ -219,16 +218,11 @@ def render(p: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)), help="folds of half A to score")
-    add_tiny_option(ap)
-    args = ap.parse_args()
-    tiny = args.tiny is not None
-    found = half_a_images(tiny)
-    if found is None:
+    run = fold_run(ap, BUDGET)
+    if run is None:
         return 1
-    source, reference, _, images = found
-    budget = tiny_budget(source) if tiny else BUDGET
-    folds = [FOLDS - 1] if tiny else sorted(set(args.folds))
+    args, source, reference, images, budget, folds = run
+    tiny = args.tiny is not None
     t0 = time.perf_counter()
     scores, sizes = cross_validate(reference, source, images, budget, folds)
     base_kl, base_agree = next(iter(scores.values()))

@@ -428,6 +428,29 @@ def half_a_images(tiny: bool):
     return source, reference, half_a, images
 
 
+def half_a_run(ap: argparse.ArgumentParser, folds: bool = False):
+    """The half-A scripts' start: ``--tiny`` (and ``--folds``) added and parsed, half A loaded.
+    (args, weights file, its model, half A's paths, images); None when the data is missing."""
+    if folds:
+        ap.add_argument("--folds", type=int, nargs="*", default=list(range(FOLDS)), help="folds of half A to score")
+    add_tiny_option(ap)
+    args = ap.parse_args()
+    found = half_a_images(args.tiny is not None)
+    return None if found is None else (args, *found)
+
+
+def fold_run(ap: argparse.ArgumentParser, budget: int):
+    """``half_a_run`` with ``--folds``, for the cross-validating scripts: (args, weights file, its
+    model, images, budget, folds); a --tiny run gets a tiny budget and the command's fold only."""
+    run = half_a_run(ap, folds=True)
+    if run is None:
+        return None
+    args, source, reference, _, images = run
+    if args.tiny is not None:
+        return args, source, reference, images, tiny_budget(source), [FOLDS - 1]
+    return args, source, reference, images, budget, sorted(set(args.folds))
+
+
 def tiny_budget(source) -> int:
     """A --tiny run's budget: 3 % below the tiny model's 8-bit file."""
     return int(0.97 * len(compress(source, CompressionConfig(bits=8)).to_bytes()))
@@ -436,13 +459,11 @@ def tiny_budget(source) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=int, nargs="*", default=list(BUDGETS), help="--max-bytes to study")
-    add_tiny_option(ap)
-    args = ap.parse_args()
-    tiny = args.tiny is not None
-    found = half_a_images(tiny)
-    if found is None:
+    run = half_a_run(ap)
+    if run is None:
         return 1
-    source, reference, half_a, images = found
+    args, source, reference, half_a, images = run
+    tiny = args.tiny is not None
     wide, _ = read(half_a, reference.weights_info, labelled=False, pre=uncropped(reference.weights_info.preprocessing))
     budgets = [tiny_budget(source)] if tiny else args.budgets
     results = {}

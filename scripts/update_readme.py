@@ -26,6 +26,7 @@ RESULT_ORDER = (
     "compress",
     "compress_study",
     "compress_sequential",
+    "compress_scaling",
     "compress_trained",
     "train_throughput",
     "train_cifar10",

@@ -29,6 +29,7 @@ TINY_RUNS = {
     "bench_compress_trained.py": ([], "compress_trained"),
     "bench_compress_study.py": ([], "compress_study"),
     "bench_compress_sequential.py": ([], "compress_sequential"),
+    "bench_compress_scaling.py": ([], "compress_scaling"),
 }
 COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
 

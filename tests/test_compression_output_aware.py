@@ -332,3 +332,13 @@ def test_cli_data_folder_without_a_readable_image(capsys, tmp_path):
         assert rc == 1 and message in stderr and "Traceback" not in stderr, stderr
         errors = [line for line in stderr.splitlines() if line.startswith("squeezenet: error:")]
         assert len(errors) == 1 and not out.exists()
+
+
+def test_cli_too_few_images_to_hold_back(capsys, tmp_path):
+    """One image calibrates; the fidelity line says it was not measured rather than scoring on it."""
+    out = tmp_path / "t.sqz"
+    rc, stdout, stderr = _cli(capsys, "compress", "-w", TINY, "-o", out, "--data", _image_folder(tmp_path / "one", n=1),
+                              "--unlabelled")  # fmt: skip
+    assert rc == 0 and out.exists(), stderr
+    assert "output-aware: 1 calibration image)" in stdout
+    assert "fidelity: not measured (--data has too few images to hold any back)" in stdout

@@ -39,7 +39,7 @@ def calibration_batches(calibration, model, config) -> tuple[list[torch.Tensor],
         note = f"{len(images)} synthetic images (no data)"
     else:
         images = calibration if isinstance(calibration, torch.Tensor) else torch.cat(list(calibration))
-        note = f"{len(images)} calibration images"
+        note = f"{len(images)} calibration image{'' if len(images) == 1 else 's'}"
     if len(images) == 0:
         raise ModelError("calibration needs at least one image")
     return [images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)], note
