@@ -27,6 +27,7 @@ from _common import machine, write_results
 from bench_compress_study import (
     FOLDS,
     fold_run,
+    header,
     kl_per_image,
     paired,
     split,
@@ -83,13 +84,13 @@ def slope(rows: dict, sizes: list[int]) -> float | None:
 
 
 def render(p: dict) -> str:
-    m = p["machine"]
     md = [
-        "# Calibration images against the error of a tight budget (half A only)",
-        "",
-        f"Command: `python benchmarks/bench_compress_scaling.py{' --tiny' if p['tiny'] else ''}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}; {p['seconds'] / 60:.0f} min",
-        "",
+        *header(
+            "Calibration images against the error of a tight budget (half A only)",
+            __file__,
+            p,
+            f"; {p['seconds'] / 60:.0f} min",
+        ),
         f"`compress --max-bytes {p['budget']:,}` as the command runs it, calibrated on nested subsets of each "
         f"fold's calibration images (folds {', '.join(map(str, p['folds']))} of half A, each fifth held back in "
         f"turn); every figure rests on the same {p['scored']} held-back images, paired against the largest size "

@@ -41,6 +41,7 @@ from bench_compress_study import (
     batches_of,
     fit_picks,
     fold_run,
+    header,
     kl_per_image,
     paired,
     split,
@@ -193,14 +194,13 @@ def cross_validate(reference, source, images: torch.Tensor, budget: int, folds: 
 
 
 def render(p: dict) -> str:
-    m = p["machine"]
     folds = ", ".join(str(f) for f in p["folds"])
     lines = [
-        "# Sequential quantization at a tight budget (half A): quantized inputs, float outputs as the target",
-        "",
-        f"Command: `python benchmarks/bench_compress_sequential.py{' --tiny' if p['tiny'] else ''}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}",
-        "",
+        *header(
+            "Sequential quantization at a tight budget (half A): quantized inputs, float outputs as the target",
+            __file__,
+            p,
+        ),
         f"Images: half A of `bench_compress`'s split only ({p['images']} images; half B is not read). "
         f"`--max-bytes {p['budget']:,}`, folds {folds} of `bench_compress_study` (each fifth held back in turn, "
         f"the other four fifths calibrate): {p['scored']} held-back images, paired with the command's fit.",

@@ -376,14 +376,25 @@ def distillation_table(d: dict) -> list[str]:
     return out
 
 
-def render(p: dict) -> str:
+def header(title: str, script: str, p: dict, after_date: str = "") -> list[str]:
+    """The half-A results' first lines: title, the command that wrote them, the machine."""
     m = p["machine"]
+    return [
+        f"# {title}",
+        "",
+        f"Command: `python benchmarks/{Path(script).name}{' --tiny' if p['tiny'] else ''}`  ",
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}{after_date}",
+        "",
+    ]
+
+
+def render(p: dict) -> str:
     lines = [
-        "# A tight byte budget on half A: where the error comes from, what changing the estimate or distilling gives",
-        "",
-        f"Command: `python benchmarks/bench_compress_study.py{' --tiny' if p['tiny'] else ''}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}",
-        "",
+        *header(
+            "A tight byte budget on half A: where the error comes from, what changing the estimate or distilling gives",
+            __file__,
+            p,
+        ),
         f"Images: half A of `bench_compress`'s split only ({p['images']} images, one per class); half B is not read.",
         "",
     ]

@@ -33,7 +33,7 @@ def _walk_files(folder: Path) -> Iterator[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs.sort()
+        dirs.sort()  # of two links to one folder, the first in name order is the one read
         yield from (Path(top) / f for f in files if os.path.isfile(os.path.join(top, f)))
 
 
