@@ -394,6 +394,7 @@ def test_batcher_refuses_beyond_its_queue_and_passes_engine_errors_to_every_call
     [
         ({"max_batch": 0}, "max-batch must lie in [1, 256], got 0"),
         ({"read_timeout": 0}, "read-timeout must be positive"),
+        ({"keep_alive": -1}, "keep-alive must be positive"),
         ({"browser_model": "int8"}, "needs --calibration"),
         ({"browser_model": "fp16"}, "browser-model must be one of"),
         ({"token": "short"}, "at least 8 characters"),
@@ -415,6 +416,8 @@ def test_defaults_are_safe():
 def test_cli_serve_usage_errors_are_one_line():
     proc = run_cli("serve", "-w", "x.net", "--max-batch", "0")
     assert proc.returncode == 2 and "argument --max-batch: must lie in [1, 256], got 0" in proc.stderr
+    proc = run_cli("serve", "-w", "x.net", "--keep-alive", "0")
+    assert proc.returncode == 2 and "argument --keep-alive: must be positive, got 0" in proc.stderr
     proc = run_cli("serve", "-w", "x.net", "--browser-model", "int8")
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
@@ -577,6 +580,29 @@ def test_a_slow_client_gets_408_and_does_not_block_others(server):
     assert json.loads(body)["error"]["kind"] == "read_timeout"
     assert "did not arrive within 1 s" in json.loads(body)["error"]["message"]
     assert_still_serving(server)
+
+
+@pytest.mark.slow
+def test_a_kept_alive_connection_idle_past_clients_expiry_is_still_answered(server):
+    """httpx keeps an idle connection 5 s, the very time uvicorn closed it by default: a request
+    sent on it as the server closed it was lost (a ReadError during a model swap, when the event
+    loop lags). The server must keep an idle connection longer than its clients do."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        replies = []
+        for pause in (0, 6):  # 6 s: past httpx's expiry and uvicorn's default, short of --keep-alive's
+            time.sleep(pause)
+            connection.request("POST", "/v1/classify", jpeg(CONFIDENT[0][0]), {"Content-Type": "image/jpeg"})
+            replies.append(connection.getresponse())
+            replies[-1].read()
+            if pause == 0:
+                first_socket = connection.sock
+        assert [r.status for r in replies] == [200, 200]
+        assert connection.sock is first_socket  # the same connection, not a new one
+    finally:
+        connection.close()
 
 
 @pytest.mark.slow

@@ -88,6 +88,13 @@ def add_parser(sub) -> None:
         help="seconds a client may take to send its body (default 10)",
     )
     p.add_argument(
+        "--keep-alive",
+        type=ranged(BOUNDS["keep_alive"]),
+        default=defaults.keep_alive,
+        help="seconds an idle connection stays open; keep it above the idle timeout of the clients or "
+        "proxy in front (default 75)",
+    )
+    p.add_argument(
         "--max-queue",
         type=ranged(BOUNDS["max_queue"]),
         default=defaults.max_queue,
@@ -145,6 +152,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_weights_bytes=int(args.max_weights_mb * MEBIBYTE),
         max_pixels=args.max_pixels,
         read_timeout=args.read_timeout,
+        keep_alive=args.keep_alive,
         max_queue=args.max_queue,
         max_connections=args.max_connections,
         browser_model=args.browser_model,

@@ -34,6 +34,7 @@ BOUNDS = {
     "max_weights_bytes": Bounds(1, integer=True),
     "max_pixels": Bounds(1, integer=True),
     "read_timeout": Bounds(0, low_open=True),
+    "keep_alive": Bounds(0, low_open=True),
     "max_queue": Bounds(1, integer=True),
     "max_connections": Bounds(1, integer=True),
     "watch_interval": Bounds(0, low_open=True),
@@ -60,6 +61,10 @@ class ServeConfig:
     max_weights_bytes: int = 64 * MEBIBYTE
     max_pixels: int = 24_000_000
     read_timeout: float = 10.0
+    # An idle connection is closed after this many seconds. Longer than clients keep theirs (httpx 5 s,
+    # aiohttp 15 s, a proxy's upstream pool often 60 s): a server that closes first races a client
+    # reusing the connection, and the request sent into the closing socket is lost (docs/serving.md)
+    keep_alive: float = 75.0
     max_queue: int = 256
     max_connections: int = 512
     browser_model: str = "w8a32"

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from squeezenet.serving.config import ServeConfig
 
-KEEP_ALIVE_SECONDS = 5
-
 
 def serve(config: ServeConfig) -> None:
     """Run until interrupted. Binds ``config.host`` (127.0.0.1 unless told otherwise)."""
@@ -39,7 +37,7 @@ def serve(config: ServeConfig) -> None:
             port=config.port,
             log_level="warning",
             access_log=False,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            timeout_keep_alive=config.keep_alive,
             limit_concurrency=config.max_connections,
         )
     finally:
