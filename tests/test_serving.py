@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,28 +40,26 @@ CONFIDENT = [
 
 
 # ---------------------------------------------------------------- a real server in a subprocess
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
-    """``squeezenet serve ARGS`` on a free port of 127.0.0.1, waited for until /healthz answers."""
+    """``squeezenet serve --port 0 ARGS``: the port the server got is read from its start-up line
+    (no free port guessed beforehand that another process could take); then /healthz is awaited."""
 
     def __init__(self, *args: str, startup: float = 240.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port, self.url = None, None
         self.log = tempfile.NamedTemporaryFile(prefix="serve-", suffix=".log", delete=False)  # noqa: SIM115
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "squeezenet.cli.main", "serve", "--port", str(self.port), *args]
+        command = [sys.executable, "-m", "squeezenet.cli.main", "serve", "--port", "0", *args]
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + startup
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"the server exited ({self.proc.returncode}): {self.output()}")
+            started = re.search(r"^squeezenet serve: http://127\.0\.0\.1:(\d+)/", self.output(), re.MULTILINE)
+            if started and self.port is None:
+                self.port = int(started.group(1))
+                self.url = f"http://127.0.0.1:{self.port}"
             try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if self.url and httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -425,10 +424,23 @@ def test_cli_serve_usage_errors_are_one_line():
     )
 
 
+def test_cli_serve_on_a_port_in_use_is_one_error_line_before_the_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        proc = run_cli("serve", "-w", str(DC_WEIGHTS), "--port", str(port), timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"squeezenet: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert proc.stdout == ""  # no start-up line: the model was never loaded
+    assert time.monotonic() - started < 30
+
+
 @pytest.mark.slow
 def test_cli_serve_with_a_missing_weights_file_is_one_error_line(tmp_path):
     """(A foreign file is refused the same way, by the same child process: see the PUT test.)"""
-    proc = run_cli("serve", "-w", str(tmp_path / "missing.net"), "--port", str(free_port()), timeout=120)
+    proc = run_cli("serve", "-w", str(tmp_path / "missing.net"), "--port", "0", timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"squeezenet: error: {tmp_path / 'missing.net'}: no such weights file (and not a known tag; see "

@@ -1,12 +1,31 @@
-"""Start the service: load the first model (a bad file fails here, as one error line), then uvicorn."""
+"""Start the service: take the port, load the first model (a bad file or a taken port fails
+here, as one error line), then uvicorn."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
+from squeezenet.errors import DeployError
 from squeezenet.serving.config import ServeConfig
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound before the model loads, so a port in use (or a host this machine does not have) is
+    said at once rather than after a conversion of several seconds, and ``--port 0`` learns the
+    port it got; uvicorn then serves on this very socket, with no window for another process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DeployError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def serve(config: ServeConfig) -> None:
@@ -19,6 +38,8 @@ def serve(config: ServeConfig) -> None:
     from squeezenet.serving.app import Service, create_app
     from squeezenet.serving.model import load_model
 
+    sock = listening_socket(config.host, config.port)
+    config = dataclasses.replace(config, port=sock.getsockname()[1])
     workdir = Path(tempfile.mkdtemp(prefix="squeezenet-serve-"))
     try:
         initial = load_model(
@@ -31,14 +52,17 @@ def serve(config: ServeConfig) -> None:
             config.convert_timeout,
         )
         app = create_app(Service(config, initial, workdir))
-        uvicorn.run(
+        server_config = uvicorn.Config(
             app,
-            host=config.host,
-            port=config.port,
             log_level="warning",
             access_log=False,
             timeout_keep_alive=config.keep_alive,
             limit_concurrency=config.max_connections,
         )
+        server = uvicorn.Server(server_config)
+        server.run(sockets=[sock])
+        if not server.started:  # uvicorn has logged why (its lifespan startup failed)
+            raise DeployError("the service did not start")
     finally:
+        sock.close()
         shutil.rmtree(workdir, ignore_errors=True)
