@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import DC_WEIGHTS, IMAGENET_SAMPLES, run_cli
 from squeezenet.errors import DataError
 
 pytestmark = pytest.mark.slow  # every test here starts the real command line (seconds of imports each)
@@ -152,6 +154,25 @@ def test_predict_folder(predictions):
         assert all(0.0 <= p <= 1.0 for p in probs)
         assert sum(probs) <= 1.0 + 1e-5
     assert by_wnid["n01440764"]["top"][0]["probability"] > 0.9
+
+
+def test_predict_reads_an_image_piped_to_standard_input():
+    wnid, (name, index, label) = next(iter(SUBSET.items()))
+    command = [sys.executable, "-m", "squeezenet.cli.main", "predict", "-w", str(DC_WEIGHTS), "-", "-k", "1", "--json"]
+    piped = subprocess.run(
+        command, input=(IMAGENET_SAMPLES / wnid / name).read_bytes(), capture_output=True, timeout=300
+    )
+    assert piped.returncode == 0, piped.stderr
+    (top,) = json.loads(piped.stdout)["top"]
+    assert (top["index"], top["class"]) == (index, label)
+
+
+def test_predict_from_a_terminal_standard_input_is_refused_not_awaited(monkeypatch):
+    from squeezenet.data import folders
+
+    monkeypatch.setattr(folders.os, "isatty", lambda fd: fd == 0)
+    with pytest.raises(DataError, match="standard input is a terminal; pipe an image in"):
+        folders.find_images(["-"])
 
 
 def test_predict_files_with_converted_weights_matches(predictions):

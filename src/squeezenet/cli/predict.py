@@ -11,7 +11,9 @@ from squeezenet.errors import ImageError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify images (files or folders)")
-    p.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument(
+        "paths", nargs="+", help="image files or folders (searched recursively); - reads an image from standard input"
+    )
     add_weights_args(p)
     p.add_argument("--topk", "-k", type=count(1), default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -37,10 +37,21 @@ def _walk_files(folder: Path) -> Iterator[Path]:
         yield from (Path(top) / f for f in files if os.path.isfile(os.path.join(top, f)))
 
 
+STDIN = Path("/dev/stdin")  # "-": one image piped in (``curl -s URL | squeezenet predict -``)
+
+
 def find_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of image files."""
+    """Expand files and folders (recursively) into a sorted list of image files; ``-`` is an
+    image read from standard input."""
     found: list[Path] = []
     for raw in paths:
+        if str(raw) == "-":
+            if not STDIN.exists():
+                raise DataError("-: this system has no /dev/stdin to read an image from")
+            if os.isatty(0):  # nothing piped in: reading would wait for the keyboard
+                raise DataError("-: standard input is a terminal; pipe an image in (cat photo.jpg | ... -)")
+            found.append(STDIN)
+            continue
         path = Path(raw)
         if not path.exists():
             raise DataError(f"{path}: no such file or directory")
