@@ -4,6 +4,11 @@ Every file the project writes (weights, .sqz, ONNX, checkpoints, downloads) goes
 ``atomic_path``: the data lands in a temporary file in the same folder, which is fsynced
 and renamed over the target, and the folder is fsynced. Either the old or the new file
 survives, never half of one.
+
+A link to a file is written through: the file it names is replaced, the link stays. A device,
+pipe or socket (a named pipe another program reads, ``/dev/null``) cannot be renamed over, and
+renaming over it would replace the device itself (as root, ``-o /dev/full`` once 'succeeded' and left a regular
+file in its place): the finished file is copied into it instead.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,29 +47,61 @@ def _default_mode() -> int:
 
 @contextmanager
 def atomic_path(path: str | Path, error: type[SqueezeNetError] = SqueezeNetError) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; once the block succeeds it replaces ``path``.
+    """Yield a temporary path; once the block succeeds its file replaces ``path`` (or, for a
+    device or pipe, is copied into it).
 
     If the block raises, the temporary file is removed and ``path`` is left untouched.
     OS errors become one-line ``error`` exceptions that name ``path``.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    write = _copied_into if _is_special(path) else _renamed_over
+    with write(path, error) as tmp:
+        yield tmp
+
+
+def _is_special(path: Path) -> bool:
+    """A device, pipe or socket, directly or through links."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextmanager
+def _temporary(path: Path, folder: str | Path | None, error: type[SqueezeNetError]) -> Iterator[str]:
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise error(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _default_mode())  # mkstemp's 0600 would make outputs private
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(folder)
+        yield tmp
     except OSError as exc:
         raise error(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def _renamed_over(path: Path, error: type[SqueezeNetError]) -> Iterator[Path]:
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    folder = target.parent if str(target.parent) else Path(".")
+    with _temporary(path, folder, error) as tmp:
+        yield Path(tmp)
+        os.chmod(tmp, _default_mode())  # mkstemp's 0600 would make outputs private
+        _fsync(tmp)
+        os.replace(tmp, target)
+        _fsync(folder)
+
+
+@contextmanager
+def _copied_into(path: Path, error: type[SqueezeNetError]) -> Iterator[Path]:
+    with _temporary(path, None, error) as tmp:  # the system's temporary folder, not /dev
+        yield Path(tmp)
+        with open(tmp, "rb") as source, open(path, "wb") as sink:
+            shutil.copyfileobj(source, sink)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, error: type[SqueezeNetError] = SqueezeNetError) -> Path:
