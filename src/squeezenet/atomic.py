@@ -6,9 +6,9 @@ and renamed over the target, and the folder is fsynced. Either the old or the ne
 survives, never half of one.
 
 A link to a file is written through: the file it names is replaced, the link stays. A device,
-pipe or socket (a named pipe another program reads, ``/dev/null``) cannot be renamed over, and
-renaming over it would replace the device itself (as root, ``-o /dev/full`` once 'succeeded' and left a regular
-file in its place): the finished file is copied into it instead.
+pipe or socket (a named pipe another program reads, ``/dev/null``) must not be renamed over:
+that replaces the device itself (as root, ``-o /dev/full`` once "succeeded" and left a regular
+file in its place). The finished file is copied into it instead.
 """
 
 from __future__ import annotations
