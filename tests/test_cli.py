@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import DC_WEIGHTS, IMAGENET_SAMPLES, run_cli
 from squeezenet.errors import DataError
@@ -125,6 +126,21 @@ def test_convert_writes_safetensors(converted):
     assert len(info.wnids) == 1000
     assert info.preprocessing.channel_order == "BGR"
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_convert_to_standard_output_keeps_its_status_line_out_of_the_file(converted):
+    """``-o - | ...``: the pipe gets the file alone; 'wrote ...' goes to stderr."""
+    from safetensors.torch import load
+
+    _, out = converted
+    command = [sys.executable, "-m", "squeezenet.cli.main", "convert", str(DC_WEIGHTS), "-o", "-"]
+    piped = subprocess.run(command, capture_output=True, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    assert len(piped.stdout) == out.stat().st_size  # the same file, metadata in another order
+    piped_tensors, file_tensors = load(piped.stdout), load(out.read_bytes())
+    assert piped_tensors.keys() == file_tensors.keys()
+    assert all(torch.equal(piped_tensors[k], file_tensors[k]) for k in file_tensors)
+    assert "wrote /dev/stdout (squeezenet1_0_caffe, 1000 classes)" in piped.stderr.decode()  # a pipe has no size
 
 
 def test_eval_subset_maps_wnids_to_model_indices(eval_subset):

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from squeezenet.cli.common import bits, bits_per_layer
+from squeezenet.cli.common import bits, bits_per_layer, output_file
 from squeezenet.cli.main import build_parser
 
 # int with choices: argparse checks the choice
@@ -45,7 +45,7 @@ def _checked_options() -> list[tuple[str, str, str]]:
         for action in parser._actions:
             if not action.option_strings or action.nargs == 0:
                 continue
-            numeric = action.type is not None and action.type is not str
+            numeric = action.type is not None and action.type not in (str, output_file)
             if not numeric and action.choices is None:
                 continue
             option = max(action.option_strings, key=len)
@@ -78,3 +78,21 @@ def test_bad_value_is_one_usage_line(capsys, command, option, value):
     assert exit_info.value.code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"squeezenet {command}: error: argument {option}"), err
+
+
+@pytest.mark.parametrize("output", ["-", "/dev/stdout"])
+def test_a_file_output_to_a_terminal_is_one_usage_line(capsys, monkeypatch, output):
+    """``convert W -o -`` typed at a terminal would print megabytes of binary: refused first."""
+    from squeezenet.cli import common
+    from squeezenet.cli.main import main
+
+    monkeypatch.setattr(common, "_is_stdout", lambda path: str(path) == "/dev/stdout")
+    monkeypatch.setattr(common.sys.stdout, "isatty", lambda: True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", "weights.net", "-o", output])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.strip() == (
+        "squeezenet convert: error: argument --output/-o: standard output is a terminal; "
+        "redirect it (> FILE or | ...) or name a file (see --help)"
+    )

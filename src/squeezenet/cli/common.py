@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
+from typing import TextIO
 
 from squeezenet.bounds import FRACTION_OPEN_CLOSED, Bounds
 
@@ -105,3 +108,37 @@ def print_json(obj) -> None:
 
 def warn(message: str) -> None:
     print(f"squeezenet: warning: {message}", file=sys.stderr)
+
+
+STDOUT = Path("/dev/stdout")
+
+
+def output_file(text: str) -> Path:
+    """An ``--output`` file; ``-`` is standard output. Standard output on a terminal is refused
+    (before any work): a binary file would only garble the screen."""
+    path = STDOUT if text == "-" else Path(text)
+    if _is_stdout(path) and sys.stdout.isatty():
+        raise argparse.ArgumentTypeError("standard output is a terminal; redirect it (> FILE or | ...) or name a file")
+    return path
+
+
+def _is_stdout(path: Path) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError, AttributeError):  # no such file, or stdout replaced by one without a descriptor
+        return False
+
+
+def status_stream(out: Path) -> TextIO:
+    """Where the lines about a written file go: standard output, unless the file *is* standard
+    output (``-o - | ssh ...``), where they would be mixed into the file's bytes."""
+    return sys.stderr if _is_stdout(out) else sys.stdout
+
+
+def wrote(out: Path, details: str, size: int | None = None) -> None:
+    """``wrote OUT (N bytes, details)``: N is ``size`` or the file's own (a pipe or a device has
+    none, and then no size is named)."""
+    if size is None and out.is_file():
+        size = out.stat().st_size
+    sized = "" if size is None else f"{size:,} bytes, "
+    print(f"wrote {out} ({sized}{details})", file=status_stream(out))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from squeezenet.atomic import atomic_write_text
-from squeezenet.cli.common import bits, bits_per_layer, count, fraction, warn
+from squeezenet.cli.common import bits, bits_per_layer, count, fraction, output_file, status_stream, warn, wrote
 from squeezenet.errors import ModelError, WeightsError
 
 HOLDOUT = 0.2  # share of --data held back to measure fidelity on
@@ -16,7 +16,7 @@ HOLDOUT = 0.2  # share of --data held back to measure fidelity on
 def add_parser(sub) -> None:
     p = sub.add_parser("compress", help="Deep Compression of weights into a small .sqz file")
     p.add_argument("--weights", "-w", required=True, help="input weights file or catalogue tag")
-    p.add_argument("--output", "-o", required=True, help="output .sqz file")
+    p.add_argument("--output", "-o", type=output_file, required=True, help="output .sqz file (- for standard output)")
     p.add_argument(
         "--bits", type=bits_per_layer, help="codebook bits: N for all layers or LAYER=N,... (default: data-free preset)"
     )
@@ -62,7 +62,9 @@ def add_parser(sub) -> None:
 
     d = sub.add_parser("decompress", help="expand a .sqz file to the project's .safetensors format")
     d.add_argument("weights", help="input .sqz file")
-    d.add_argument("--output", "-o", required=True, help="output .safetensors file")
+    d.add_argument(
+        "--output", "-o", type=output_file, required=True, help="output .safetensors file (- for standard output)"
+    )
     d.set_defaults(run=run_decompress)
 
 
@@ -204,17 +206,18 @@ def run(args: argparse.Namespace) -> int:
     stored = sum(r["stored"] for r in rows if "codebook" in r)
     params = sum(r["params"] for r in rows if "codebook" in r)
     how = cm.notes.get("calibration") or "data-free"
-    print(
-        f"wrote {out} ({out.stat().st_size:,} bytes; {stored:,} of {params:,} weights stored, "
-        f"{cm.info.arch}, {cfg.method}: {how}{', ' + cm.notes['data'] if cm.notes.get('data') else ''})"
-    )
+    data_note = f", {cm.notes['data']}" if cm.notes.get("data") else ""
+    details = f"{stored:,} of {params:,} weights stored, {cm.info.arch}, {cfg.method}: {how}{data_note}"
+    wrote(out, details, len(data_bytes))
+    stream = status_stream(out)
     if isinstance(fidelity, dict):
         print(
             f"fidelity on {fidelity['n']} held-back images of --data: top-1 agreement {fidelity['top1_agreement']:.2%}"
-            f", mean KL {fidelity['mean_kl']:.4f} nats"
+            f", mean KL {fidelity['mean_kl']:.4f} nats",
+            file=stream,
         )
     else:
-        print(f"fidelity: {fidelity}")
+        print(f"fidelity: {fidelity}", file=stream)
     return 0
 
 
@@ -254,5 +257,5 @@ def run_decompress(args: argparse.Namespace) -> int:
         raise WeightsError(f"{out}: is a directory; give a file name")
     model = build_model_from_weights(src)
     write_safetensors(state_dict_to_loaded(model, model.weights_info), out)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, {model.weights_info.arch})")
+    wrote(out, model.weights_info.arch)
     return 0

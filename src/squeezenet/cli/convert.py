@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from squeezenet.cli.common import output_file, wrote
 from squeezenet.errors import WeightsError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert weights to the project's .safetensors format")
     p.add_argument("weights", help="input weights file or catalogue tag")
-    p.add_argument("--output", "-o", required=True, help="output .safetensors file")
+    p.add_argument(
+        "--output", "-o", type=output_file, required=True, help="output .safetensors file (- for standard output)"
+    )
     p.add_argument("--arch", help="registered model to check the weights against")
     p.set_defaults(run=run)
 
@@ -26,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
         raise WeightsError(f"{out}: is a directory; give a file name")
     model = build_model_from_weights(args.weights, arch=args.arch)
     write_safetensors(state_dict_to_loaded(model, model.weights_info), out)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, {model.weights_info.arch}, {model.num_classes} classes)")
+    wrote(out, f"{model.weights_info.arch}, {model.num_classes} classes")
     return 0

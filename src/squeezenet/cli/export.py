@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from squeezenet.cli.common import add_weights_args, count, load_model_from_args
+from squeezenet.cli.common import add_weights_args, count, load_model_from_args, output_file, wrote
 from squeezenet.export.formats import (
     DEFAULT_OPSET,
     DEFAULT_SQUEEZE_BITS,
@@ -19,7 +19,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export to ONNX (fp32 or int8), TorchScript or C (int8) for deployment")
     add_weights_args(p)
     p.add_argument("--format", "-f", default="onnx", help="onnx, torchscript or c (default onnx)")
-    p.add_argument("--output", "-o", required=True, help="output file (.onnx or .pt); a folder for --format c")
+    p.add_argument(
+        "--output",
+        "-o",
+        type=output_file,
+        required=True,
+        help="output file (.onnx or .pt; - for standard output); a folder for --format c",
+    )
     p.add_argument("--opset", type=count(MIN_OPSET), help="fp32 ONNX: opset, 17 (the default) or newer")
     p.add_argument("--size", type=count(1), help="example input side (default: the weights' crop size)")
     p.add_argument("--dynamo", action="store_true", help="fp32 ONNX: use the torch.export-based exporter")
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         opset = DEFAULT_OPSET if args.opset is None else args.opset
         export_onnx(model, out, size=args.size, opset=opset, dynamo=args.dynamo)
         what = f"ONNX opset {max(opset, 18) if args.dynamo else opset}"
-    print(f"wrote {out} ({out.stat().st_size:,} bytes, {what}, {model.weights_info.arch})")
+    wrote(out, f"{what}, {model.weights_info.arch}")
     return 0
 
 
