@@ -186,11 +186,13 @@ def test_help_and_usage_errors_import_no_torch(argv):
 
 
 def test_torch_free_parts_import_without_torch():
-    """What the server and the parser use: the codec, the class list, the runtime, errors."""
+    """What the server and the parser use: the codec, the class list, the runtime, errors, the
+    image decoder and the server's preprocessing."""
     code = (
         "import sys\n"
         "import squeezenet, squeezenet.errors, squeezenet.atomic, squeezenet.weights.sqz_codec\n"
         "import squeezenet.weights.imagenet as i, squeezenet.runtime.numpy_runtime\n"
+        "import squeezenet.data.images, squeezenet.serving.preprocess\n"
         "assert len(i.imagenet_wnids()) == 1000\n"
         "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch was imported'\n"
     )

@@ -1,20 +1,30 @@
-"""Data: opening images, preprocessing configs and transforms, folder datasets."""
+"""Data: opening images, preprocessing configs and transforms, folder datasets.
 
-from squeezenet.data.folders import (
-    Batch,
-    ImageListDataset,
-    collate_skipping_bad,
-    find_images,
-    scan_class_folders,
-)
-from squeezenet.data.images import is_image_path, load_image, normalize_mode
-from squeezenet.data.preprocessing import (
-    CAFFE_SQUEEZENET,
-    IMAGENET_DEFAULT,
-    Preprocessing,
-    build_transform,
-    grayscale,
-)
+The names load lazily, so that ``squeezenet.data.images`` (Pillow and NumPy only) serves the
+PyTorch-free server too: one decoder of every image mode, not a copy per layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from squeezenet._lazy import lazy_exports
+
+_EXPORTS = {
+    "Batch": "squeezenet.data.folders",
+    "ImageListDataset": "squeezenet.data.folders",
+    "collate_skipping_bad": "squeezenet.data.folders",
+    "find_images": "squeezenet.data.folders",
+    "scan_class_folders": "squeezenet.data.folders",
+    "is_image_path": "squeezenet.data.images",
+    "load_image": "squeezenet.data.images",
+    "normalize_mode": "squeezenet.data.images",
+    "CAFFE_SQUEEZENET": "squeezenet.data.preprocessing",
+    "IMAGENET_DEFAULT": "squeezenet.data.preprocessing",
+    "Preprocessing": "squeezenet.data.preprocessing",
+    "build_transform": "squeezenet.data.preprocessing",
+    "grayscale": "squeezenet.data.preprocessing",
+}
 
 __all__ = [
     "CAFFE_SQUEEZENET",
@@ -31,3 +41,23 @@ __all__ = [
     "normalize_mode",
     "scan_class_folders",
 ]
+
+if TYPE_CHECKING:
+    from squeezenet.data.folders import (
+        Batch,
+        ImageListDataset,
+        collate_skipping_bad,
+        find_images,
+        scan_class_folders,
+    )
+    from squeezenet.data.images import is_image_path, load_image, normalize_mode
+    from squeezenet.data.preprocessing import (
+        CAFFE_SQUEEZENET,
+        IMAGENET_DEFAULT,
+        Preprocessing,
+        build_transform,
+        grayscale,
+    )
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

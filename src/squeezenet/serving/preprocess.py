@@ -3,10 +3,11 @@
 Two steps, each the numbers of its torch-based counterpart (``tests/test_serving.py`` measures
 the agreement on every image mode):
 
-- ``decode``: ``squeezenet.data.images.decode_image`` (EXIF orientation; 16-bit, alpha,
-  palette, CMYK handled as there), after two checks the server needs first: the pixel count
-  read from the header (a decompression bomb is refused before a byte is decoded) and a
-  readable, complete image (a truncated file is an error, never a grey bottom half).
+- ``decode``: ``squeezenet.data.images.decode_image`` (EXIF orientation, then the same
+  ``normalize_mode``: 16-bit, alpha, palette, CMYK), after two checks the server needs first:
+  the pixel count read from the header (a decompression bomb is refused before a byte is
+  decoded) and a readable, complete image (a truncated file is an error, never a grey bottom
+  half).
 - ``preprocess``: ``squeezenet.data.preprocessing.build_transform`` of the weights'
   ``Preprocessing``: torchvision's ``Resize`` on a PIL image is Pillow's own resize (same
   output size rule), ``CenterCrop`` rounds the offsets the same way, then the scale, channel
@@ -23,32 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from squeezenet.data.images import normalize_mode
 from squeezenet.serving.problems import RequestProblem
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload is an error, not a padded image
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit and 32-bit integer/float grayscale to 8-bit by scaling, not clipping (as data/images.py)."""
-    array = np.asarray(img)
-    if img.mode.startswith("I;16") or (img.mode == "I" and array.max(initial=0) > 255):
-        scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
-        array = array.astype(np.float64) * (255.0 / scale)
-    elif img.mode == "F":
-        lo, hi = float(array.min(initial=0.0)), float(array.max(initial=1.0))
-        array = (array - lo) * (255.0 / max(hi - lo, 1e-12))
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
-
-
-def normalize_mode(img: Image.Image, mode: str) -> Image.Image:
-    """Any decoded mode to ``mode`` ("RGB" or "L"); transparent images composited on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return img.convert(mode) if img.mode != mode else img
 
 
 def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Image.Image:

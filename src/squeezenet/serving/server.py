@@ -33,10 +33,12 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # the pixel limit is --max-pixels, checked before decoding (preprocess.decode)
-
     from squeezenet.serving.app import Service, create_app
     from squeezenet.serving.model import load_model
+
+    # after the imports (data.images sets Pillow's limit for files read from disk): the server's
+    # limit is --max-pixels, checked before decoding (preprocess.decode)
+    Image.MAX_IMAGE_PIXELS = None
 
     sock = listening_socket(config.host, config.port)
     config = dataclasses.replace(config, port=sock.getsockname()[1])
