@@ -53,19 +53,10 @@ from _common import (
     write_results,
 )
 from squeezenet.data.sources import open_splits
-from squeezenet.models.spec import V1_1, FireSpec, SqueezeNetSpec
+from squeezenet.models.spec import V1_1_CIFAR, FireSpec
 from squeezenet.training import TrainConfig, train
 
-CIFAR_SPEC = SqueezeNetSpec(
-    stem_channels=64,
-    stem_kernel=3,
-    stem_stride=1,
-    stem_padding=1,
-    stem_pool=False,
-    batch_norm=True,
-    fires=V1_1.fires,
-    pool_after=(0, 3),
-).with_bypass("simple")
+CIFAR_SPEC = V1_1_CIFAR  # the registered squeezenet_cifar
 
 # fire6-9 run at 8x8 px, where width is cheap: 1.25x their squeeze and expand channels
 # gives 1.11 M parameters (<= 1.3 M) for about 11 % more time per training step.

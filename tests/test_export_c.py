@@ -36,21 +36,12 @@ from squeezenet.export.c.pixels import crop_pixels, normalized
 from squeezenet.export.c.streams import decode_layer, encode_layer
 from squeezenet.models import from_spec
 from squeezenet.models.fold import fold_batchnorm
-from squeezenet.models.spec import V1_1, SqueezeNetSpec
+from squeezenet.models.spec import V1_1_CIFAR, SqueezeNetSpec
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights.info import WeightsInfo
 from squeezenet.weights.project_format import state_dict_to_loaded, write_safetensors
 
-CIFAR_LIKE = SqueezeNetSpec(
-    stem_channels=64,
-    stem_kernel=3,
-    stem_stride=1,
-    stem_padding=1,
-    stem_pool=False,
-    batch_norm=True,
-    fires=V1_1.fires,
-    pool_after=(0, 3),
-).with_bypass("simple")
+CIFAR_LIKE = V1_1_CIFAR  # squeezenet_cifar
 PRE_32 = Preprocessing(resize=32, crop=32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
 ASAN = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all")
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

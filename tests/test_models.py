@@ -75,6 +75,7 @@ def test_registry_is_complete():
         "squeezenet1_0_simple_bypass",
         "squeezenet1_0_complex_bypass",
         "squeezenet_design",
+        "squeezenet_cifar",
     ]:
         assert expected in names
 

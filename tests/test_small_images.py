@@ -124,6 +124,19 @@ def test_bn_run_exports_folded_weights(small_tree, tmp_path):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
+def test_squeezenet_cifar_trains_at_its_own_32_pixels_without_being_told(small_tree, tmp_path):
+    """The recipe's crop is ImageNet's 224: a model registered for 32 px images keeps its own."""
+    from squeezenet.models import V1_1_CIFAR, default_input_size
+    from squeezenet.weights import load_weights
+
+    assert default_input_size("squeezenet_cifar") == 32 and V1_1_CIFAR.spatial_sizes(32) == [32, 16, 8]
+    config = {k: v for k, v in _config(small_tree, tmp_path / "run").items() if k not in ("spec", "image_size")}
+    train({**config, "model": "squeezenet_cifar"})
+    info = load_weights(tmp_path / "run" / "last.safetensors").info
+    assert info.arch == "squeezenet_cifar"
+    assert (info.preprocessing.crop, info.preprocessing.resize) == (32, 32)
+
+
 def test_cache_counts_and_skips_a_corrupt_image(tmp_path):
     from squeezenet.data.cache import cache_in_memory
     from squeezenet.data.sources import open_dataset

@@ -81,7 +81,9 @@ def add_parser(sub) -> None:
         "cutout: light + a quarter-size square erased half the time (a regulariser for nets with capacity to spare)",
     )
     p.add_argument(
-        "--image-size", type=_number("image_size"), help="training crop side (default: the weights' or the recipe's)"
+        "--image-size",
+        type=_number("image_size"),
+        help="training crop side (default: the weights', the model's own (squeezenet_cifar: 32) or the recipe's)",
     )
     p.add_argument("--resize", type=_number("resize"), help="shorter side before cropping (evaluation)")
     p.add_argument(

@@ -169,3 +169,10 @@ V1_1 = SqueezeNetSpec(
     fires=V1_0.fires,
     pool_after=(1, 3),
 )
+# v1.1 for 32-pixel images (CIFAR-10): at stride 2 with its pool, conv1 would leave 8x8 pixels
+# before the first Fire. A 3x3 stride-1 padded stem without the pool, pools after fire2 and
+# fire5 (32 -> 16 -> 8 px), BatchNorm for training from scratch (folded away for export) and
+# simple bypass; benchmarks/bench_train_cifar10.py trains it.
+V1_1_CIFAR = replace(
+    V1_1, stem_stride=1, stem_padding=1, stem_pool=False, batch_norm=True, pool_after=(0, 3)
+).with_bypass("simple")

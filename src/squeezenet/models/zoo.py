@@ -7,7 +7,7 @@ from typing import Any
 
 from squeezenet.errors import ModelError
 from squeezenet.models.registry import register_model
-from squeezenet.models.spec import V1_0, V1_0_CAFFE, V1_1, SqueezeNetSpec, design_space
+from squeezenet.models.spec import V1_0, V1_0_CAFFE, V1_1, V1_1_CIFAR, SqueezeNetSpec, design_space
 from squeezenet.models.squeezenet import SqueezeNet
 
 # the options every builder passes on to SqueezeNet, and the design-space metaparameters
@@ -65,6 +65,14 @@ def squeezenet1_1_simple_bypass(**kwargs: Any) -> SqueezeNet:
 def squeezenet1_1_complex_bypass(**kwargs: Any) -> SqueezeNet:
     """v1.1 with simple bypass plus 1x1-conv shortcuts around fire2, 4, 6, 8."""
     return _build(V1_1, bypass="complex", **kwargs)
+
+
+@register_model(input_size=32)
+def squeezenet_cifar(**kwargs: Any) -> SqueezeNet:
+    """v1.1 for 32-pixel images (CIFAR-10): stride-1 stem, no stem pool, BatchNorm, simple bypass.
+
+    Pools after fire2 and fire5 (32 -> 16 -> 8 px); ``spec.V1_1_CIFAR`` says why."""
+    return _build(V1_1_CIFAR, **kwargs)
 
 
 @register_model

@@ -102,9 +102,14 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device, main: bool = True) -> tor
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def _preprocessing(cfg: TrainConfig, recipe: Recipe, base: Preprocessing | None, in_chans: int) -> Preprocessing:
+def _preprocessing(
+    cfg: TrainConfig, recipe: Recipe, base: Preprocessing | None, in_chans: int, own_size: int | None = None
+) -> Preprocessing:
+    """``own_size``: the input size a model from scratch was registered with, when it is not
+    the usual one (squeezenet_cifar's 32 px, the Caffe v1.0's 227): it wins over the recipe's
+    crop, which is ImageNet's."""
     pre = base or IMAGENET_DEFAULT
-    crop = cfg.image_size or (pre.crop if base is not None else recipe.crop)
+    crop = cfg.image_size or (pre.crop if base is not None else own_size or recipe.crop)
     if cfg.resize:
         if cfg.resize < crop:  # the crop would be mostly padding
             raise TrainingError(f"--resize {cfg.resize} is smaller than the {crop} px crop (--image-size)")
@@ -134,7 +139,8 @@ def _adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: int):
     """-> (model, preprocessing, arch name, base weights info or None)."""
-    from squeezenet.models import create_model, from_spec
+    from squeezenet.models import create_model, default_input_size, from_spec
+    from squeezenet.models.registry import DEFAULT_INPUT_SIZE
 
     dropout = recipe.dropout if cfg.dropout is None else cfg.dropout
     if cfg.weights:
@@ -164,16 +170,19 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
         pre = _preprocessing(cfg, recipe, info.preprocessing, in_chans)
         return model, pre, info.arch, info
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, "dropout": dropout}
+    own_size = None
     if cfg.spec is not None:
         model = from_spec(cfg.spec, **kwargs)
         arch = cfg.model or "squeezenet_custom"
     else:
         arch = cfg.model or DEFAULT_MODEL
         model = create_model(arch, **kwargs, **cfg.model_kwargs)
+        if default_input_size(arch) != DEFAULT_INPUT_SIZE:
+            own_size = default_input_size(arch)
     if recipe.init == "xavier":
         caffe_xavier_init(model)
     init_classifier(model)  # positive conv10 bias: every class starts alive
-    return model, _preprocessing(cfg, recipe, None, in_chans), arch, None
+    return model, _preprocessing(cfg, recipe, None, in_chans, own_size), arch, None
 
 
 def _loader(ds: LabeledImages, batch: int, sampler, cfg: TrainConfig, device: torch.device, seed: int) -> DataLoader:
