@@ -177,8 +177,8 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
     else:
         arch = cfg.model or DEFAULT_MODEL
         model = create_model(arch, **kwargs, **cfg.model_kwargs)
-        if default_input_size(arch) != DEFAULT_INPUT_SIZE:
-            own_size = default_input_size(arch)
+        registered = default_input_size(arch)
+        own_size = registered if registered != DEFAULT_INPUT_SIZE else None
     if recipe.init == "xavier":
         caffe_xavier_init(model)
     init_classifier(model)  # positive conv10 bias: every class starts alive
