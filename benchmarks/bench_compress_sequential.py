@@ -48,10 +48,16 @@ from bench_compress_study import (
     variant_table,
     with_picked,
 )
-from squeezenet.compression.calibrated import DAMP, OWN_CURVATURE
-from squeezenet.compression.calibration import LayerStats, calibration_copy, collect_stats, conv_layers, patch_columns
+from squeezenet.compression.layer_statistics import (
+    LayerStats,
+    calibration_copy,
+    collect_stats,
+    conv_layers,
+    patch_columns,
+)
 from squeezenet.compression.output_aware import prepare_layer, quantize_layer
-from squeezenet.compression.quantize import compact
+from squeezenet.compression.output_aware_fit import DAMP, OWN_CURVATURE
+from squeezenet.compression.weight_sharing import compact
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights.sqz import decode_sqz_bytes
 from squeezenet.weights.sqz_codec import SparseTensor

@@ -42,11 +42,11 @@ from _common import add_tiny_option, machine, write_results
 from bench_compress import HOLDOUT_PERIOD, IMAGES, halves, read, source_and_reference
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import candidates_for
-from squeezenet.compression.calibrated import CALIBRATION_BATCH, DAMP, OWN_CURVATURE, fit_budget
-from squeezenet.compression.calibration import calibration_copy, collect_stats, conv_layers
+from squeezenet.compression.layer_statistics import calibration_copy, collect_stats, conv_layers
 from squeezenet.compression.output_aware import prepare_layer
+from squeezenet.compression.output_aware_fit import CALIBRATION_BATCH, DAMP, OWN_CURVATURE, fit_budget
 from squeezenet.compression.pipeline import CompressedModel, initial_tensors
-from squeezenet.compression.quantize import train_codebooks
+from squeezenet.compression.weight_sharing import train_codebooks
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights.sqz import decode_sqz_bytes
 

@@ -189,7 +189,7 @@ def latency(
     int8, timed in alternating blocks in each round; ratios are taken per round, then the median.
     An int8 build that takes the AVX-512 VNNI path is also timed with it turned off."""
     from squeezenet.export.onnx import onnx_bytes, ort_session
-    from squeezenet.export.quantize import quantize_model
+    from squeezenet.export.onnx_int8 import quantize_model
 
     harness = tc.harness_source(pixels[:1], repeat=runs)
     builds = {"c": tc.compile_host(folder, harness, work / "time", "gcc", HOST_FAST)}

@@ -65,11 +65,11 @@ def build_engines(arch: str, device, compile_too: bool) -> dict:
     import torch
     import torchvision
 
-    from squeezenet.models import create_model
+    from squeezenet.models import build_architecture
 
     torch.manual_seed(0)
     reference = getattr(torchvision.models, arch)(weights=None).to(device).eval()
-    fast = create_model(arch).eval()
+    fast = build_architecture(arch).eval()
     fast.load_state_dict(reference.state_dict())
     fast = fast.to(device, memory_format=torch.channels_last)
 

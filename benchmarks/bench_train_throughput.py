@@ -27,7 +27,7 @@ from torch import nn
 
 from _common import add_tiny_option, machine, write_results
 from squeezenet.data.folders import Batch
-from squeezenet.models import create_model
+from squeezenet.models import build_architecture
 from squeezenet.training.engine import TrainContext, train_one_epoch
 
 
@@ -92,7 +92,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, fn in configs.items():
             torch.manual_seed(0)
-            model = create_model(args.model, num_classes=1000, dropout=0.0)
+            model = build_architecture(args.model, num_classes=1000, dropout=0.0)
             fn(model, warm)  # warm-up (oneDNN primitive caches, allocator)
             results[name].append(fn(model, batches))
     median = {k: statistics.median(v) for k, v in results.items()}

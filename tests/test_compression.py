@@ -22,7 +22,7 @@ from squeezenet.compression import (
 )
 from squeezenet.compression.report import baselines, markdown
 from squeezenet.errors import WeightsError
-from squeezenet.models import create_model
+from squeezenet.models import build_architecture
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights import sqz_codec as C
 from squeezenet.weights.info import LoadedWeights
@@ -149,7 +149,7 @@ def test_codec_imports_without_torch(tmp_path):
 def test_compress_any_model_round_trip(tmp_path):
     from squeezenet.weights import state_dict_to_loaded, write_safetensors
 
-    model = create_model("squeezenet1_1", num_classes=10).eval()
+    model = build_architecture("squeezenet1_1", num_classes=10).eval()
     path = tmp_path / "m.sqz"
     src = tmp_path / "m.safetensors"
     write_safetensors(state_dict_to_loaded(model, _info_for(model)), src)
@@ -216,7 +216,7 @@ def test_release_data_free_default(dc_weights_path):
 
 @pytest.mark.slow
 def test_pruning_masks_and_keeper():
-    model = create_model("squeezenet1_1", num_classes=10)
+    model = build_architecture("squeezenet1_1", num_classes=10)
     masks = magnitude_masks(model, 0.3)
     assert abs(masks["features.0.weight"].float().mean().item() - 0.3) < 0.01
     calls = []
@@ -238,7 +238,7 @@ def test_mask_keeper_holds_pruned_weights_at_zero_while_training():
     after each step (weight decay and momentum would move them), and leaving the context
     removes the hooks."""
     torch.manual_seed(0)
-    model = create_model("squeezenet1_1", num_classes=4)
+    model = build_architecture("squeezenet1_1", num_classes=4)
     masks = magnitude_masks(model, 0.5)
     key = "features.0.weight"
     w = dict(model.named_parameters())[key]
@@ -265,12 +265,12 @@ def test_mask_keeper_holds_pruned_weights_at_zero_while_training():
 
 
 def test_trained_quantization_moves_only_centroids():
-    model = create_model("squeezenet1_1", num_classes=4).eval()
+    model = build_architecture("squeezenet1_1", num_classes=4).eval()
     w = model.state_dict()["features.0.weight"].numpy()
     from squeezenet.compression.pipeline import quantize_weight
 
     q = {"features.0.weight": quantize_weight(w, 3)}
-    teacher = create_model("squeezenet1_1", num_classes=4).eval()
+    teacher = build_architecture("squeezenet1_1", num_classes=4).eval()
     batches = [torch.randn(2, 3, 64, 64) for _ in range(2)]
     out = train_codebooks(model, q, batches, steps=2, lr=1e-2, teacher=teacher)
     t = out["features.0.weight"]

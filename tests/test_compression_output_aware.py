@@ -14,7 +14,7 @@ from conftest import ROOT, run_cli
 from conftest import cli_in_process as _cli
 from squeezenet.compression import CompressionConfig, compress
 from squeezenet.compression.budget import Candidate, allocate
-from squeezenet.compression.calibration import collect_stats, synthetic_images
+from squeezenet.compression.layer_statistics import collect_stats, synthetic_images
 from squeezenet.compression.output_aware import (
     LayerResult,
     blend_curvature,
@@ -22,7 +22,7 @@ from squeezenet.compression.output_aware import (
     prepare_layer,
     quantize_layer,
 )
-from squeezenet.compression.quantize import kmeans_1d
+from squeezenet.compression.weight_sharing import kmeans_1d
 from squeezenet.errors import ModelError
 from squeezenet.inference.fidelity import compare
 from squeezenet.weights import build_model_from_weights
@@ -84,7 +84,7 @@ def test_the_logits_rows_keep_their_own_gradients_and_the_fisher_is_unchanged(ti
 
 
 def _row_stats(n=7, out=3, d=4, seed=0):
-    from squeezenet.compression.calibration import LayerStats
+    from squeezenet.compression.layer_statistics import LayerStats
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(50, d))
@@ -144,7 +144,7 @@ def _layer(seed=0, out=16, d=24, n=4000, density=0.5):
     mix = rng.normal(size=(d, d)) * (rng.random((d, d)) < 0.3) + 3 * np.eye(d)
     x = rng.normal(size=(n, d)) @ mix + 0.5
     w = rng.normal(size=(out, d)) * (rng.random((out, d)) < density)
-    from squeezenet.compression.calibration import LayerStats
+    from squeezenet.compression.layer_statistics import LayerStats
 
     stats = LayerStats("w", x.T @ x, x.sum(0), float(n), np.ones(out))
     return w, x, stats

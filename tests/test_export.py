@@ -12,7 +12,7 @@ import torch
 
 from conftest import require_module
 from squeezenet.cli.main import main
-from squeezenet.models import create_model
+from squeezenet.models import build_architecture
 
 onnx = require_module("onnx", "deploy")
 ort = require_module("onnxruntime", "deploy")
@@ -74,9 +74,9 @@ def test_torchscript_export_with_metadata(dc_model, tmp_path, real_batch):
 
 def test_int8_quantization_small_model(tmp_path):
     from squeezenet.export.onnx import ort_session
-    from squeezenet.export.quantize import quantize_model
+    from squeezenet.export.onnx_int8 import quantize_model
 
-    model = create_model("squeezenet1_1").eval()
+    model = build_architecture("squeezenet1_1").eval()
     calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64), dtype=np.float32)
     path = quantize_model(model, tmp_path / "q.onnx", calib, size=64)
     proto = onnx.load(str(path))
@@ -113,7 +113,7 @@ def test_int8_quantization_small_model(tmp_path):
 def test_runner_backends_match_eager(arch, size):
     from squeezenet.inference.runner import InferenceRunner
 
-    model = create_model(arch).eval()
+    model = build_architecture(arch).eval()
     x = torch.randn(2, 3, size, size) * 50
     with torch.no_grad():
         expected = model(x)
@@ -130,7 +130,7 @@ def test_runner_default_is_onnxruntime_and_env_override(monkeypatch):
 
     assert resolve_backend() == "onnxruntime"
     monkeypatch.setenv("SQUEEZENET_BACKEND", "torch")
-    assert InferenceRunner(create_model("squeezenet1_1")).backend == "torch"
+    assert InferenceRunner(build_architecture("squeezenet1_1")).backend == "torch"
     with pytest.raises(ModelError, match="unknown inference backend"):
         resolve_backend("tensorrt")
 
@@ -145,7 +145,7 @@ def test_concat_free_graph_gives_the_same_logits(arch, size, concats_left):
     from squeezenet.export.onnx import onnx_bytes, ort_session
 
     torch.manual_seed(0)
-    model = create_model(arch).eval()
+    model = build_architecture(arch).eval()
     for p in model.parameters():  # distinct biases: the exporter shares equal constants through Identity nodes
         p.data.add_(torch.randn_like(p) * 0.01)
     plain = onnx_bytes(model, size=size, metadata=False)
@@ -196,7 +196,7 @@ def test_int8_keeps_the_predictions_on_real_images(dc_model, imagenet_samples, t
     only 14 of 24 (74 % on 125 held-out images, against 94 % with the default 7-bit weights)."""
     from squeezenet.data import find_images
     from squeezenet.export.onnx import onnx_bytes, ort_session
-    from squeezenet.export.quantize import calibration_arrays, quantize_model
+    from squeezenet.export.onnx_int8 import calibration_arrays, quantize_model
 
     files = find_images([imagenet_samples])
     calibration = calibration_arrays(dc_model, files[0:480:20])

@@ -16,7 +16,7 @@ from squeezenet.models import (
     Fire,
     FireSpec,
     SqueezeNet,
-    create_model,
+    build_architecture,
     design_space,
     list_models,
 )
@@ -32,7 +32,7 @@ def n_params(model: nn.Module) -> int:
 
 @pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet1_1"])
 def test_torchvision_parity(name):
-    ours = create_model(name).eval()
+    ours = build_architecture(name).eval()
     theirs = getattr(torchvision.models, name)().eval()
     ours_sd, theirs_sd = ours.state_dict(), theirs.state_dict()
     assert list(ours_sd) == list(theirs_sd)
@@ -51,14 +51,14 @@ def test_torchvision_parity(name):
 
 
 def test_exact_parameter_counts():
-    assert n_params(create_model("squeezenet1_0")) == 1_248_424
-    assert n_params(create_model("squeezenet1_1")) == 1_235_496
-    assert n_params(create_model("squeezenet1_0_caffe")) == 1_248_424
+    assert n_params(build_architecture("squeezenet1_0")) == 1_248_424
+    assert n_params(build_architecture("squeezenet1_1")) == 1_235_496
+    assert n_params(build_architecture("squeezenet1_0_caffe")) == 1_248_424
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_builds_and_runs(name):
-    model = create_model(name, num_classes=7).eval()
+    model = build_architecture(name, num_classes=7).eval()
     assert isinstance(model, SqueezeNet)
     with torch.no_grad():
         out = model(torch.rand(2, 3, 64, 64))
@@ -81,7 +81,7 @@ def test_registry_is_complete():
 
 
 def test_simple_bypass_same_params_identity_on_odd_fires():
-    model = create_model("squeezenet1_0_simple_bypass")
+    model = build_architecture("squeezenet1_0_simple_bypass")
     assert n_params(model) == 1_248_424
     for fire, index in FIRE_INDEX_V1_0.items():
         module = model.features[index]
@@ -91,8 +91,8 @@ def test_simple_bypass_same_params_identity_on_odd_fires():
 
 
 def test_complex_bypass_conv_shortcuts_exactly_on_even_fires():
-    model = create_model("squeezenet1_0_complex_bypass")
-    plain = create_model("squeezenet1_0")
+    model = build_architecture("squeezenet1_0_complex_bypass")
+    plain = build_architecture("squeezenet1_0")
     extra = 0
     for fire, index in FIRE_INDEX_V1_0.items():
         module = model.features[index]
@@ -116,8 +116,8 @@ def test_complex_bypass_conv_shortcuts_exactly_on_even_fires():
 
 def test_bypass_changes_the_output():
     """The shortcut is really added in forward: same weights, different result."""
-    plain = create_model("squeezenet1_0").eval()
-    simple = create_model("squeezenet1_0_simple_bypass").eval()
+    plain = build_architecture("squeezenet1_0").eval()
+    simple = build_architecture("squeezenet1_0_simple_bypass").eval()
     simple.load_state_dict(plain.state_dict())
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -136,8 +136,8 @@ def test_identity_bypass_needs_equal_channels():
 
 
 def test_caffe_v1_0_has_padded_conv10():
-    caffe = create_model("squeezenet1_0_caffe")
-    plain = create_model("squeezenet1_0")
+    caffe = build_architecture("squeezenet1_0_caffe")
+    plain = build_architecture("squeezenet1_0")
     assert caffe.final_conv.padding == (1, 1)
     assert plain.final_conv.padding == (0, 0)
     assert caffe.final_conv is caffe.classifier[1]
@@ -182,13 +182,13 @@ def test_design_space_formula(kwargs, base_e, incr_e, freq, sr, pct):
 
 
 def test_design_model_builds_from_kwargs():
-    model = create_model("squeezenet_design", sr=0.25, pct3x3=0.75, num_classes=5)
+    model = build_architecture("squeezenet_design", sr=0.25, pct3x3=0.75, num_classes=5)
     assert model.spec == design_space(sr=0.25, pct3x3=0.75)
     assert model.features[3].squeeze.out_channels == 32
     assert model.features[3].expand3x3.out_channels == 96
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 48, 48)).shape == (1, 5)
-    stem = create_model("squeezenet_design", stem_channels=64, stem_kernel=3)  # every design_space argument
+    stem = build_architecture("squeezenet_design", stem_channels=64, stem_kernel=3)  # every design_space argument
     assert stem.spec == design_space(stem_channels=64, stem_kernel=3)
     assert stem.features[0].out_channels == 64 and stem.features[0].kernel_size == (3, 3)
 
@@ -196,7 +196,7 @@ def test_design_model_builds_from_kwargs():
 @pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet_design"])
 def test_unknown_model_option_names_the_accepted_ones(name):
     with pytest.raises(ModelError, match=r"unknown model option\(s\) widht; this model takes: num_classes") as err:
-        create_model(name, widht=2)
+        build_architecture(name, widht=2)
     assert ("base_e" in str(err.value)) == (name == "squeezenet_design")
 
 
@@ -210,7 +210,7 @@ def test_design_space_rejects_bad_values():
 
 
 def test_num_classes_in_chans_dropout():
-    model = create_model("squeezenet1_1", num_classes=10, in_chans=1, dropout=0.2)
+    model = build_architecture("squeezenet1_1", num_classes=10, in_chans=1, dropout=0.2)
     assert model.features[0].in_channels == 1
     assert model.final_conv.out_channels == 10
     assert model.classifier[0].p == 0.2
@@ -219,13 +219,13 @@ def test_num_classes_in_chans_dropout():
     with pytest.raises(ModelError, match=r"\(N, 1, H, W\)"):
         model(torch.rand(1, 3, 40, 40))
     with pytest.raises(ModelError):
-        create_model("squeezenet1_1", num_classes=0)
+        build_architecture("squeezenet1_1", num_classes=0)
     with pytest.raises(ModelError):
-        create_model("squeezenet1_1", dropout=1.0)
+        build_architecture("squeezenet1_1", dropout=1.0)
 
 
 def test_dropout_is_active_only_in_training():
-    model = create_model("squeezenet1_1", num_classes=4, dropout=0.5)
+    model = build_architecture("squeezenet1_1", num_classes=4, dropout=0.5)
     x = torch.rand(1, 3, 32, 32)
     model.eval()
     with torch.no_grad():
@@ -238,7 +238,7 @@ def test_dropout_is_active_only_in_training():
 
 @pytest.mark.parametrize(("name", "minimum"), [("squeezenet1_0", 21), ("squeezenet1_1", 17)])
 def test_minimum_input_size(name, minimum):
-    model = create_model(name, num_classes=3).eval()
+    model = build_architecture(name, num_classes=3).eval()
     assert model.min_input_size == minimum
     with torch.no_grad():
         assert model(torch.rand(1, 3, minimum, minimum)).shape == (1, 3)
@@ -253,13 +253,13 @@ def test_minimum_input_size(name, minimum):
 
 def test_create_model_unknown_name():
     with pytest.raises(ModelError, match=r"unknown model 'squeezenet9'.*squeezenet1_0"):
-        create_model("squeezenet9")
+        build_architecture("squeezenet9")
     with pytest.raises(ModelError, match="needs a model name or weights"):
         squeezenet.create_model()
 
 
 def test_layer_table_v1_0():
-    rows = layer_table(create_model("squeezenet1_0"), 224)
+    rows = layer_table(build_architecture("squeezenet1_0"), 224)
     names = [r.name for r in rows]
     assert names == [
         "conv1",
@@ -291,7 +291,7 @@ def test_layer_table_v1_0():
 
 
 def test_layer_table_v1_1_and_training_mode_kept():
-    model = create_model("squeezenet1_1")
+    model = build_architecture("squeezenet1_1")
     model.train()
     t = totals(layer_table(model, 224))
     assert model.training  # layer_table restores the mode

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezenet.models import create_model
+from squeezenet.models import build_architecture
 
 RUNTIME = Path(__file__).resolve().parents[1] / "src" / "squeezenet" / "runtime" / "numpy_runtime.py"
 
@@ -110,7 +110,7 @@ def _random_model_file(arch: str, tmp_path):
     from squeezenet.data.preprocessing import IMAGENET_DEFAULT
     from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
 
-    model = create_model(arch).eval()
+    model = build_architecture(arch).eval()
     info = WeightsInfo(arch=arch, spec=model.spec, num_classes=1000, in_chans=3, preprocessing=IMAGENET_DEFAULT)
     return model, write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors")
 
@@ -172,7 +172,7 @@ def test_preprocessing_matches_torchvision(tmp_path):
     from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
 
     rt = _load_runtime()
-    model = create_model("squeezenet1_1")
+    model = build_architecture("squeezenet1_1")
     info = WeightsInfo("squeezenet1_1", model.spec, 1000, 3, IMAGENET_DEFAULT)
     net = rt.SqueezeNetNumpy(write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors"))
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 411, 3), dtype=np.uint8))
@@ -198,7 +198,7 @@ def test_runtime_reads_sqz(dc_weights_path, tmp_path):
     rt = _load_runtime()
     x = np.random.default_rng(0).standard_normal((1, 3, 227, 227), dtype=np.float32) * 50
     expected = sqz.read_sqz(path)
-    model = create_model("squeezenet1_0_caffe").eval()
+    model = build_architecture("squeezenet1_0_caffe").eval()
     model.load_state_dict(expected.state_dict)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()

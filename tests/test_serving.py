@@ -263,11 +263,11 @@ def test_browser_model_8bit_weights_of_dense_weights_stay_close():
     import torch
 
     from squeezenet.export.onnx import onnx_bytes
-    from squeezenet.models import create_model
+    from squeezenet.models import build_architecture
     from squeezenet.serving.browser_model import eight_bit_weights
     from squeezenet.serving.model import ort_session
 
-    model = create_model("squeezenet1_1", num_classes=10).eval()
+    model = build_architecture("squeezenet1_1", num_classes=10).eval()
     with torch.no_grad():  # trained-like dense weights: every value distinct
         for p in model.parameters():
             p.normal_(0, 0.05)
@@ -282,7 +282,7 @@ def test_browser_model_8bit_weights_of_dense_weights_stay_close():
 
 @pytest.mark.slow
 def test_convert_int8_browser_model_runs_with_maps_and_is_labelled(tmp_path, dc_weights_path, imagenet_samples):
-    """``--browser-model int8``: export.quantize's QDQ graph with the maps added and its unused
+    """``--browser-model int8``: export.onnx_int8's QDQ graph with the maps added and its unused
     initializers dropped; the card records its size, calibration and (large) logit difference."""
     import onnx
 

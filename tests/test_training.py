@@ -437,12 +437,12 @@ def test_sampler_shards_match_single_process():
 
 
 def test_recipes_schedule_and_init():
-    from squeezenet.models import create_model
+    from squeezenet.models import build_architecture
     from squeezenet.training.recipes import caffe_xavier_init, lr_factor
 
     assert lr_factor(0, 100, 0, "poly", 1.0) == 1.0 and lr_factor(50, 100, 0, "poly", 1.0) == 0.5
     assert lr_factor(0, 100, 10, "cosine", 1.0) == 0.1 and abs(lr_factor(100, 100, 10, "cosine", 1.0)) < 1e-12
-    model = create_model("squeezenet1_0", num_classes=10)
+    model = build_architecture("squeezenet1_0", num_classes=10)
     caffe_xavier_init(model)
     w = model.features[0].weight
     assert (

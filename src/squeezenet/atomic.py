@@ -13,8 +13,6 @@ file in its place). The finished file is copied into it instead.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import stat
@@ -112,10 +110,3 @@ def atomic_write_bytes(path: str | Path, data: bytes, error: type[SqueezeNetErro
 
 def atomic_write_text(path: str | Path, text: str, error: type[SqueezeNetError] = SqueezeNetError) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), error)
-
-
-def csv_text(rows) -> str:
-    """Rows as CSV text (written whole through ``atomic_write_text``)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()

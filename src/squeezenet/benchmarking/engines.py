@@ -69,12 +69,12 @@ def machine_info() -> dict:
 def _prepare(arch: str, size: int, folder: Path, engines: tuple[str, ...]) -> dict:
     """Random-weight model files for one architecture, and its size facts."""
     from squeezenet.data.preprocessing import Preprocessing
-    from squeezenet.models import create_model
+    from squeezenet.models import build_architecture
     from squeezenet.models.summary import layer_table, totals
     from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
 
     torch.manual_seed(0)
-    model = create_model(arch).eval()
+    model = build_architecture(arch).eval()
     model.weights_info = WeightsInfo(
         arch=arch, spec=model.spec, num_classes=model.num_classes, in_chans=3, preprocessing=Preprocessing(crop=size)
     )
@@ -85,7 +85,7 @@ def _prepare(arch: str, size: int, folder: Path, engines: tuple[str, ...]) -> di
 
         files["onnx"] = export_onnx(model, folder / f"{arch}.onnx", size=size)
     if "ort_int8" in engines:
-        from squeezenet.export.quantize import quantize_model
+        from squeezenet.export.onnx_int8 import quantize_model
 
         calib = np.random.default_rng(0).standard_normal((8, 3, size, size), dtype=np.float32)
         files["onnx_int8"] = quantize_model(model, folder / f"{arch}.int8.onnx", calib)
@@ -412,13 +412,13 @@ def int8_accuracy(
 ) -> dict:
     """int8 against fp32 on an ImageNet-layout folder, three disjoint parts of its images (sorted):
     calibration = the first ``calibration_images`` even-indexed ones; the odd-indexed ones are where
-    the int8 design was chosen (see export/quantize.py), so they are shown apart; the figures
+    the int8 design was chosen (see export/onnx_int8.py), so they are shown apart; the figures
     reported are those of the even-indexed images left after calibration, used for nothing else:
     top-1 of both and their top-1 agreement (a paired measure: the share of images whose
     predicted class is unchanged)."""
     from squeezenet.data import scan_class_folders
     from squeezenet.export.onnx import onnx_bytes, ort_session
-    from squeezenet.export.quantize import calibration_arrays, quantize_model
+    from squeezenet.export.onnx_int8 import calibration_arrays, quantize_model
     from squeezenet.inference.labels import folder_targets
     from squeezenet.weights import build_model_from_weights
 

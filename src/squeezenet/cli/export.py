@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         export_torchscript(model, out, size=args.size)
         what = "TorchScript (frozen)"
     elif args.int8:
-        from squeezenet.export.quantize import calibration_arrays, quantize_model
+        from squeezenet.export.onnx_int8 import calibration_arrays, quantize_model
 
         data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or 128)
         quantize_model(model, out, data, method=args.calibration_method or "percentile", size=args.size)
@@ -133,8 +133,8 @@ def _run_c(args: argparse.Namespace) -> int:
     """Integer C99 sources in a folder; the arena plan is printed (docs/c-export.md)."""
     from squeezenet.errors import DeployError
     from squeezenet.export.c import check_output_folder, export_c, is_sqz
-    from squeezenet.export.c.quantizer import check_supported
-    from squeezenet.export.quantize import calibration_arrays
+    from squeezenet.export.c.integerize import check_supported
+    from squeezenet.export.onnx_int8 import calibration_arrays
 
     if not args.calibration:
         raise DeployError("--format c needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")

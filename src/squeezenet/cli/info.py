@@ -38,7 +38,7 @@ def _fp32_file_bytes(model) -> int:
 
 def markdown_tables() -> str:
     """The README's model-zoo and pretrained-weights tables, generated from the code's metadata."""
-    from squeezenet.models import create_model, default_input_size, list_models
+    from squeezenet.models import build_architecture, default_input_size, list_models
     from squeezenet.models.summary import layer_table, totals
     from squeezenet.weights import CATALOG
 
@@ -47,7 +47,7 @@ def markdown_tables() -> str:
         "|---|---|---|---|---|---|",
     ]
     for name in list_models():
-        model = create_model(name)
+        model = build_architecture(name)
         size = default_input_size(name)
         t = totals(layer_table(model, size))
         doc = (model_doc(name) or "").replace("|", "/")

@@ -13,8 +13,8 @@ from squeezenet.compression.pruning import (
     magnitude_masks,
     sensitivity_scan,
 )
-from squeezenet.compression.quantize import kmeans_1d, requantize, train_codebooks
 from squeezenet.compression.report import baselines, paper_tables
+from squeezenet.compression.weight_sharing import kmeans_1d, requantize, train_codebooks
 
 __all__ = [
     "PAPER_DENSITIES",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from squeezenet.compression.output_aware import LayerPlan, LayerResult, quantize_layer
-from squeezenet.compression.quantize import compact
+from squeezenet.compression.weight_sharing import compact
 from squeezenet.weights.sqz_codec import SparseTensor, TensorPlan, encode_tensor
 
 # price of a bit, in nats of KL per image: 0 keeps the starting codebook's nearest values

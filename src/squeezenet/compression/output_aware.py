@@ -17,7 +17,7 @@ output channel moves the predictions. ``quantize_layer`` does that for one convo
 - bias correction: the mean output shift ``(W - Q) E[x]`` goes into the float bias.
 
 The distortion it reports is the second-order estimate of the mean KL divergence this
-layer alone adds to the network's predictions (``calibration`` explains the units), so the
+layer alone adds to the network's predictions (``layer_statistics`` explains the units), so the
 allocation over layers (``budget``) compares layers and bytes in one currency.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from squeezenet.compression.calibration import LayerStats
+from squeezenet.compression.layer_statistics import LayerStats
 
 CHUNK_ROWS = 128
 PRUNE_START_DENSITY = 0.5

@@ -10,7 +10,7 @@ and returns its size report. Two quantizers (``CompressionConfig.method``):
   calibration images, with error feedback, rate-distortion choice and bias correction, and
   with ``max_bytes`` the bits of every layer chosen for the budget (``budget``). Calibration
   images come from ``calibration=`` (the user's images) or, without any, are synthesized
-  (``calibration.synthetic_images``): the data-free default.
+  (``layer_statistics.synthetic_images``): the data-free default.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from squeezenet.atomic import atomic_write_bytes
-from squeezenet.compression.calibrated import check_budget, output_aware
+from squeezenet.compression.output_aware_fit import check_budget, output_aware
 from squeezenet.compression.pruning import magnitude_mask, prunable, resolve_densities
-from squeezenet.compression.quantize import compact, kmeans_1d
+from squeezenet.compression.weight_sharing import compact, kmeans_1d
 from squeezenet.errors import ModelError, WeightsError
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
 from squeezenet.weights.sqz_codec import DEFAULT_STEPS, SparseTensor, SqzError, TensorPlan, encode_sqz
@@ -245,7 +245,7 @@ def compress(
     ``calibration`` (output-aware method): image tensors (N, C, H, W), or a list of such
     batches, preprocessed for the model; without them synthetic images stand in. ``data``
     (optional): an iterable of image batches or (images, labels) for trained quantization of
-    the codebooks and biases afterwards (see ``quantize.train_codebooks``; ``teacher=`` for
+    the codebooks and biases afterwards (see ``weight_sharing.train_codebooks``; ``teacher=`` for
     distillation). ``progress`` shows progress bars.
     """
     config = config or CompressionConfig.data_free()
@@ -261,7 +261,7 @@ def compress(
         tensors.update(found)
         notes.update(extra)
     if data is not None:
-        from squeezenet.compression.quantize import train_codebooks
+        from squeezenet.compression.weight_sharing import train_codebooks
         from squeezenet.weights import build_model_from_weights
 
         model = build_model_from_weights(

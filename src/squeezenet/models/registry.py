@@ -1,4 +1,4 @@
-"""One name resolves to one model: ``create_model("squeezenet1_1", num_classes=10)``.
+"""One name resolves to one model: ``build_architecture("squeezenet1_1", num_classes=10)``.
 
 Builders register themselves with ``@register_model``, together with the input side they
 are meant for (timm's ``pretrained_cfg`` idea, reduced to the one fact a bare model needs).
@@ -55,8 +55,8 @@ def get_builder(name: str) -> Callable[..., Any]:
     return _entry(name).builder
 
 
-def create_model(name: str, **kwargs: Any):
-    """Build the registered model ``name`` (random weights; see ``squeezenet.create_model``
+def build_architecture(name: str, **kwargs: Any):
+    """Build the registered model ``name`` (random weights; see ``squeezenet.build_architecture``
     for weights)."""
     model = get_builder(name)(**kwargs)
     model.arch = name  # read by default_input_size

@@ -1,7 +1,7 @@
 """The file the page downloads for in-browser inference: the served graph with 8-bit weights.
 
 Measured (docs/serving.md, benchmarks/results/serve.md): the int8 QDQ graph of
-``export.quantize`` runs in onnxruntime-web (1.40 MB), but its top-1 class is the server's fp32
+``export.onnx_int8`` runs in onnxruntime-web (1.40 MB), but its top-1 class is the server's fp32
 one on only 78 % of the reported imagenet-samples images on this CPU (94 % with the same graph
 run in float: ONNX Runtime's u8s8 kernels saturate on CPUs without VNNI instructions). The page
 must give the server's answer, so the default browser model keeps the fp32 arithmetic and
@@ -70,7 +70,7 @@ def eight_bit_weights(proto):
 
 
 def drop_unused_initializers(proto):
-    """Initializers no node reads (``export.quantize.share_concat_scales`` leaves some): fewer
+    """Initializers no node reads (``export.onnx_int8.share_concat_scales`` leaves some): fewer
     bytes to download and no warning from ONNX Runtime for each."""
     used = {name for node in proto.graph.node for name in node.input}
     kept = [init for init in proto.graph.initializer if init.name in used]

@@ -8,7 +8,7 @@ writes into OUTDIR:
   ``export.concat_free.split_concats``) with the class-activation maps as a second output;
 - ``browser.onnx``: what the page runs in the browser; ``--browser w8a32`` (the default) the
   same graph with 8-bit weights (``serving.browser_model``), ``int8`` the int8 QDQ graph of
-  ``export.quantize`` calibrated on ``--calibration`` images, with the maps too; with
+  ``export.onnx_int8`` calibrated on ``--calibration`` images, with the maps too; with
   ``--browser fp32`` the page downloads ``model.onnx`` itself;
 - ``card.json``: the model card (architecture, weights SHA-256, file bytes, parameters, classes,
   wnids, preprocessing, licence, ...);
@@ -104,7 +104,7 @@ def _browser_model(browser: str, model, graph: bytes, outdir: Path, calibration,
         return eight_bit_weights(onnx.load_from_string(graph)).SerializeToString()
     if browser == "int8":
         from squeezenet.export.onnx import add_cam_output
-        from squeezenet.export.quantize import calibration_arrays, quantize_model
+        from squeezenet.export.onnx_int8 import calibration_arrays, quantize_model
         from squeezenet.serving.browser_model import drop_unused_initializers
 
         arrays = calibration_arrays(model, calibration or [], limit=calibration_limit)

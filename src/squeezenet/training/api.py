@@ -139,7 +139,7 @@ def _adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: int):
     """-> (model, preprocessing, arch name, base weights info or None)."""
-    from squeezenet.models import create_model, default_input_size, from_spec
+    from squeezenet.models import build_architecture, default_input_size, from_spec
     from squeezenet.models.registry import DEFAULT_INPUT_SIZE
 
     dropout = recipe.dropout if cfg.dropout is None else cfg.dropout
@@ -176,7 +176,7 @@ def build_model(cfg: TrainConfig, recipe: Recipe, num_classes: int, in_chans: in
         arch = cfg.model or "squeezenet_custom"
     else:
         arch = cfg.model or DEFAULT_MODEL
-        model = create_model(arch, **kwargs, **cfg.model_kwargs)
+        model = build_architecture(arch, **kwargs, **cfg.model_kwargs)
         registered = default_input_size(arch)
         own_size = registered if registered != DEFAULT_INPUT_SIZE else None
     if recipe.init == "xavier":

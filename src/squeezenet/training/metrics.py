@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
-from squeezenet.atomic import atomic_write_text, csv_text
+from squeezenet.atomic import atomic_write_text
 from squeezenet.errors import TrainingError
 from squeezenet.training.distributed import all_reduce_sum
+from squeezenet.training.reports import csv_text
 
 
 class SmoothedValue:

@@ -6,12 +6,22 @@ the CSV files never need it.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from squeezenet.atomic import atomic_path, atomic_write_text, csv_text
+from squeezenet.atomic import atomic_path, atomic_write_text
 from squeezenet.errors import DataError, MissingExtraError
+
+
+def csv_text(rows) -> str:
+    """Rows as CSV text, to be written whole through ``atomic_write_text`` (a crash leaves
+    the old table or the new one)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _pyplot():

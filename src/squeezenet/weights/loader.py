@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from squeezenet.errors import ModelError, SqueezeNetError, WeightsError
-from squeezenet.models import create_model as create_bare_model
-from squeezenet.models import from_spec, get_builder
+from squeezenet.models import build_architecture, from_spec, get_builder
 from squeezenet.weights.catalog import CATALOG
 from squeezenet.weights.deepcompression import looks_like_deepcompression, read_deepcompression
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
@@ -127,5 +126,5 @@ def create_model(name: str | None = None, weights: Any = None, **kwargs: Any):
     if weights is None:
         if name is None:
             raise ModelError("create_model needs a model name or weights")
-        return create_bare_model(name, **kwargs)
+        return build_architecture(name, **kwargs)
     return build_model_from_weights(weights, arch=name, **kwargs)

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from squeezenet.atomic import atomic_path
 from squeezenet.errors import SqueezeNetError, WeightsError
-from squeezenet.weights.inference import info_from_state_dict
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
+from squeezenet.weights.spec_from_shapes import info_from_state_dict
 
 FORMAT_NAME = "squeezenet.weights"
 FORMAT_VERSION = "1"

@@ -15,8 +15,8 @@ import torch
 
 from squeezenet.atomic import atomic_path
 from squeezenet.errors import WeightsError
-from squeezenet.weights.inference import info_from_state_dict
 from squeezenet.weights.info import LoadedWeights
+from squeezenet.weights.spec_from_shapes import info_from_state_dict
 
 
 def cache_dir() -> Path:

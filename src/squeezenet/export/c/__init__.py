@@ -1,6 +1,6 @@
 """C export: a SqueezeNet as a self-contained integer C99 library, for hosts and microcontrollers.
 
-``export_c`` calibrates, quantizes (``quantizer``), optionally re-encodes codebook layers
+``export_c`` calibrates, quantizes (``integerize``), optionally re-encodes codebook layers
 into per-layer rANS streams (``streams``), plans the static arena (``arena``) and writes the
 sources (``codegen``) into a folder. ``reference`` is the NumPy twin of the generated code
 (same integers, bit for bit); ``toolchain`` builds and runs the code with gcc, clang and
@@ -102,7 +102,7 @@ def build_c(
     """The integer model and its C sources, in memory: (QuantNet, files, facts)."""
     from squeezenet.export.c.arena import describe, plan_arena
     from squeezenet.export.c.codegen import generate
-    from squeezenet.export.c.quantizer import activation_ranges, check_supported, layer_statistics, quantize_net
+    from squeezenet.export.c.integerize import activation_ranges, check_supported, layer_statistics, quantize_net
     from squeezenet.export.c.streams import encode_layer
 
     check_supported(model)

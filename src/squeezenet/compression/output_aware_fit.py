@@ -15,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from squeezenet.compression.budget import Candidate, allocate, candidates_for, tensor_bytes
-from squeezenet.compression.calibration import collect_stats, conv_layers, synthetic_images
+from squeezenet.compression.layer_statistics import collect_stats, conv_layers, synthetic_images
 from squeezenet.compression.output_aware import prepare_layer, quantize_layer
-from squeezenet.compression.quantize import compact
+from squeezenet.compression.weight_sharing import compact
 from squeezenet.errors import ModelError
 from squeezenet.weights.info import LoadedWeights
 from squeezenet.weights.sqz_codec import SparseTensor

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from squeezenet.compression.calibration import LayerStats, collect_stats
+from squeezenet.compression.layer_statistics import LayerStats, collect_stats
 from squeezenet.compression.output_aware import round_to_grid
 from squeezenet.errors import DeployError
 from squeezenet.export.c.arithmetic import (
