@@ -29,6 +29,7 @@ import torch
 
 from squeezenet.benchmarking.names import BENCH_ARCHS, ENGINES
 from squeezenet.errors import DeployError
+from squeezenet.export.formats import DEFAULT_CALIBRATION_LIMIT, DEFAULT_CALIBRATION_METHOD
 from squeezenet.models import default_input_size, get_builder
 
 NUMPY_ENGINES = ("numpy", "numpy_env_blas")
@@ -408,7 +409,10 @@ def format_markdown(result: dict) -> str:
 
 
 def int8_accuracy(
-    weights: str | Path, data_dir: str | Path, method: str = "percentile", calibration_images: int = 128
+    weights: str | Path,
+    data_dir: str | Path,
+    method: str = DEFAULT_CALIBRATION_METHOD,
+    calibration_images: int = DEFAULT_CALIBRATION_LIMIT,
 ) -> dict:
     """int8 against fp32 on an ImageNet-layout folder, three disjoint parts of its images (sorted):
     calibration = the first ``calibration_images`` even-indexed ones; the odd-indexed ones are where

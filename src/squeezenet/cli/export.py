@@ -6,6 +6,9 @@ import argparse
 
 from squeezenet.cli.common import add_weights_args, count, load_model_from_args, output_file, wrote
 from squeezenet.export.formats import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_LIMIT,
+    DEFAULT_CALIBRATION_METHOD,
     DEFAULT_OPSET,
     DEFAULT_SQUEEZE_BITS,
     DEFAULT_STEM_BITS,
@@ -31,9 +34,15 @@ def add_parser(sub) -> None:
     p.add_argument("--dynamo", action="store_true", help="fp32 ONNX: use the torch.export-based exporter")
     p.add_argument("--int8", action="store_true", help="ONNX only: int8 static quantization (needs --calibration)")
     p.add_argument("--calibration", nargs="+", help="images or folders to calibrate int8 activations on")
-    p.add_argument("--calibration-limit", type=count(1), help="at most this many calibration images (default 128)")
     p.add_argument(
-        "--calibration-method", choices=("percentile", "minmax", "entropy"), help="int8 ranges (default percentile)"
+        "--calibration-limit",
+        type=count(1),
+        help=f"at most this many calibration images (default {DEFAULT_CALIBRATION_LIMIT})",
+    )
+    p.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        help=f"int8 ranges (default {DEFAULT_CALIBRATION_METHOD})",
     )
     p.add_argument(
         "--c-weights",
@@ -90,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.int8:
         from squeezenet.export.onnx_int8 import calibration_arrays, quantize_model
 
-        data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or 128)
-        quantize_model(model, out, data, method=args.calibration_method or "percentile", size=args.size)
+        data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or DEFAULT_CALIBRATION_LIMIT)
+        quantize_model(model, out, data, method=args.calibration_method or DEFAULT_CALIBRATION_METHOD, size=args.size)
         what = f"ONNX int8 (QDQ, calibrated on {len(data)} images)"
     else:
         from squeezenet.export.onnx import export_onnx
@@ -143,12 +152,12 @@ def _run_c(args: argparse.Namespace) -> int:
     if args.size is not None and args.size < model.min_input_size:
         raise DeployError(f"--size {args.size} is below the model's minimum input of {model.min_input_size} pixels")
     check_supported(model)
-    data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or 128)
+    data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or DEFAULT_CALIBRATION_LIMIT)
     result = export_c(
         model,
         folder,
         data,
-        method=args.calibration_method or "percentile",
+        method=args.calibration_method or DEFAULT_CALIBRATION_METHOD,
         storage=args.c_weights or "auto",
         weights_are_compressed=is_sqz(args.weights),
         size=args.size,

@@ -35,6 +35,7 @@ from torch import nn
 from squeezenet.atomic import atomic_write_bytes
 from squeezenet.errors import DeployError
 from squeezenet.export.common import check_output_path, model_metadata, require
+from squeezenet.export.formats import DEFAULT_CALIBRATION_METHOD
 from squeezenet.export.onnx import INPUT_NAME, onnx_bytes
 
 DEFAULT_EXCLUDE = ("avgpool",)
@@ -117,7 +118,7 @@ def quantize_model(
     calibration: np.ndarray | Sequence[str | Path],
     per_channel: bool = True,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
-    method: str = "percentile",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     size: int | None = None,
     extra_options: dict | None = None,
     reduce_range: bool = True,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from squeezenet.errors import DeployError
-from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
+from squeezenet.export.formats import DEFAULT_CALIBRATION_METHOD, DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
 
 SQZ_MAGIC = b"SQZ\x00"
 
@@ -92,7 +92,7 @@ def write_folder(files: dict[str, str], folder: str | Path) -> Path:
 def build_c(
     model,
     calibration: np.ndarray,
-    method: str = "percentile",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     storage: str = "auto",
     weights_are_compressed: bool = False,
     size: int | None = None,
@@ -132,7 +132,7 @@ def export_c(
     model,
     folder: str | Path,
     calibration: np.ndarray,
-    method: str = "percentile",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     storage: str = "auto",
     weights_are_compressed: bool = False,
     size: int | None = None,

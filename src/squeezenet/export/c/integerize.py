@@ -46,10 +46,14 @@ from squeezenet.export.c.arithmetic import (
     products_fit,
     quantize_multiplier,
 )
-from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
+from squeezenet.export.formats import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_METHOD,
+    DEFAULT_SQUEEZE_BITS,
+    DEFAULT_STEM_BITS,
+)
 
 STORAGES = ("auto", "compressed", "int8")
-METHODS = ("percentile", "minmax", "entropy")
 
 
 @dataclass
@@ -99,10 +103,12 @@ def _fires(model):
 
 
 @torch.no_grad()
-def activation_ranges(model, data: np.ndarray, method: str = "percentile", batch: int = 8) -> dict[str, float]:
+def activation_ranges(
+    model, data: np.ndarray, method: str = DEFAULT_CALIBRATION_METHOD, batch: int = 8
+) -> dict[str, float]:
     """{tensor: calibrated maximum} for "stem", "fireN.squeeze", "fireN" and "classifier"."""
-    if method not in METHODS:
-        raise DeployError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
+    if method not in CALIBRATION_METHODS:
+        raise DeployError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
     model = _plain(model)
     seen: dict[str, list[np.ndarray]] = {}
 
