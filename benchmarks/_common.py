@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from squeezenet.data.root import data_root
+
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA = Path(os.environ.get("SQUEEZENET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = data_root()
 
 
 def machine() -> dict:

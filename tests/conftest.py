@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from squeezenet.data.root import data_root
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SQUEEZENET_DATA", ROOT.parent / "shared" / "data")).resolve()
+DATA = data_root().resolve()
 DC_WEIGHTS = DATA / "deepcompression" / "compressed_SqueezeNet.net"
 IMAGENET_SAMPLES = DATA / "imagenet-samples"
 

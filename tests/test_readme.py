@@ -36,8 +36,22 @@ def test_status_reads_its_figures_from_the_result_files(tmp_path, monkeypatch):
         json.dumps({"top1": 0.5, "top5": 0.75, "n": 8, "images_per_second_median": 9.5})
     )
     text = update_readme.status_paragraph()
-    assert "top-1 50.0 % / top-5 75.0 % on the 8 imagenet-samples images at 9.5 images/s" in text
-    assert "the GPU figure is not measured" in text
+    assert "| release weights on the 8 imagenet-samples images | top-1 50.0 % / top-5 75.0 % |" in text
+    assert "| `squeezenet eval` end to end | 9.5 images/s |" in text
+    assert "| GPU throughput | not measured" in text
+
+
+def test_status_is_a_table_that_names_each_figure_s_target_verdict_and_machine(tmp_path, monkeypatch):
+    """One row per figure: what, figure, target, met, machine; a missed target says MISSED."""
+    import json
+
+    monkeypatch.setattr(update_readme, "RESULTS", tmp_path)
+    (tmp_path / "train_throughput.json").write_text(
+        json.dumps({"speedup_vs_baseline": {"a": 1.2}, "target_speedup": 1.5, "machine": {"cpu": "Test CPU"}})
+    )
+    lines = update_readme.status_paragraph().splitlines()
+    assert "| what | figure | target | met | machine |" in lines
+    assert "| training step / a plain PyTorch loop | 1.20x | >= 1.5x | MISSED | Test CPU |" in lines
 
 
 def test_readme_tables_match_metadata():
@@ -51,3 +65,26 @@ def test_readme_has_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text()
     assert "<!-- setup -->" in readme and "<!-- test -->" in readme
     assert 'pip install -e ".[dev]"' in readme
+
+
+def test_the_gpu_row_reads_what_bench_gpu_writes(tmp_path, monkeypatch):
+    """bench_gpu.py's own result shape (engines, best, device) gives the GPU row: the row once read
+    a 'summary' key that the script never wrote."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    same = {"max_abs_diff": 0.0, "top1_agreement": 1.0}
+    engines = {"torchvision_eager": {"images_per_s": 1000.0, "speedup": 1.0, **same},
+               "fast": {"images_per_s": 2500.0, "speedup": 2.5, **same}}  # fmt: skip
+    result = {"benchmark": "squeezenet1_1 inference throughput at batch 256, 224 px", "device": "NVIDIA H100",
+              "torch": "2.14.1", "cuda": "13.0", "engines": engines, "best": "fast"}  # fmt: skip
+    assert bench_gpu.markdown(result).startswith("# GPU throughput")  # the shape bench_gpu renders itself
+    monkeypatch.setattr(update_readme, "RESULTS", tmp_path)
+    (tmp_path / "gpu.json").write_text(json.dumps(result))
+    row = [line for line in update_readme.status_paragraph().splitlines() if line.startswith("| GPU throughput")]
+    assert row == ["| GPU throughput, squeezenet1_1 inference throughput at batch 256, 224 px | 2,500 images/s (fast, "
+                   "2.50x torchvision eager) |  |  | NVIDIA H100 |"]  # fmt: skip

@@ -6,20 +6,15 @@ models themselves, never written by hand.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchvision.models import SqueezeNet1_0_Weights, SqueezeNet1_1_Weights
 
+from squeezenet.data.root import data_root
 from squeezenet.errors import WeightsError
 from squeezenet.weights.torchvision_ckpt import download_cached
-
-
-def data_root() -> Path:
-    """``$SQUEEZENET_DATA``, by default ``../shared/data`` (the project's shared data folder)."""
-    return Path(os.environ.get("SQUEEZENET_DATA", "../shared/data"))
 
 
 @dataclass(frozen=True)
