@@ -117,11 +117,11 @@ def test_shared_metadata_refers_to_the_packaged_class_list(monkeypatch, tmp_path
     # a reader whose list differs, or that has none, says so instead of mislabelling
     other = tmp_path / "imagenet1k.tsv"
     other.write_text("index\twnid\tname\n0\tn0\tsomething else\n")
-    monkeypatch.setattr(C, "__file__", str(tmp_path / "sqz_codec.py"))
+    monkeypatch.setattr(C.metadata, "__file__", str(tmp_path / "sqz_codec" / "metadata.py"))
     with pytest.raises(C.SqzError, match=r"imagenet1k\.tsv differs from the writer's"):
         C.unpack_metadata(packed)
     other.unlink()
-    with pytest.raises(C.SqzError, match=r"needs imagenet1k\.tsv beside sqz_codec\.py"):
+    with pytest.raises(C.SqzError, match=r"needs imagenet1k\.tsv beside sqz_codec"):
         C.unpack_metadata(packed)
 
 

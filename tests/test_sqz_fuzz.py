@@ -7,6 +7,8 @@ both format versions, the version-1 fixture, and a real ``.sqz`` of the release.
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -67,7 +69,7 @@ def release_sqz(dc_weights_path) -> bytes:
     """The release weights as a real .sqz (8-bit codebooks: the release's own values)."""
     from squeezenet.compression import CompressionConfig, compress
 
-    return compress(dc_weights_path, CompressionConfig(bits=8)).to_bytes()
+    return compress(dc_weights_path, CompressionConfig(bits=8, method="nearest")).to_bytes()
 
 
 def _refresh_crcs(data: bytearray) -> bytes:
@@ -215,3 +217,24 @@ def test_torch_wrapper_gives_weights_error():
 
 def test_no_hypothesis_database_in_the_checkout():
     assert not (Path(ROOT) / ".hypothesis").exists() or not any((Path(ROOT) / ".hypothesis").rglob("*sqz*"))
+
+
+def test_codec_folder_loads_by_path_without_torch_or_squeezenet(tmp_path):
+    """What the torch-free runtime does (the recipe in the package's docstring): the codec's folder,
+    loaded by path as a package, decodes the sample with neither torch nor squeezenet importable."""
+    folder = ROOT / "src" / "squeezenet" / "weights" / "sqz_codec"
+    (tmp_path / "a.sqz").write_bytes(SAMPLE)
+    code = (
+        "import importlib.util, sys\n"
+        "sys.modules['torch'] = sys.modules['squeezenet'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('codec', {str(folder / '__init__.py')!r},\n"
+        f"                                              submodule_search_locations=[{str(folder)!r}])\n"
+        "codec = sys.modules['codec'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(codec)\n"
+        f"meta, tensors = codec.decode_sqz(open({str(tmp_path / 'a.sqz')!r}, 'rb').read())\n"
+        "print(meta['name'], len(tensors), sum(float(abs(t).sum()) for t in tensors.values()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    tensors = C.decode_sqz(SAMPLE)[1]
+    assert out.stdout.split() == ["fuzz", "7", str(sum(float(abs(t).sum()) for t in tensors.values()))]

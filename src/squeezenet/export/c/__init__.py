@@ -3,8 +3,9 @@
 ``export_c`` calibrates, quantizes (``integerize``), optionally re-encodes codebook layers
 into per-layer rANS streams (``streams``), plans the static arena (``arena``) and writes the
 sources (``codegen``) into a folder. ``reference`` is the NumPy twin of the generated code
-(same integers, bit for bit); ``toolchain`` builds and runs the code with gcc, clang and
-arm-none-eabi-gcc under QEMU for the tests and the benchmark. docs/c-export.md has the
+(same integers, bit for bit); ``benchmarks/c_toolchain.py`` (outside the package) builds and
+runs the code with gcc, clang and arm-none-eabi-gcc under QEMU for the tests and the benchmark.
+docs/c-export.md has the
 arithmetic, the flash layout and measured sizes.
 """
 
@@ -20,8 +21,7 @@ import numpy as np
 
 from squeezenet.errors import DeployError
 from squeezenet.export.formats import DEFAULT_CALIBRATION_METHOD, DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
-
-SQZ_MAGIC = b"SQZ\x00"
+from squeezenet.weights.sqz_codec import MAGIC as SQZ_MAGIC
 
 
 @dataclass

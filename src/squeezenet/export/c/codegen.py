@@ -27,8 +27,16 @@ C_TYPES = {
 PER_LINE = 24
 
 
+# The runtime's parts (templates/), in the order one translation unit needs them: squeezenet_model.c
+# holds them all, every function static, so that the exported folder builds from the same two files
+# on any toolchain and the compiler sees the whole call graph (inlining, the stack's worst chain).
+# A SIMD kernel set (kernels.h says what it implements) goes between stream.c and graph.c.
+RUNTIME_FILES = ("common.c", "kernels.h", "portable.c", "stream.c", "kernels_vnni.c", "graph.c")
+
+
 def runtime_source() -> str:
-    return resources.files("squeezenet.export.c").joinpath("templates/runtime.c").read_text()
+    templates = resources.files("squeezenet.export.c").joinpath("templates")
+    return "\n".join(templates.joinpath(name).read_text() for name in RUNTIME_FILES)
 
 
 def _c_string(text: str) -> str:
@@ -80,7 +88,7 @@ def _conv_descriptor(tag: str, conv: QuantConv, stream: LayerStream | None, tabl
         fields["gap_alphabet"] = stream.gap_alphabet
         fields["layer_mult"] = conv.layer_mult
         fields["layer_shift"] = conv.layer_shift
-    return "{" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}"
+    return "{" + _fields_text(fields) + "}"
 
 
 def _header(net: QuantNet, arena: int) -> str:
@@ -121,38 +129,45 @@ extern const char *const squeezenet_class_names[SQUEEZENET_NUM_CLASSES];
 """
 
 
-def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], tables: _Tables) -> str:
+def _arena_pointer(bufs: dict[str, Buffer], name: str, ctype: str = "uint8_t") -> str:
+    if name not in bufs:
+        return "0"
+    return f"({ctype} *)(void *)(a + {bufs[name].offset}u)"
+
+
+def _fields_text(fields: dict) -> str:
+    return ", ".join(f".{k} = {v}" for k, v in fields.items())
+
+
+def _stem_descriptor(net: QuantNet, stream: LayerStream | None, tables: _Tables) -> str:
     geo = stem_geometry(net)
-    stem = net.stem
-
-    def at(name: str, ctype: str = "uint8_t") -> str:
-        if name not in bufs:
-            return "0"
-        return f"({ctype} *)(void *)(a + {bufs[name].offset}u)"
-
-    def fields_text(d: dict) -> str:
-        return ", ".join(f".{k} = {v}" for k, v in d.items())
-
-    stem_stream = streams.get(stem.name) if streams else None
-    stem_fields = {
-        "conv": _conv_descriptor("stem", stem, stem_stream, tables),
+    fields = {
+        "conv": _conv_descriptor("stem", net.stem, stream, tables),
         "in_size": net.size,
         "conv_size": geo["conv_size"],
         "out_size": geo["out_size"],
         "row_pitch": geo["row_pitch"],
-        "stride": stem.stride,
-        "pad": stem.padding,
+        "stride": net.stem.stride,
+        "pad": net.stem.padding,
         "pool": int(net.stem_pool),
         "zero": tables.add("sqn_stem_zero", net.zero_points, np.int16),
     }
-    if stem_stream is None:
-        unpack = "\n".join(f"    sw.{k} = sqn_stem_layer.conv.{k};" for k in ("w", "mult", "shift"))
-    else:
-        unpack = (
-            f"    sw.w = {at('stem.weights', 'int16_t')};\n    sw.mult = {at('stem.mult', 'int32_t')};\n"
-            f"    sw.shift = {at('stem.shift')};\n"
-            "    sqn_stem_unpack(&sqn_stem_layer, &w, (int16_t *)sw.w, (int32_t *)sw.mult, (uint8_t *)sw.shift);"
-        )
+    return _fields_text(fields)
+
+
+def _stem_weights(bufs: dict[str, Buffer], compressed: bool) -> str:
+    """Statements that point ``sw`` at conv1's weights: its int8 tables, or its stream decoded into the arena."""
+    if not compressed:
+        return "\n".join(f"    sw.{k} = sqn_stem_layer.conv.{k};" for k in ("w", "mult", "shift"))
+    return (
+        f"    sw.w = {_arena_pointer(bufs, 'stem.weights', 'int16_t')};\n"
+        f"    sw.mult = {_arena_pointer(bufs, 'stem.mult', 'int32_t')};\n"
+        f"    sw.shift = {_arena_pointer(bufs, 'stem.shift')};\n"
+        "    sqn_stem_unpack(&sqn_stem_layer, &w, (int16_t *)sw.w, (int32_t *)sw.mult, (uint8_t *)sw.shift);"
+    )
+
+
+def _fire_descriptors(net: QuantNet, streams: dict, bufs: dict[str, Buffer], tables: _Tables) -> list[str]:
     fires = []
     inputs = "stem.out"
     for i, fire in enumerate(net.fires):
@@ -163,7 +178,7 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
             "expand3x3": (fire.expand3x3, "e3"),
         }
         fields = {
-            name: _conv_descriptor(f"f{i + 2}{short}", conv, streams.get(conv.name) if streams else None, tables)
+            name: _conv_descriptor(f"f{i + 2}{short}", conv, streams.get(conv.name), tables)
             for name, (conv, short) in convs.items()
         }
         bypass = fire.bypass or (0, 1)
@@ -178,26 +193,35 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
             out=f"{bufs[tag + '.out'].offset}u",
             plane=f"{bufs[tag + '.plane'].offset if tag + '.plane' in bufs else 0}u",
         )
-        fires.append("    {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}")
+        fires.append("    {" + _fields_text(fields) + "}")
         inputs = tag + ".out"
-    cls = net.classifier
-    side = round((bufs[inputs].size / cls.cin) ** 0.5)
-    cls_desc = _conv_descriptor("cls", cls, streams.get(cls.name) if streams else None, tables)
-    fast = fast_path_scratch(net)
+    return fires
 
-    return f"""/* SqueezeNet ({net.arch}) as integer C99, generated by `squeezenet export --format c`.
- * Weights: {net.storage}{
+
+def _classifier_descriptor(net: QuantNet, streams: dict, bufs: dict[str, Buffer], tables: _Tables) -> str:
+    cls = net.classifier
+    inputs = bufs[f"fire{len(net.fires) + 1}.out" if net.fires else "stem.out"]
+    side = round((inputs.size / cls.cin) ** 0.5)
+    conv = _conv_descriptor("cls", cls, streams.get(cls.name), tables)
+    return f".conv = {conv}, .size = {side}, .pad = {cls.padding}, .in = {inputs.offset}u"
+
+
+def _model_defines(net: QuantNet, arena: int, stem_compressed: bool) -> str:
+    fast = fast_path_scratch(net)
+    storage = (
         " (codebook indices and sparse positions, rANS-coded per layer, decoded inside the convolution loop)"
         if net.storage == "compressed"
         else " (dense, per-output-channel scales)"
-    }.
+    )
+    return f"""/* SqueezeNet ({net.arch}) as integer C99, generated by `squeezenet export --format c`.
+ * Weights: {net.storage}{storage}.
  * Arena: {arena:,} bytes, planned at export time (see README.md). */
 #include <stdint.h>
 
 #include "squeezenet_model.h"
 
 #define SQN_COMPRESSED {int(net.storage == "compressed")}
-#define SQN_STEM_COMPRESSED {int(stem_stream is not None)}
+#define SQN_STEM_COMPRESSED {int(stem_compressed)}
 #define SQN_PROB_BITS {PROB_BITS}
 #define SQN_PROB_SCALE {PROB_SCALE}u
 #define SQN_FIRES {len(net.fires)}
@@ -209,26 +233,14 @@ def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], t
 #define SQN_VNNI_PLANE_BYTES {fast["plane_bytes"]}
 #define SQN_VNNI_STEM_TAPS {fast["stem_taps"]}
 #define SQN_VNNI_W16 {fast["w16"]}
+"""
 
-{runtime_source()}
-/* ---- the model --------------------------------------------------------------------------- */
-{chr(10).join(tables.declarations)}
 
-static const sqn_stem sqn_stem_layer = {{{fields_text(stem_fields)}}};
+def _entry_point(bufs: dict[str, Buffer], stem_weights: str) -> str:
+    def at(name: str, ctype: str = "uint8_t") -> str:
+        return _arena_pointer(bufs, name, ctype)
 
-static const sqn_fire sqn_fires[SQN_FIRES] = {{
-{("," + chr(10)).join(fires)}
-}};
-
-static const sqn_classifier sqn_cls = {{.conv = {cls_desc}, .size = {side}, .pad = {cls.padding}, \
-.in = {bufs[inputs].offset}u}};
-
-static union {{
-    uint64_t align;
-    uint8_t bytes[SQUEEZENET_ARENA_BYTES];
-}} sqn_arena;
-
-int squeezenet_run(const uint8_t *image, int32_t *scores)
+    return f"""int squeezenet_run(const uint8_t *image, int32_t *scores)
 {{
     uint8_t *a = sqn_arena.bytes;
     sqn_scratch w;
@@ -238,7 +250,7 @@ int squeezenet_run(const uint8_t *image, int32_t *scores)
     w.acc = {at("acc", "int32_t")};
     w.entries = {at("entries", "sqn_entry")};
     w.tables = {at("tables", "sqn_tables")};
-{unpack}
+{stem_weights}
     sqn_stem_run(&sqn_stem_layer, &sw, image, {at("stem.out", "sqn_st")}, {at("stem.rows", "int16_t")}, \
 {at("stem.ring", "sqn_st")}, w.acc);
     for (i = 0; i < SQN_FIRES; i++) sqn_fire_run(&sqn_fires[i], a, &w);
@@ -248,6 +260,33 @@ int squeezenet_run(const uint8_t *image, int32_t *scores)
     return best;
 }}
 """
+
+
+def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], tables: _Tables) -> str:
+    streams = streams or {}
+    stem_compressed = net.stem.name in streams
+    stem = _stem_descriptor(net, streams.get(net.stem.name), tables)
+    fires = _fire_descriptors(net, streams, bufs, tables)
+    classifier = _classifier_descriptor(net, streams, bufs, tables)
+    return f"""{_model_defines(net, arena, stem_compressed)}
+{runtime_source()}
+/* ---- the model --------------------------------------------------------------------------- */
+{chr(10).join(tables.declarations)}
+
+static const sqn_stem sqn_stem_layer = {{{stem}}};
+
+static const sqn_fire sqn_fires[SQN_FIRES] = {{
+{("," + chr(10)).join(fires)}
+}};
+
+static const sqn_classifier sqn_cls = {{{classifier}}};
+
+static union {{
+    uint64_t align;
+    uint8_t bytes[SQUEEZENET_ARENA_BYTES];
+}} sqn_arena;
+
+{_entry_point(bufs, _stem_weights(bufs, stem_compressed))}"""
 
 
 def _labels_source(net: QuantNet) -> str:

@@ -331,6 +331,52 @@ def _stem(model, pre, s_out: float, compressed: bool, stats: LayerStats | None) 
     return _dense(folded, 1.0, s_out, covariance, ACTIVATION_MAX), zero.astype(np.int64)
 
 
+def _check_options(storage: str, squeeze_bits: int, stem_bits: int) -> None:
+    if storage not in STORAGES:
+        raise DeployError(f"unknown C weight storage {storage!r}; expected one of {', '.join(STORAGES)}")
+    for what, bits in (("squeeze", squeeze_bits), ("stem", stem_bits)):
+        if bits not in WIDE_MAX:
+            raise DeployError(f"{what} bits must be one of {', '.join(map(str, WIDE_MAX))}, not {bits}")
+
+
+def _bypass(tag: str, in_max: int, s_in: float, s_out: float) -> tuple[int, int]:
+    """The identity bypass's multiplier: the Fire's input rescaled to its output's scale, where
+    both are uint8 (the runtime adds the bypass to uint8 outputs)."""
+    if in_max != ACTIVATION_MAX:
+        raise DeployError(f"{tag}: a bypass on conv1's wide output is not supported; use --stem-bits 8")
+    try:
+        return quantize_multiplier(s_in / s_out)
+    except ValueError as exc:
+        raise DeployError(f"{tag}: bypass {exc}") from None
+
+
+def _quant_fires(model, scale, side: int, compressed: bool, stats, stem_max: int, sq_max: int):
+    """-> (the integer Fires, the side after the last, the last one's output scale); ``side``:
+    the stem's output side."""
+    fires, s_in = [], scale["stem"]
+    for i, fire in enumerate(_fires(model)):
+        tag = f"fire{i + 2}"
+        in_max = fire_input_max(i, stem_max)
+        prefix = f"features.{list(model.features).index(fire)}"
+        s_sq, s_out = scale[f"{tag}.squeeze"], scale[tag]
+        bypass = _bypass(tag, in_max, s_in, s_out) if fire.shortcut_kind == "identity" else None
+        pooled = i in model.spec.pool_after
+        fires.append(
+            QuantFire(
+                _layer(_conv(f"{prefix}.squeeze", fire.squeeze), s_in, s_sq, compressed, stats, in_max),
+                _layer(_conv(f"{prefix}.expand1x1", fire.expand1x1), s_sq, s_out, compressed, stats, sq_max),
+                _layer(_conv(f"{prefix}.expand3x3", fire.expand3x3), s_sq, s_out, compressed, stats, sq_max),
+                side,
+                pooled,
+                bypass,
+            )
+        )
+        if pooled:
+            side = -(-(side - 3) // 2) + 1
+        s_in = s_out
+    return fires, side, s_in
+
+
 def quantize_net(
     model,
     ranges: dict[str, float],
@@ -347,11 +393,7 @@ def quantize_net(
     (uint16) 16 times finer."""
     from squeezenet.models import default_input_size
 
-    if storage not in STORAGES:
-        raise DeployError(f"unknown C weight storage {storage!r}; expected one of {', '.join(STORAGES)}")
-    for what, bits in (("squeeze", squeeze_bits), ("stem", stem_bits)):
-        if bits not in WIDE_MAX:
-            raise DeployError(f"{what} bits must be one of {', '.join(map(str, WIDE_MAX))}, not {bits}")
+    _check_options(storage, squeeze_bits, stem_bits)
     sq_max, stem_max = WIDE_MAX[squeeze_bits], WIDE_MAX[stem_bits]
     check_supported(model)
     info = getattr(model, "weights_info", None)
@@ -373,34 +415,7 @@ def quantize_net(
     side = (size + 2 * spec.stem_padding - spec.stem_kernel) // spec.stem_stride + 1
     if spec.stem_pool:
         side = -(-(side - 3) // 2) + 1
-    fires, s_in = [], scale["stem"]
-    for i, fire in enumerate(_fires(model)):
-        tag = f"fire{i + 2}"
-        in_max = fire_input_max(i, stem_max)
-        prefix = f"features.{list(model.features).index(fire)}"
-        s_sq, s_out = scale[f"{tag}.squeeze"], scale[tag]
-        bypass = None
-        if fire.shortcut_kind == "identity":
-            if in_max != ACTIVATION_MAX:
-                raise DeployError(f"{tag}: a bypass on conv1's wide output is not supported; use --stem-bits 8")
-            try:
-                bypass = quantize_multiplier(s_in / s_out)
-            except ValueError as exc:
-                raise DeployError(f"{tag}: bypass {exc}") from None
-        pooled = i in spec.pool_after
-        fires.append(
-            QuantFire(
-                _layer(_conv(f"{prefix}.squeeze", fire.squeeze), s_in, s_sq, compressed, stats, in_max),
-                _layer(_conv(f"{prefix}.expand1x1", fire.expand1x1), s_sq, s_out, compressed, stats, sq_max),
-                _layer(_conv(f"{prefix}.expand3x3", fire.expand3x3), s_sq, s_out, compressed, stats, sq_max),
-                side,
-                pooled,
-                bypass,
-            )
-        )
-        if pooled:
-            side = -(-(side - 3) // 2) + 1
-        s_in = s_out
+    fires, side, s_in = _quant_fires(model, scale, side, compressed, stats, stem_max, sq_max)
     classifier = _layer(_conv("classifier.1", model.final_conv), s_in, scale["classifier"], compressed, stats)
     pixels = (side + 2 * classifier.padding) ** 2
     return QuantNet(

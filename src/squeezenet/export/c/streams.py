@@ -20,9 +20,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROB_BITS = 12
+from squeezenet.weights.sqz_codec import (
+    RANS_L,
+    Lanes,
+    cumulative,
+    gap_symbols,
+    normalize_weights,
+    rans_encode_slots,
+    rans_pop,
+    slot_symbols,
+)
+
+PROB_BITS = 12  # the C decoder's lookup tables have 2^PROB_BITS one-byte entries (in the arena)
 PROB_SCALE = 1 << PROB_BITS
-RANS_LOW = 1 << 16
 GAP_ALPHABETS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 
 
@@ -66,33 +76,6 @@ def codebook_bytes(codebook: np.ndarray) -> bytes:
     return zigzag_varints(np.diff(np.concatenate([[0], c])))
 
 
-def gap_symbols(positions: np.ndarray, alphabet: int) -> list[np.ndarray]:
-    """For each entry, its gap as symbols (escapes then the terminal)."""
-    gaps = np.diff(np.concatenate([[-1], positions])) - 1
-    esc = alphabet - 1
-    return [np.array([esc] * (g // esc) + [g % esc]) for g in gaps.tolist()]
-
-
-def normalize_freqs(counts: np.ndarray, total: int = PROB_SCALE) -> np.ndarray:
-    """Counts -> frequencies summing to ``total``, every present symbol at least 1."""
-    counts = np.asarray(counts, dtype=np.int64)
-    present = counts > 0
-    if present.sum() > total:
-        raise ValueError(f"{int(present.sum())} symbols do not fit {total} probability slots")
-    freqs = np.where(present, np.maximum(1, counts * total // max(1, counts.sum())), 0)
-    order = np.argsort(-counts, kind="stable")
-    diff = total - int(freqs.sum())
-    i = 0
-    while diff:
-        s = order[i % int(present.sum())]
-        step = 1 if diff > 0 else -1
-        if freqs[s] + step >= 1:
-            freqs[s] += step
-            diff -= step
-        i += 1
-    return freqs.astype(np.uint16)
-
-
 def _entropy_bytes(symbols: np.ndarray) -> float:
     if len(symbols) == 0:
         return 0.0
@@ -105,18 +88,28 @@ def best_gap_alphabet(positions: np.ndarray, numel: int) -> int:
     """The alphabet with the fewest estimated bytes (symbols' entropy plus the table)."""
     if len(positions) == numel:
         return 0
-    gaps = np.diff(np.concatenate([[-1], positions])) - 1
+    largest = int((np.diff(np.concatenate([[-1], positions])) - 1).max())
     best = None
     for alphabet in GAP_ALPHABETS:
-        esc = alphabet - 1
-        reps = gaps // esc
-        symbols = np.concatenate([np.full(int(reps.sum()), esc), gaps - reps * esc])
-        cost = _entropy_bytes(symbols) + alphabet * 1.2
+        cost = _entropy_bytes(gap_symbols(positions, alphabet)) + alphabet * 1.2
         if best is None or cost < best[0]:
             best = (cost, alphabet)
-        if alphabet > gaps.max() + 1:
+        if alphabet > largest + 1:
             break
     return best[1]
+
+
+def _slots(gaps: np.ndarray, gap_freqs: np.ndarray, codes: np.ndarray, code_freqs: np.ndarray) -> np.ndarray:
+    """Every symbol of the layer as its slot range (frequency; start), in stream order: each
+    entry's gap symbols, then its code."""
+    code_slots = np.stack([code_freqs[codes], cumulative(code_freqs)[codes]])
+    if not len(gap_freqs):
+        return code_slots
+    ends = gaps != len(gap_freqs) - 1  # a gap ends with its one symbol that is not an escape
+    slots = np.zeros((2, len(gaps) + len(codes)), np.int64)
+    slots[:, np.arange(len(gaps)) + np.cumsum(ends) - ends] = gap_freqs[gaps], cumulative(gap_freqs)[gaps]
+    slots[:, np.flatnonzero(ends) + np.arange(len(codes)) + 1] = code_slots
+    return slots
 
 
 def encode_layer(positions: np.ndarray, codes: np.ndarray, numel: int, alphabet_size: int) -> LayerStream:
@@ -124,52 +117,33 @@ def encode_layer(positions: np.ndarray, codes: np.ndarray, numel: int, alphabet_
     positions = np.asarray(positions, dtype=np.int64)
     codes = np.asarray(codes, dtype=np.int64)
     gap_alphabet = best_gap_alphabet(positions, numel)
-    per_entry_gaps = gap_symbols(positions, gap_alphabet) if gap_alphabet else [np.zeros(0, np.int64)] * len(codes)
-    gap_counts = np.zeros(max(gap_alphabet, 1), np.int64)
-    for g in per_entry_gaps:
-        np.add.at(gap_counts, g, 1)
-    gap_freqs = normalize_freqs(gap_counts)[:gap_alphabet] if gap_alphabet else np.zeros(0, np.uint16)
-    code_freqs = normalize_freqs(np.bincount(codes, minlength=alphabet_size))
-    gap_cum = np.concatenate([[0], np.cumsum(gap_freqs)]).astype(np.int64)
-    code_cum = np.concatenate([[0], np.cumsum(code_freqs)]).astype(np.int64)
-    # the symbol sequence, as (frequency, cumulative) pairs, then encoded back to front
-    freq_seq, cum_seq = [], []
-    for g, c in zip(per_entry_gaps, codes.tolist(), strict=True):
-        for s in g.tolist():
-            freq_seq.append(int(gap_freqs[s]))
-            cum_seq.append(int(gap_cum[s]))
-        freq_seq.append(int(code_freqs[c]))
-        cum_seq.append(int(code_cum[c]))
-    x, out = RANS_LOW, []
-    for f, c in zip(reversed(freq_seq), reversed(cum_seq), strict=True):
-        limit = f << (32 - PROB_BITS)
-        while x >= limit:
-            out.append(x & 0xFFFF)
-            x >>= 16
-        x = ((x // f) << PROB_BITS) + (x % f) + c
-    words = np.array([x & 0xFFFF, x >> 16, *reversed(out)], dtype=np.uint16)
-    return LayerStream(words, gap_alphabet, gap_freqs, code_freqs, len(codes))
+    gaps = gap_symbols(positions, gap_alphabet) if gap_alphabet else np.zeros(0, np.int64)
+    gap_freqs = normalize_weights(np.bincount(gaps, minlength=gap_alphabet), PROB_SCALE) if gap_alphabet else gaps
+    code_freqs = normalize_weights(np.bincount(codes, minlength=alphabet_size), PROB_SCALE)
+    freq, cum = _slots(gaps, gap_freqs, codes, code_freqs)
+    words = np.frombuffer(rans_encode_slots(freq, cum, Lanes.single(len(freq)), PROB_BITS), "<u2")
+    return LayerStream(
+        words.astype(np.uint16), gap_alphabet, gap_freqs.astype(np.uint16), code_freqs.astype(np.uint16), len(codes)
+    )
 
 
 def decode_layer(stream: LayerStream, numel: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (positions, codes): the C decoder's steps in Python (for tests)."""
 
     def tables(freqs):
-        cum = np.concatenate([[0], np.cumsum(freqs)]).astype(np.int64)
-        return np.repeat(np.arange(len(freqs)), freqs.astype(np.int64)), cum
+        freqs = freqs.astype(np.int64)
+        return slot_symbols(freqs).tolist(), freqs.tolist(), cumulative(freqs).tolist()
 
-    gap_lut, gap_cum = tables(stream.gap_freqs) if stream.gap_alphabet else (None, None)
-    code_lut, code_cum = tables(stream.code_freqs)
-    words = stream.words.astype(np.int64)
-    x, p = int(words[0]) | int(words[1]) << 16, 2
+    gap_tables = tables(stream.gap_freqs)
+    code_tables = tables(stream.code_freqs)
+    words = stream.words.astype(np.int64).tolist()
+    x, p = words[0] | words[1] << 16, 2
 
     def symbol(lut, freqs, cum):
         nonlocal x, p
-        slot = x & (PROB_SCALE - 1)
-        s = int(lut[slot])
-        x = int(freqs[s]) * (x >> PROB_BITS) + slot - int(cum[s])
-        if x < RANS_LOW:
-            x = (x << 16) | int(words[p])
+        s, x = rans_pop(x, lut, freqs, cum, PROB_BITS)
+        if x < RANS_L:
+            x = (x << 16) | words[p]
             p += 1
         return s
 
@@ -178,12 +152,12 @@ def decode_layer(stream: LayerStream, numel: int) -> tuple[np.ndarray, np.ndarra
     for _ in range(stream.entries):
         gap = 0
         if stream.gap_alphabet:
-            while (s := symbol(gap_lut, stream.gap_freqs, gap_cum)) == esc:
+            while (s := symbol(*gap_tables)) == esc:
                 gap += esc
             gap += s
         pos += gap + 1
         positions.append(pos)
-        codes.append(symbol(code_lut, stream.code_freqs, code_cum))
-    if x != RANS_LOW or p != len(words) or (positions and positions[-1] >= numel):
+        codes.append(symbol(*code_tables))
+    if x != RANS_L or p != len(words) or (positions and positions[-1] >= numel):
         raise ValueError("corrupted layer stream")
     return np.array(positions, np.int64), np.array(codes, np.int64)

@@ -1,6 +1,7 @@
 """Build and run the generated C: host compilers (gcc, clang, -m32) and a Cortex-M3 under QEMU.
 
-Used by the tests and the benchmark; a user needs none of it (the export is plain sources).
+Used by tests/test_export_c.py and bench_export_c.py; a user needs none of it (the export is plain
+sources), so it lives beside the benchmarks, not in the package.
 The Cortex-M target is QEMU's ``mps2-an385`` board (Cortex-M3, 4 MB of code memory at 0,
 4 MB of RAM at 0x20000000) with semihosting: the program's printf reaches stdout, its exit
 status becomes QEMU's. With ``-icount shift=0`` QEMU advances its virtual clock one

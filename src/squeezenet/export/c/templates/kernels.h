@@ -1,0 +1,28 @@
+/* ---- runtime, kernels.h: which SIMD kernels run beside the portable loops -------------------
+ * The portable loops (portable.c) are always there and run every layer no SIMD set takes. At most
+ * one SIMD kernel set is compiled in on top of them, chosen here when the library is compiled,
+ * from the compiler's target and the build's storage (each set's macro can also be given: 0 leaves
+ * it out). A set is one file (kernels_*.c, emitted after stream.c) that implements, under its
+ * macro, the three functions graph.c calls where SQN_SIMD is set:
+ *
+ *   static void sqn_simd_begin(sqn_source *src, const void *in);
+ *       before a layer's first output channel: src->simd_in = the layer's input as the set reads it,
+ *       or 0 where the set does not take this layer (the portable loops run it); in = 0: the
+ *       input is the previous layer's, already prepared
+ *   static const int32_t *sqn_simd_outputs(sqn_source *src, int32_t oc, int32_t n);
+ *       the accumulators (bias included, n of them) of output channel oc, channels in order
+ *   static int sqn_simd_stem(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out);
+ *       conv1 and its pool into out, returning 1; or 0 where the set does not take conv1
+ *
+ * Sets: AVX-512 VNNI (kernels_vnni.c, x86 int8 builds). */
+
+/* int8 builds for x86 CPUs with AVX-512 VNNI take the fast path (-DSQN_VNNI=0: never) */
+#ifndef SQN_VNNI
+#if !SQN_COMPRESSED && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define SQN_VNNI 1
+#else
+#define SQN_VNNI 0
+#endif
+#endif
+
+#define SQN_SIMD (SQN_VNNI)

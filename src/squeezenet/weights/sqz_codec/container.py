@@ -1,0 +1,96 @@
+"""The file: magic, version, sections (metadata, one per tensor, the rANS bundle), each with its
+CRC32, then the file's length and CRC32 (docs/sqz-format.md)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from .constants import DEFAULT_STEPS, MAGIC, MAX_TOTAL_NUMEL, READABLE_VERSIONS, SEC_META, SEC_RANS, SEC_TENSOR, VERSION
+from .metadata import pack_metadata, unpack_metadata
+from .rans import RansStream, rans_decode, rans_encode
+from .reader import Reader, check
+from .tensors import PendingTensor, TensorPlan, decode_tensor, encode_tensor, finish_tensor
+
+
+def _section(tag: bytes, payload: bytes) -> bytes:
+    return tag + struct.pack("<I", len(payload)) + payload + struct.pack("<I", zlib.crc32(payload))
+
+
+def encode_sqz(
+    meta: dict, tensors: list[TensorPlan], steps: int = DEFAULT_STEPS, shared_metadata: bool = True
+) -> tuple[bytes, dict]:
+    """-> (file bytes, per-tensor size breakdown)."""
+    sections = [_section(SEC_META, pack_metadata(meta, shared_metadata))]
+    streams: list[RansStream] = []
+    report = {"metadata": len(sections[0])}
+    for plan in tensors:
+        body, rs, info = encode_tensor(plan)
+        sec = _section(SEC_TENSOR, body)
+        sections.append(sec)
+        start = len(streams)
+        streams.extend(rs)
+        report[plan.name] = {**info, "section": len(sec), "rans_streams": (start, len(streams))}
+    bundle = rans_encode(streams, steps) if streams else b""
+    sections.append(_section(SEC_RANS, struct.pack("<I", steps) + bundle))
+    report["rans_bundle"] = len(sections[-1])
+    header = MAGIC + struct.pack("<HHI", VERSION, 0, len(sections))
+    body = header + b"".join(sections)
+    total = len(body) + 8
+    data = body + struct.pack("<I", total) + struct.pack("<I", zlib.crc32(body + struct.pack("<I", total)))
+    report["total"] = len(data)
+    return data, report
+
+
+def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """-> (metadata dict, {name: float32 array}); raises SqzError on any defect.
+
+    ``expected_shapes``: {name: shape}, or a callable metadata -> {name: shape} (run before
+    any tensor is allocated), to check every tensor against the architecture.
+    """
+    data = bytes(data)
+    check(len(data) >= 20, f"truncated .sqz file ({len(data)} bytes)")
+    check(data[:4] == MAGIC, "not a .sqz file (bad magic)")
+    total, crc = struct.unpack("<II", data[-8:])
+    check(total == len(data), f"truncated or padded .sqz file ({len(data)} bytes, header says {total})")
+    check(zlib.crc32(data[:-4]) == crc, "corrupted .sqz file (file CRC32 mismatch)")
+    r = Reader(memoryview(data)[:-8], ".sqz file")
+    r.take(4)
+    version, _flags, nsec = r.unpack("HHI")
+    check(version in READABLE_VERSIONS, f"unsupported .sqz version {version} (this reader knows 1 and {VERSION})")
+    check(3 <= nsec <= r.left // 12, f"bad section count {nsec}")
+    meta = None
+    pending: list[PendingTensor] = []
+    rans: list[RansStream] = []
+    budget = [MAX_TOTAL_NUMEL]
+    bundle = None
+    for i in range(nsec):
+        tag = bytes(r.take(4))
+        payload = r.take(r.u32())
+        check(zlib.crc32(payload) == r.u32(), f"corrupted .sqz section {i} ({tag!r}: CRC32 mismatch)")
+        if i == 0:
+            check(tag == SEC_META, "first section is not metadata")
+            meta = unpack_metadata(payload)
+            if callable(expected_shapes):
+                expected_shapes = expected_shapes(meta)
+        elif i == nsec - 1:
+            check(tag == SEC_RANS, "last section is not the rANS bundle")
+            bundle = payload
+        else:
+            check(tag == SEC_TENSOR, f"unknown section {tag!r}")
+            pending.append(decode_tensor(payload, budget, rans, expected_shapes))
+    r.done()
+    names = [p.name for p in pending]
+    check(len(set(names)) == len(names), "duplicate tensor names")
+    if expected_shapes is not None:
+        missing = [k for k in expected_shapes if k not in names]
+        check(not missing, f"tensors missing: {missing[:3]}")
+    br = Reader(bundle, "rANS section")
+    steps = br.u32()
+    check(1 <= steps <= 1 << 24, f"bad rANS step count {steps}")
+    outs = rans_decode(br.take(br.left), rans, steps) if rans else []
+    check(bool(rans) or br.left == 0, "unexpected rANS data")
+    tensors = {p.name: finish_tensor(p, outs) for p in pending}
+    return meta, tensors

@@ -1,0 +1,108 @@
+"""Version 2's packed values: dense tensors deflated, codebooks sorted and stored as exp-Golomb
+gaps between the ordered bit patterns of their values (neighbouring floats differ in few bits)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from .reader import Reader, SqzError, check
+
+
+def deflate(data: bytes) -> bytes:
+    """Raw deflate (no zlib header: every byte counts in a file of a few hundred KB)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+    return c.compress(data) + c.flush()
+
+
+def inflate_exact(payload, size: int, what: str) -> bytes:
+    """Inflate raw deflate data that must expand to exactly ``size`` bytes (checked while inflating)."""
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(bytes(payload), size)
+        check(len(out) == size and not d.unconsumed_tail and d.flush(1) == b"", f"{what} has the wrong length")
+    except zlib.error as exc:
+        raise SqzError(f"corrupted {what} ({exc})") from None
+    check(d.eof and not d.unused_data, f"corrupted {what} (trailing or missing data)")
+    return out
+
+
+_KEY_TYPES = {np.dtype("<f2"): (np.uint16, 16), np.dtype("<f4"): (np.uint32, 32)}
+
+
+def float_keys(values: np.ndarray, dtype) -> np.ndarray:
+    """Float bit patterns mapped to integers in the order of the values (-0 just below +0)."""
+    utype, bits = _KEY_TYPES[np.dtype(dtype)]
+    u = np.ascontiguousarray(values, dtype=dtype).view(utype).astype(np.int64)
+    sign = np.int64(1) << (bits - 1)
+    return np.where(u & sign, (sign - 1) - (u & (sign - 1)), u | sign)
+
+
+def keys_to_floats(keys: np.ndarray, dtype) -> np.ndarray:
+    utype, bits = _KEY_TYPES[np.dtype(dtype)]
+    sign = np.int64(1) << (bits - 1)
+    u = np.where(keys >= sign, keys - sign, ((sign - 1) - keys) | sign)
+    return u.astype(utype).view(np.dtype(dtype))
+
+
+def exp_golomb_bits(values: np.ndarray, k: int) -> str:
+    """Order-k exp-Golomb code of non-negative integers, as a '0'/'1' string."""
+    out = []
+    for v in np.asarray(values, dtype=np.int64).tolist():
+        x = (v >> k) + 1
+        n = x.bit_length() - 1
+        out.append("0" * n + format(x, "b") + (format(v & ((1 << k) - 1), f"0{k}b") if k else ""))
+    return "".join(out)
+
+
+def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
+    """Inverse of ``exp_golomb_bits`` (packed MSB first); every value must be < ``limit``."""
+    bits = "".join(format(b, "08b") for b in bytes(payload))
+    out = np.zeros(count, np.int64)
+    p = 0
+    for i in range(count):
+        one = bits.find("1", p)
+        check(one >= 0, "exp-Golomb data ends early")
+        n = one - p
+        check(n <= 40, "corrupted exp-Golomb data")
+        end = one + n + 1 + k
+        check(end <= len(bits), "exp-Golomb data ends early")
+        v = ((int(bits[one : one + n + 1], 2) - 1) << k) | (int(bits[one + n + 1 : end], 2) if k else 0)
+        check(v < limit, "exp-Golomb value out of range")
+        out[i] = v
+        p = end
+    check(len(bits) - p < 8 and "1" not in bits[p:], "trailing bits after exp-Golomb data")
+    return out
+
+
+def pack_codebook(values: np.ndarray, dtype) -> bytes:
+    """Sorted codebook -> first key, k, exp-Golomb gaps between consecutive keys."""
+    keys = float_keys(values, dtype)
+    check(bool(np.all(np.diff(keys) >= 0)), "packed codebook must be sorted")
+    gaps = np.diff(keys)
+    best = None
+    for k in range(0, 25):
+        bits = exp_golomb_bits(gaps, k)
+        if best is None or len(bits) < len(best[1]):
+            best = (k, bits)
+        if len(gaps) == 0 or (gaps >> k).max() == 0:
+            break
+    k, bits = best
+    packed = np.packbits(np.frombuffer(bits.encode(), np.uint8) - ord("0")).tobytes() if bits else b""
+    head = struct.pack("<I" if _KEY_TYPES[np.dtype(dtype)][1] == 32 else "<H", int(keys[0]))
+    return head + struct.pack("<B", k) + packed
+
+
+def unpack_codebook(payload, dtype, count: int) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    bits = _KEY_TYPES[dtype][1]
+    r = Reader(payload, "packed codebook")
+    first = r.u32() if bits == 32 else r.u16()
+    k = r.u8()
+    check(k <= 24, f"bad exp-Golomb order {k}")
+    gaps = exp_golomb_decode(r.take(r.left), count - 1, k, 1 << bits)
+    keys = first + np.concatenate([[0], np.cumsum(gaps)])
+    check(int(keys[-1]) < 1 << bits, "packed codebook runs past the largest value")
+    return keys_to_floats(keys, dtype).astype(np.float32)
