@@ -215,8 +215,19 @@ def test_torch_wrapper_gives_weights_error():
         decode_sqz_bytes(SAMPLE)  # valid container, but no architecture in the metadata
 
 
-def test_no_hypothesis_database_in_the_checkout():
-    assert not (Path(ROOT) / ".hypothesis").exists() or not any((Path(ROOT) / ".hypothesis").rglob("*sqz*"))
+def test_hypothesis_keeps_its_examples_outside_the_checkout():
+    """Each fuzz test's example database lies in a temporary folder, not in the checkout (the
+    default, ``.hypothesis/`` in the working folder, would be the project root in CI). It once
+    was checked by looking for "*sqz*" files in ``.hypothesis/``, which Hypothesis names by hash:
+    that check could not fail."""
+    root = Path(ROOT).resolve()
+    fuzzed = [test_hypothesis_byte_mutation, test_hypothesis_version1_fixture_mutation, test_hypothesis_garbage]
+    for test in fuzzed:
+        database = test._hypothesis_internal_use_settings.database
+        folder = Path(database.path).resolve()
+        assert folder != root and root not in folder.parents, f"{test.__name__} keeps examples in {folder}"
+    default = settings.get_profile("default").database  # what a test without FUZZ would use
+    assert root in Path(default.path).resolve().parents or not hasattr(default, "path")
 
 
 def test_codec_folder_loads_by_path_without_torch_or_squeezenet(tmp_path):
