@@ -127,13 +127,14 @@ def test_kmeans_linear_init_and_requantize():
 
 
 def test_codec_imports_without_torch(tmp_path):
-    path = ROOT / "src" / "squeezenet" / "weights" / "sqz_codec.py"
+    path = ROOT / "src" / "squeezenet" / "weights" / "sqz_codec"
     t = C.SparseTensor((4, 4), np.array([0.0, 1.5], np.float32), np.ones(3, np.int64), np.array([1, 5, 9]))
     (tmp_path / "a.sqz").write_bytes(C.encode_sqz({"k": "v"}, [C.TensorPlan("w", t)])[0])
     code = (
         "import importlib.util, sys\n"
         "sys.modules['torch'] = None\n"
-        f"spec = importlib.util.spec_from_file_location('sqz_codec', {str(path)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('sqz_codec', {str(path / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(path)!r}])\n"
         "m = importlib.util.module_from_spec(spec); sys.modules['sqz_codec'] = m; spec.loader.exec_module(m)\n"
         f"meta, t = m.decode_sqz(open({str(tmp_path / 'a.sqz')!r}, 'rb').read())\n"
         "print(meta['k'], t['w'].sum())\n"
@@ -145,6 +146,33 @@ def test_codec_imports_without_torch(tmp_path):
     assert out.stdout.split() == ["v", "4.5"]
 
 
+def test_the_command_and_the_library_do_the_same_unasked():
+    """``squeezenet compress -w W -o F`` and ``compress(W)`` start from one config (output-aware
+    codes, the data-free bits), and an unnamed method is output-aware in the library too."""
+    from squeezenet.cli.compress import _config
+    from squeezenet.cli.main import build_parser
+    from squeezenet.compression.choices import DEFAULT_METHOD, OUTPUT_AWARE
+
+    args = build_parser().parse_args(["compress", "-w", "in.safetensors", "-o", "out.sqz"])
+    assert _config(args) == CompressionConfig.data_free()
+    assert CompressionConfig().method == CompressionConfig.data_free().method == DEFAULT_METHOD == OUTPUT_AWARE
+    nearest = build_parser().parse_args(["compress", "-w", "in.safetensors", "-o", "out.sqz", "--method", "nearest"])
+    assert _config(nearest) == CompressionConfig.data_free("nearest")
+    assert CompressionConfig.lossless().method == "nearest"  # output-aware codes would move the values
+
+
+def test_choices_name_every_coder_and_scheme_of_the_codec_without_torch():
+    from squeezenet.compression.choices import CODERS, POSITION_SCHEMES
+
+    assert set(CODERS) == {"auto", *C.CODER_NAMES.values()}
+    assert set(POSITION_SCHEMES) == {"auto", *C.POS_NAMES.values()} - {"all"}
+    code = "import sys\nimport squeezenet.compression.choices\nassert 'torch' not in sys.modules, 'torch imported'\n"
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.slow
 def test_compress_any_model_round_trip(tmp_path):
     from squeezenet.weights import state_dict_to_loaded, write_safetensors
@@ -153,7 +181,7 @@ def test_compress_any_model_round_trip(tmp_path):
     path = tmp_path / "m.sqz"
     src = tmp_path / "m.safetensors"
     write_safetensors(state_dict_to_loaded(model, _info_for(model)), src)
-    cm = compress(src, CompressionConfig(bits=5, densities=0.5))
+    cm = compress(src, CompressionConfig(bits=5, densities=0.5, method="nearest"))
     report = cm.save(path)
     assert path.stat().st_size == report["total"]
     back = read_sqz(path)
@@ -163,7 +191,7 @@ def test_compress_any_model_round_trip(tmp_path):
     w = back.state_dict["features.0.weight"]
     assert len(torch.unique(w)) <= 33 and 0.45 < (w != 0).float().mean() < 0.55
     # .sqz -> .sqz again is exact: the quantized values are kept
-    cm2 = compress(path, CompressionConfig(bits=5, codebook_dtype="float32", dense_dtype="float32"))
+    cm2 = compress(path, CompressionConfig(bits=5, codebook_dtype="float32", dense_dtype="float32", method="nearest"))
     for k, v in cm2.state_dict().items():
         torch.testing.assert_close(v, back.state_dict[k], rtol=0, atol=0)
     tables = paper_tables(cm, report)
@@ -311,7 +339,7 @@ def test_read_sqz_gives_loaded_weights_that_rebuild_the_model(tmp_path):
     """``read_sqz`` returns ``LoadedWeights``: the WeightsInfo the file carries and a state dict
     that loads into the model its spec describes, value for value."""
     source = read_sqz(ROOT / "tests" / "data" / "sqz_v1_lossless.sqz")  # a tiny 5-class model
-    cm = compress(source, CompressionConfig(bits=4))
+    cm = compress(source, CompressionConfig(bits=4, method="nearest"))
     cm.save(tmp_path / "m.sqz")
     loaded = read_sqz(tmp_path / "m.sqz")
     assert isinstance(loaded, LoadedWeights)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -159,6 +161,98 @@ def test_preprocessing_round_trip_and_validation():
         Preprocessing(mean=(0.5,))
     with pytest.raises(ModelError):
         Preprocessing.from_dict({"crop": "big"})
+
+
+def torchvision_normalisation(pre: Preprocessing) -> list:
+    """The torch steps ``pixels.normalize`` replaced (PIL image or uint8 tensor in)."""
+    from torchvision.transforms import v2
+
+    steps = [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=pre.pixel_range == 1.0)]
+    if pre.channel_order == "BGR":
+        steps.append(v2.Lambda(lambda x: x.flip(-3)))
+    return [*steps, v2.Normalize(mean=list(pre.mean), std=list(pre.std))]
+
+
+def torchvision_reference(pre: Preprocessing):
+    """The torchvision pipeline ``build_transform`` was, whose numbers it must keep (to 1e-6)."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    resize = list(pre.resize) if isinstance(pre.resize, tuple) else pre.resize
+    geometry = [v2.Resize(resize, interpolation=InterpolationMode(pre.interpolation), antialias=True)]
+    return v2.Compose([*geometry, v2.CenterCrop(pre.crop), *torchvision_normalisation(pre)])
+
+
+REFERENCE_CASES = {
+    "imagenet": IMAGENET_DEFAULT,
+    "caffe": CAFFE_SQUEEZENET,
+    "grayscale": grayscale(IMAGENET_DEFAULT),
+    "bicubic-squash": Preprocessing(resize=(200, 150), crop=128, interpolation="bicubic"),
+    "nearest": Preprocessing(resize=40, crop=36, interpolation="nearest"),
+    # a crop wider than the image: torchvision pads 1 column before it, where rounding -1.5 says 2
+    "crop-pads-the-image": Preprocessing(resize=(30, 29), crop=32),
+}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_CASES))
+def test_build_transform_keeps_torchvisions_numbers(name):
+    pre = REFERENCE_CASES[name]
+    rng = np.random.default_rng(0)
+    for height, width in [(300, 411), (411, 300), (64, 64)]:
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(pre.image_mode)
+        got, expected = build_transform(pre)(image), torchvision_reference(pre)(image)
+        assert got.dtype == torch.float32 and got.shape == expected.shape == (pre.in_chans, pre.crop, pre.crop)
+        assert (got - expected).abs().max() <= 1e-6 * pre.pixel_range, (height, width)
+
+
+def test_build_transform_reads_cached_tensors_as_the_same_pixels():
+    """The in-memory cache hands uint8 (C, H, W) tensors over: the numbers of the PIL image."""
+    arr = np.random.default_rng(1).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    for pre in (IMAGENET_DEFAULT, CAFFE_SQUEEZENET, Preprocessing(resize=50, crop=48)):
+        from_tensor = build_transform(pre)(torch.from_numpy(arr).permute(2, 0, 1))
+        assert torch.equal(from_tensor, build_transform(pre)(Image.fromarray(arr)))
+
+
+@pytest.mark.parametrize("name", ["imagenet", "caffe", "grayscale"])
+def test_training_normalisation_keeps_torchvisions_numbers(name):
+    from torchvision.transforms import v2
+
+    from squeezenet.data.preprocessing import ToNormalizedTensor
+
+    pre = REFERENCE_CASES[name]
+    arr = np.random.default_rng(2).integers(0, 256, (40, 50, pre.in_chans), dtype=np.uint8)
+    image = Image.fromarray(arr[:, :, 0] if pre.in_chans == 1 else arr)
+    reference = v2.Compose(torchvision_normalisation(pre))
+    for pixels_in in (image, torch.from_numpy(arr).permute(2, 0, 1)):  # a PIL image or torchvision's tensor
+        got, expected = ToNormalizedTensor(pre)(pixels_in), reference(pixels_in)
+        assert got.shape == expected.shape and (got - expected).abs().max() <= 1e-6 * pre.pixel_range
+
+
+def test_missing_settings_take_the_defaults_everywhere():
+    """A weights file's partial preprocessing means the same to the dataclass and to pixels.py."""
+    from squeezenet.data import pixels as px
+
+    assert Preprocessing.from_dict({}) == Preprocessing() == Preprocessing.from_dict(px.settings({}))
+    assert px.settings({"crop": 227}) == {**IMAGENET_DEFAULT.to_dict(), "crop": 227}
+    assert px.settings(CAFFE_SQUEEZENET) == CAFFE_SQUEEZENET.to_dict()
+
+
+def test_bad_settings_are_refused_before_the_first_image():
+    with pytest.raises(ModelError, match="pixel_range"):
+        build_transform(Preprocessing(pixel_range=2.0))
+    with pytest.raises(ModelError, match="interpolation"):
+        build_transform(Preprocessing(interpolation="sinc"))
+
+
+def test_pixels_module_imports_nothing_of_the_package():
+    """The NumPy runtime loads it by file path, outside any package."""
+    import ast
+
+    from squeezenet.data import pixels as px
+
+    tree = ast.parse(Path(px.__file__).read_text())
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert modules <= {"__future__", "types", "numpy", "PIL"}, modules
 
 
 def test_folders_and_datasets(tmp_path):

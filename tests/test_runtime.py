@@ -168,16 +168,38 @@ def test_relu_and_layout_helpers_match_plain_numpy():
 def test_preprocessing_matches_torchvision(tmp_path):
     from PIL import Image
 
-    from squeezenet.data import IMAGENET_DEFAULT, build_transform
+    from squeezenet.data import IMAGENET_DEFAULT
     from squeezenet.weights import WeightsInfo, state_dict_to_loaded, write_safetensors
+    from test_data import torchvision_reference
 
     rt = _load_runtime()
     model = build_architecture("squeezenet1_1")
     info = WeightsInfo("squeezenet1_1", model.spec, 1000, 3, IMAGENET_DEFAULT)
     net = rt.SqueezeNetNumpy(write_safetensors(state_dict_to_loaded(model, info), tmp_path / "w.safetensors"))
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 411, 3), dtype=np.uint8))
-    expected = build_transform(IMAGENET_DEFAULT)(image).numpy()
-    assert np.abs(net.preprocess(image) - expected).max() <= 1e-5
+    expected = torchvision_reference(IMAGENET_DEFAULT)(image).numpy()
+    assert np.abs(net.preprocess(image) - expected).max() <= 1e-6
+
+
+def test_runtime_copied_out_with_its_siblings_classifies(dc_safetensors, imagenet_samples, tmp_path):
+    """numpy_runtime.py and pixels.py side by side, far from the project: the same top-5; the
+    runtime alone says which file its preprocessing needs."""
+    import shutil
+
+    image = str(next(iter(sorted(imagenet_samples.rglob("*.JPEG")))))
+    at_home = subprocess.run(
+        [sys.executable, str(RUNTIME), str(dc_safetensors), image], capture_output=True, text=True, timeout=120
+    )
+    copied, alone = tmp_path / "copied", tmp_path / "alone"
+    for folder, files in ((copied, [RUNTIME, RUNTIME.parents[1] / "data" / "pixels.py"]), (alone, [RUNTIME])):
+        folder.mkdir()
+        for file in files:
+            shutil.copy(file, folder)
+    run, env = [sys.executable, "numpy_runtime.py", str(dc_safetensors), image], _no_torch_env(tmp_path)
+    away = subprocess.run(run, capture_output=True, text=True, cwd=copied, env=env, timeout=120)
+    assert away.returncode == 0 and away.stdout == at_home.stdout, away.stderr
+    lost = subprocess.run(run, capture_output=True, text=True, cwd=alone, env=env, timeout=120)
+    assert lost.returncode == 1 and "pixels.py" in lost.stderr
 
 
 def test_read_weights_dispatches_on_magic(tmp_path):

@@ -276,7 +276,8 @@ def test_per_sample_seeding_does_not_touch_accelerator_seeds(monkeypatch, small_
 
 
 def test_adapted_normalisation_is_identity_for_imagenet_statistics():
-    from squeezenet.data.preprocessing import IMAGENET_DEFAULT, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+    from squeezenet.data.pixels import IMAGENET_MEAN, IMAGENET_STD
+    from squeezenet.data.preprocessing import IMAGENET_DEFAULT, Preprocessing
     from squeezenet.data.statistics import adapted_preprocessing
 
     mean255, std255 = np.array(IMAGENET_MEAN) * 255, np.array(IMAGENET_STD) * 255

@@ -1,7 +1,8 @@
 """Data: opening images, preprocessing configs and transforms, folder datasets.
 
-The names load lazily, so that ``squeezenet.data.images`` (Pillow and NumPy only) serves the
-PyTorch-free server too: one decoder of every image mode, not a copy per layer.
+The names load lazily, so that ``squeezenet.data.images`` and ``squeezenet.data.pixels``
+(Pillow and NumPy only) serve the PyTorch-free server too: one decoder of every image mode and
+one preprocessing, not a copy per layer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ _EXPORTS = {
     "is_image_path": "squeezenet.data.images",
     "load_image": "squeezenet.data.images",
     "normalize_mode": "squeezenet.data.images",
+    "IMAGENET_CROP": "squeezenet.data.pixels",
+    "IMAGENET_MEAN": "squeezenet.data.pixels",
+    "IMAGENET_RESIZE": "squeezenet.data.pixels",
+    "IMAGENET_STD": "squeezenet.data.pixels",
     "CAFFE_SQUEEZENET": "squeezenet.data.preprocessing",
     "IMAGENET_DEFAULT": "squeezenet.data.preprocessing",
     "Preprocessing": "squeezenet.data.preprocessing",
@@ -28,7 +33,11 @@ _EXPORTS = {
 
 __all__ = [
     "CAFFE_SQUEEZENET",
+    "IMAGENET_CROP",
     "IMAGENET_DEFAULT",
+    "IMAGENET_MEAN",
+    "IMAGENET_RESIZE",
+    "IMAGENET_STD",
     "Batch",
     "ImageListDataset",
     "Preprocessing",
@@ -51,6 +60,7 @@ if TYPE_CHECKING:
         scan_class_folders,
     )
     from squeezenet.data.images import is_image_path, load_image, normalize_mode
+    from squeezenet.data.pixels import IMAGENET_CROP, IMAGENET_MEAN, IMAGENET_RESIZE, IMAGENET_STD
     from squeezenet.data.preprocessing import (
         CAFFE_SQUEEZENET,
         IMAGENET_DEFAULT,

@@ -1,23 +1,24 @@
 """Preprocessing that travels with the weights (timm's ``pretrained_cfg`` idea).
 
 A ``Preprocessing`` is plain data stored in every weights file; ``build_transform`` turns
-it into torchvision transforms, so no user ever hand-writes a normalisation. The Caffe
+it into the evaluation transform, so no user ever hand-writes a normalisation. The Caffe
 weights want BGR pixels in [0, 255] minus (104, 117, 123) after a 256x256 squash; the
 torchvision weights want RGB in [0, 1] normalised with the ImageNet mean and std after a
-shorter-side resize: both are one ``Preprocessing`` each.
+shorter-side resize: both are one ``Preprocessing`` each. The arithmetic itself lives in
+``squeezenet.data.pixels`` (NumPy and Pillow), which the torch-free server and runtime share.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import torch
-from torchvision.transforms import InterpolationMode, v2
+from PIL import Image
 
+from squeezenet.data import pixels
+from squeezenet.data.pixels import CHANNEL_ORDERS, DEFAULTS, IMAGENET_CROP, IMAGENET_MEAN, IMAGENET_RESIZE, IMAGENET_STD
 from squeezenet.errors import ModelError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,16 @@ class Preprocessing:
     channel_order: "RGB" or "BGR" (Caffe); grayscale models use "L".
     """
 
-    resize: int | tuple[int, int] = 256
-    crop: int = 224
+    resize: int | tuple[int, int] = IMAGENET_RESIZE
+    crop: int = IMAGENET_CROP
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-    pixel_range: float = 1.0
-    channel_order: str = "RGB"
-    interpolation: str = "bilinear"
+    pixel_range: float = DEFAULTS["pixel_range"]
+    channel_order: str = DEFAULTS["channel_order"]
+    interpolation: str = DEFAULTS["interpolation"]
 
     def __post_init__(self) -> None:
-        if self.channel_order not in ("RGB", "BGR", "L"):
+        if self.channel_order not in CHANNEL_ORDERS:
             raise ModelError(f"channel_order must be RGB, BGR or L, got {self.channel_order!r}")
         if len(self.mean) != len(self.std) or len(self.mean) != self.in_chans:
             raise ModelError(f"{self.channel_order} needs {self.in_chans} mean and std values")
@@ -58,16 +59,18 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
+        """Missing keys take ``pixels.DEFAULTS``, as in the torch-free readers of the same dict."""
+        data = {**DEFAULTS, **data}
         try:
-            resize = data.get("resize", 256)
+            resize = data["resize"]
             return cls(
                 resize=tuple(resize) if isinstance(resize, list | tuple) else int(resize),
-                crop=int(data.get("crop", 224)),
-                mean=tuple(float(v) for v in data.get("mean", IMAGENET_MEAN)),
-                std=tuple(float(v) for v in data.get("std", IMAGENET_STD)),
-                pixel_range=float(data.get("pixel_range", 1.0)),
-                channel_order=str(data.get("channel_order", "RGB")),
-                interpolation=str(data.get("interpolation", "bilinear")),
+                crop=int(data["crop"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                pixel_range=float(data["pixel_range"]),
+                channel_order=str(data["channel_order"]),
+                interpolation=str(data["interpolation"]),
             )
         except (TypeError, ValueError) as exc:
             raise ModelError(f"invalid preprocessing settings: {exc}") from None
@@ -86,8 +89,6 @@ CAFFE_SQUEEZENET = Preprocessing(
 
 def grayscale(pre: Preprocessing) -> Preprocessing:
     """The same geometry for a one-channel model (mean and std averaged over channels)."""
-    from dataclasses import replace
-
     return replace(
         pre,
         mean=(sum(pre.mean) / len(pre.mean),),
@@ -96,30 +97,53 @@ def grayscale(pre: Preprocessing) -> Preprocessing:
     )
 
 
-class _ToBGR(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flip(-3)
+def _checked(pre: Preprocessing) -> dict:
+    """``pre`` as the complete dict ``pixels`` takes, checked once when a transform is built (a
+    bad setting is then a ``ModelError`` before the first image, not in a data-loader worker)."""
+    try:
+        return pixels.settings(pre)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
 
 
-def to_tensor_transforms(pre: Preprocessing) -> list:
-    """PIL image -> normalised float tensor, without any geometry."""
-    steps: list = [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=pre.pixel_range == 1.0)]
-    if pre.pixel_range not in (1.0, 255.0):
-        raise ModelError(f"pixel_range must be 1.0 or 255.0, got {pre.pixel_range}")
-    if pre.channel_order == "BGR":
-        steps.append(_ToBGR())
-    steps.append(v2.Normalize(mean=list(pre.mean), std=list(pre.std)))
-    return steps
+def _hwc(image: Image.Image | torch.Tensor | np.ndarray) -> Image.Image | np.ndarray:
+    """What ``pixels`` reads: PIL images and HWC arrays as they are; a torch image (the
+    in-memory cache's, or torchvision's augmentation output) is (C, H, W), hence the permute."""
+    if isinstance(image, torch.Tensor):
+        return image.permute(*range(image.ndim - 3), -2, -1, -3).numpy()
+    return image
 
 
-def build_transform(pre: Preprocessing) -> v2.Compose:
+class EvalTransform:
+    """``build_transform``'s result: ``pixels.preprocess`` of one image, as a torch tensor.
+
+    A class rather than a closure, so data-loader workers can pickle it."""
+
+    def __init__(self, pre: Preprocessing) -> None:
+        self.pre = _checked(pre)
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(pixels.preprocess(_hwc(image), self.pre))
+
+    def __repr__(self) -> str:
+        return f"EvalTransform({self.pre})"
+
+
+class ToNormalizedTensor:
+    """The last step of a training augmentation (``training.recipes``): ``pixels.normalize`` of
+    the PIL image or uint8 (C, H, W) tensor that torchvision's random geometry left, so training
+    sees the numbers eval does."""
+
+    def __init__(self, pre: Preprocessing) -> None:
+        self.pre = _checked(pre)
+
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(pixels.normalize(np.asarray(_hwc(image)), self.pre))
+
+    def __repr__(self) -> str:
+        return f"ToNormalizedTensor({self.pre})"
+
+
+def build_transform(pre: Preprocessing) -> EvalTransform:
     """The evaluation transform of ``pre``: resize, centre crop, to tensor, normalise."""
-    interpolation = InterpolationMode(pre.interpolation)
-    resize = list(pre.resize) if isinstance(pre.resize, tuple) else pre.resize
-    return v2.Compose(
-        [
-            v2.Resize(resize, interpolation=interpolation, antialias=True),
-            v2.CenterCrop(pre.crop),
-            *to_tensor_transforms(pre),
-        ]
-    )
+    return EvalTransform(pre)

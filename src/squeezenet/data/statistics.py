@@ -17,7 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from squeezenet.data.labeled import LabeledImages
-from squeezenet.data.preprocessing import IMAGENET_STD, Preprocessing
+from squeezenet.data.pixels import IMAGENET_STD
+from squeezenet.data.preprocessing import Preprocessing
 from squeezenet.errors import DataError
 
 

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from squeezenet.data.pixels import IMAGENET_CROP
 from squeezenet.errors import ModelError
 
-DEFAULT_INPUT_SIZE = 224
+DEFAULT_INPUT_SIZE = IMAGENET_CROP  # what a builder registered without a size is meant for
 
 
 @dataclass(frozen=True)

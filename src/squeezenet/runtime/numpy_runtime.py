@@ -1,6 +1,9 @@
 """SqueezeNet inference with NumPy and Pillow only: no PyTorch, no squeezenet package import.
 
-This file is self-contained on purpose (copy it anywhere next to a weights file):
+Copy this file anywhere together with its siblings: ``pixels.py`` (the project's
+preprocessing, ``squeezenet/data/pixels.py``) and, for ``.sqz`` weights, the codec
+``sqz_codec`` (from ``squeezenet/weights/``). Both are loaded by file path, from beside this
+file first, else from their place in the source tree:
 
     python numpy_runtime.py weights.safetensors image.jpg [more images...]
 
@@ -45,12 +48,45 @@ _prefer_avx512_blas()
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
-SQZ_MAGIC = b"SQZ\x00"
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
 
 
 class RuntimeFailure(Exception):
     """A weights file or image this runtime cannot use (the message names it)."""
+
+
+def load_sibling(name: str, *places: str):
+    """The module (a file) or package (a folder) at the first of ``places`` (relative to this
+    file's folder) that exists, loaded by path under ``name`` (once: later calls get the same
+    module), or None. By path, so that nothing runs a ``squeezenet`` package ``__init__``
+    (which may import torch) and the files work copied side by side out of the project."""
+    if name in sys.modules:
+        return sys.modules[name]
+    here = Path(__file__).resolve().parent
+    source = next(((here / p).resolve() for p in places if (here / p).exists()), None)
+    if source is None:
+        return None
+    if source.is_dir():  # its relative imports find their files beside __init__.py
+        spec = importlib.util.spec_from_file_location(
+            name, source / "__init__.py", submodule_search_locations=[str(source)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(name, source)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # first: dataclasses look it up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _pixels():
+    """``squeezenet/data/pixels.py``: the preprocessing that eval and the server run too."""
+    module = load_sibling("_squeezenet_pixels", "pixels.py", "../data/pixels.py")
+    if module is None:
+        raise RuntimeFailure("preprocessing needs pixels.py (squeezenet/data/pixels.py) next to this file")
+    return module
 
 
 # ---------------------------------------------------------------- weights files
@@ -82,30 +118,39 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.nda
     return meta, tensors
 
 
+def sqz_codec():
+    """The torch-free ``.sqz`` codec package (``squeezenet/weights/sqz_codec/``), or None when it
+    is not beside this file nor in the source tree."""
+    return load_sibling("_squeezenet_sqz_codec", "sqz_codec", "../weights/sqz_codec")
+
+
 def read_sqz(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """``.sqz`` files through the pure-numpy codec ``weights/sqz_codec.py`` (its
-    ``decode_sqz(bytes) -> (metadata, arrays)``), loaded by file path so that nothing runs
-    ``squeezenet/weights/__init__`` (which imports torch). Copy sqz_codec.py next to this file to
-    use it outside the project."""
-    here = Path(__file__).resolve().parent
-    source = next((p for p in (here / "sqz_codec.py", here.parent / "weights" / "sqz_codec.py") if p.exists()), None)
-    if source is None:
-        raise RuntimeFailure(f"{path}: .sqz needs sqz_codec.py (the torch-free decoder) next to this file")
-    spec = importlib.util.spec_from_file_location("_squeezenet_sqz_codec", source)
-    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
-    spec.loader.exec_module(module)  # registered first: its dataclasses look themselves up
+    """``.sqz`` files through the codec's ``decode_sqz(bytes) -> (metadata, arrays)``. Copy the
+    ``sqz_codec`` folder (and ``imagenet1k.tsv``, for files that name the ImageNet classes by
+    reference) next to this file to use it outside the project."""
+    codec = sqz_codec()
+    if codec is None:
+        raise RuntimeFailure(f"{path}: .sqz needs the sqz_codec folder (the torch-free decoder) next to this file")
     try:
-        meta, arrays = module.decode_sqz(Path(path).read_bytes())
+        meta, arrays = codec.decode_sqz(Path(path).read_bytes())
     except Exception as exc:  # the codec's SqzError and friends
         raise RuntimeFailure(f"{path}: {exc}") from None
     return meta, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Dispatch on magic bytes: ``SQZ\\x00`` -> read_sqz, anything else -> read_safetensors."""
+    """Dispatch on the first bytes: the codec's magic -> read_sqz, anything else -> read_safetensors."""
+    codec = sqz_codec()
     with open(path, "rb") as f:
-        head = f.read(4)
-    return read_sqz(path) if head == SQZ_MAGIC else read_safetensors(path)
+        head = f.read(len(codec.MAGIC) if codec else 8)
+    if codec is not None and head == codec.MAGIC:
+        return read_sqz(path)
+    try:
+        return read_safetensors(path)
+    except RuntimeFailure as exc:
+        if codec is None:  # it may be a .sqz this copy cannot read
+            raise RuntimeFailure(f"{exc} (a .sqz file needs the sqz_codec folder next to this file)") from None
+        raise
 
 
 # ---------------------------------------------------------------- layers
@@ -336,8 +381,6 @@ class SqueezeNetNumpy:
     # ------------------------------------------------------------ preprocessing
     def preprocess(self, image: Image.Image | str | Path) -> np.ndarray:
         """The numbers of ``squeezenet.data.preprocessing.build_transform`` -> (C, H, W) float32."""
-        p = self.pre
-        order = p.get("channel_order", "RGB")
         if not isinstance(image, Image.Image):
             try:
                 with Image.open(image) as img:
@@ -348,28 +391,11 @@ class SqueezeNetNumpy:
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             white = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, image.convert("RGBA"))
-        image = image.convert("L" if order == "L" else "RGB")
-        resize, crop = p.get("resize", 256), int(p.get("crop", 224))
-        w, h = image.size
-        if isinstance(resize, list | tuple):
-            new_h, new_w = int(resize[0]), int(resize[1])
-        elif w <= h:  # shorter side to `resize`, as torchvision computes it
-            new_w, new_h = int(resize), int(int(resize) * h / w)
-        else:
-            new_h, new_w = int(resize), int(int(resize) * w / h)
-        methods = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-        image = image.resize((new_w, new_h), methods.get(p.get("interpolation", "bilinear"), Image.BILINEAR))
-        top, left = round((new_h - crop) / 2.0), round((new_w - crop) / 2.0)
-        image = image.crop((left, top, left + crop, top + crop))
-        x = np.asarray(image, dtype=np.float32)
-        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-        if float(p.get("pixel_range", 1.0)) == 1.0:
-            x = x / np.float32(255.0)
-        if order == "BGR":
-            x = x[::-1]
-        mean = np.asarray(p.get("mean", (0.485, 0.456, 0.406)), np.float32)[:, None, None]
-        std = np.asarray(p.get("std", (0.229, 0.224, 0.225)), np.float32)[:, None, None]
-        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+        image = image.convert("L" if self.pre.get("channel_order") == "L" else "RGB")
+        try:
+            return _pixels().preprocess(image, self.pre)
+        except ValueError as exc:  # a setting pixels.py does not know
+            raise RuntimeFailure(f"preprocessing: {exc}") from None
 
     def classify(self, images: list, topk: int = 5) -> list[list[tuple[str, int, float]]]:
         logits = self(np.stack([self.preprocess(im) for im in images]))

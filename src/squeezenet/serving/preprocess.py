@@ -8,11 +8,9 @@ the agreement on every image mode):
   the pixel count read from the header (a decompression bomb is refused before a byte is
   decoded) and a readable, complete image (a truncated file is an error, never a grey bottom
   half).
-- ``preprocess``: ``squeezenet.data.preprocessing.build_transform`` of the weights'
-  ``Preprocessing``: torchvision's ``Resize`` on a PIL image is Pillow's own resize (same
-  output size rule), ``CenterCrop`` rounds the offsets the same way, then the scale, channel
-  order and normalisation. The NumPy runtime (``runtime/numpy_runtime.py``) does the same;
-  this copy also returns where the crop lies in the image, for the page's heat map.
+- ``preprocess``: ``squeezenet.data.pixels``, the one implementation that
+  ``build_transform`` (eval, predict) and the NumPy runtime also run; the server keeps where
+  the crop lies in the image, for the page's heat map.
 """
 
 from __future__ import annotations
@@ -25,10 +23,10 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from squeezenet.data.images import normalize_mode
+from squeezenet.data.pixels import geometry, normalize
 from squeezenet.serving.problems import RequestProblem
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload is an error, not a padded image
-_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
 def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Image.Image:
@@ -70,33 +68,10 @@ class Prepared:
     box: tuple[float, float, float, float]
 
 
-def resized_size(width: int, height: int, resize) -> tuple[int, int]:
-    """(new width, new height) as torchvision computes it: a pair squashes, an int sets the shorter side."""
-    if isinstance(resize, list | tuple):
-        return int(resize[1]), int(resize[0])
-    side = int(resize)
-    if width <= height:
-        return side, int(side * height / width)
-    return int(side * width / height), side
-
-
 def preprocess(image: Image.Image, pre: dict) -> Prepared:
-    """``build_transform(Preprocessing.from_dict(pre))`` applied to ``image``, in NumPy."""
-    crop = int(pre.get("crop", 224))
-    new_w, new_h = resized_size(*image.size, pre.get("resize", 256))
-    resample = _RESAMPLE.get(pre.get("interpolation", "bilinear"), Image.BILINEAR)
-    resized = image.resize((new_w, new_h), resample)
-    top, left = round((new_h - crop) / 2.0), round((new_w - crop) / 2.0)
-    x = np.asarray(resized.crop((left, top, left + crop, top + crop)), dtype=np.float32)
-    x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-    if float(pre.get("pixel_range", 1.0)) == 1.0:
-        x = x / np.float32(255.0)
-    if pre.get("channel_order", "RGB") == "BGR":
-        x = x[::-1]
-    mean = np.asarray(pre.get("mean", (0.485, 0.456, 0.406)), np.float32)[:, None, None]
-    std = np.asarray(pre.get("std", (0.229, 0.224, 0.225)), np.float32)[:, None, None]
-    box = (left / new_w, top / new_h, (left + crop) / new_w, (top + crop) / new_h)
-    return Prepared(np.ascontiguousarray((x - mean) / std, dtype=np.float32), box)
+    """``build_transform(Preprocessing.from_dict(pre))`` applied to ``image``, with its crop box."""
+    pixels, box = geometry(image, pre)
+    return Prepared(normalize(pixels, pre), box)
 
 
 def image_mode(pre: dict) -> str:

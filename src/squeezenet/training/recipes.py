@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from squeezenet.data.preprocessing import Preprocessing, to_tensor_transforms
+from squeezenet.data.preprocessing import Preprocessing, ToNormalizedTensor
 from squeezenet.errors import TrainingError
 from squeezenet.training.config import OPTIMIZERS
 
@@ -226,7 +226,7 @@ def build_train_transform(pre: Preprocessing, augment: str) -> v2.Compose:
         ]
     if augment == "strong":
         steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
-    steps += to_tensor_transforms(pre)
+    steps.append(ToNormalizedTensor(pre))  # pixels.normalize, as in eval
     if augment == "strong":
         steps.append(v2.RandomErasing(p=0.25, value=0))
     if augment == "cutout":  # after normalisation, so value 0 is the dataset mean

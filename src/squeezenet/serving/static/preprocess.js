@@ -1,9 +1,10 @@
-// The server's preprocessing (squeezenet/serving/preprocess.py, i.e. torchvision's
-// build_transform on a PIL image) in the browser, so that both ways give the same numbers:
-// resize with Pillow's own algorithm (separable filter, antialiased when shrinking, 8-bit
-// fixed-point coefficients with 22 fractional bits, rounding and clipping after each pass),
-// centre crop with torchvision's rounding, then scale, channel order and normalisation.
-// A canvas resize would not do: its filter differs from Pillow's.
+// The server's preprocessing (squeezenet/data/pixels.py, the code build_transform runs too)
+// in the browser, so that both ways give the same numbers: resize with Pillow's own algorithm
+// (separable filter, antialiased when shrinking, 8-bit fixed-point coefficients with 22
+// fractional bits, rounding and clipping after each pass), centre crop with torchvision's
+// offsets, then scale, channel order and normalisation. A canvas resize would not do: its
+// filter differs from Pillow's. Every setting comes from the model card (/v1/model), which
+// carries the whole Preprocessing: no default here can drift from pixels.py's.
 
 const PRECISION_BITS = 32 - 8 - 2;
 const ONE = 2 ** PRECISION_BITS;
@@ -110,9 +111,12 @@ function resizeNearest(src, w, h, channels, ow, oh) {
 }
 
 // Image.resize((ow, oh), filter) on interleaved 8-bit pixels: horizontal pass first, as Pillow.
-export function resize(src, w, h, channels, ow, oh, interpolation = "bilinear") {
-  if (interpolation === "nearest") return resizeNearest(src, w, h, channels, ow, oh);
-  const filter = FILTERS[interpolation] || FILTERS.bilinear;
+export function resize(src, w, h, channels, ow, oh, interpolation) {
+  if (interpolation === "nearest" || interpolation === "nearest-exact") {
+    return resizeNearest(src, w, h, channels, ow, oh);
+  }
+  const filter = FILTERS[interpolation];
+  if (!filter) throw new Error(`the page has no ${interpolation} resize: classify on the server`);
   let data = src;
   let cw = w;
   if (ow !== w) {
@@ -134,6 +138,12 @@ export function resizedSize(width, height, resize) {
 function roundHalfEven(v) {
   const r = Math.round(v);
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+// pixels.crop_offset: torchvision's CenterCrop start along a side; a crop larger than the
+// image pads floor(excess / 2) zeros before it.
+function cropOffset(size, crop) {
+  return crop > size ? -Math.floor((crop - size) / 2) : roundHalfEven((size - crop) / 2);
 }
 
 // RGBA pixels (alpha composited on white, as the server does) -> RGB or L (Pillow's integer formula).
@@ -168,15 +178,14 @@ export function preprocess(image, pre) {
   const gray = pre.channel_order === "L";
   const channels = gray ? 1 : 3;
   const pixels = toChannels(image.data, image.width * image.height, gray);
-  const [nw, nh] = resizedSize(image.width, image.height, pre.resize ?? 256);
-  const resized = resize(pixels, image.width, image.height, channels, nw, nh, pre.interpolation || "bilinear");
-  const crop = pre.crop ?? 224;
-  const top = roundHalfEven((nh - crop) / 2);
-  const left = roundHalfEven((nw - crop) / 2);
-  const scale = (pre.pixel_range ?? 1) === 1 ? 255 : 1;
+  const [nw, nh] = resizedSize(image.width, image.height, pre.resize);
+  const resized = resize(pixels, image.width, image.height, channels, nw, nh, pre.interpolation);
+  const crop = pre.crop;
+  const top = cropOffset(nh, crop);
+  const left = cropOffset(nw, crop);
+  const scale = pre.pixel_range === 1 ? 255 : 1;
   const order = pre.channel_order === "BGR" ? [2, 1, 0] : gray ? [0] : [0, 1, 2];
-  const mean = pre.mean ?? [0.485, 0.456, 0.406];
-  const std = pre.std ?? [0.229, 0.224, 0.225];
+  const { mean, std } = pre;
   const plane = crop * crop;
   const tensor = new Float32Array(channels * plane);
   for (let c = 0; c < channels; c++) {
