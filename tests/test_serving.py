@@ -448,6 +448,93 @@ def test_cli_serve_with_a_missing_weights_file_is_one_error_line(tmp_path):
     ]
 
 
+# ---------------------------------------------------------------- the app in process, with a stand-in model
+class _StandInSession:
+    """An ONNX Runtime session's ``run`` on 10 classes: the logits rise with the class index."""
+
+    def run(self, names, feed):
+        n = len(feed["input"])
+        logits = np.tile(np.arange(10, dtype=np.float32), (n, 1))
+        return [logits] if names == ["logits"] else [logits, np.ones((n, 10, 3, 3), np.float32)]
+
+
+def _stand_in_app(tmp_path: Path, **options):
+    from fastapi.testclient import TestClient
+
+    from squeezenet.data.preprocessing import Preprocessing
+    from squeezenet.serving.app import create_app
+    from squeezenet.serving.model import ServedModel
+    from squeezenet.serving.schemas import ModelCard
+    from squeezenet.serving.service import Service
+
+    card = ModelCard(
+        id="0123456789ab", sha256="0123456789ab" + "0" * 52, file="m.net", file_bytes=1, format="test",
+        arch="squeezenet1_1", parameters=1, num_classes=10, in_chans=3, input_size=32,
+        classes=[f"class {i}" for i in range(10)], wnids=[], preprocessing=Preprocessing(resize=36, crop=32).to_dict(),
+        license="", provenance={}, engine="stand-in", onnx_bytes=1, cam_size=[3, 3], browser={"format": "none"},
+        convert_seconds=0.0,
+    ).model_dump(mode="json", exclude_none=True)  # fmt: skip
+    model = ServedModel(card=card, session=_StandInSession(), folder=tmp_path / "model")
+    service = Service(ServeConfig(weights=tmp_path / "w.net", **options), model, tmp_path / "work")
+    return TestClient(create_app(service))
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_token_dependency_answers_403_when_updates_are_off_and_401_for_a_missing_or_wrong_token(tmp_path):
+    with _stand_in_app(tmp_path) as client:
+        assert_problem(client.put("/v1/model", content=b"x"), 403, "updates_disabled", "start the server with --token")
+    with _stand_in_app(tmp_path, token=TOKEN) as client:
+        for headers, words in [
+            ({}, "missing token"),
+            ({"Authorization": "Basic " + TOKEN}, "missing token"),
+            ({"Authorization": "Bearer wrong-token-000"}, "wrong token"),
+        ]:
+            response = client.put("/v1/model", content=b"x", headers=headers)
+            assert_problem(response, 401, "unauthorized", words)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        right = client.put("/v1/model", content=b"", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert_problem(right, 400, "empty_body", "empty body")  # past the token: the body is read
+
+
+def test_answers_follow_their_models_and_metrics_label_every_route_by_its_path(tmp_path):
+    with _stand_in_app(tmp_path) as client:
+        answer = client.post("/v1/classify", params={"topk": 3, "cam": "on"}, content=_png())
+        assert answer.headers["X-Model-Id"] == "0123456789ab"
+        body = answer.json()
+        assert [t["index"] for t in body["top"]] == [9, 8, 7] and "wnid" not in body["top"][0]  # no wnids: absent
+        assert body["cam"]["size"] == [3, 3] and "cam" not in client.post("/v1/classify", content=_png()).json()
+        assert_problem(client.post("/v1/classify", params={"topk": "0"}, content=_png()), 400, "bad_parameter", "[1,")
+        for path in ("/", "/static/app.js", "/docs", "/nowhere", "/vendor/onnxruntime-web/nothing.js", "/v1/browser"):
+            client.get(path)
+        text = client.get("/metrics").text
+    labelled = set(re.findall(r'squeezenet_requests_total\{endpoint="([^"]+)"', text))
+    assert labelled == {"/", "/v1/classify", "/v1/browser", "static", "other"}
+
+
+def test_openapi_is_generated_from_the_models(tmp_path):
+    with _stand_in_app(tmp_path) as client:
+        api = client.get("/openapi.json").json()
+    classify_op = api["paths"]["/v1/classify"]["post"]
+    assert classify_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Classification")
+    assert {"image/*", "application/octet-stream", "multipart/form-data"} == set(classify_op["requestBody"]["content"])
+    assert classify_op["requestBody"]["content"]["multipart/form-data"]["schema"]["title"] == "FileUpload"
+    topk = next(p for p in classify_op["parameters"] if p["name"] == "topk")["schema"]
+    assert (topk["type"], topk["minimum"], topk["default"]) == ("integer", 1, 5)
+    assert "422" not in classify_op["responses"]  # FastAPI's validation body is never sent
+    problem = classify_op["responses"]["415"]["content"]["application/json"]["schema"]["$ref"]
+    assert problem.endswith("/ProblemBody")
+    put = api["paths"]["/v1/model"]["put"]
+    assert put["security"] == [{"HTTPBearer": []}] and {"401", "403", "422"} <= set(put["responses"])
+    [metrics_type] = api["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert metrics_type.startswith("text/plain")
+    assert {"ServedModelCard", "Health", "BrowserInfo", "Swapped"} <= set(api["components"]["schemas"])
+
+
 # ---------------------------------------------------------------- the real server
 @pytest.mark.slow
 def test_server_classifies_like_eval_and_names_its_model(server, dc_model, watched, imagenet_samples):
@@ -702,15 +789,8 @@ def test_put_swaps_the_model_under_concurrent_load_with_zero_failed_requests(ser
     old = httpx.get(server.url + "/v1/model").json()["id"]
     new = hashlib.sha256(alt_weights.read_bytes()).hexdigest()[:12]
 
-    async def swap():
-        async with httpx.AsyncClient(base_url=server.url, timeout=600) as client:
-            response = await client.put(
-                "/v1/model",
-                content=alt_weights.read_bytes(),
-                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"},
-                params={"name": alt_weights.name},
-            )
-        return response
+    async def swap():  # in a thread: the event loop goes on sending the load meanwhile
+        return await asyncio.to_thread(put_model, server, alt_weights.read_bytes(), name=alt_weights.name)
 
     records, times = asyncio.run(_load_during(server, swap))
     response = times["result"]
@@ -772,6 +852,10 @@ def test_load_benchmark_tiny_run(tmp_path):
     payload = json.loads((tmp_path / "out" / "serve.json").read_text())
     assert [row["concurrency"] for row in payload["report"]] == [1, 8, 32]
     assert all(row["errors"] == 0 for row in payload["report"])
+    for row in payload["report"]:  # paired with eval: every round's own ratio, and their median
+        assert len(row["rounds"]) == payload["pair_rounds"] == 1 and row["rounds"][0]["first"] == "eval"
+        assert row["vs_eval"] == row["rounds"][0]["vs_eval"] > 0 and row["eval_images_per_second"] > 0
+    assert set(payload["load_average"]) == {"before", "after"} and payload["machine"]["cores"] >= 1
     assert all(row["errors"] == 0 for rows in payload["tune"].values() for row in rows)
     swap = payload["swap"]
     assert swap["errors"] == 0 and swap["put_status"] == 200 and len(swap["model_ids_seen"]) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -10,14 +11,39 @@ from pathlib import Path
 from squeezenet.bounds import Bounds
 from squeezenet.cli.common import ranged
 from squeezenet.errors import MissingExtraError
-from squeezenet.serving.config import BOUNDS, BROWSER_MODELS, MEBIBYTE, ServeConfig
+from squeezenet.serving.config import BOUNDS, BROWSER_MODELS, MEBIBYTE, ORT_WEB_DIST, ServeConfig
 
 TOKEN_ENV = "SQUEEZENET_SERVE_TOKEN"
 SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "multipart", "onnxruntime", "onnx")
+BROWSER_MODEL_NOTES = {
+    "w8a32": "8-bit weights, fp32 arithmetic: the server's answers from a 4x smaller file",
+    "int8": "needs --calibration",
+    "fp32": "the served graph itself",
+    "none": "no in-browser inference",
+}
+POSITIVE = Bounds(0, low_open=True)
+
+
+def _defaults() -> ServeConfig:
+    """The library's defaults: every help string below names its default from here."""
+    return ServeConfig(weights=Path("-"))
+
+
+def _shown(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"{value:,}" if isinstance(value, int) and value >= 10_000 else str(value)
+
+
+def _number(group, option: str, text: str, default, note: str = "", bounds: Bounds | None = None) -> None:
+    """A numeric option whose range is ``BOUNDS`` (the one ServeConfig checks) unless told, and
+    whose help ends with its default."""
+    name = option.removeprefix("--").replace("-", "_")
+    shown = _shown(default) + (f": {note}" if note else "")
+    group.add_argument(option, type=ranged(bounds or BOUNDS[name]), default=default, help=f"{text} (default {shown})")
 
 
 def add_parser(sub) -> None:
-    defaults = ServeConfig(weights=Path("-"))
     p = sub.add_parser(
         "serve",
         help="HTTP service and web page: classify, class-activation maps, live model updates",
@@ -28,138 +54,83 @@ def add_parser(sub) -> None:
         ),
     )
     p.add_argument("--weights", "-w", required=True, help="weights file (.sqz, .safetensors, .pth, .net) or tag")
-    p.add_argument("--host", default=defaults.host, help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=ranged(BOUNDS["port"]), default=defaults.port, help="port (default 8000)")
-    p.add_argument(
+    defaults = _defaults()
+    _network_options(p.add_argument_group("network"), defaults)
+    _update_options(p.add_argument_group("live updates"), defaults)
+    _batching_options(p.add_argument_group("batching and threads"), defaults)
+    _limit_options(p.add_argument_group("limits on a request"), defaults)
+    _browser_options(p.add_argument_group("the page's in-browser model"), defaults)
+    p.set_defaults(run=run)
+
+
+def _network_options(g, d: ServeConfig) -> None:
+    g.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}: this machine only)")
+    _number(g, "--port", "port", d.port)
+    _number(
+        g,
+        "--keep-alive",
+        "seconds an idle connection stays open; keep it above the idle timeout of the clients or proxy in front",
+        d.keep_alive,
+    )
+    _number(g, "--max-connections", "open connections before new ones get 503", d.max_connections)
+
+
+def _update_options(g, d: ServeConfig) -> None:
+    g.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
         help=f"allow PUT /v1/model with 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; none: updates off)",
     )
-    p.add_argument("--watch", action="store_true", help="swap in the weights file when it is replaced on disk")
-    p.add_argument(
-        "--watch-interval",
-        type=ranged(BOUNDS["watch_interval"]),
-        default=defaults.watch_interval,
-        help="seconds between checks of the watched file (default 1)",
-    )
-    p.add_argument(
-        "--max-batch",
-        type=ranged(BOUNDS["max_batch"]),
-        default=defaults.max_batch,
-        help=f"most images per batch (default {defaults.max_batch}: batching off, measured no faster on a CPU)",
-    )
-    p.add_argument(
-        "--max-wait-ms",
-        type=ranged(BOUNDS["max_wait_ms"]),
-        default=defaults.max_wait_ms,
-        help="longest wait for a batch to fill, in ms (default 0: take what is queued)",
-    )
-    p.add_argument(
-        "--threads", type=ranged(BOUNDS["threads"]), default=None, help="ONNX Runtime threads (default: all cores)"
-    )
-    p.add_argument(
-        "--decode-threads",
-        type=ranged(BOUNDS["decode_threads"]),
-        default=None,
-        help="threads decoding images (default: all cores)",
-    )
-    p.add_argument(
-        "--max-body-mb",
-        type=ranged(Bounds(0, low_open=True)),
-        default=defaults.max_body_bytes / MEBIBYTE,
-        help="largest image upload in MiB (default 16)",
-    )
-    p.add_argument(
-        "--max-weights-mb",
-        type=ranged(Bounds(0, low_open=True)),
-        default=defaults.max_weights_bytes / MEBIBYTE,
-        help="largest weights upload in MiB (default 64)",
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=ranged(BOUNDS["max_pixels"]),
-        default=defaults.max_pixels,
-        help=f"largest image in pixels, checked before decoding (default {defaults.max_pixels:,})",
-    )
-    p.add_argument(
-        "--read-timeout",
-        type=ranged(BOUNDS["read_timeout"]),
-        default=defaults.read_timeout,
-        help="seconds a client may take to send its body (default 10)",
-    )
-    p.add_argument(
-        "--keep-alive",
-        type=ranged(BOUNDS["keep_alive"]),
-        default=defaults.keep_alive,
-        help="seconds an idle connection stays open; keep it above the idle timeout of the clients or "
-        "proxy in front (default 75)",
-    )
-    p.add_argument(
-        "--max-queue",
-        type=ranged(BOUNDS["max_queue"]),
-        default=defaults.max_queue,
-        help="images waiting for the model before new ones get 503 (default 256)",
-    )
-    p.add_argument(
-        "--max-connections",
-        type=ranged(BOUNDS["max_connections"]),
-        default=defaults.max_connections,
-        help="open connections before new ones get 503 (default 512)",
-    )
-    p.add_argument(
+    g.add_argument("--watch", action="store_true", help="swap in the weights file when it is replaced on disk")
+    _number(g, "--watch-interval", "seconds between checks of the watched file", d.watch_interval)
+    _number(g, "--convert-timeout", "seconds a weights file's conversion may take", d.convert_timeout)
+
+
+def _batching_options(g, d: ServeConfig) -> None:
+    _number(g, "--max-batch", "most images per batch", d.max_batch, "batching off, measured no faster on a CPU")
+    _number(g, "--max-wait-ms", "longest wait for a batch to fill, in ms", d.max_wait_ms, "take what is queued")
+    _number(g, "--max-queue", "images waiting for the model before new ones get 503", d.max_queue)
+    _number(g, "--threads", "ONNX Runtime threads", d.threads, "the usable cores")
+    _number(g, "--decode-threads", "threads decoding images", d.decode_threads, "the usable cores")
+
+
+def _limit_options(g, d: ServeConfig) -> None:
+    _number(g, "--max-body-mb", "largest image upload in MiB", d.max_body_bytes / MEBIBYTE, bounds=POSITIVE)
+    _number(g, "--max-weights-mb", "largest weights upload in MiB", d.max_weights_bytes / MEBIBYTE, bounds=POSITIVE)
+    _number(g, "--max-pixels", "largest image in pixels, checked before decoding", d.max_pixels)
+    _number(g, "--read-timeout", "seconds a client may take to send its body", d.read_timeout)
+
+
+def _browser_options(g, d: ServeConfig) -> None:
+    choices = ", ".join(f"{name} ({note})" for name, note in BROWSER_MODEL_NOTES.items())
+    g.add_argument(
         "--browser-model",
         choices=BROWSER_MODELS,
-        default=defaults.browser_model,
-        help="what the page runs in the browser: w8a32 (default: 8-bit weights, fp32 arithmetic, the "
-        "server's answers from a 4x smaller file), int8 (needs --calibration), fp32, none",
+        default=d.browser_model,
+        help=f"what the page runs in the browser: {choices} (default {d.browser_model})",
     )
-    p.add_argument(
-        "--calibration",
-        nargs="+",
-        default=[],
-        help="images or folders to calibrate --browser-model int8 on",
+    g.add_argument(
+        "--calibration", nargs="+", default=[], help="images or folders to calibrate --browser-model int8 on"
     )
-    p.add_argument(
-        "--calibration-limit",
-        type=ranged(BOUNDS["calibration_limit"]),
-        default=defaults.calibration_limit,
-        help="most calibration images used (default 32)",
+    _number(g, "--calibration-limit", "most calibration images used", d.calibration_limit)
+    g.add_argument(
+        "--ort-web", default=None, help=f"onnxruntime-web's dist/ folder (default: {ORT_WEB_DIST} here or above)"
     )
-    p.add_argument(
-        "--ort-web",
-        default=None,
-        help="onnxruntime-web's dist/ folder (default: node_modules/onnxruntime-web/dist here or above)",
-    )
-    p.set_defaults(run=run)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    extra = {}
-    if args.threads is not None:
-        extra["threads"] = args.threads
-    if args.decode_threads is not None:
-        extra["decode_threads"] = args.decode_threads
+    """Each option is the ServeConfig field of its name, but for the few given in other units or types."""
+    same = {f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig) if hasattr(args, f.name)}
     return ServeConfig(
-        weights=Path(args.weights),
-        host=args.host,
-        port=args.port,
-        token=args.token or None,
-        watch=args.watch,
-        watch_interval=args.watch_interval,
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_body_bytes=int(args.max_body_mb * MEBIBYTE),
-        max_weights_bytes=int(args.max_weights_mb * MEBIBYTE),
-        max_pixels=args.max_pixels,
-        read_timeout=args.read_timeout,
-        keep_alive=args.keep_alive,
-        max_queue=args.max_queue,
-        max_connections=args.max_connections,
-        browser_model=args.browser_model,
-        calibration=tuple(Path(p) for p in args.calibration),
-        calibration_limit=args.calibration_limit,
-        ort_web=Path(args.ort_web) if args.ort_web else None,
-        **extra,
+        **{
+            **same,
+            "weights": Path(args.weights),
+            "token": args.token or None,
+            "max_body_bytes": int(args.max_body_mb * MEBIBYTE),
+            "max_weights_bytes": int(args.max_weights_mb * MEBIBYTE),
+            "calibration": tuple(Path(p) for p in args.calibration),
+            "ort_web": Path(args.ort_web) if args.ort_web else None,
+        }
     )
 
 

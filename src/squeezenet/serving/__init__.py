@@ -10,5 +10,10 @@ server swaps it in.
 Modules: ``config`` (options and limits), ``preprocess`` (decoding and the weights' own
 preprocessing without torchvision), ``convert`` (the child process), ``model`` (loading aside,
 checking, atomic swap), ``batching`` (dynamic batching off the event loop), ``metrics``
-(Prometheus), ``app`` (the routes), ``server`` (uvicorn and the file watcher), ``static/`` (the page).
+(Prometheus and the middleware that counts requests), ``service`` (what the routes share),
+``schemas`` (every body of the API as a pydantic model: the OpenAPI text comes from them),
+``bodies`` (reading uploads under limits), ``auth`` (the bearer token, a dependency),
+``routes/`` (one router per concern: the page, health and metrics, classify, the model),
+``app`` (the FastAPI app: routers, problem bodies, middleware), ``server`` (uvicorn),
+``watch`` (the watched weights file), ``static/`` (the page).
 """

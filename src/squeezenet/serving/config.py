@@ -17,6 +17,8 @@ from squeezenet.errors import ModelError
 
 BROWSER_MODELS = ("w8a32", "int8", "fp32", "none")
 MEBIBYTE = 1 << 20
+# where npm puts onnxruntime-web's files, looked for in the current folder and above the package
+ORT_WEB_DIST = Path("node_modules", "onnxruntime-web", "dist")
 
 
 def usable_cores() -> int:

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from squeezenet.serving.config import BROWSER_MODELS
+
 PROBE_SEED = 0
 PROBE_SCALE = {1.0: 1.0, 255.0: 60.0}  # a probe input in the range the model expects
 
@@ -142,6 +144,7 @@ def convert(
 
     from squeezenet.atomic import atomic_write_bytes, atomic_write_text
     from squeezenet.errors import WeightsError
+    from squeezenet.serving.schemas import ModelCard
 
     start = time.perf_counter()
     if threads:
@@ -159,28 +162,28 @@ def convert(
     if browser_bytes:
         browser_info.update(bytes=len(browser_bytes), sha256=_sha256(browser_bytes))
     info, digest = model.weights_info, _sha256(data)
-    card = {
-        "id": digest[:12],
-        "sha256": digest,
-        "file": shown,
-        "file_bytes": len(data),
-        "format": kind,
-        "arch": info.arch,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "num_classes": info.num_classes,
-        "in_chans": info.in_chans,
-        "input_size": info.preprocessing.crop,
-        "classes": list(info.classes),
-        "wnids": list(info.wnids),
-        "preprocessing": info.preprocessing.to_dict(),
-        "license": info.license,
-        "provenance": info.provenance,
-        "engine": "onnxruntime, concat-free graph, class-activation maps as a second output",
-        "onnx_bytes": len(graph),
-        "cam_size": list(cam.shape[2:]),
-        "browser": browser_info,
-        "convert_seconds": round(time.perf_counter() - start, 2),
-    }
+    card = ModelCard(
+        id=digest[:12],
+        sha256=digest,
+        file=shown,
+        file_bytes=len(data),
+        format=kind,
+        arch=info.arch,
+        parameters=sum(p.numel() for p in model.parameters()),
+        num_classes=info.num_classes,
+        in_chans=info.in_chans,
+        input_size=info.preprocessing.crop,
+        classes=list(info.classes),
+        wnids=list(info.wnids),
+        preprocessing=info.preprocessing.to_dict(),
+        license=info.license,
+        provenance=info.provenance,
+        engine="onnxruntime, concat-free graph, class-activation maps as a second output",
+        onnx_bytes=len(graph),
+        cam_size=list(cam.shape[2:]),
+        browser=browser_info,
+        convert_seconds=round(time.perf_counter() - start, 2),
+    ).model_dump(mode="json", exclude_none=True)
     atomic_write_text(outdir / "check.json", json.dumps({"seed": PROBE_SEED, "logits": logits[0].tolist()}))
     atomic_write_text(outdir / "card.json", json.dumps(card, indent=1))
     return card
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m squeezenet.serving.convert", description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--browser", choices=("w8a32", "int8", "fp32", "none"), default="w8a32")
+    parser.add_argument("--browser", choices=BROWSER_MODELS, default="w8a32")
     parser.add_argument("--calibration", nargs="*", default=[])
     parser.add_argument("--calibration-limit", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)

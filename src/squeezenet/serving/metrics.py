@@ -1,15 +1,21 @@
 """Prometheus metrics through the maintained client library (``prometheus_client``), in a
-registry of the app's own (two apps in one process, as in the tests, never share counters)."""
+registry of the app's own (two apps in one process, as in the tests, never share counters),
+and the middleware that counts and times every request."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import BaseRoute, Mount
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "EndpointLabels", "Metrics", "MetricsMiddleware"]
 
 
 class Metrics:
@@ -47,3 +53,49 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class EndpointLabels:
+    """The ``endpoint`` label of a request path, read off the app's own routes. The labels must be
+    a bounded set (one per path a client makes up would grow the metrics without end): the path of
+    the API route that answers it; ``static`` for a file (under a mount, or named by a route's path
+    parameter); ``other`` for anything else (a 404, FastAPI's OpenAPI pages)."""
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        routes = list(routes)
+        ours = [r for r in routes if isinstance(r, APIRoute)]  # FastAPI's own /docs etc. are plain Routes
+        self.endpoints = frozenset(r.path for r in ours if not r.param_convertors)
+        self.file_prefixes = tuple(
+            [r.path + "/" for r in routes if isinstance(r, Mount)]
+            + [r.path.split("{")[0] for r in ours if r.param_convertors]
+        )
+
+    def __call__(self, path: str) -> str:
+        if path in self.endpoints:
+            return path
+        return "static" if path.startswith(self.file_prefixes) else "other"
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by endpoint and status and times it (plain ASGI: no per-request task)."""
+
+    def __init__(self, app, metrics: Metrics, labels: EndpointLabels) -> None:
+        self.app, self.metrics, self.labels = app, metrics, labels
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def send_status(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = self.labels(scope["path"])
+            self.metrics.requests.labels(endpoint=endpoint, method=scope["method"], status=str(status[0])).inc()
+            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)

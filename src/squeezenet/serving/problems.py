@@ -1,8 +1,9 @@
 """The one error type of a request that cannot be served: an HTTP status, a kind, a message.
 
 Every problem a client can cause (a bad image, a body too large, a wrong token) is raised as a
-``RequestProblem`` and answered as ``{"error": {"kind": ..., "message": ...}}`` with its 4xx
-status; the kind labels the ``squeezenet_errors_total`` metric.
+``RequestProblem`` and answered with its 4xx status and the body ``schemas.ProblemBody``
+(``{"error": {"kind", "message", "status"}}``); the kind labels the ``squeezenet_errors_total``
+metric. No web framework here: preprocessing and batching raise these without importing one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,3 @@ class RequestProblem(SqueezeNetError):
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, message
-
-    def to_dict(self) -> dict:
-        return {"error": {"kind": self.kind, "message": self.message, "status": self.status}}

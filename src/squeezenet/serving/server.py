@@ -33,8 +33,9 @@ def serve(config: ServeConfig) -> None:
     import uvicorn
     from PIL import Image
 
-    from squeezenet.serving.app import Service, create_app
+    from squeezenet.serving.app import create_app
     from squeezenet.serving.model import load_model
+    from squeezenet.serving.service import Service
 
     # after the imports (data.images sets Pillow's limit for files read from disk): the server's
     # limit is --max-pixels, checked before decoding (preprocess.decode)

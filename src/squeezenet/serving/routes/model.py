@@ -1,0 +1,130 @@
+"""The model: its card, live updates by PUT (behind the token), and the copy the page runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from pydantic import TypeAdapter
+
+from squeezenet.errors import WeightsError
+from squeezenet.serving.auth import TOKEN_REQUIRED
+from squeezenet.serving.bodies import WEIGHTS_TYPES, file_from_body, read_body
+from squeezenet.serving.problems import RequestProblem
+from squeezenet.serving.schemas import (
+    BrowserInfo,
+    BrowserModelLink,
+    BrowserRuntime,
+    ServedModelCard,
+    Swapped,
+    content_response,
+    problem_responses,
+    upload_route,
+)
+from squeezenet.serving.service import ORT_WEB_BASE, ORT_WEB_FILES, ORT_WEB_HINT, ServiceDep, ort_web_version
+
+BROWSER_MODEL_URL = "/v1/model/browser.onnx"
+ONNX_TYPE = "application/octet-stream"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+PUT_PROBLEMS = {  # besides those of reading the upload
+    401: "a missing or wrong token",
+    403: "live updates are off (the server was started without a token)",
+    422: "a broken or foreign weights file: the current model keeps serving",
+}
+
+router = APIRouter(tags=["model"])
+
+
+@router.get(
+    "/v1/model",
+    summary="The model card of the model being served",
+    response_model=ServedModelCard,
+    response_model_exclude_unset=True,
+)
+async def model_card(response: Response, service: ServiceDep) -> dict:
+    model = service.holder.current
+    response.headers["X-Model-Id"] = model.id
+    return {**model.public_card(), "swaps": service.holder.swaps}
+
+
+@router.put(
+    "/v1/model",
+    summary="Replace the model (live update)",
+    description=(
+        "A weights file of any format the loader reads (.sqz, .safetensors, .pth, Deep Compression .net) "
+        "as the raw body or a multipart upload, with 'Authorization: Bearer TOKEN' (the token given at "
+        "start; without one, updates over HTTP are off). The file is converted and checked aside while "
+        "the current model keeps serving, then swapped in: requests already in flight finish on the "
+        "old model. A broken or foreign file is refused (422) and the old model stays. Query: name, the "
+        "file name the card shows when the body is raw."
+    ),
+    dependencies=[TOKEN_REQUIRED],
+    response_model=Swapped,
+    response_model_exclude_unset=True,
+    **upload_route("weights file", WEIGHTS_TYPES, "--max-weights-mb", PUT_PROBLEMS),
+)
+async def put_model(request: Request, response: Response, service: ServiceDep) -> dict:
+    config = service.config
+    body = await read_body(request, config.max_weights_bytes, config.read_timeout, "weights file")
+    data, filename = await file_from_body(request, body, WEIGHTS_TYPES, "weights file")
+    if not data:
+        raise RequestProblem(400, "empty_body", "empty body: send the weights file's bytes")
+    name = _SAFE_NAME.sub("_", Path(filename or request.query_params.get("name", "") or "uploaded").name)[:100]
+    upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=service.workdir))
+    path = upload_dir / (name or "uploaded")
+    try:
+        path.write_bytes(data)
+        new, previous = await service.load_and_swap(path, "put", name)
+    except WeightsError as exc:
+        raise RequestProblem(
+            422, "bad_weights", f"refused, the model {service.holder.current.id} keeps serving: {exc}"
+        ) from None
+    finally:
+        shutil.rmtree(upload_dir, ignore_errors=True)
+    response.headers["X-Model-Id"] = new.id
+    return {"model": new.public_card(), "previous": previous}
+
+
+@router.get(
+    "/v1/browser",
+    summary="What in-browser inference needs: the runtime and the model file",
+    response_model=BrowserInfo,
+    response_model_exclude_unset=True,
+)
+async def browser_info(service: ServiceDep) -> BrowserInfo:
+    model, dist = service.holder.current, service.ort_web
+    present = [dist / name for name in ORT_WEB_FILES if dist is not None and (dist / name).is_file()]
+    files = {path.name: path.stat().st_size for path in present}
+    runtime = BrowserRuntime(
+        available=dist is not None,
+        name="onnxruntime-web",
+        version=ort_web_version(dist),
+        base=ORT_WEB_BASE,
+        files=files,
+        hint=None if dist else f"onnxruntime-web is not installed: {ORT_WEB_HINT}",
+    )
+    link = BrowserModelLink(**model.card.get("browser", {}), url=BROWSER_MODEL_URL, id=model.id)
+    return BrowserInfo(runtime=runtime, model=link)
+
+
+@router.get(
+    BROWSER_MODEL_URL,
+    summary="The model file the page runs in the browser",
+    response_class=Response,
+    responses={
+        **content_response(ONNX_TYPE, "the ONNX file (gzip-encoded when accepted)", TypeAdapter(bytes).json_schema()),
+        **problem_responses({404: "this server offers no in-browser model (--browser-model none)"}),
+    },
+)
+async def browser_model(request: Request, service: ServiceDep) -> Response:
+    model = service.holder.current
+    path = model.browser_path
+    if path is None or not path.is_file():
+        raise RequestProblem(404, "no_browser_model", "this server offers no in-browser model (--browser-model none)")
+    headers = {"X-Model-Id": model.id, "Cache-Control": "no-cache"}
+    data = await service.gzipped_if_accepted(request, path, headers)
+    return Response(path.read_bytes() if data is None else data, media_type=ONNX_TYPE, headers=headers)
