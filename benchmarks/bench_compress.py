@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, RESULTS, add_tiny_option, machine, write_results
 from squeezenet.compression import CompressionConfig, compress, paper_tables
+from squeezenet.compression.choices import DATA_FREE_KIND_BITS, HOLDOUT, NEAREST
 from squeezenet.compression.report import baselines, markdown
 from squeezenet.inference.fidelity import compare
 from squeezenet.inference.runner import InferenceRunner
@@ -41,7 +42,7 @@ TINY_MODEL = ROOT / "tests" / "data" / "sqz_v1_lossless.sqz"
 BUDGETS = (360_000, 400_000, 430_000, 470_000, 500_000)
 TARGETS = {"data-free": (470_000, 0.95), 470_000: 0.97, 400_000: 0.95}
 LOAD_TARGET_MS = 200.0
-HOLDOUT_PERIOD = 5  # as `squeezenet compress --data`: every fifth image is held back
+HOLDOUT_PERIOD = round(1 / HOLDOUT)  # as `squeezenet compress --data`: every fifth image is held back
 
 
 def halves(images: Path, classes: int | None = None) -> tuple[list[Path], list[Path]]:
@@ -118,18 +119,17 @@ def run_setting(name: str, mode: str, source, config, score, calibration=None, *
 
 
 def settings(tiny: bool) -> list[tuple[str, str, CompressionConfig]]:
-    nearest_v1 = CompressionConfig(bits=8, large_bits=7)
     synth = 4 if tiny else 64
     rows = [
         ("lossless (release values, fp32)", "lossless", CompressionConfig.lossless()),
-        ("8 bit everywhere (the release's codebooks, fp16)", "lossless", CompressionConfig(bits=8)),
+        ("8 bit everywhere (the release's codebooks, fp16)", "lossless", CompressionConfig(bits=8, method=NEAREST)),
         ("data-free default: output-aware, synthetic images; stem + expand3x3 7 bit", "data-free",
          CompressionConfig.data_free()),
         ("nearest at the default's bits (stem + expand3x3 7 bit)", "nearest",
-         CompressionConfig(bits=8, kind_bits={"stem": 7, "expand3x3": 7})),
-        ("nearest, format-1 default (expand3x3 + conv10 7 bit)", "nearest", nearest_v1),
-        ("nearest 7 bit everywhere", "nearest", CompressionConfig(bits=7)),
-        ("nearest 6 bit everywhere", "nearest", CompressionConfig(bits=6)),
+         CompressionConfig(method=NEAREST, kind_bits=dict(DATA_FREE_KIND_BITS))),
+        ("nearest, format-1 default (expand3x3 + conv10 7 bit)", "nearest", CompressionConfig.data_free(NEAREST)),
+        ("nearest 7 bit everywhere", "nearest", CompressionConfig(bits=7, method=NEAREST)),
+        ("nearest 6 bit everywhere", "nearest", CompressionConfig(bits=6, method=NEAREST)),
     ]  # fmt: skip
     for label, kinds, bits in (
         ("output-aware, synthetic: stem + expand3x3 + conv10 7 bit", {"stem": 7, "expand3x3": 7, "classifier": 7}, 8),
@@ -138,7 +138,7 @@ def settings(tiny: bool) -> list[tuple[str, str, CompressionConfig]]:
         ("output-aware, synthetic: 6 bit everywhere", {}, 6),
     ):
         rows.append((label, "data-free", CompressionConfig(bits=bits, method="output-aware", kind_bits=kinds)))
-    default_bits = {"stem": 7, "expand3x3": 7}
+    default_bits = dict(DATA_FREE_KIND_BITS)
     for label, parts in (  # the default's parts, added one at a time (the last row is the default itself)
         ("ablation: nearest codes + bias correction", {"feedback": False, "refit": False}),
         ("ablation: nearest codes + bias correction + refitted centroids", {"feedback": False}),
@@ -178,7 +178,7 @@ def main() -> int:
         row, cm, data = run_setting(name, mode, source_path, cfg, score)
         rows.append(row)
         files[name] = (cm, data)
-    cfg = CompressionConfig(bits=8, method="output-aware", kind_bits={"stem": 7, "expand3x3": 7})
+    cfg = CompressionConfig.data_free()
     name = "--data half A (unlabelled), the default's bits, no budget"
     rows.append(run_setting(name, "ablation", source_path, cfg, score, calibration=kept)[0])
     budgets = [max(r["bytes"] for r in rows[1:]) - 100] if tiny else args.budgets
@@ -233,7 +233,7 @@ def lossless_savings(source) -> dict:
     """What each lossless change of format version 2 saves on the 8-bit file (same values)."""
     from squeezenet.weights.sqz_codec import TensorPlan, encode_sqz
 
-    cm = compress(source, CompressionConfig(bits=8))
+    cm = compress(source, CompressionConfig(bits=8, method=NEAREST))
     out = {}
     for label, packed, shared in (("format 1 (no packing)", False, False), ("+ shared class list", False, True),
                                   ("+ packed codebooks, deflated biases and tables", True, True)):  # fmt: skip

@@ -43,10 +43,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -55,16 +53,15 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, RESULTS, add_tiny_option, machine, test_loader, tiny_archive
-from bench_train_cifar10 import CIFAR_SPEC, cifar_config
+from _compress_trained_report import layer_kind, pct, render_markdown
+from _compress_trained_runs import retrain_fn, train_base
 from squeezenet.compression import CompressionConfig, compress, iterative_prune, paper_tables
+from squeezenet.compression.choices import NEAREST, OUTPUT_AWARE
 from squeezenet.compression.pruning import prunable, resolve_densities
-from squeezenet.compression.report import markdown
 from squeezenet.data.folders import collate_skipping_bad
 from squeezenet.data.preprocessing import build_transform
 from squeezenet.data.sources import open_dataset
 from squeezenet.inference.fidelity import compare
-from squeezenet.models.spec import FireSpec
-from squeezenet.training import TrainConfig, train
 from squeezenet.training.api import cpu_has_native_bf16
 from squeezenet.training.engine import evaluate
 from squeezenet.training.recipes import build_train_transform
@@ -92,13 +89,6 @@ def provenance(weights: Path) -> str:
         return "given (--weights; no training run's config.json beside it)"
 
 
-def layer_kind(name: str, names: list[str]) -> str:
-    for kind in ("squeeze", "expand1x1", "expand3x3"):
-        if f".{kind}." in name:
-            return kind
-    return "classifier" if name == names[-1] else "stem"
-
-
 def densities_for(state: dict, preset: str) -> dict[str, float]:
     names = prunable(state)
     if preset == "paper":
@@ -116,53 +106,6 @@ def bits_for(state: dict, bits: int, bits_e3: int) -> dict[str, int]:
     return {k: bits_e3 if ".expand3x3." in k else bits for k in prunable(state)}
 
 
-# --- engine hooks -------------------------------------------------------------------------
-
-
-def deadline_hook(minutes: float | None):
-    """Stop the run after ``minutes`` (the engine finishes the epoch's evaluation and export)."""
-    if not minutes:
-        return None
-    end = time.monotonic() + minutes * 60
-
-    def hook(ctx) -> None:
-        if time.monotonic() > end:
-            ctx.stopped = True
-
-    return hook
-
-
-def mask_hook(masks: dict[str, torch.Tensor]):
-    """Fixed masks: zero the pruned weights after every optimiser step (model and EMA copy)."""
-    cache: dict = {}
-
-    @torch.no_grad()
-    def hook(ctx) -> None:
-        modules = [ctx.model] + ([ctx.ema.module] if ctx.ema is not None else [])
-        for module in modules:
-            params = dict(module.named_parameters())
-            for k, m in masks.items():
-                p = params[k]
-                key = (k, p.device, p.dtype)
-                if key not in cache:
-                    cache[key] = m.to(device=p.device, dtype=p.dtype)
-                p.mul_(cache[key])
-
-    return hook
-
-
-def chain(*hooks):
-    hooks = [h for h in hooks if h is not None]
-    if not hooks:
-        return None
-
-    def hook(ctx) -> None:
-        for h in hooks:
-            h(ctx)
-
-    return hook
-
-
 # --- data and evaluation ------------------------------------------------------------------
 
 
@@ -170,6 +113,13 @@ def top1(model, loader) -> dict:
     model = model.to(memory_format=torch.channels_last)
     r = evaluate(model, loader, torch.device("cpu"), model.num_classes, None, True)
     return {"top1": r["top1"], "top5": r["top5"], "n": r["n"], "skipped": r["skipped"]}
+
+
+def timed_top1(path: Path, tests, times: dict, stage: str, t0: float) -> dict:
+    """``top1`` of the weights at ``path``; the seconds since ``t0`` recorded as ``stage``."""
+    scores = top1(build_model_from_weights(path), tests)
+    times[stage] = time.perf_counter() - t0
+    return scores
 
 
 class LabelledBatches:
@@ -190,98 +140,11 @@ class LabelledBatches:
                 yield b.images, b.targets
 
 
-# --- stages -------------------------------------------------------------------------------
-
-
-def train_base(args, work: Path) -> Path:
-    out = work / "base"
-    if (out / "last.pt").exists():
-        raise SystemExit(
-            f"{out} already holds a run: pass --weights {out / 'last.safetensors'} to reuse it, "
-            "or remove the folder / choose another --work"
-        )
-    cfg = cifar_config(
-        augment=args.augment,
-        data=args.data,
-        output=str(out),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        workers=args.workers,
-        amp=args.amp,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        **({"spec": TINY_SPEC.to_dict()} if args.tiny else {}),
-    )
-    result = train(cfg, on_step=deadline_hook(args.max_minutes))
-    print(f"base training: {result.steps} steps, {result.epochs} epoch(s)", file=sys.stderr)
-    return result.last_weights
-
-
-def retrain_fn(args, work: Path, info, log: list):
-    """``iterative_prune``'s train_fn: a fine-tuning run of the engine from the pruned weights."""
-    counter = [0]
-
-    def train_fn(model, keeper) -> None:
-        counter[0] += 1
-        rdir = work / f"prune_round{counter[0]}"
-        if rdir.exists():
-            shutil.rmtree(rdir)  # this script's own scratch folder
-        rdir.mkdir(parents=True)
-        pruned = rdir / "pruned.safetensors"
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        write_safetensors(LoadedWeights(info, state), pruned)
-        cfg = TrainConfig(
-            data=args.data,
-            output=str(rdir / "run"),
-            weights=str(pruned),
-            recipe="modern",
-            epochs=args.retrain_epochs,
-            batch_size=args.batch_size,
-            lr=args.retrain_lr,
-            weight_decay=5e-4,
-            warmup_epochs=0,
-            ema_decay=args.retrain_ema,
-            dropout=0.1,
-            image_size=None,  # the trained model's own input size (its weights carry it)
-            augment=args.retrain_augment,
-            workers=args.workers,
-            amp=args.amp,
-            max_steps=args.retrain_max_steps,
-            seed=args.seed,  # initialisation and order only: held-out images never move between rounds
-        )
-        t0 = time.perf_counter()
-        result = train(cfg, on_step=mask_hook(keeper.masks))
-        retrained = load_weights(result.last_weights).state_dict
-        model.load_state_dict(retrained)
-        keeper.step()
-        density = {k: float((retrained[k] != 0).float().mean()) for k in keeper.masks}
-        leaked = sum(int(((retrained[k] != 0) & ~m).sum()) for k, m in keeper.masks.items())
-        log.append(
-            {
-                "round": counter[0],
-                "steps": result.steps,
-                "seconds": round(time.perf_counter() - t0, 1),
-                "val_top1_engine": result.last.get("val_top1"),
-                "min_density": round(min(density.values()), 4) if density else 1.0,
-                "pruned_weights_nonzero_after_retrain": leaked,
-            }
-        )
-        print(f"prune round {counter[0]}: {json.dumps(log[-1])}", file=sys.stderr)
-
-    return train_fn
-
-
-# --tiny: the CIFAR layout at a tenth of its width, so that every stage runs in seconds
-TINY_SPEC = replace(CIFAR_SPEC, stem_channels=16, fires=tuple(FireSpec(4, 8, 8) for _ in CIFAR_SPEC.fires))
 BASE_KEYS = ("epochs", "max_steps", "max_minutes", "lr", "augment", "batch_size", "amp")
 
 
-def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f} %"
-
-
-def main() -> int:
+def parse_args() -> argparse.Namespace:
+    """The options; a --tiny run's settings make every stage run in seconds."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA / "cifar10-jpeg.tar.gz"))
     ap.add_argument("--weights", help="a trained run's .safetensors: skip training")
@@ -333,6 +196,11 @@ def main() -> int:
         args.rounds, args.retrain_max_steps, args.quant_steps, args.quant_batch = 1, 1, 1, 8
         args.limit_test, args.eval_batch, args.calib_images, args.workers = 16, 8, 8, 0
         args.ratio = 3.0  # a 20 KB model cannot shrink 12x: the metadata alone is a few KB
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if not args.data.lower().startswith("elpv") and not Path(args.data).exists():
         print(f"dataset not found: {args.data} (set SQUEEZENET_DATA)", file=sys.stderr)
         return 1
@@ -340,8 +208,25 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t_all = time.perf_counter()
+    base = trained_base(args, work, times)
+    road_a = output_aware_road(args, base, work, times)
+    pruned = prune_and_retrain(args, base, work, times)
+    shared = weight_sharing(args, base, pruned, times)
+    scored = encode_and_score(shared["cm"], base, road_a["model"], work, times)
+    times["total"] = time.perf_counter() - t_all
+    payload = results(args, base, road_a, pruned, shared, scored, times)
+    md = render_markdown(payload, payload["tables"])
+    out = Path(args.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compress_trained.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (out / "compress_trained.md").write_text(md)
+    print(md)
+    return 0
 
-    # 1. the trained model and its fp32 safetensors file
+
+def trained_base(args, work: Path, times: dict) -> dict:
+    """Stage 1: the trained model as an fp32 safetensors file (trained here unless --weights), the
+    test split and its top-1 there."""
     t0 = time.perf_counter()
     if args.weights:
         fp32_path = Path(args.weights)
@@ -357,55 +242,65 @@ def main() -> int:
         )
     fp32_bytes = fp32_path.stat().st_size
     info = loaded.info
-
-    # 2. its test top-1
     t0 = time.perf_counter()
     tests = test_loader(args.data, info, args.eval_batch, args.workers, limit=args.limit_test, seed=args.seed)
-    trained_eval = top1(build_model_from_weights(fp32_path), tests)
-    times["eval_trained"] = time.perf_counter() - t0
+    trained_eval = timed_top1(fp32_path, tests, times, "eval_trained", t0)
     print(f"trained: {pct(trained_eval['top1'])} on {trained_eval['n']} test images, {fp32_bytes:,} bytes")
+    return {"path": fp32_path, "trained_by": trained_by, "bytes": fp32_bytes, "info": info, "tests": tests,
+            "eval": trained_eval}  # fmt: skip
 
-    # A. output-aware quantization to a byte budget, calibrated on training images (no labels)
+
+def output_aware_road(args, base: dict, work: Path, times: dict) -> dict:
+    """Road A: output-aware quantization to a byte budget, calibrated on training images (no labels)."""
     t0 = time.perf_counter()
-    trained_model = build_model_from_weights(fp32_path).eval()
-    budget = int(fp32_bytes / args.ratio)
+    info, tests = base["info"], base["tests"]
+    trained_model = build_model_from_weights(base["path"]).eval()
+    budget = int(base["bytes"] / args.ratio)
     calib = calibration_images(args.data, info, args.calib_images, args.seed)
-    oa_config = CompressionConfig(bits=8, method="output-aware", max_bytes=budget, prune=True)
-    oa_cm = compress(fp32_path, oa_config, calibration=calib)
-    oa_path = work / "output_aware.sqz"
-    oa_cm.save(oa_path)
+    config = CompressionConfig(method=OUTPUT_AWARE, max_bytes=budget, prune=True)
+    cm = compress(base["path"], config, calibration=calib)
+    path = work / "output_aware.sqz"
+    cm.save(path)
     times["output_aware"] = time.perf_counter() - t0
-    oa_model = build_model_from_weights(oa_path).eval()
-    oa_eval = top1(oa_model, tests)
-    oa_fidelity = compare(oa_model, trained_model, tests, info.num_classes).to_dict()
-    oa_bytes = oa_path.stat().st_size
-    print(f"output-aware: {oa_bytes:,} bytes ({fp32_bytes / oa_bytes:.2f}x), agreement "
-          f"{pct(oa_fidelity['top1_agreement'])}, top-1 {pct(oa_eval['top1'])}")  # fmt: skip
+    model = build_model_from_weights(path).eval()
+    scores = top1(model, tests)
+    fidelity = compare(model, trained_model, tests, info.num_classes).to_dict()
+    size = path.stat().st_size
+    print(f"output-aware: {size:,} bytes ({base['bytes'] / size:.2f}x), agreement "
+          f"{pct(fidelity['top1_agreement'])}, top-1 {pct(scores['top1'])}")  # fmt: skip
+    return {"model": trained_model, "budget": budget, "calibration_images": len(calib), "cm": cm, "eval": scores,
+            "fidelity": fidelity, "bytes": size}  # fmt: skip
 
-    # B. prune + retrain with fixed masks
+
+def prune_and_retrain(args, base: dict, work: Path, times: dict) -> dict:
+    """Road B, stage 2: magnitude pruning in rounds, each retrained with the masks fixed."""
     t0 = time.perf_counter()
-    model = build_model_from_weights(fp32_path)
+    info = base["info"]
+    model = build_model_from_weights(base["path"])
     densities = densities_for(model.state_dict(), args.density)
     rounds_log: list[dict] = []
     masks = iterative_prune(model, densities, retrain_fn(args, work, info, rounds_log), rounds=args.rounds)
-    pruned_path = write_safetensors(
+    path = write_safetensors(
         LoadedWeights(info, {k: v.detach().clone() for k, v in model.state_dict().items()}),
         work / "pruned.safetensors",
     )
     times["prune_retrain"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pruned_eval = top1(build_model_from_weights(pruned_path), tests)
-    times["eval_pruned"] = time.perf_counter() - t0
-    print(f"pruned + retrained: {pct(pruned_eval['top1'])}")
+    scores = timed_top1(path, base["tests"], times, "eval_pruned", time.perf_counter())
+    print(f"pruned + retrained: {pct(scores['top1'])}")
+    return {"model": model, "densities": densities, "rounds": rounds_log, "masks": masks, "path": path,
+            "eval": scores}  # fmt: skip
 
-    # 4. k-means weight sharing + trained quantization
+
+def weight_sharing(args, base: dict, pruned: dict, times: dict) -> dict:
+    """Road B, stage 3: k-means weight sharing of the pruned weights, then trained quantization."""
     t0 = time.perf_counter()
-    bits = bits_for(model.state_dict(), args.bits, args.bits_expand3x3)
-    config = CompressionConfig(bits=bits, densities=None)  # None: keep the pruned zeros
-    source = build_model_from_weights(pruned_path)
+    bits = bits_for(pruned["model"].state_dict(), args.bits, args.bits_expand3x3)
+    config = CompressionConfig(bits=bits, densities=None, method=NEAREST)  # None: keep the pruned zeros
+    source = build_model_from_weights(pruned["path"])
+    losses: list[float] = []
     if args.quant_steps > 0:
+        info = base["info"]
         batches = LabelledBatches(args.data, info, args.quant_batch, args.workers, args.retrain_augment, args.seed)
-        losses: list[float] = []
         # cache_enabled=False: train_codebooks writes the weights in place between forwards, and
         # autocast's cache would keep feeding the first step's bf16 copies (the loss would not move).
         amp = (
@@ -418,109 +313,103 @@ def main() -> int:
                 source, config, data=batches, steps=args.quant_steps, lr=args.quant_lr,
                 on_step=lambda s, loss: losses.append(loss),
             )  # fmt: skip
-        quant_loss = {"first": losses[0], "last_10_mean": sum(losses[-10:]) / len(losses[-10:])} if losses else {}
     else:
         cm = compress(source, config)
-        quant_loss = {}
+    loss = {"first": losses[0], "last_10_mean": sum(losses[-10:]) / len(losses[-10:])} if losses else {}
     times["quantize"] = time.perf_counter() - t0
+    return {"cm": cm, "config": config, "bits": bits, "loss": loss}
 
-    # 5. entropy coding into .sqz, reload, score
+
+def encode_and_score(cm, base: dict, trained_model, work: Path, times: dict) -> dict:
+    """Road B, stage 4: entropy coding into a .sqz file, reloaded and scored."""
     t0 = time.perf_counter()
-    sqz_path = work / "compressed.sqz"
-    report = cm.save(sqz_path)
-    sqz_bytes = sqz_path.stat().st_size
+    path = work / "compressed.sqz"
+    report = cm.save(path)
     times["encode"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    reloaded = build_model_from_weights(sqz_path)
-    compressed_eval = top1(reloaded, tests)
-    dc_fidelity = compare(reloaded.eval(), trained_model, tests, info.num_classes).to_dict()
+    reloaded = build_model_from_weights(path)
+    scores = top1(reloaded, base["tests"])
+    fidelity = compare(reloaded.eval(), trained_model, base["tests"], base["info"].num_classes).to_dict()
     times["eval_compressed"] = time.perf_counter() - t0
-    times["total"] = time.perf_counter() - t_all
+    return {"report": report, "bytes": path.stat().st_size, "model": reloaded, "eval": scores, "fidelity": fidelity}
 
-    # consistency: the reloaded weights keep the masks
-    state = reloaded.state_dict()
-    leaked = sum(int(((state[k] != 0) & ~m).sum()) for k, m in masks.items())
-    total_w = sum(state[k].numel() for k in prunable(state))
-    nonzero_w = sum(int((state[k] != 0).sum()) for k in prunable(state))
 
-    ratio = fp32_bytes / sqz_bytes
-    lost = 100 * (trained_eval["top1"] - compressed_eval["top1"])
-    oa_ratio = fp32_bytes / oa_bytes
+def results(args, base: dict, road_a: dict, pruned: dict, shared: dict, scored: dict, times: dict) -> dict:
+    """The JSON record: both roads, the targets they answer, and every setting."""
+    state = scored["model"].state_dict()  # the reloaded weights keep the masks
+    leaked = sum(int(((state[k] != 0) & ~m).sum()) for k, m in pruned["masks"].items())
+    ratio = base["bytes"] / scored["bytes"]
+    lost = 100 * (base["eval"]["top1"] - scored["eval"]["top1"])
+    oa_ratio = base["bytes"] / road_a["bytes"]
+    agreement = road_a["fidelity"]["top1_agreement"]
     targets = {
         f"A (output-aware): >= {args.ratio:g}x smaller": {"value": round(oa_ratio, 2), "met": oa_ratio >= args.ratio},
-        "A (output-aware): top-1 agreement >= 98 %": {
-            "value": round(100 * oa_fidelity["top1_agreement"], 2),
-            "met": oa_fidelity["top1_agreement"] >= 0.98,
-        },
+        "A (output-aware): top-1 agreement >= 98 %": {"value": round(100 * agreement, 2), "met": agreement >= 0.98},
         "B (pruning + retraining): ratio >= 10x": {"value": round(ratio, 2), "met": ratio >= 10},
         "B (pruning + retraining): top-1 lost <= 0.5 points": {"value": round(lost, 2), "met": lost <= 0.5},
     }
-    tables = paper_tables(cm, report)
-    retrain_steps = sum(r["steps"] for r in rounds_log)
-    payload = {
+    report = scored["report"]
+    return {
         "benchmark": f"Deep Compression of a SqueezeNet trained by this project ({args.data})",
         "data": args.data,
-        "weights": str(fp32_path),
-        "trained_by": trained_by,
-        "test_images": trained_eval["n"],
+        "weights": str(base["path"]),
+        "trained_by": base["trained_by"],
+        "test_images": base["eval"]["n"],
         "test_subset": args.limit_test,
-        "trained": trained_eval,
-        "pruned_retrained": pruned_eval,
-        "compressed": compressed_eval,
-        "compressed_fidelity": dc_fidelity,
+        "trained": base["eval"],
+        "pruned_retrained": pruned["eval"],
+        "compressed": scored["eval"],
+        "compressed_fidelity": scored["fidelity"],
         "output_aware": {
-            "budget": budget,
-            "bytes": oa_bytes,
+            "budget": road_a["budget"],
+            "bytes": road_a["bytes"],
             "ratio": round(oa_ratio, 3),
-            "calibration_images": len(calib),
-            "test": oa_eval,
-            "fidelity": oa_fidelity,
-            "notes": oa_cm.notes,
+            "calibration_images": road_a["calibration_images"],
+            "test": road_a["eval"],
+            "fidelity": road_a["fidelity"],
+            "notes": road_a["cm"].notes,
         },
         "points_lost": round(lost, 3),
-        "fp32_safetensors_bytes": fp32_bytes,
-        "sqz_bytes": sqz_bytes,
+        "fp32_safetensors_bytes": base["bytes"],
+        "sqz_bytes": scored["bytes"],
         "ratio": round(ratio, 3),
-        "weights_total": total_w,
-        "weights_nonzero": nonzero_w,
+        "weights_total": sum(state[k].numel() for k in prunable(state)),
+        "weights_nonzero": sum(int((state[k] != 0).sum()) for k in prunable(state)),
         "pruned_weights_nonzero_in_sqz": leaked,
         "targets": targets,
         "all_targets_met": all(t["met"] for t in targets.values()),
-        "settings": {
-            "density_preset": args.density,
-            "densities": {k: round(v, 4) for k, v in densities.items()},
-            "bits": bits,
-            "rounds": args.rounds,
-            "retrain_epochs_per_round": args.retrain_epochs,
-            "retrain_max_steps": args.retrain_max_steps,
-            "retrain_lr": args.retrain_lr,
-            "retrain_ema": args.retrain_ema,
-            "retrain_augment": args.retrain_augment,
-            "retrain_steps_total": retrain_steps,
-            "quant_steps": args.quant_steps,
-            "quant_lr": args.quant_lr,
-            "quant_batch": args.quant_batch,
-            "quant_amp": args.quant_amp,
-            "base_training": None if args.weights else {k: getattr(args, k) for k in BASE_KEYS},
-            "batch_size": args.batch_size,
-            "compression_config": config.to_dict(),
-            "seed": args.seed,
-        },
-        "prune_rounds": rounds_log,
-        "trained_quantization_loss": quant_loss,
+        "settings": settings(args, pruned, shared),
+        "prune_rounds": pruned["rounds"],
+        "trained_quantization_loss": shared["loss"],
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "machine": machine(),
-        "tables": tables,
+        "tables": paper_tables(shared["cm"], report),
         "sqz_report_total": report.get("total"),
         "tiny": bool(args.tiny),
     }
-    md = render_markdown(payload, tables)
-    out = Path(args.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compress_trained.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    (out / "compress_trained.md").write_text(md)
-    print(md)
-    return 0
+
+
+def settings(args, pruned: dict, shared: dict) -> dict:
+    return {
+        "density_preset": args.density,
+        "densities": {k: round(v, 4) for k, v in pruned["densities"].items()},
+        "bits": shared["bits"],
+        "rounds": args.rounds,
+        "retrain_epochs_per_round": args.retrain_epochs,
+        "retrain_max_steps": args.retrain_max_steps,
+        "retrain_lr": args.retrain_lr,
+        "retrain_ema": args.retrain_ema,
+        "retrain_augment": args.retrain_augment,
+        "retrain_steps_total": sum(r["steps"] for r in pruned["rounds"]),
+        "quant_steps": args.quant_steps,
+        "quant_lr": args.quant_lr,
+        "quant_batch": args.quant_batch,
+        "quant_amp": args.quant_amp,
+        "base_training": None if args.weights else {k: getattr(args, k) for k in BASE_KEYS},
+        "batch_size": args.batch_size,
+        "compression_config": shared["config"].to_dict(),
+        "seed": args.seed,
+    }
 
 
 def calibration_images(data: str, info, count: int, seed: int) -> torch.Tensor:
@@ -532,114 +421,6 @@ def calibration_images(data: str, info, count: int, seed: int) -> torch.Tensor:
     ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:count].tolist()))
     loader = DataLoader(ds, batch_size=32, collate_fn=collate_skipping_bad)
     return torch.cat([b.images for b in loader if b.paths])
-
-
-def render_markdown(p: dict, tables: dict) -> str:
-    s = p["settings"]
-    yes = {True: "met", False: "NOT met"}
-    cap = "" if s["retrain_max_steps"] is None else f" (at most {s['retrain_max_steps']} steps)"
-    subset = f" (seeded subset of {p['test_subset']})" if p["test_subset"] else ""
-    lines = [
-        f"# Deep Compression of a trained SqueezeNet ({p.get('data', 'CIFAR-10')})",
-        "",
-        f"Command: `python benchmarks/bench_compress_trained.py {' '.join(sys.argv[1:])}`",
-        "",
-        f"Weights: `{p['weights']}` (trained by {p['trained_by']}). Test images: {p['test_images']:,}{subset}.",
-        "",
-        *_road_a(p),
-        "| target | value | status |",
-        "|---|---|---|",
-    ]
-    for name, t in p["targets"].items():
-        lines.append(f"| {name} | {t['value']} | {yes[t['met']]} |")
-    lines += [
-        "",
-        "Road B: magnitude pruning in "
-        f"{s['rounds']} round(s) with retraining through the training engine (masks fixed), per-layer k-means "
-        "weight sharing, trained quantization, entropy coding into `.sqz`; the `.sqz` is reloaded with "
-        "`build_model_from_weights` and scored.",
-        "",
-        "| | test top-1 | bytes |",
-        "|---|---|---|",
-        f"| trained (fp32 safetensors) | {pct(p['trained']['top1'])} | {p['fp32_safetensors_bytes']:,} |",
-        f"| pruned + retrained (fp32) | {pct(p['pruned_retrained']['top1'])} | |",
-        f"| compressed `.sqz`, reloaded | {pct(p['compressed']['top1'])} | {p['sqz_bytes']:,} |",
-        "",
-        f"Ratio {p['ratio']:.2f}x; top-1 points lost {p['points_lost']:+.2f} (negative: a gain); "
-        f"{p['weights_nonzero']:,} of {p['weights_total']:,} conv weights non-zero "
-        f"({p['weights_nonzero'] / max(1, p['weights_total']):.1%}); pruned weights non-zero after reload: "
-        f"{p['pruned_weights_nonzero_in_sqz']}.",
-    ]
-    lines += [
-        "",
-        f"Retraining added {s['retrain_steps_total']:,} optimiser steps (batch {s['batch_size']}) and trained "
-        f"quantization {s['quant_steps']} steps (batch {s['quant_batch']}) after the base model's training; a "
-        "short, under-trained base run can gain accuracy from them, so read the points lost with that in mind.",
-        "",
-        "<!-- details -->",
-        "## Settings",
-        "",
-        f"- densities (preset `{s['density_preset']}`): {_kinds(s['densities'])}",
-        f"- bits: {sorted(set(s['bits'].values()))} (expand 3x3: {_e3_bits(s['bits'])})",
-        f"- retraining: {s['retrain_epochs_per_round']} epoch(s) per round{cap}, "
-        f"lr {s['retrain_lr']}, EMA {s['retrain_ema']}, augment {s['retrain_augment']}",
-        f"- trained quantization: {s['quant_steps']} steps, Adam lr {s['quant_lr']}, autocast {s['quant_amp']}",
-        f"- base training: {json.dumps(s['base_training'])}",
-        "",
-        "## Wall time per stage (s)",
-        "",
-        "| stage | seconds |",
-        "|---|---|",
-    ]
-    lines += [f"| {k} | {v} |" for k, v in p["seconds"].items()]
-    m = p["machine"]
-    lines += [
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}, "
-        f"Python {m['python']}, {m['date']}.",
-        "",
-        "## Per layer (paper Table 1 style) and per stage (Table 2 style)",
-        "",
-        markdown(tables),
-    ]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _road_a(p: dict) -> list[str]:
-    a, t = p["output_aware"], p["trained"]
-    f = a["fidelity"]
-    return [
-        f"Test split: {p['test_images']:,} images, scored against the trained model's own predictions (agreement,"
-        " mean KL) and the labels. Nothing below was chosen or calibrated on a test image.",
-        "",
-        "| road | bytes | vs fp32 | top-1 agreement | mean KL | test top-1 | training after the base run |",
-        "|---|---|---|---|---|---|---|",
-        f"| trained model (fp32 safetensors) | {p['fp32_safetensors_bytes']:,} | 1x | 100 % | 0 | {pct(t['top1'])} | |",
-        f"| A. output-aware, `--max-bytes` fp32/{p['fp32_safetensors_bytes'] / a['budget']:.0f}, calibrated on "
-        f"{a['calibration_images']} training images | {a['bytes']:,} | {a['ratio']:.2f}x | "
-        f"{pct(f['top1_agreement'])} | {f['mean_kl']:.4f} | {pct(a['test']['top1'])} | none |",
-        f"| B. pruning + retraining + trained quantization | {p['sqz_bytes']:,} | {p['ratio']:.2f}x | "
-        f"{pct(p['compressed_fidelity']['top1_agreement'])} | {p['compressed_fidelity']['mean_kl']:.4f} | "
-        f"{pct(p['compressed']['top1'])} | {p['settings']['retrain_steps_total']:,} + "
-        f"{p['settings']['quant_steps']} steps |",
-        "",
-    ]
-
-
-def _kinds(densities: dict[str, float]) -> str:
-    """'stem 90 %, squeeze 60 %, ...' when every layer of a kind has one density, else per layer."""
-    names = list(densities)
-    kinds: dict[str, set] = {}
-    for k, v in densities.items():
-        kinds.setdefault(layer_kind(k, names), set()).add(v)
-    if all(len(v) == 1 for v in kinds.values()):
-        return ", ".join(f"{k} {next(iter(v)):.0%}" for k, v in kinds.items())
-    return ", ".join(f"{k} {v:.1%}" for k, v in densities.items())
-
-
-def _e3_bits(bits: dict[str, int]) -> str:
-    e3 = sorted({b for k, b in bits.items() if ".expand3x3." in k})
-    return ", ".join(map(str, e3)) or "n/a"
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ Speed: random weights, v1.0 at 227 px and v1.1 at 224 px, every engine in its ow
 which picks numpy's OpenBLAS kernels itself (AVX-512 on AMD CPUs that have it), so its
 worker starts without OPENBLAS_CORETYPE; ``numpy_env_blas`` keeps this environment's pin
 (the project's CI machine sets OPENBLAS_CORETYPE=Haswell: AVX2 kernels). Accuracy: the Deep Compression v1.0 weights on
-``$SQUEEZENET_DATA/imagenet-samples`` (default ../shared/data): int8 calibrated on the 250
-even-indexed images, top-1 on the 250 others (held out) and on all 500.
+``$SQUEEZENET_DATA/imagenet-samples`` (default ../shared/data), sorted paths: int8 calibrated on
+the first even-indexed images (as many as ``squeezenet export`` takes by default); reported on the
+even-indexed images left, on which no int8 choice was made; the odd-indexed images, where the int8
+design was chosen, shown apart (``squeezenet.benchmarking.int8_accuracy``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from _common import add_tiny_option, write_results
 from bench_eval import tiny_samples
-from squeezenet.benchmarking.engines import format_markdown, int8_accuracy, run_bench
+from squeezenet.benchmarking.engines import format_markdown, run_bench
+from squeezenet.benchmarking.int8_accuracy import int8_accuracy
 from squeezenet.benchmarking.names import ENGINES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import c_toolchain as tc
 from _common import DATA, add_tiny_option, machine, write_results
 from squeezenet.export.c import build_c, reference, write_folder
-from squeezenet.export.c import toolchain as tc
 from squeezenet.export.c.pixels import crop_pixels, normalized
 from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
+from squeezenet.inference.fidelity import fidelity_from_logits
 from squeezenet.weights import build_model_from_weights, create_model
 
 RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
@@ -146,14 +147,6 @@ def fp32_scores(model, pre, pixels: np.ndarray, batch: int = 16) -> np.ndarray:
         for i in range(0, len(pixels), batch):
             out.append(model(torch.from_numpy(normalized(pre, pixels[i : i + batch]))).numpy())
     return np.concatenate(out)
-
-
-def mean_kl(reference_logits: np.ndarray, logits: np.ndarray) -> float:
-    """Mean KL(reference || other) of the softmax predictions: a paired measure of how far a model
-    moved, finer than top-1 agreement on a few hundred images."""
-    p = torch.log_softmax(torch.from_numpy(np.asarray(reference_logits, np.float64)), 1)
-    q = torch.log_softmax(torch.from_numpy(np.asarray(logits, np.float64)), 1)
-    return float((p.exp() * (p - q)).sum(1).mean())
 
 
 def c_scores(folder: Path, pixels: np.ndarray, work: Path) -> np.ndarray:
@@ -306,12 +299,13 @@ def evaluate(
         "images": checked,
         "equal": bool(np.array_equal(scores[:checked], reference.run_batch(net, test_px[:checked]))),
     }
-    fp32 = fp32_scores(model, pre, test_px)
-    row["top1_agreement_with_fp32"] = float((fp32.argmax(1) == scores.argmax(1)).mean())
-    row["kl_vs_fp32"] = mean_kl(fp32, scores * net.score_scale)
+    # the mean KL is finer than top-1 agreement on a few hundred images; float64: the integer scores scaled
+    fidelity = fidelity_from_logits(fp32_scores(model, pre, test_px), scores * net.score_scale, labels)
+    row["top1_agreement_with_fp32"] = fidelity.agreement
+    row["kl_vs_fp32"] = fidelity.mean_kl
     if labels is not None:
-        row["top1_fp32"] = float((fp32.argmax(1) == labels).mean())
-        row["top1_c"] = float((scores.argmax(1) == labels).mean())
+        row["top1_fp32"] = fidelity.reference_top1
+        row["top1_c"] = fidelity.top1
     if time_it:
         row["latency"] = latency(
             folder / "src", model, pre, test_px, cal_px, folder, args.rounds, args.runs, storage == "int8"
@@ -325,7 +319,7 @@ def evaluate(
 
 def noise_floor(model, pre, pixels: np.ndarray, amplitude: float = 1.0, seeds: int = 3) -> list[float]:
     """fp32 against itself with imperceptible uniform noise (+-amplitude pixel levels) on its input."""
-    clean = fp32_scores(model, pre, pixels).argmax(1)
+    clean = fp32_scores(model, pre, pixels)
     out = []
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
@@ -334,7 +328,7 @@ def noise_floor(model, pre, pixels: np.ndarray, amplitude: float = 1.0, seeds: i
         scale = np.array(pre.std, np.float32)[None, :, None, None] * (255.0 if pre.pixel_range == 1.0 else 1.0)
         with torch.no_grad():
             noisy = model(x + torch.from_numpy(noise / scale)).numpy()
-        out.append(float((noisy.argmax(1) == clean).mean()))
+        out.append(fidelity_from_logits(clean, noisy).agreement)
     return out
 
 

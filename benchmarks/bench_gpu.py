@@ -117,9 +117,11 @@ def throughput(fn, x, steps: int, repeats: int, warmup: int) -> list[float]:
 
 def agreement(reference_logits, logits) -> dict:
     """How far the fast path's logits are from the fp32 reference (bf16 rounds them)."""
+    from squeezenet.inference.fidelity import fidelity_from_logits
+
     return {
         "max_abs_diff": float((reference_logits - logits).abs().max()),
-        "top1_agreement": float((reference_logits.argmax(1) == logits.argmax(1)).float().mean()),
+        "top1_agreement": fidelity_from_logits(reference_logits, logits).agreement,
     }
 
 

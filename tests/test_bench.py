@@ -8,6 +8,7 @@ import pytest
 
 from conftest import require_module
 from squeezenet.benchmarking.engines import _median_pair, format_markdown, machine_info, run_bench, target_lines
+from squeezenet.benchmarking.int8_accuracy import accuracy_markdown, accuracy_target_lines, int8_parts
 
 require_module("onnxruntime", "deploy")
 
@@ -63,8 +64,30 @@ def test_format_markdown_reports_failures_and_accuracy():
     }
     text = format_markdown(result)
     assert "failed: did not finish" in text
-    assert "| reported (held out) | 122 | 60.0% | 59.0% | 95.0% |" in text
-    assert "| squeezenet1_0_caffe | int8 top-1 lost (122 held-out images) | 1.0 points | <= 1 | met |" in text
+    # which images chose the int8 design and which are reported, said in the rows themselves
+    assert "| reported: even-indexed, after calibration (no int8 choice made on them) | 122 | 60.0% | 59.0% |" in text
+    assert "| odd-indexed: where the int8 design was chosen (not held out) | 250 | 64.0% |" in text
+    assert (
+        "| squeezenet1_0_caffe | int8 top-1 lost (122 even-indexed images the design was not chosen on) | 1.0 points "
+        "| <= 1 | met |"
+    ) in text
+
+
+def test_int8_parts_are_disjoint_and_the_reported_ones_chose_nothing():
+    parts = int8_parts(500, 128)
+    assert {k: len(v) for k, v in parts.items()} == {"calibration": 128, "reported": 122, "chose": 250}
+    assert sorted(set().union(*map(set, parts.values()))) == list(range(500))
+    assert all(i % 2 == 0 for i in parts["reported"]) and all(i % 2 for i in parts["chose"])
+
+
+def test_a_record_of_the_old_protocol_says_its_eval_half_chose_the_design():
+    """Records written before 2026-12-01 called the odd half, where the design was chosen, held out."""
+    old = {"protocol": "... 'eval half' = the 250 odd-indexed images (held out) ...", "images": 500,
+           "fp32": {"top1_eval_half": 0.624, "top1_all": 0.642}, "int8": {"top1_eval_half": 0.624, "top1_all": 0.652},
+           "lost_points_eval_half": 0.0}  # fmt: skip
+    text = "\n".join(accuracy_markdown(old) + accuracy_target_lines(old))
+    assert "is where the int8 design was chosen: not held out" in text
+    assert "int8 top-1 lost (the odd-indexed half the design was chosen on) | 0.0 points" in text
 
 
 def test_run_bench_refuses_unknown_engines_and_zero_rounds():

@@ -96,3 +96,21 @@ def test_a_file_output_to_a_terminal_is_one_usage_line(capsys, monkeypatch, outp
         "squeezenet convert: error: argument --output/-o: standard output is a terminal; "
         "redirect it (> FILE or | ...) or name a file (see --help)"
     )
+
+
+def test_compress_help_names_each_default_from_the_code():
+    """Every valued option of ``squeezenet compress`` says what it does unasked, and its choices and
+    defaults are those of ``compression.choices``, which the library reads too."""
+    from squeezenet.compression import choices
+
+    options = {a.dest: a for a in _subcommands()["compress"]._actions if a.option_strings and a.nargs != 0}
+    unnamed = [
+        dest for dest, a in options.items() if dest not in ("weights", "output", "report") and "default" not in a.help
+    ]
+    assert unnamed == []  # --weights and --output are required, --report is written only when named
+    assert options["method"].choices == choices.METHODS and options["method"].default == choices.DEFAULT_METHOD
+    assert f"(default: {choices.DEFAULT_METHOD})" in options["method"].help
+    assert options["coder"].choices == choices.CODERS and options["positions"].choices == choices.POSITION_SCHEMES
+    assert f"default: {choices.DEFAULT_BITS} for all layers" in options["bits"].help
+    assert f"{choices.SYNTHETIC_IMAGES} synthetic images" in options["data"].help
+    assert f"{choices.HOLDOUT * 100:.0f} % of them" in options["data"].help % {}  # argparse %-formats help

@@ -231,7 +231,7 @@ def test_compress_to_a_byte_budget_and_below_the_floor(tiny):
 def test_output_aware_keeps_predictions_better_than_nearest(tiny):
     calib, held = _images(24, seed=3), _images(32, seed=4)
     cfg = {"bits": 3}
-    nearest = compress(TINY, CompressionConfig(**cfg)).build_model().eval()
+    nearest = compress(TINY, CompressionConfig(**cfg, method="nearest")).build_model().eval()
     aware = compress(TINY, CompressionConfig(**cfg, method="output-aware"), calibration=calib).build_model().eval()
     a = compare(aware, tiny, [held], 5)
     n = compare(nearest, tiny, [held], 5)

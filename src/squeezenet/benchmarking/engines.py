@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from squeezenet.benchmarking.int8_accuracy import accuracy_markdown, accuracy_target_lines
 from squeezenet.benchmarking.names import BENCH_ARCHS, ENGINES
 from squeezenet.errors import DeployError
-from squeezenet.export.formats import DEFAULT_CALIBRATION_LIMIT, DEFAULT_CALIBRATION_METHOD
 from squeezenet.models import default_input_size, get_builder
 
 NUMPY_ENGINES = ("numpy", "numpy_env_blas")
@@ -190,6 +190,36 @@ def run_bench(
     every paired comparison is measured that many times, interleaved round by round so that
     drift of a shared machine affects them alike; each figure is the median over the rounds.
     """
+    _check_request(archs, engines, size, threads, rounds)
+    threads = threads or torch.get_num_threads()
+    result = {
+        "machine": machine_info(),
+        "quick": quick,
+        "threads": threads,
+        "rounds": rounds,
+        "reference": REFERENCE,
+        "archs": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="squeezenet-bench-") as tmp:
+        for arch in archs:
+            side = size or default_input_size(arch)
+            prepared = _prepare(arch, side, Path(tmp), engines)
+            timing = {"side": side, "quick": quick, "threads": threads, "files": prepared["files"]}
+            runs, paired_runs = _measure_rounds(arch, engines, rounds, timing, compile_budget, progress)
+            result["archs"][arch] = {
+                "input_size": side,
+                "params": prepared["params"],
+                "macs": prepared["macs"],
+                "engines": _engine_rows(runs, engines, prepared["files"]),
+            }
+            if paired_runs:
+                result["archs"][arch]["paired"] = [_median_pair(r) for r in paired_runs.values()]
+    return result
+
+
+def _check_request(archs, engines, size: int | None, threads: int | None, rounds: int) -> None:
+    """Every argument a run cannot use is refused before any model is built or timed; ONNX Runtime
+    and onnx are needed only by the engines that run them."""
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise DeployError(f"unknown engine(s) {unknown}; available: {', '.join(ENGINES)}")
@@ -204,62 +234,51 @@ def run_bench(
         minimum = get_builder(arch)().min_input_size
         if size < minimum:
             raise DeployError(f"--size {size} is below {arch}'s minimum input of {minimum} pixels")
-    needs_ort = {"ort_fp32", "ort_int8"} & set(engines)
-    if needs_ort:
+    if {"ort_fp32", "ort_int8"} & set(engines):
         from squeezenet.export.common import require
 
         require("onnxruntime")
         require("onnx")
-    threads = threads or torch.get_num_threads()
-    result = {
-        "machine": machine_info(),
-        "quick": quick,
-        "threads": threads,
-        "rounds": rounds,
-        "reference": REFERENCE,
-        "archs": {},
-    }
-    with tempfile.TemporaryDirectory(prefix="squeezenet-bench-") as tmp:
-        for arch in archs:
-            side = size or default_input_size(arch)
-            prepared = _prepare(arch, side, Path(tmp), engines)
-            files = prepared["files"]
-            runs: dict[str, list[dict]] = {engine: [] for engine in engines}
-            pairs = [pair for pair in PAIRED if set(pair) <= set(engines)]
-            paired_runs: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
-            for round_index in range(rounds):
-                label = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
-                for engine in engines:
-                    if round_index and (engine == "torch_compile" or "error" in runs[engine][0]):
-                        continue
-                    if progress:
-                        progress(f"{arch} {engine}{label}")
-                    runs[engine].append(_measure(engine, arch, side, quick, threads, files, compile_budget))
-                for pair in pairs:  # every round: a slow spell of the machine then sways one round only
-                    if progress:
-                        progress(f"{arch} {' vs '.join(pair)}, paired in one process{label}")
-                    pair_files = {**files, "pair": list(pair)}
-                    paired_runs[pair].append(_measure("paired", arch, side, quick, threads, pair_files, None))
-            rows = [_median_row(runs[engine]) for engine in engines]
-            for row in rows:
-                file_key = _ENGINE_FILE[row["engine"]]
-                if file_key in files:
-                    row["file"] = Path(files[file_key]).name
-                    row["file_bytes"] = Path(files[file_key]).stat().st_size
-            ref = next((r for r in rows if r["engine"] == REFERENCE and "error" not in r), None)
-            for row in rows:
-                if ref and "error" not in row:
-                    row["b1_speedup_vs_ref"] = round(ref["b1_median_ms"] / row["b1_median_ms"], 2)
-                    row["b32_speedup_vs_ref"] = round(row["b32_images_per_s"] / ref["b32_images_per_s"], 2)
-            result["archs"][arch] = {
-                "input_size": side,
-                "params": prepared["params"],
-                "macs": prepared["macs"],
-                "engines": rows,
-            }
-            if pairs:
-                result["archs"][arch]["paired"] = [_median_pair(paired_runs[pair]) for pair in pairs]
-    return result
+
+
+def _measure_rounds(arch: str, engines, rounds: int, timing: dict, compile_budget, progress):
+    """(engine -> its runs, pair -> its paired runs): every engine and pair once a round, round after
+    round, so that a slow spell of the machine sways one round of each rather than one engine."""
+    side, quick, threads, files = timing["side"], timing["quick"], timing["threads"], timing["files"]
+    runs: dict[str, list[dict]] = {engine: [] for engine in engines}
+    pairs = [pair for pair in PAIRED if set(pair) <= set(engines)]
+    paired_runs: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    for round_index in range(rounds):
+        label = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
+        for engine in engines:
+            if round_index and (engine == "torch_compile" or "error" in runs[engine][0]):
+                continue  # compilation dominates torch.compile's figures; a failure fails again
+            if progress:
+                progress(f"{arch} {engine}{label}")
+            runs[engine].append(_measure(engine, arch, side, quick, threads, files, compile_budget))
+        for pair in pairs:
+            if progress:
+                progress(f"{arch} {' vs '.join(pair)}, paired in one process{label}")
+            pair_files = {**files, "pair": list(pair)}
+            paired_runs[pair].append(_measure("paired", arch, side, quick, threads, pair_files, None))
+    return runs, paired_runs
+
+
+def _engine_rows(runs: dict[str, list[dict]], engines, files: dict) -> list[dict]:
+    """One row per engine (medians over the rounds), with its model file and its speed-up over
+    the reference."""
+    rows = [_median_row(runs[engine]) for engine in engines]
+    for row in rows:
+        file_key = _ENGINE_FILE[row["engine"]]
+        if file_key in files:
+            row["file"] = Path(files[file_key]).name
+            row["file_bytes"] = Path(files[file_key]).stat().st_size
+    ref = next((r for r in rows if r["engine"] == REFERENCE and "error" not in r), None)
+    for row in rows:
+        if ref and "error" not in row:
+            row["b1_speedup_vs_ref"] = round(ref["b1_median_ms"] / row["b1_median_ms"], 2)
+            row["b32_speedup_vs_ref"] = round(row["b32_images_per_s"] / ref["b32_images_per_s"], 2)
+    return rows
 
 
 def _ratio(a: float, b: float) -> float:
@@ -310,19 +329,7 @@ def target_lines(result: dict) -> list[str]:
                 continue
             verdict = "met" if ratio >= need else "MISSED"
             lines.append(f"| {arch} | {name} | {ratio}x | >= {need:.2f}x | {verdict} |")
-    acc = result.get("accuracy")
-    if acc and "lost_points_reported" in acc:
-        lost, n = acc["lost_points_reported"], acc["reported"]["images"]
-        lines.append(
-            f"| squeezenet1_0_caffe | int8 top-1 lost ({n} held-out images) | {lost} points | <= 1 | "
-            f"{'met' if lost <= 1.0 else 'MISSED'} |"
-        )
-    elif acc and "lost_points_eval_half" in acc:  # a record written before 2026-12-01
-        lost = acc["lost_points_eval_half"]
-        lines.append(
-            f"| squeezenet1_0_caffe | int8 top-1 lost (the half the design was chosen on) | {lost} points | <= 1 | "
-            f"{'met' if lost <= 1.0 else 'MISSED'} |"
-        )
+    lines += accuracy_target_lines(result.get("accuracy"))
     if not lines:
         return []
     return [
@@ -385,82 +392,5 @@ def format_markdown(result: dict) -> str:
                 f"{r['peak_rss_mb']:.0f} | {r['rss_increase_mb']:.0f} |"
             )
         lines.append("")
-    acc = result.get("accuracy")
-    if acc and "reported" in acc:
-        lines += ["## int8 accuracy (real weights, imagenet-samples)", "", acc["protocol"], ""]
-        lines += [
-            "| images | count | fp32 top-1 | int8 top-1 | top-1 agreement int8 vs fp32 |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for key, label in (("reported", "reported (held out)"), ("chose", "where the design was chosen")):
-            f = acc[key]
-            lines.append(
-                f"| {label} | {f['images']} | {f['fp32_top1']:.1%} | {f['int8_top1']:.1%} | {f['agreement']:.1%} |"
-            )
-        lines.append("")
-    elif acc:  # a record written before 2026-12-01: calibrated on even images, chosen and scored on the odd ones
-        lines += ["## int8 accuracy (real weights, imagenet-samples)", "", acc.get("protocol", ""), ""]
-        lines += [f"| model | top-1 eval half | top-1 all {acc.get('images', 500)} |", "|---|---:|---:|"]
-        for key in ("fp32", "int8"):
-            if key in acc:
-                lines.append(f"| {key} | {acc[key]['top1_eval_half']:.1%} | {acc[key]['top1_all']:.1%} |")
-        lines.append("")
+    lines += accuracy_markdown(result.get("accuracy"))
     return "\n".join(lines)
-
-
-def int8_accuracy(
-    weights: str | Path,
-    data_dir: str | Path,
-    method: str = DEFAULT_CALIBRATION_METHOD,
-    calibration_images: int = DEFAULT_CALIBRATION_LIMIT,
-) -> dict:
-    """int8 against fp32 on an ImageNet-layout folder, three disjoint parts of its images (sorted):
-    calibration = the first ``calibration_images`` even-indexed ones; the odd-indexed ones are where
-    the int8 design was chosen (see export/onnx_int8.py), so they are shown apart; the figures
-    reported are those of the even-indexed images left after calibration, used for nothing else:
-    top-1 of both and their top-1 agreement (a paired measure: the share of images whose
-    predicted class is unchanged)."""
-    from squeezenet.data import scan_class_folders
-    from squeezenet.export.onnx import onnx_bytes, ort_session
-    from squeezenet.export.onnx_int8 import calibration_arrays, quantize_model
-    from squeezenet.inference.labels import folder_targets
-    from squeezenet.weights import build_model_from_weights
-
-    model = build_model_from_weights(weights)
-    folders, samples = scan_class_folders(data_dir)
-    targets = folder_targets(folders, model.weights_info, data_dir)
-    x = calibration_arrays(model, [p for p, _ in samples])
-    y = np.array([targets[name] for _, name in samples])
-    even = np.arange(0, len(x), 2)
-    parts = {"calibration": even[:calibration_images], "reported": even[calibration_images:]}
-    parts["chose"] = np.arange(1, len(x), 2)
-
-    def predictions(session) -> np.ndarray:
-        name = session.get_inputs()[0].name
-        return np.concatenate([session.run(None, {name: x[i : i + 50]})[0].argmax(1) for i in range(0, len(x), 50)])
-
-    fp32 = predictions(ort_session(onnx_bytes(model)))
-    with tempfile.TemporaryDirectory() as tmp:
-        int8 = predictions(
-            ort_session(quantize_model(model, Path(tmp) / "int8.onnx", x[parts["calibration"]], method=method))
-        )
-
-    def figures(part: np.ndarray) -> dict:
-        return {
-            "images": len(part),
-            "fp32_top1": float((fp32[part] == y[part]).mean()) if len(part) else float("nan"),
-            "int8_top1": float((int8[part] == y[part]).mean()) if len(part) else float("nan"),
-            "agreement": float((int8[part] == fp32[part]).mean()) if len(part) else float("nan"),
-        }
-
-    reported = figures(parts["reported"])
-    return {
-        "protocol": f"Calibrated ({method}, per-channel weights, every convolution int8, the global average pool in "
-        f"fp32) on the first {len(parts['calibration'])} even-indexed images (sorted paths); the int8 design was "
-        f"chosen on the {len(parts['chose'])} odd-indexed images (shown apart); reported: the "
-        f"{len(parts['reported'])} even-indexed images left, used for nothing else.",
-        "reported": reported,
-        "chose": figures(parts["chose"]),
-        "lost_points_reported": round((reported["fp32_top1"] - reported["int8_top1"]) * 100, 2),
-        "images": len(x),
-    }

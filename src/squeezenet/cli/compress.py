@@ -8,9 +8,36 @@ from pathlib import Path
 
 from squeezenet.atomic import atomic_write_text
 from squeezenet.cli.common import bits, bits_per_layer, count, fraction, output_file, status_stream, warn, wrote
+from squeezenet.compression.choices import (
+    AUTO,
+    CODERS,
+    DATA_FREE_KIND_BITS,
+    DEFAULT_BITS,
+    DEFAULT_METHOD,
+    HOLDOUT,
+    METHODS,
+    NEAREST,
+    NEAREST_LARGE_BITS,
+    OUTPUT_AWARE,
+    POSITION_SCHEMES,
+    SYNTHETIC_IMAGES,
+    TRAIN_STEPS,
+)
 from squeezenet.errors import ModelError, WeightsError
 
-HOLDOUT = 0.2  # share of --data held back to measure fidelity on
+METHOD_HELP = {
+    OUTPUT_AWARE: "codes chosen for what each layer outputs on calibration images",
+    NEAREST: "every weight to its nearest k-means centroid",
+}
+
+
+def _default_bits_help() -> str:
+    """The presets ``_config`` starts from, in words."""
+    kinds = ", ".join(f"{kind} {b}" for kind, b in DATA_FREE_KIND_BITS)
+    return (
+        f"default: {DEFAULT_BITS} for all layers; without --data and --max-bytes {kinds} with {OUTPUT_AWARE}, "
+        f"fire expand 3x3 and the final layer {NEAREST_LARGE_BITS} with {NEAREST}"
+    )
 
 
 def add_parser(sub) -> None:
@@ -18,20 +45,22 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", "-w", required=True, help="input weights file or catalogue tag")
     p.add_argument("--output", "-o", type=output_file, required=True, help="output .sqz file (- for standard output)")
     p.add_argument(
-        "--bits", type=bits_per_layer, help="codebook bits: N for all layers or LAYER=N,... (default: data-free preset)"
+        "--bits", type=bits_per_layer, help=f"codebook bits: N for all layers or LAYER=N,... ({_default_bits_help()})"
     )
-    p.add_argument("--large-bits", type=bits, help="bits of fire expand 3x3 and the final layer")
+    p.add_argument(
+        "--large-bits", type=bits, help="bits of fire expand 3x3 and the final layer (default: those of --bits)"
+    )
     p.add_argument(
         "--max-bytes",
         type=count(1),
-        help="file-size budget: the bits (and pruning) of every layer are chosen for the smallest output error",
+        help="file-size budget: the bits (and pruning) of every layer are chosen for the smallest output error "
+        "(default: none, the bits decide the size)",
     )
     p.add_argument(
         "--method",
-        choices=("output-aware", "nearest"),
-        default="output-aware",
-        help="output-aware: codes chosen for what each layer outputs on calibration images (default); "
-        "nearest: every weight to its nearest k-means centroid",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help="; ".join(f"{m}: {METHOD_HELP[m]}" for m in METHODS) + f" (default: {DEFAULT_METHOD})",
     )
     p.add_argument(
         "--density",
@@ -39,22 +68,27 @@ def add_parser(sub) -> None:
         help="prune first: a fraction in (0, 1] for all layers or 'paper' (default: keep zeros)",
     )
     p.add_argument("--lossless", action="store_true", help="keep every value exactly (float32, up to 12-bit codebooks)")
-    p.add_argument("--coder", choices=["auto", "rans", "huffman", "raw"], default="auto", help="entropy coder")
+    p.add_argument("--coder", choices=CODERS, default=AUTO, help=f"entropy coder (default: {AUTO}, the smallest)")
     p.add_argument(
-        "--positions", choices=["auto", "gaps", "relidx4", "bitmask"], default="auto", help="sparse index scheme"
+        "--positions",
+        choices=POSITION_SCHEMES,
+        default=AUTO,
+        help=f"sparse index scheme (default: {AUTO}, the smallest)",
     )
     p.add_argument(
         "--data",
         help="images to calibrate on (any folder of images with --unlabelled, else <class>/<image>); "
-        f"{HOLDOUT:.0%}% of them are held back to measure the result on",
+        f"{HOLDOUT * 100:.0f} %% of them are held back to measure the result on (default: none, "
+        f"{SYNTHETIC_IMAGES} synthetic images calibrate {OUTPUT_AWARE} codes)",
     )
     p.add_argument("--unlabelled", action="store_true", help="the --data images need no classes (distillation)")
     p.add_argument("--calibration-images", type=count(1), help="use at most this many images of --data (default: all)")
     p.add_argument(
         "--train-steps",
         type=count(0),
-        help="steps of codebook and bias training after calibration (with --data; default 0: none; "
-        "with --unlabelled it distils from the uncompressed model)",
+        default=TRAIN_STEPS,
+        help="steps of codebook and bias training after calibration (with --data; "
+        f"default {TRAIN_STEPS}: none; with --unlabelled it distils from the uncompressed model)",
     )
     p.add_argument("--report", help="also write the size and fidelity report (JSON) here")
     p.add_argument("--progress", action="store_true", help="show progress bars")
@@ -82,7 +116,7 @@ def _check_option_combinations(args: argparse.Namespace) -> None:
                       if value]  # fmt: skip
         if needs_data:
             raise ModelError(f"{', '.join(needs_data)}: only with --data (the images to tune the codebooks on)")
-    if args.max_bytes is not None and args.method == "nearest":
+    if args.max_bytes is not None and args.method == NEAREST:
         raise ModelError("--max-bytes: only with --method output-aware (the budget is spent by output error)")
 
 
@@ -92,12 +126,9 @@ def _config(args: argparse.Namespace):
     if args.lossless:
         cfg = CompressionConfig.lossless()
     elif args.data or args.max_bytes is not None:
-        cfg = CompressionConfig(bits=8, method=args.method)
+        cfg = CompressionConfig(method=args.method)
     else:
-        cfg = CompressionConfig.data_free()
-        cfg.method = args.method
-        if args.method == "nearest":  # the k-means preset of format version 1
-            cfg.kind_bits, cfg.large_bits = {}, 7
+        cfg = CompressionConfig.data_free(args.method)
     if args.bits is not None:
         cfg.bits, cfg.large_bits, cfg.kind_bits = args.bits, None, {}
     if args.large_bits is not None:
@@ -189,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         for message in skipped:
             warn(message)
     data, kwargs = None, {}
-    steps = args.train_steps or 0
+    steps = args.train_steps
     if calib is not None and steps > 0:
         data = _batches(calib, None if args.unlabelled else labels)
         kwargs = {"steps": steps, "teacher": source if args.unlabelled else None, "biases": True}

@@ -127,78 +127,93 @@ def collect_stats(
     names the layer whose outputs become the logits channel by channel (SqueezeNet's conv10,
     then ReLU and pooling): its per-image, per-row logit gradients are kept too."""
     model = calibration_copy(model)
-    layers = conv_layers(model)
-    gen = torch.Generator().manual_seed(seed)
-    stats: dict[str, LayerStats] = {}
-    pending: dict[str, tuple] = {}  # row curvature: (columns, output, Fisher hook) of this batch
-    row_parts: list[tuple[np.ndarray, np.ndarray]] = []
-    handles = []
+    collector = _StatsPass(fisher, max_columns, torch.Generator().manual_seed(seed), row_curvature)
+    handles = [module.register_forward_hook(collector.hook(key, module)) for key, module in conv_layers(model).items()]
+    try:
+        for images in batches:
+            collector.run(model, images.float())
+            if on_batch:
+                on_batch(len(images))
+    finally:
+        for h in handles:
+            h.remove()
+    return collector.finish()
 
-    def forward_hook(key):
-        def hook(module, inputs, output):
+
+class _StatsPass:
+    """What ``collect_stats`` accumulates while the model runs: each convolution's forward hook adds
+    its input moments (and hooks its output's gradient for the Fisher); ``run`` drives one batch."""
+
+    def __init__(self, fisher: bool, max_columns: int, gen: torch.Generator, row_curvature: str | None) -> None:
+        self.fisher, self.max_columns, self.gen, self.row_curvature = fisher, max_columns, gen, row_curvature
+        self.stats: dict[str, LayerStats] = {}
+        self.pending: dict[str, tuple] = {}  # row curvature: (columns, output, Fisher hook) of this batch
+        self.row_parts: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def hook(self, key: str, conv: nn.Conv2d):
+        d = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        zeros = np.zeros((d, d))
+        self.stats[key] = LayerStats(key, zeros, np.zeros(d), 0.0, np.zeros(conv.out_channels), zeros.copy())
+
+        def forward_hook(module, inputs, output):
             x = inputs[0].detach().float()
             cols = patch_columns(module, x)
             per_image = cols.reshape(x.shape[0], -1, cols.shape[1])
             xbar = per_image.mean(1).double()
-            if len(cols) > max_columns:
-                cols = cols[torch.randperm(len(cols), generator=gen)[:max_columns]]
-                scale = _columns_count(module, x) / max_columns
+            if len(cols) > self.max_columns:
+                cols = cols[torch.randperm(len(cols), generator=self.gen)[: self.max_columns]]
+                scale = _columns_count(module, x) / self.max_columns
             else:
                 scale = 1.0
             cols64 = cols.double()
-            s = stats[key]
+            s = self.stats[key]
             s.xx += scale * (cols64.T @ cols64).numpy()
             s.xsum += scale * cols64.sum(0).numpy()
             s.n += scale * len(cols)
             s.image_xx += (xbar.T @ xbar).numpy()
             s.positions = per_image.shape[1]
             handle = None
-            if fisher and output.requires_grad:
+            if self.fisher and output.requires_grad:
                 handle = output.register_hook(lambda g, s=s: _add_fisher(s, g))
-            if key == row_curvature:
-                pending[key] = (per_image, output, handle)
+            if key == self.row_curvature:
+                self.pending[key] = (per_image, output, handle)
 
-        return hook
+        return forward_hook
 
-    for key, module in layers.items():
-        d = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-        zeros = np.zeros((d, d))
-        stats[key] = LayerStats(key, zeros, np.zeros(d), 0.0, np.zeros(module.out_channels), zeros.copy())
-        handles.append(module.register_forward_hook(forward_hook(key)))
-    try:
-        for images in batches:
-            images = images.float()
-            if fisher or row_curvature:
-                images = images.clone().requires_grad_(True)  # so that every output gets a gradient
-                with torch.enable_grad():
-                    logits = model(images)
-                    probs = logits.detach().float().softmax(1)
-                    if fisher:
-                        sampled = torch.multinomial(probs, 1, generator=gen)[:, 0]
-                        loss = F.cross_entropy(logits.float(), sampled, reduction="sum")
-                        loss.backward(retain_graph=row_curvature is not None)
-                    if row_curvature:
-                        columns, output, handle = pending.pop(row_curvature)
-                        if handle is not None:  # the Fisher has its gradient: not the logits' sum too
-                            handle.remove()
-                        if logits.shape[1] == output.shape[1]:  # else not a channel-per-logit head: none kept
-                            row_parts.append(_row_gradients(logits, probs, columns, output))
-            else:
-                with torch.no_grad():
-                    model(images)
-            for s in stats.values():
-                s.images += len(images)
-            if on_batch:
-                on_batch(len(images))
-    finally:
-        for h in handles:
-            h.remove()
-    for s in stats.values():
-        s.fisher /= max(s.images, 1)
-    if row_curvature and row_parts:
-        stats[row_curvature].row_grads = np.concatenate([g for g, _ in row_parts])
-        stats[row_curvature].row_weights = np.concatenate([w for _, w in row_parts])
-    return stats
+    def run(self, model: nn.Module, images: torch.Tensor) -> None:
+        """One batch forward (the hooks take the moments) and, for the Fisher or the logits' own
+        rows, backward."""
+        if self.fisher or self.row_curvature:
+            images = images.clone().requires_grad_(True)  # so that every output gets a gradient
+            with torch.enable_grad():
+                logits = model(images)
+                probs = logits.detach().float().softmax(1)
+                if self.fisher:
+                    sampled = torch.multinomial(probs, 1, generator=self.gen)[:, 0]
+                    loss = F.cross_entropy(logits.float(), sampled, reduction="sum")
+                    loss.backward(retain_graph=self.row_curvature is not None)
+                if self.row_curvature:
+                    self._keep_row_gradients(logits, probs)
+        else:
+            with torch.no_grad():
+                model(images)
+        for s in self.stats.values():
+            s.images += len(images)
+
+    def _keep_row_gradients(self, logits: torch.Tensor, probs: torch.Tensor) -> None:
+        columns, output, handle = self.pending.pop(self.row_curvature)
+        if handle is not None:  # the Fisher has its gradient: not the logits' sum too
+            handle.remove()
+        if logits.shape[1] == output.shape[1]:  # else not a channel-per-logit head: none kept
+            self.row_parts.append(_row_gradients(logits, probs, columns, output))
+
+    def finish(self) -> dict[str, LayerStats]:
+        for s in self.stats.values():
+            s.fisher /= max(s.images, 1)
+        if self.row_curvature and self.row_parts:
+            self.stats[self.row_curvature].row_grads = np.concatenate([g for g, _ in self.row_parts])
+            self.stats[self.row_curvature].row_weights = np.concatenate([w for _, w in self.row_parts])
+        return self.stats
 
 
 def _row_gradients(logits, probs, columns, output) -> tuple[np.ndarray, np.ndarray]:

@@ -2,11 +2,12 @@
 
 ``compress(weights, config)`` takes any weights the loader reads (or a model that carries
 ``weights_info``) and returns a ``CompressedModel``; ``.save(path)`` writes a ``.sqz`` file
-and returns its size report. Two quantizers (``CompressionConfig.method``):
+and returns its size report. Two quantizers (``CompressionConfig.method``; ``choices`` holds
+the names and the default, the same for the library and the command):
 
 - ``nearest``: per-layer k-means of the weight values, every weight to its nearest centroid
   (Deep Compression's weight sharing, optionally followed by trained quantization);
-- ``output-aware`` (``output_aware``): codes chosen for what each layer outputs on
+- ``output-aware`` (``output_aware``; the default): codes chosen for what each layer outputs on
   calibration images, with error feedback, rate-distortion choice and bias correction, and
   with ``max_bytes`` the bits of every layer chosen for the budget (``budget``). Calibration
   images come from ``calibration=`` (the user's images) or, without any, are synthesized
@@ -15,7 +16,6 @@ and returns its size report. Two quantizers (``CompressionConfig.method``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,15 +23,23 @@ import numpy as np
 import torch
 
 from squeezenet.atomic import atomic_write_bytes
+from squeezenet.compression.choices import (
+    AUTO,
+    DATA_FREE_KIND_BITS,
+    DEFAULT_BITS,
+    DEFAULT_METHOD,
+    METHODS,
+    NEAREST,
+    NEAREST_LARGE_BITS,
+    OUTPUT_AWARE,
+    SYNTHETIC_IMAGES,
+)
 from squeezenet.compression.output_aware_fit import check_budget, output_aware
 from squeezenet.compression.pruning import magnitude_mask, prunable, resolve_densities
 from squeezenet.compression.weight_sharing import compact, kmeans_1d
 from squeezenet.errors import ModelError, WeightsError
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
 from squeezenet.weights.sqz_codec import DEFAULT_STEPS, SparseTensor, SqzError, TensorPlan, encode_sqz
-
-AUTO = "auto"
-METHODS = ("nearest", "output-aware")
 
 
 @dataclass
@@ -42,14 +50,14 @@ class CompressionConfig:
     ``densities``: None keeps the weights' own zeros; a float, 'paper', a dict or a sequence
     prunes by magnitude first. ``large_bits`` applies to fire expand 3x3 layers and the last
     prunable layer when set. ``method``: 'nearest' (k-means, each weight to its nearest
-    centroid) or 'output-aware' (see ``output_aware``); for the latter ``rate`` is the price of
-    a bit in nats of KL divergence, ``max_bytes`` replaces it by a file-size budget (the bits
-    and densities of every layer are then chosen), ``prune`` lets it zero weights whose
-    position and code cost more than they are worth, and ``synthetic_images`` is how many
-    synthesized images calibrate it when no image is given.
+    centroid) or 'output-aware' (see ``output_aware``; the default, as the command's); for the
+    latter ``rate`` is the price of a bit in nats of KL divergence, ``max_bytes`` replaces it by
+    a file-size budget (the bits and densities of every layer are then chosen), ``prune`` lets
+    it zero weights whose position and code cost more than they are worth, and
+    ``synthetic_images`` is how many synthesized images calibrate it when no image is given.
     """
 
-    bits: int | dict = 8
+    bits: int | dict = DEFAULT_BITS
     large_bits: int | None = None
     densities: object = None
     codebook_dtype: str = "float16"
@@ -58,11 +66,11 @@ class CompressionConfig:
     codes_coder: str = AUTO
     gaps_coder: str = AUTO
     steps: int = DEFAULT_STEPS
-    method: str = "nearest"
+    method: str = DEFAULT_METHOD
     rate: float = 0.0
     max_bytes: int | None = None
     prune: bool = False
-    synthetic_images: int = 64
+    synthetic_images: int = SYNTHETIC_IMAGES
     kind_bits: dict = field(default_factory=dict)  # {layer kind: bits}, see ``layer_kind``
     # the output-aware method's parts, each switchable for the ablation in docs/compression.md
     feedback: bool = True  # error feedback through the input covariance (GPTQ/OBQ)
@@ -70,20 +78,26 @@ class CompressionConfig:
     bias_correction: bool = True  # the mean output shift moved into the bias
 
     @classmethod
-    def data_free(cls) -> CompressionConfig:
-        """The default without images: 8-bit codebooks, 7-bit for the stem and the fire expand 3x3
-        layers, codes chosen output-aware on synthetic images (the layers and the method chosen
-        on one half of imagenet-samples; benchmarks/results/compress.md has the figures)."""
-        return cls(bits=8, method="output-aware", kind_bits={"stem": 7, "expand3x3": 7})
+    def data_free(cls, method: str = DEFAULT_METHOD) -> CompressionConfig:
+        """The default without images (``choices``): 8-bit codebooks, 7-bit for the stem and the
+        fire expand 3x3 layers, codes chosen output-aware on synthetic images (the layers and the
+        method chosen on one half of imagenet-samples; benchmarks/results/compress.md has the
+        figures). With ``method='nearest'`` the default of format version 1 instead: 7 bits for
+        the fire expand 3x3 layers and the last layer."""
+        if method == NEAREST:
+            return cls(method=NEAREST, large_bits=NEAREST_LARGE_BITS)
+        return cls(method=method, kind_bits=dict(DATA_FREE_KIND_BITS))
 
     @classmethod
     def lossless(cls) -> CompressionConfig:
-        return cls(bits=12, codebook_dtype="float32", dense_dtype="float32")
+        """Every value exactly: up to 12-bit codebooks hold all of them, and only the nearest method
+        keeps each weight on its own value."""
+        return cls(bits=12, codebook_dtype="float32", dense_dtype="float32", method=NEAREST)
 
     def layer_bits(self, names: list[str]) -> dict[str, int]:
         out = {}
         for i, k in enumerate(names):
-            b = self.bits.get(k, 8) if isinstance(self.bits, dict) else int(self.bits)
+            b = self.bits.get(k, DEFAULT_BITS) if isinstance(self.bits, dict) else int(self.bits)
             large = "expand3x3" in k or i == len(names) - 1
             named = isinstance(self.bits, dict) and k in self.bits
             if self.large_bits is not None and large and not named:
@@ -99,7 +113,7 @@ class CompressionConfig:
     def check(self) -> None:
         if self.method not in METHODS:
             raise ModelError(f"unknown quantization method {self.method!r} (expected {' or '.join(METHODS)})")
-        if self.max_bytes is not None and self.method != "output-aware":
+        if self.max_bytes is not None and self.method != OUTPUT_AWARE:
             raise ModelError("a byte budget needs the output-aware method")
         if self.rate < 0:
             raise ModelError(f"rate must be >= 0, got {self.rate}")
@@ -252,7 +266,7 @@ def compress(
     loaded, state, tensors, bits = initial_tensors(source, config)
     notes: dict = {"data": None, "method": config.method, "bits": bits}
     layers: dict = {}
-    if config.method == "output-aware":
+    if config.method == OUTPUT_AWARE:
         reserve = TRAINING_RESERVE if data is not None else 0
         encode = _encoder(loaded.info, config)
         found, extra, layers = output_aware(
@@ -316,7 +330,3 @@ def layer_table(cm: CompressedModel, report: dict) -> list[dict]:
                 }
             )
     return rows
-
-
-def to_json(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)

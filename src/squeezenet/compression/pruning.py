@@ -1,4 +1,4 @@
-"""Magnitude pruning (Deep Compression, stage 1): masks, per-layer densities, sensitivity scan.
+"""Magnitude pruning (Deep Compression, stage 1): masks and per-layer densities.
 
 Training is not done here: ``iterative_prune`` raises the sparsity in rounds and calls a
 ``train_fn(model, masks)`` callback after each (for example the project's training engine),
@@ -141,32 +141,3 @@ def iterative_prune(
         finally:
             keeper.remove()
     return masks
-
-
-@torch.no_grad()
-def sensitivity_scan(
-    model: torch.nn.Module,
-    score_fn: Callable[[torch.nn.Module], float],
-    densities=(0.8, 0.6, 0.4, 0.3, 0.2, 0.1),
-    layers: list[str] | None = None,
-) -> dict[str, list[tuple[float, float]]]:
-    """Prune one layer at a time to each density and record ``score_fn(model)`` (paper, Fig. 6)."""
-    params = dict(model.named_parameters())
-    out: dict[str, list[tuple[float, float]]] = {}
-    for k in layers or prunable(model):
-        original = params[k].detach().clone()
-        out[k] = []
-        for d in densities:
-            params[k].mul_(magnitude_mask(original, d).to(original.dtype))
-            out[k].append((d, float(score_fn(model))))
-            params[k].copy_(original)
-    return out
-
-
-def densities_from_scan(scan: dict[str, list[tuple[float, float]]], baseline: float, tolerance: float) -> dict:
-    """Lowest density per layer whose score stays within ``tolerance`` of ``baseline``."""
-    out = {}
-    for k, points in scan.items():
-        ok = [d for d, s in points if s >= baseline - tolerance]
-        out[k] = min(ok) if ok else 1.0
-    return out

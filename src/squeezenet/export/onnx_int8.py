@@ -2,7 +2,9 @@
 
 Activations are calibrated (percentile) on real images that the caller passes (never the
 evaluation set, when that can be helped); weights are quantized per output channel.
-Measured on imagenet-samples (``benchmarks/bench_deploy.py``), three choices matter:
+Measured on imagenet-samples (``benchmarks/bench_deploy.py``), three choices matter; they were
+made looking at its odd-indexed images (sorted paths), so ``benchmarking.int8_accuracy``
+reports the even-indexed ones and shows the odd half apart:
 
 - ``quant_pre_process`` first: PyTorch's exporter shares equal bias tensors through
   ``Identity`` nodes, which stop ONNX Runtime from fusing DequantizeLinear-Conv-
@@ -35,7 +37,7 @@ from torch import nn
 from squeezenet.atomic import atomic_write_bytes
 from squeezenet.errors import DeployError
 from squeezenet.export.common import check_output_path, model_metadata, require
-from squeezenet.export.formats import DEFAULT_CALIBRATION_METHOD
+from squeezenet.export.formats import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from squeezenet.export.onnx import INPUT_NAME, onnx_bytes
 
 DEFAULT_EXCLUDE = ("avgpool",)
@@ -134,51 +136,16 @@ def quantize_model(
     ``calibration`` is an array of preprocessed inputs or image files/folders.
     ``exclude`` names layers kept in fp32 ("conv1", "conv10", "avgpool" or raw ONNX node names).
     """
-    onnx = require("onnx")
+    require("onnx")
     require("onnxruntime")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     path = check_output_path(path)
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
-    if method not in methods:
-        raise DeployError(f"unknown calibration method {method!r}; expected one of {', '.join(methods)}")
+    if method not in CALIBRATION_METHODS:
+        raise DeployError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
     data = calibration if isinstance(calibration, np.ndarray) else calibration_arrays(model, calibration)
     if data.ndim != 4 or len(data) == 0:
         raise DeployError(f"calibration data must be a non-empty (N, C, H, W) array, got shape {data.shape}")
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        raw, src, dst = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        raw.write_bytes(onnx_bytes(model, size=size or data.shape[-1], metadata=False))
-        logging.disable(logging.WARNING)  # onnxruntime.quantization logs advice on the root logger
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
-                quant_pre_process(str(raw), str(src))
-                names = _named_nodes(onnx.load(str(src)))
-                excluded = [names.get(name, name) for name in exclude]
-                quantize_static(
-                    str(src),
-                    str(dst),
-                    _Reader(data, batch=8),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel,
-                    reduce_range=reduce_range,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=excluded,
-                    calibrate_method=methods[method],
-                    extra_options=extra_options or {},
-                )
-        except Exception as exc:  # onnxruntime raises many types here
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DeployError(f"quantization failed: {reason}") from None
-        finally:
-            logging.disable(logging.NOTSET)
-        quantized = share_concat_scales(onnx.load(str(dst)))
+    settings = {"per_channel": per_channel, "reduce_range": reduce_range, "method": method}
+    quantized = _quantized_graph(model, data, exclude, size, extra_options or {}, settings)
     meta = model_metadata(model)
     meta.update(
         {
@@ -195,3 +162,44 @@ def quantize_model(
         entry = quantized.metadata_props.add()
         entry.key, entry.value = key, value
     return atomic_write_bytes(path, quantized.SerializeToString(), DeployError)
+
+
+def _quantized_graph(model: nn.Module, data: np.ndarray, exclude, size, extra_options: dict, settings: dict):
+    """The int8 QDQ graph (an ONNX proto): exported, pre-processed, quantized by ONNX Runtime, the
+    concatenations' scales shared. ONNX Runtime's progress output and advice are kept quiet."""
+    onnx = require("onnx")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, src, dst = Path(tmp) / "raw.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        raw.write_bytes(onnx_bytes(model, size=size or data.shape[-1], metadata=False))
+        logging.disable(logging.WARNING)  # onnxruntime.quantization logs advice on the root logger
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the calibrators print progress
+                quant_pre_process(str(raw), str(src))
+                names = _named_nodes(onnx.load(str(src)))
+                quantize_static(
+                    str(src),
+                    str(dst),
+                    _Reader(data, batch=8),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=settings["per_channel"],
+                    reduce_range=settings["reduce_range"],
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=[names.get(name, name) for name in exclude],
+                    calibrate_method=methods[settings["method"]],
+                    extra_options=extra_options,
+                )
+        except Exception as exc:  # onnxruntime raises many types here
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DeployError(f"quantization failed: {reason}") from None
+        finally:
+            logging.disable(logging.NOTSET)
+        return share_concat_scales(onnx.load(str(dst)))

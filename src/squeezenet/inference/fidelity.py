@@ -4,6 +4,10 @@ A compressed model is judged against the model it compresses, not only against l
 a few hundred images one point of top-1 is noise, while the share of images whose predicted
 class changes (1 - agreement) and the mean KL divergence ``KL(reference || model)`` of the
 predicted distributions measure the change itself, and need no labels at all.
+
+The arithmetic lives in one place: ``fidelity_from_logits`` takes two arrays of logits (and
+labels); ``compare`` and ``fidelity_on_dataset`` add up the same sums batch by batch, and the
+benchmarks call it (or ``image_divergence``, per image) instead of computing their own.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -77,32 +82,74 @@ def sign_test_p(lost: int, gained: int) -> float:
     return min(1.0, 2 * tail)
 
 
-class _Sums:
-    def __init__(self) -> None:
-        self.n = self.agree = 0
-        self.kl = 0.0
-        self.labelled = 0
-        self.hits = [0, 0, 0, 0]  # model top-1, reference top-1, model top-5, reference top-5
-        self.lost = self.gained = 0
+def image_divergence(reference_logits, logits) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: KL(reference || model) of the softmax predictions in nats, and whether the top-1
+    classes agree; for studies that pair images or bootstrap them (``fidelity_from_logits`` gives
+    the means)."""
+    kl, agree = _divergence(*_logits_pair(reference_logits, logits))
+    return kl.cpu().numpy(), agree.cpu().numpy()
 
-    def update(self, logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor | None) -> None:
-        logits, ref_logits = logits.float(), ref_logits.float()
-        log_p = ref_logits.log_softmax(1)
-        log_q = logits.log_softmax(1)
-        self.kl += float((log_p.exp() * (log_p - log_q)).sum(1).sum())
-        self.agree += int((logits.argmax(1) == ref_logits.argmax(1)).sum())
-        self.n += len(logits)
-        if targets is not None and len(targets) and int(targets.min()) >= 0:
-            k = min(5, logits.shape[1])
-            right = []
-            for i, lg in enumerate((logits, ref_logits)):
-                top = lg.topk(k, dim=1).indices
-                right.append(top[:, 0] == targets)
-                self.hits[i] += int(right[-1].sum())
-                self.hits[2 + i] += int((top == targets[:, None]).any(1).sum())
-            self.lost += int((right[1] & ~right[0]).sum())
-            self.gained += int((right[0] & ~right[1]).sum())
-            self.labelled += len(targets)
+
+def fidelity_from_logits(reference_logits, logits, labels=None) -> Fidelity:
+    """Fidelity of ``logits`` to ``reference_logits`` ((images, classes) arrays or tensors) and,
+    with ``labels`` (-1: none), the accuracy of both and the images lost and gained."""
+    return _Tally.of(reference_logits, logits, labels).result(torch.as_tensor(logits).shape[1], [])
+
+
+def _logits_pair(reference_logits, logits) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both in float64 when either comes so (a study's exact figures), else in float32: what models
+    give, and what every loader-scored figure of this project was computed in."""
+    reference, model = torch.as_tensor(reference_logits), torch.as_tensor(logits)
+    dtype = torch.float64 if torch.float64 in (reference.dtype, model.dtype) else torch.float32
+    return reference.to(dtype), model.to(dtype)
+
+
+def _divergence(reference: torch.Tensor, model: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    log_p, log_q = reference.log_softmax(1), model.log_softmax(1)
+    return (log_p.exp() * (log_p - log_q)).sum(1), model.argmax(1) == reference.argmax(1)
+
+
+@dataclass
+class _Tally:
+    """Sums over images, so that batches scored one at a time add up to the figures of one array."""
+
+    n: int = 0
+    agree: int = 0
+    kl: float = 0.0
+    labelled: int = 0
+    hits: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # top-1 model, reference; top-5 model, reference
+    lost: int = 0
+    gained: int = 0
+
+    @classmethod
+    def of(cls, reference_logits, logits, labels=None) -> _Tally:
+        reference, model = _logits_pair(reference_logits, logits)
+        kl, agree = _divergence(reference, model)
+        out = cls(len(model), int(agree.sum()), float(kl.sum()))
+        labels = None if labels is None else torch.as_tensor(labels, device=model.device)
+        if labels is not None and len(labels) and int(labels.min()) >= 0:
+            out._count_labels(reference, model, labels)
+        return out
+
+    def _count_labels(self, reference: torch.Tensor, model: torch.Tensor, labels: torch.Tensor) -> None:
+        """Top-1 by ``argmax``, as agreement: tied scores (integer C scores) count alike in both."""
+        right = [logits.argmax(1) == labels for logits in (model, reference)]
+        k = min(5, model.shape[1])
+        top5 = [(logits.topk(k, dim=1).indices == labels[:, None]).any(1) for logits in (model, reference)]
+        self.hits = [int(hit.sum()) for hit in (*right, *top5)]
+        self.lost, self.gained = int((right[1] & ~right[0]).sum()), int((right[0] & ~right[1]).sum())
+        self.labelled = len(labels)
+
+    def __add__(self, other: _Tally) -> _Tally:
+        return _Tally(
+            self.n + other.n,
+            self.agree + other.agree,
+            self.kl + other.kl,
+            self.labelled + other.labelled,
+            [a + b for a, b in zip(self.hits, other.hits, strict=True)],
+            self.lost + other.lost,
+            self.gained + other.gained,
+        )
 
     def result(self, num_classes: int, skipped: list[str]) -> Fidelity:
         n = max(self.n, 1)
@@ -124,7 +171,7 @@ def compare(
 ) -> Fidelity:
     """Agreement and KL of ``model`` against ``reference`` over ``batches``: image tensors, or
     ``data.folders.Batch`` objects (their labels also give both top-1 and top-5)."""
-    sums = _Sums()
+    sums = _Tally()
     skipped: list[str] = []
     for batch in tqdm(batches, disable=not progress, desc="fidelity", unit="batch", leave=False):
         if isinstance(batch, torch.Tensor):
@@ -135,7 +182,7 @@ def compare(
                 continue
             images, targets = batch.images, batch.targets
         with torch.inference_mode():
-            sums.update(model(images), reference(images), targets)
+            sums += _Tally.of(reference(images), model(images), targets)
     return sums.result(num_classes, skipped)
 
 

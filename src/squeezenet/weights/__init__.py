@@ -14,8 +14,6 @@ from squeezenet._lazy import lazy_exports
 _EXPORTS = {
     "CATALOG": "squeezenet.weights.catalog",
     "PretrainedWeights": "squeezenet.weights.catalog",
-    "data_root": "squeezenet.weights.catalog",
-    "list_pretrained": "squeezenet.weights.catalog",
     "imagenet_class_names": "squeezenet.weights.imagenet",
     "imagenet_wnids": "squeezenet.weights.imagenet",
     "read_class_list": "squeezenet.weights.imagenet",
@@ -37,11 +35,9 @@ __all__ = [
     "WeightsInfo",
     "build_model_from_weights",
     "create_model",
-    "data_root",
     "detect_format",
     "imagenet_class_names",
     "imagenet_wnids",
-    "list_pretrained",
     "load_weights",
     "read_class_list",
     "read_safetensors",
@@ -50,7 +46,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from squeezenet.weights.catalog import CATALOG, PretrainedWeights, data_root, list_pretrained
+    from squeezenet.weights.catalog import CATALOG, PretrainedWeights
     from squeezenet.weights.imagenet import imagenet_class_names, imagenet_wnids, read_class_list
     from squeezenet.weights.info import LoadedWeights, WeightsInfo
     from squeezenet.weights.loader import build_model_from_weights, create_model, detect_format, load_weights

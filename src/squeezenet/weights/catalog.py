@@ -90,7 +90,3 @@ def _add_torchvision_entries() -> None:
 
 
 _add_torchvision_entries()
-
-
-def list_pretrained() -> list[str]:
-    return sorted(CATALOG)
