@@ -39,6 +39,7 @@ def test_folder_splits(tmp_path):
     train, val = open_splits(root)
     assert train.classes == ("cat", "dog", "emu") and val.classes == train.classes
     assert len(train) == 18 and len(val) == 6
+    assert (train.split, val.split) == ("train", "val")  # the held-out split's name decides its role in training
     image, target, name, error = train[0]
     assert error is None and image.size == (16, 16) and target == 0 and name.endswith("000.png")
 
@@ -65,8 +66,13 @@ def test_val_fraction_beside_a_test_split_holds_out_training_images(tmp_path):
     test = open_dataset(root, "test")
     assert (len(train), len(val), len(test)) == (18, 6, 6)
     assert all("/train/" in n for n in train.names + val.names) and not set(train.names) & set(val.names)
-    assert all("/test/" in n for n in test.names)
+    assert all("/test/" in n for n in test.names) and test.split == "test"
     assert open_splits(root)[1].names == test.names  # without a fraction, val is the test split
+    archive = tmp_path / "d.tar"
+    with tarfile.open(archive, "w") as tf:
+        for sub in ("train", "test"):
+            tf.add(root / sub, arcname=sub)
+    assert open_dataset(archive, "test").split == "test" and open_dataset(archive, "test").subset([0]).split == "test"
 
 
 def test_stratified_split_exact_total():
@@ -143,7 +149,7 @@ def test_elpv_split():
     require_module("elpv_dataset", "elpv")
     train, test = open_splits("elpv:4")
     assert (len(train), len(test)) == (1968, 656) and train.mode == "L" and len(train.classes) == 4
-    assert not set(train.names) & set(test.names)
+    assert not set(train.names) & set(test.names) and test.split == "test"
     counts = np.array(test.class_counts()) / np.array(train.class_counts())
     assert np.allclose(counts, 1 / 3, atol=0.03)  # stratified by level
     from squeezenet.data.elpv import cell_types

@@ -404,17 +404,118 @@ def test_val_split_holdout_does_not_follow_the_run_seed(tree, tmp_path, monkeypa
     import squeezenet.training.api as api
 
     held_out = []
-    real_open_splits = api.open_splits
+    real_open_run_data = api.open_run_data
 
     def recording(*args, **kwargs):
-        train_ds, val_ds = real_open_splits(*args, **kwargs)
-        held_out.append(sorted(val_ds.names))
-        return train_ds, val_ds
+        data = real_open_run_data(*args, **kwargs)
+        held_out.append(sorted(data.val.names))
+        assert not set(data.val.names) & set(data.train.names)
+        return data
 
-    monkeypatch.setattr(api, "open_splits", recording)
+    monkeypatch.setattr(api, "open_run_data", recording)
     for seed in (0, 5):
         train(config(tree / "train", tmp_path / f"seed{seed}", val_split=0.25, seed=seed, max_steps=1, epochs=1))
     assert len(held_out) == 2 and len(held_out[0]) == 6 and held_out[0] == held_out[1]
+
+
+@pytest.fixture(scope="module")
+def test_tree(tmp_path_factory) -> Path:
+    """train/ and test/, no val/: the layout of ELPV and of the CIFAR-10 archive."""
+    root = make_tree(tmp_path_factory.mktemp("data") / "t", n_train=10, n_val=2, size=SIZE)
+    (root / "val").rename(root / "test")
+    return root
+
+
+def test_best_is_chosen_without_reading_the_test_split(test_tree, tmp_path, monkeypatch):
+    """By default a dataset with only train/ and test/ validates on a hold-out of its training
+    images: every image the run reads before the final scoring is a training image, the test
+    images are read once, after the last epoch, and their scores are recorded."""
+    from squeezenet.data.labeled import LabeledImages
+    from squeezenet.training.loop import Run
+
+    reads: list[str] = []
+    real_getitem, real_score_test = LabeledImages.__getitem__, Run.score_test
+
+    def reading(self, index):
+        item = real_getitem(self, index)
+        reads.append(item[2])
+        return item
+
+    def scoring(self, *args, **kwargs):
+        reads.append("<final scoring>")
+        return real_score_test(self, *args, **kwargs)
+
+    monkeypatch.setattr(LabeledImages, "__getitem__", reading)
+    monkeypatch.setattr(Run, "score_test", scoring)
+    result = train(config(test_tree, tmp_path / "run", epochs=2))
+    final = reads.index("<final scoring>")
+    before, after = reads[:final], reads[final + 1 :]
+    assert before and all("/train/" in name for name in before)
+    assert sorted(after) == sorted(str(p) for p in (test_tree / "test").rglob("*.png"))  # each once
+    assert result.images == {"train": 27, "val": 3, "test": 6} and result.last["val_n"] == 3
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("test_n") for r in records] == [None, 6]  # the last epoch's record holds the test scores
+    assert result.test_top1 == records[-1]["test_top1"] == result.test["test_top1"]
+    assert (tmp_path / "run" / "test_report" / "per_class.csv").is_file()
+    assert "test_top1" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_log_names_the_images_that_validate_and_those_scored_once(test_tree, tmp_path, capsys):
+    result = train(config(test_tree, tmp_path / "run", epochs=1, max_steps=1))
+    err = capsys.readouterr().err
+    protocol = (
+        "validating on 3 of the 30 training images (10 % held out per class, seed 0); "
+        "the 6 test images are scored once, after the last epoch"
+    )
+    assert protocol in err.splitlines() and result.protocol == protocol
+    assert "on the 6 test images, scored once with the weights of the last epoch (1/1, step 1" in err
+    assert "warning" not in err
+
+
+def test_elpv_validates_on_a_tenth_of_its_training_cells():
+    require_module("elpv_dataset", "elpv")
+    from squeezenet.training import TrainConfig
+    from squeezenet.training.run_data import open_run_data
+
+    data = open_run_data(TrainConfig(data="elpv:4"))
+    assert data.protocol == (
+        "validating on 197 of the 1968 training images (10 % held out per class, seed 0); "
+        "the 656 test images are scored once, after the last epoch"
+    )
+    assert data.val.class_counts() == [round(c / 9) for c in data.train.class_counts()]  # stratified per level
+    assert not set(data.val.names) & set(data.train.names) and data.test.split == "test"
+
+
+def test_val_split_0_validates_on_the_test_split_with_a_warning(test_tree, tmp_path, capsys):
+    """--val-split 0 keeps the old protocol (best chosen on the test images), and says so."""
+    result = train(config(test_tree, tmp_path / "run", epochs=1, max_steps=1, val_split=0))
+    err = capsys.readouterr().err
+    warning = (
+        "squeezenet: warning: --val-split 0: validating on the 6 test images, so best is chosen on the test images"
+    )
+    assert warning in err and "validating on the 6 test images; no test split to score" in err
+    assert result.images == {"train": 30, "val": 6} and result.test_top1 is None and result.last["val_n"] == 6
+
+
+def test_own_val_split_validates_and_val_data_leaves_the_test_split_for_the_end(tree, test_tree, tmp_path, capsys):
+    result = train(config(tree, tmp_path / "own", epochs=1, max_steps=1))
+    assert result.protocol == "validating on the 6 val images; no test split to score" and result.test_top1 is None
+    other = train(config(test_tree, tmp_path / "other", epochs=1, max_steps=1, val_data=str(tree / "val")))
+    assert other.images == {"train": 30, "val": 6, "test": 6} and other.test_top1 is not None
+    assert other.protocol.startswith(f"validating on the 6 images of {tree / 'val'}; the 6 test images are scored")
+
+
+def test_resume_with_the_default_holdout_is_exact_and_keeps_it(test_tree, tmp_path):
+    """The hold-out is a fixed draw: a run stopped mid-epoch and resumed ends bit-exact; a
+    resume that would change the training images (here --val-data) is refused."""
+    overrides = {"epochs": 2, "recipe": "paper", "workers": 0}
+    ref = train(config(test_tree, tmp_path / "ref", **overrides))
+    train(config(test_tree, tmp_path / "part", max_steps=4, **overrides))
+    with pytest.raises(TrainingError, match="the run trained on 27 images, this one would on 30"):
+        train(config(test_tree, tmp_path / "part", resume="auto", val_data=str(test_tree / "test"), **overrides))
+    done = train(config(test_tree, tmp_path / "part", resume="auto", **overrides))
+    assert done.steps == ref.steps == 6 and done.test_top1 == ref.test_top1
+    assert_bitwise_equal(weights_of(tmp_path / "ref" / "last.pt"), weights_of(tmp_path / "part" / "last.pt"))
 
 
 def test_refuses_to_overwrite_a_run(tree, tmp_path):
@@ -503,8 +604,7 @@ def test_no_dead_classes_beats_majority(tmp_path):
 
 def test_new_head_starts_alive_and_neutral(dc_weights_path, tree, tmp_path):
     """Fine-tuning: the new conv10 starts with zero weights and a positive bias (loss ln C, all alive)."""
-    from squeezenet.training.api import build_model
-    from squeezenet.training.config import TrainConfig
+    from squeezenet.training import TrainConfig, build_model
     from squeezenet.training.recipes import CLASSIFIER_BIAS, get_recipe
 
     cfg = TrainConfig(data=str(tree), weights=str(dc_weights_path), in_chans=1)

@@ -25,17 +25,32 @@ def _number(option: str):
 
 
 def add_parser(sub) -> None:
-    from squeezenet.training.config import AUGMENTS, OPTIMIZERS, RECIPE_NAMES  # the choices, defined once
-
     p = sub.add_parser(
         "train",
         help="train or fine-tune a model on class folders, a tar archive or ELPV",
         description="Train or fine-tune; for several processes launch it with torchrun (see docs/training.md).",
     )
+    for add_options in (_data_options, _model_options, _optimization_options, _input_options, _execution_options):
+        add_options(p)
+    p.set_defaults(run=run)
+
+
+def _data_options(p) -> None:
+    from squeezenet.training.config import DEFAULT_VAL_SPLIT
+
     p.add_argument("data", help="class-folder tree (train/, val/ or flat), .tar/.tar.gz archive, or elpv / elpv:2")
     p.add_argument("--output", "-o", help="run folder (checkpoints, metrics, weights; default runs/train)")
-    p.add_argument("--val-data", help="separate validation dataset (default: val/ or test/ of DATA)")
-    p.add_argument("--val-split", type=_number("val_split"), help="hold out this fraction per class for validation")
+    p.add_argument("--val-data", help="separate validation dataset (default: val/ of DATA, or a hold-out of train/)")
+    p.add_argument(
+        "--val-split",
+        type=_number("val_split"),
+        help=f"hold out this fraction of every class of the training images to validate on (default: "
+        f"{DEFAULT_VAL_SPLIT:g} when DATA has a test split but no val/ split, which then is scored once, after the "
+        "last epoch; 0: validate on DATA's own held-out split, even a test split)",
+    )
+
+
+def _model_options(p) -> None:
     p.add_argument(
         "--model", "-m", help="registered model name (squeezenet info; default squeezenet1_1, with --weights their own)"
     )
@@ -46,6 +61,12 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", "-w", help="fine-tune from these weights (file or catalogue tag); new head")
     p.add_argument("--freeze-features", action="store_true", default=None, help="train only the classifier (conv10)")
     p.add_argument("--in-chans", type=int, choices=(1, 3), help="input channels (1: grayscale; default from data)")
+    p.add_argument("--dropout", type=_number("dropout"))
+
+
+def _optimization_options(p) -> None:
+    from squeezenet.training.config import OPTIMIZERS, RECIPE_NAMES  # the choices, defined once
+
     p.add_argument(
         "--recipe", choices=RECIPE_NAMES,
         help="default modern; finetune: AdamW for pretrained weights (see docs/training.md)",
@@ -72,7 +93,16 @@ def add_parser(sub) -> None:
         help="blend pairs of images and their labels by a Beta(ALPHA, ALPHA) weight (0: off, the default; try 0.2)",
     )
     p.add_argument("--ema-decay", type=_number("ema_decay"), help="EMA of the weights (0 disables)")
-    p.add_argument("--dropout", type=_number("dropout"))
+    p.add_argument(
+        "--clip-grad-norm",
+        type=_number("clip_grad_norm"),
+        help="max gradient norm (0: off; default: the recipe's, modern 1.0)",
+    )
+
+
+def _input_options(p) -> None:
+    from squeezenet.training.config import AUGMENTS
+
     p.add_argument(
         "--augment",
         choices=AUGMENTS,
@@ -86,11 +116,6 @@ def add_parser(sub) -> None:
         help="training crop side (default: the weights', the model's own (squeezenet_cifar: 32) or the recipe's)",
     )
     p.add_argument("--resize", type=_number("resize"), help="shorter side before cropping (evaluation)")
-    p.add_argument(
-        "--clip-grad-norm",
-        type=_number("clip_grad_norm"),
-        help="max gradient norm (0: off; default: the recipe's, modern 1.0)",
-    )
     p.add_argument(
         "--workers", "-j", type=_number("workers"), help="decoding processes per training process (default 2)"
     )
@@ -106,6 +131,11 @@ def add_parser(sub) -> None:
         default=None,
         help="decode every image once and keep it in memory (small images)",
     )
+
+
+def _execution_options(p) -> None:
+    from squeezenet.training.config import DEFAULT_GRAD_COMPRESSION, DEFAULT_POWERSGD_RANK, GRAD_COMPRESSIONS
+
     p.add_argument("--device", help="auto (the default), cpu, cuda or cuda:N")
     p.add_argument(
         "--amp",
@@ -114,6 +144,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument(
+        "--grad-compression",
+        metavar="{" + ",".join(GRAD_COMPRESSIONS) + "[:RANK]}",
+        help=f"under torchrun: what workers send (default {DEFAULT_GRAD_COMPRESSION}; fp16/bf16: 16-bit buckets; "
+        f"powersgd[:RANK]: low-rank factors with error feedback, rank {DEFAULT_POWERSGD_RANK} unless given)",
+    )
     p.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms only")
     p.add_argument("--seed", type=_number("seed"), help="initialisation and sample order (default 0)")
     p.add_argument("--threads", type=_number("threads"), help="CPU threads for PyTorch")
@@ -128,7 +164,6 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-batch-size", type=_number("eval_batch_size"))
     p.add_argument("--progress", action="store_true", default=None, help="progress bar (loss, lr, images/s, ETA)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard scalars")
-    p.set_defaults(run=run)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -151,8 +186,8 @@ def config_from_args(args: argparse.Namespace):
 def _run_options(resume: str, output: str) -> dict:
     """The options the checkpoint's run was started with ({} when a fresh run starts)."""
     from squeezenet.training import TrainConfig
-    from squeezenet.training.api import find_resume_checkpoint
     from squeezenet.training.checkpoint import load_checkpoint
+    from squeezenet.training.resume import find_resume_checkpoint
 
     path = find_resume_checkpoint(resume, output)
     if path is None:
@@ -171,5 +206,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not launched_by_torchrun() or int(__import__("os").environ.get("RANK", 0)) == 0:
         best = f", best val top-1 {result.best_top1:.2%}" if result.best_top1 is not None else ""
-        print(f"{result.run_dir}: {result.steps} steps{best}; weights {result.best_weights}")
+        test = f", test top-1 {result.test_top1:.2%} (last epoch)" if result.test_top1 is not None else ""
+        print(f"{result.run_dir}: {result.steps} steps{best}{test}; weights {result.best_weights}")
     return 0

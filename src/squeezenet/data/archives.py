@@ -118,7 +118,7 @@ def archive_splits(path: str | Path, classes: Sequence[str] | None = None) -> di
         raise DataError(f"{path}: expected <class>/<image> members, found only loose files")
     reader = ArchiveReader(path, buffer)
 
-    def build(members, cls, label) -> LabeledImages:
+    def build(members, cls, label, split="") -> LabeledImages:
         order = tuple(cls) if cls is not None else tuple(sorted({c for c, *_ in members}))
         lookup = {c: i for i, c in enumerate(order)}
         unknown = sorted({c for c, *_ in members if c not in lookup})
@@ -126,13 +126,14 @@ def archive_splits(path: str | Path, classes: Sequence[str] | None = None) -> di
             raise DataError(f"{path}: class folder(s) {unknown[:3]} of {label} are not among the training classes")
         members = sorted(members, key=lambda m: m[1])
         items = [((offset, size, name), lookup[c]) for c, name, offset, size in members]
-        return LabeledImages(order, items, reader, [f"{path.name}:{n}" for _, n, *_ in members], description=label)
+        names = [f"{path.name}:{n}" for _, n, *_ in members]
+        return LabeledImages(order, items, reader, names, description=label, split=split)
 
     if "train" in groups:
-        splits = {"train": build(groups["train"], classes, f"{path}:train")}
+        splits = {"train": build(groups["train"], classes, f"{path}:train", "train")}
         for val_name in VAL_SPLIT_NAMES:
             if val_name in groups:
-                splits["val"] = build(groups[val_name], splits["train"].classes, f"{path}:{val_name}")
+                splits["val"] = build(groups[val_name], splits["train"].classes, f"{path}:{val_name}", val_name)
                 break
         return splits
     if len(groups) > 1:

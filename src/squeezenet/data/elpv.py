@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from squeezenet.data.labeled import LabeledImages, read_file, stratified_split
+from squeezenet.data.labeled import TEST_SPLIT, LabeledImages, read_file, stratified_split
 from squeezenet.errors import DataError
 
 LEVELS = (0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0)
@@ -57,8 +57,10 @@ def _level(p: float) -> int:
 
 def elpv_splits(spec: str = "elpv", classes: Sequence[str] | None = None) -> dict[str, LabeledImages]:
     """{"train", "val"}: the stratified 75/25 split of ELPV with 4 or 2 classes, the same for
-    every caller (``SPLIT_SEED``). ``classes`` (a checkpoint's, a model's) must be these
-    classes: ELPV's labels cannot be reordered or remapped like class folders."""
+    every caller (``SPLIT_SEED``); "val" holds the test cells (``split`` "test": a training
+    run validates on its own hold-out of the training cells and scores these once).
+    ``classes`` (a checkpoint's, a model's) must be these classes: ELPV's labels cannot be
+    reordered or remapped like class folders."""
     parts = spec.split(":")
     n = parts[1] if len(parts) > 1 else "4"
     if n not in ("2", "4") or len(parts) > 2:
@@ -76,6 +78,7 @@ def elpv_splits(spec: str = "elpv", classes: Sequence[str] | None = None) -> dic
     full = LabeledImages(own, items, read_file, names, mode="L", description=f"elpv:{n}")
     train, test = full.subset(keep), full.subset(held)
     train.description, test.description = f"elpv:{n}:train", f"elpv:{n}:test"
+    train.split, test.split = "train", TEST_SPLIT
     return {"train": train, "val": test}
 
 

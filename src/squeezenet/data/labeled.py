@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from squeezenet.data.images import load_image
 from squeezenet.errors import DataError, ImageError
 
-VAL_SPLIT_NAMES = ("val", "validation", "test")  # held-out split folder names, in order of preference
+TEST_SPLIT = "test"  # a held-out split by this name is scored once, at the end, never chosen on
+VAL_SPLIT_NAMES = ("val", "validation", TEST_SPLIT)  # held-out split folder names, in order of preference
 
 Reader = Callable[[object, str], object]  # (key, PIL mode) -> PIL image; raises ImageError
 
@@ -36,6 +37,7 @@ class LabeledImages(Dataset):
         mode: str = "RGB",
         transform: Callable | None = None,
         description: str = "",
+        split: str = "",
     ) -> None:
         self.classes = tuple(classes)
         self.items = list(items)
@@ -44,6 +46,7 @@ class LabeledImages(Dataset):
         self.mode = mode
         self.transform = transform
         self.description = description
+        self.split = split  # the dataset's own name for it: train, val, validation, test (or "")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -59,7 +62,9 @@ class LabeledImages(Dataset):
         return counts
 
     def _clone(self, items, names, **changes) -> LabeledImages:
-        new = LabeledImages(self.classes, items, self.reader, names, self.mode, self.transform, self.description)
+        new = LabeledImages(
+            self.classes, items, self.reader, names, self.mode, self.transform, self.description, self.split
+        )
         new.__dict__.update(changes)
         return new
 

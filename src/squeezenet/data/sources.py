@@ -30,7 +30,7 @@ from squeezenet.errors import DataError
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
-def _folder_dataset(root: Path, classes: Sequence[str] | None, description: str) -> LabeledImages:
+def _folder_dataset(root: Path, classes: Sequence[str] | None, description: str, split: str = "") -> LabeledImages:
     found, samples = scan_class_folders(root)
     classes = tuple(classes) if classes is not None else tuple(found)
     lookup = {c: i for i, c in enumerate(classes)}
@@ -38,7 +38,7 @@ def _folder_dataset(root: Path, classes: Sequence[str] | None, description: str)
     if unknown:
         raise DataError(f"{root}: class folder(s) {unknown[:3]} are not among the training classes")
     items = [(str(p), lookup[c]) for p, c in samples]
-    return LabeledImages(classes, items, read_file, description=description)
+    return LabeledImages(classes, items, read_file, description=description, split=split)
 
 
 def _split_dir(root: Path, names: Sequence[str]) -> Path | None:
@@ -62,10 +62,10 @@ def _folder_splits(root: Path, classes: Sequence[str] | None) -> dict[str, Label
     train_dir = _split_dir(root, ("train",))
     if train_dir is None:
         return {"all": _folder_dataset(root, classes, str(root))}
-    splits = {"train": _folder_dataset(train_dir, classes, str(train_dir))}
+    splits = {"train": _folder_dataset(train_dir, classes, str(train_dir), "train")}
     val_dir = _split_dir(root, VAL_SPLIT_NAMES)
     if val_dir is not None:
-        splits["val"] = _folder_dataset(val_dir, splits["train"].classes, str(val_dir))
+        splits["val"] = _folder_dataset(val_dir, splits["train"].classes, str(val_dir), val_dir.name)
     return splits
 
 
@@ -105,20 +105,39 @@ def open_dataset(
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"the validation fraction must lie in [0, 1), got {val_fraction}")
     parts = dataset_splits(spec, classes)
-    own_held_out = parts.get("val")
     if split == "test" or (split == "val" and val_fraction <= 0):
-        if own_held_out is None:
-            raise DataError(
-                f"{spec}: has no validation split (no val/ or test/ folder); give a fraction with --val-split"
-            )
-        return own_held_out
-    full = parts["train"] if "train" in parts else parts["all"]
+        return own_held_out(parts, spec)
+    full = training_part(parts)
     if val_fraction <= 0:
         return full
-    keep, held = stratified_split(full.targets, val_fraction, seed)
+    train, val = hold_out(full, val_fraction, seed, spec)
+    return train if split == "train" else val
+
+
+def training_part(parts: dict[str, LabeledImages]) -> LabeledImages:
+    """The images a dataset trains on: its train/ split, or all of a tree without splits."""
+    return parts["train"] if "train" in parts else parts["all"]
+
+
+def own_held_out(parts: dict[str, LabeledImages], spec: str | Path) -> LabeledImages:
+    """The held-out split a dataset comes with (val/, validation/ or test/; ELPV's test cells)."""
+    if "val" not in parts:
+        raise DataError(f"{spec}: has no validation split (no val/ or test/ folder); give a fraction with --val-split")
+    return parts["val"]
+
+
+def hold_out(full: LabeledImages, fraction: float, seed: int, spec: str | Path) -> tuple[LabeledImages, LabeledImages]:
+    """(the rest, the held-out images): ``fraction`` of every class, a fixed draw by ``seed``."""
+    keep, held = stratified_split(full.targets, fraction, seed)
     if not keep or not held:
-        raise DataError(f"{spec}: too few images ({len(full)}) to hold out {val_fraction:.0%} for validation")
-    return full.subset(keep if split == "train" else held)
+        raise DataError(f"{spec}: too few images ({len(full)}) to hold out {fraction:.0%} for validation")
+    return full.subset(keep), full.subset(held)
+
+
+def separate_validation(val_spec: str | Path, classes: Sequence[str]) -> LabeledImages:
+    """The images of a separate validation dataset: its held-out split if it has one, else all of it."""
+    parts = dataset_splits(val_spec, classes)
+    return next(parts[key] for key in ("val", "all", "train") if key in parts)
 
 
 def open_splits(
@@ -136,13 +155,7 @@ def open_splits(
     if len(train) == 0:
         raise DataError(f"{spec}: the training split holds no images")
     if val_spec is not None:
-        parts = dataset_splits(val_spec, train.classes)
-        for key in ("val", "all", "train"):
-            if key in parts:
-                return train, parts[key]
-    try:
+        return train, separate_validation(val_spec, train.classes)
+    if val_fraction > 0:
         return train, open_dataset(spec, "val", val_fraction, seed, train.classes)
-    except DataError as exc:
-        if "has no validation split" in str(exc):
-            return train, None
-        raise
+    return train, dataset_splits(spec, train.classes).get("val")

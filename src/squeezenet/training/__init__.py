@@ -16,16 +16,30 @@ _EXPORTS = {
     "TrainingError": "squeezenet.errors",
     "TrainConfig": "squeezenet.training.config",
     "TrainResult": "squeezenet.training.api",
-    "build_model": "squeezenet.training.api",
     "train": "squeezenet.training.api",
+    "build_model": "squeezenet.training.model_setup",
+    "cpu_has_native_bf16": "squeezenet.training.device",
+    "find_resume_checkpoint": "squeezenet.training.resume",
 }
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingError", "build_model", "train"]
+__all__ = [
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "build_model",
+    "cpu_has_native_bf16",
+    "find_resume_checkpoint",
+    "train",
+]
 
 if TYPE_CHECKING:
     from squeezenet.errors import NonFiniteLossError, TrainingError
-    from squeezenet.training.api import TrainResult, build_model, train
+    from squeezenet.training.api import TrainResult, train
     from squeezenet.training.config import TrainConfig
+    from squeezenet.training.device import cpu_has_native_bf16
+    from squeezenet.training.model_setup import build_model
+    from squeezenet.training.resume import find_resume_checkpoint
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,6 +12,43 @@ AUGMENTS = ("none", "light", "strong", "symmetric", "symmetric_jitter", "cutout"
 RECIPE_NAMES = ("paper", "modern", "finetune")
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_MODEL = "squeezenet1_1"
+# the share of every class of the training images that validates when the data has a test
+# split but no validation split of its own (``val_split`` None): ``best`` is chosen on them,
+# and the test split is scored once, after the last epoch
+DEFAULT_VAL_SPLIT = 0.1
+# the draw of that hold-out, the same for every run: ``--seed`` varies initialisation and
+# sample order, so runs with other seeds compare on one validation set (and resume exactly)
+VAL_SPLIT_SEED = 0
+
+# what DDP workers send each other (squeezenet.training.communication): torch's comm hooks
+GRAD_COMPRESSIONS = ("none", "fp16", "bf16", "powersgd")
+DEFAULT_GRAD_COMPRESSION = "none"
+DEFAULT_POWERSGD_RANK = 2
+
+
+@dataclass(frozen=True)
+class GradCompression:
+    """A parsed ``--grad-compression`` value: the hook, and PowerSGD's rank."""
+
+    kind: str = DEFAULT_GRAD_COMPRESSION
+    rank: int = DEFAULT_POWERSGD_RANK
+
+    def __str__(self) -> str:
+        return f"powersgd:{self.rank}" if self.kind == "powersgd" else self.kind
+
+
+def parse_grad_compression(text: str) -> GradCompression:
+    """'none', 'fp16', 'bf16', 'powersgd' or 'powersgd:RANK' (RANK a positive integer)."""
+    kind, _, rank = str(text).strip().lower().partition(":")
+    choices = "none, fp16, bf16, powersgd or powersgd:RANK"
+    if kind not in GRAD_COMPRESSIONS or (rank and kind != "powersgd"):
+        raise TrainingError(f"--grad-compression {text!r}: expected {choices}")
+    if not rank:
+        return GradCompression(kind)
+    if not rank.isdigit() or int(rank) < 1:
+        raise TrainingError(f"--grad-compression {text!r}: the PowerSGD rank must be a positive integer")
+    return GradCompression(kind, int(rank))
+
 
 _UNIT = Bounds(0.0, 1.0, high_open=True)  # [0, 1)
 _NON_NEGATIVE = Bounds(0.0)
@@ -49,12 +86,16 @@ class TrainConfig:
     steps x processes (the paper's 512 is reached by gradient accumulation when needed).
     lr is the peak learning rate for the global batch. ``model`` and ``model_kwargs`` build a
     new model; with ``weights`` the architecture is the weights' (``model`` may only repeat it).
+    ``val_split``: None holds out ``DEFAULT_VAL_SPLIT`` of the training images when the data's
+    own held-out split is a test split (and validates on a val/ split as it is); 0 holds out
+    nothing (validation on the data's own held-out split, even a test split); a fraction holds
+    out that share. See ``squeezenet.training.run_data``.
     """
 
     data: str
     output: str = "runs/train"
     val_data: str | None = None
-    val_split: float = 0.0
+    val_split: float | None = None
     model: str | None = None  # DEFAULT_MODEL, or with ``weights`` the weights' own architecture
     model_kwargs: dict = field(default_factory=dict)
     spec: dict | None = None
@@ -84,6 +125,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
+    grad_compression: str = DEFAULT_GRAD_COMPRESSION
     compile: bool = False
     deterministic: bool = False
     seed: int = 0
@@ -128,6 +170,7 @@ class TrainConfig:
         need(self.amp in ("auto", "none", "bf16", "fp16"), f"unknown --amp {self.amp!r}: auto, none, bf16 or fp16")
         need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"), f"unknown device {self.device!r}")
         need(self.augment in (None, *AUGMENTS), f"unknown --augment {self.augment!r}: expected {', '.join(AUGMENTS)}")
+        parse_grad_compression(self.grad_compression)
         need(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
         need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")
         need(

@@ -7,6 +7,7 @@ when ``torch.distributed`` is not initialised.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,12 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+
+def log_main(message: str, main: bool = True) -> None:
+    """A line on stderr from the main process only: N processes would say it N times."""
+    if main:
+        print(message, file=sys.stderr, flush=True)
 
 
 def launched_by_torchrun() -> bool:

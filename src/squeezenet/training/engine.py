@@ -125,6 +125,8 @@ class TrainContext:
     progress: bool = False
     stopped: bool = False
     skipped: int = 0
+    exchange: object | None = None  # the DDP gradient hook (squeezenet.training.communication)
+    sent_bytes: int = 0  # what the hook handed to collectives, all steps of this invocation
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -173,7 +175,7 @@ def train_one_epoch(ctx: TrainContext, loader, epoch: int, start_batch: int = 0,
     )
     ctx.optimizer.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    seen = 0
+    seen, first_step, sent_before = 0, ctx.step, ctx.sent_bytes
     try:
         for batch in loader:
             _count_skipped(ctx, batch, metrics)
@@ -212,7 +214,15 @@ def train_one_epoch(ctx: TrainContext, loader, epoch: int, start_batch: int = 0,
         "epoch_seconds": elapsed,
         "skipped": int(metrics["skipped"].total),
         "micro_batches": micro,
+        **_traffic(ctx, ctx.step - first_step, ctx.sent_bytes - sent_before),
     }
+
+
+def _traffic(ctx: TrainContext, steps: int, sent: int) -> dict:
+    """Bytes per optimizer step that this worker's gradient hook handed to collectives (counted)."""
+    if ctx.exchange is None:
+        return {}
+    return {"grad_compression": str(ctx.exchange.spec), "sent_bytes_per_step": sent / steps if steps else 0.0}
 
 
 def _count_skipped(ctx: TrainContext, batch, metrics: MetricLogger) -> None:
@@ -270,6 +280,8 @@ def _optimizer_step(ctx: TrainContext, params: list[nn.Parameter], epoch: int, m
     else:
         ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
+    if ctx.exchange is not None:
+        ctx.sent_bytes += ctx.exchange.take_bytes()[0]
     ctx.scheduler.step()
     if ctx.ema is not None:
         ctx.ema.update(ctx.model)

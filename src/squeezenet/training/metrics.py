@@ -2,7 +2,8 @@
 
 ``SmoothedValue`` and ``MetricLogger`` follow torchvision's reference scripts; ``RunLog``
 writes one JSON line per epoch to ``metrics.jsonl`` and rewrites ``metrics.csv`` from it,
-so a resumed run never holds an epoch twice.
+so a resumed run never holds an epoch twice; the test scores, measured once after the last
+epoch, join that epoch's record.
 """
 
 from __future__ import annotations
@@ -99,11 +100,26 @@ class RunLog:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write([*self.records(), record])
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, int | float) and k not in ("epoch",):
-                    self.tb.add_scalar(k, v, record["epoch"])
-            self.tb.flush()
+        self._scalars(record, record["epoch"])
+
+    def amend_last(self, fields: dict) -> None:
+        """Add ``fields`` to the latest epoch's record: figures measured after it (the test scores)."""
+        if not self.enabled:
+            return
+        records = self.records()
+        if not records:
+            return
+        records[-1].update(fields)
+        self._write(records)
+        self._scalars(fields, records[-1]["epoch"])
+
+    def _scalars(self, values: dict, epoch: int) -> None:
+        if self.tb is None:
+            return
+        for k, v in values.items():
+            if isinstance(v, int | float) and k != "epoch":
+                self.tb.add_scalar(k, v, epoch)
+        self.tb.flush()
 
     def _write(self, records: list[dict]) -> None:
         """Both files rewritten whole, atomically: a crash leaves the previous epoch's files."""
