@@ -4,6 +4,7 @@ import cycle (imports inside functions included), the PyTorch-free parts stay fr
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,63 @@ def test_torch_free_parts_import_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+# a module's size shows its concerns: past these, split it by concern (docs/architecture.md)
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 80
+C_SOURCES = ("*.c", "*.h")
+
+
+def _long_python_functions(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+
+
+_C_DEFINITION = re.compile(r"^[A-Za-z_][^;{}=#]*?\b(\w+)\s*\([^;{}]*\)\s*\{", re.M)
+
+
+def c_function_lengths(text: str) -> dict[str, int]:
+    """{function: lines} of C source: a definition starts at column 0 (its parameters may span
+    lines) and runs to the brace that closes its body."""
+    lengths = {}
+    for match in _C_DEFINITION.finditer(text):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        lengths[match.group(1)] = text.count("\n", match.start(), end) + 1
+    return lengths
+
+
+def test_no_file_or_function_is_too_long_to_show_its_concern():
+    """Under src/, Python and the C templates alike: no file over 500 lines, no function over 80
+    (data tables are not code: the class list is a .tsv)."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.suffix not in (".py", ".c", ".h", ".js"):
+            continue
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_FILE_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {lines} lines")
+        if path.suffix == ".py":
+            long += _long_python_functions(path)
+        elif path.suffix in (".c", ".h"):
+            long += [f"{path.relative_to(ROOT)} {name} ({n} lines)"
+                     for name, n in c_function_lengths(path.read_text()).items() if n > MAX_FUNCTION_LINES]  # fmt: skip
+    assert long == []
+
+
+def test_the_c_function_measure_sees_a_long_function():
+    body = "\n".join(f"    x += {i};" for i in range(90))
+    source = (
+        f"static int table[] = {{\n1,\n}};\nstatic void sqn_long(int *x)\n{{\n{body}\n}}\n"
+        "int f(void) {\n    return 0;\n}\nstatic void g(int a,\n              int b)\n{\n    if (a) { b++; }\n}\n"
+    )
+    assert c_function_lengths(source) == {"sqn_long": 93, "f": 3, "g": 5}
