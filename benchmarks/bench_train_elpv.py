@@ -46,7 +46,16 @@ from pathlib import Path
 
 import torch
 
-from _common import DATA, RESULTS, add_tiny_option, dihedral_views, single_and_summed_logits, test_loader, write_results
+from _common import (
+    DATA,
+    RESULTS,
+    add_tiny_option,
+    dihedral_views,
+    machine,
+    single_and_summed_logits,
+    test_loader,
+    write_results,
+)
 from squeezenet.training import TrainConfig, train
 from squeezenet.weights import build_model_from_weights
 
@@ -119,7 +128,7 @@ def markdown(report: dict) -> str:
         "# ELPV solar-cell defects (fine-tuned from the Deep Compression ImageNet SqueezeNet v1.0)",
         "",
         *[f"Command: `python benchmarks/bench_train_elpv.py {c}`".rstrip() for c in commands],
-        f"({report['threads']} CPU threads)",
+        f"({report['threads']} CPU threads" + (f", {report['machine']['cpu']}, {report['machine']['date']})" if "machine" in report else ")"),
         "",
         "| task | test accuracy | balanced accuracy | mono | poly | 8-view TTA | epochs | wall time |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -258,6 +267,7 @@ def main() -> None:
         report[f"{n}_classes"] = {**entry, "config": cfg.to_dict(), "command": command}
         print(f"{n} classes:", json.dumps(entry["test"]), file=sys.stderr)
     report["threads"] = torch.get_num_threads()
+    report["machine"] = machine()
     write_results(RESULT_NAME, report, markdown(report), args.tiny)
     print(json.dumps({k: v["test"]["all"] for k, v in report.items() if isinstance(v, dict) and "test" in v}))
 
