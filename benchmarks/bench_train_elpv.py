@@ -128,7 +128,7 @@ def markdown(report: dict) -> str:
         "# ELPV solar-cell defects (fine-tuned from the Deep Compression ImageNet SqueezeNet v1.0)",
         "",
         *[f"Command: `python benchmarks/bench_train_elpv.py {c}`".rstrip() for c in commands],
-        f"({report['threads']} CPU threads" + (f", {report['machine']['cpu']}, {report['machine']['date']})" if "machine" in report else ")"),
+        f"({report['threads']} CPU threads{_where(report)})",
         "",
         "| task | test accuracy | balanced accuracy | mono | poly | 8-view TTA | epochs | wall time |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -173,6 +173,12 @@ def markdown(report: dict) -> str:
           if key in report],
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _where(report: dict) -> str:
+    """', CPU, date' of the run, where the record has them (older ones do not)."""
+    where = report.get("machine")
+    return f", {where['cpu']}, {where['date']}" if where else ""
 
 
 def protocol_line(label: str, run: dict) -> str:
