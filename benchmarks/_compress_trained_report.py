@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from squeezenet.compression.report import markdown
 
@@ -29,7 +28,7 @@ def render_markdown(p: dict, tables: dict) -> str:
     lines = [
         f"# Deep Compression of a trained SqueezeNet ({p.get('data', 'CIFAR-10')})",
         "",
-        f"Command: `python benchmarks/bench_compress_trained.py {' '.join(sys.argv[1:])}`",
+        f"Command: `python benchmarks/bench_compress_trained.py {p.get('argv', '')}`".rstrip(),
         "",
         f"Weights: `{p['weights']}` (trained by {p['trained_by']}). Test images: {p['test_images']:,}{subset}.",
         "",

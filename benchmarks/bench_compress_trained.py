@@ -215,7 +215,7 @@ def main() -> int:
     scored = encode_and_score(shared["cm"], base, road_a["model"], work, times)
     times["total"] = time.perf_counter() - t_all
     payload = results(args, base, road_a, pruned, shared, scored, times)
-    md = render_markdown(payload, payload["tables"])
+    md = markdown(payload)
     out = Path(args.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compress_trained.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
@@ -383,6 +383,7 @@ def results(args, base: dict, road_a: dict, pruned: dict, shared: dict, scored: 
         "trained_quantization_loss": shared["loss"],
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "machine": machine(),
+        "argv": " ".join(sys.argv[1:]),
         "tables": paper_tables(shared["cm"], report),
         "sqz_report_total": report.get("total"),
         "tiny": bool(args.tiny),
@@ -421,6 +422,12 @@ def calibration_images(data: str, info, count: int, seed: int) -> torch.Tensor:
     ds = ds.subset(sorted(torch.randperm(len(ds), generator=g)[:count].tolist()))
     loader = DataLoader(ds, batch_size=32, collate_fn=collate_skipping_bad)
     return torch.cat([b.images for b in loader if b.paths])
+
+
+
+def markdown(payload: dict) -> str:
+    """The results page, from the recorded JSON alone (tests/test_benchmark_scripts.py re-renders it)."""
+    return render_markdown(payload, payload["tables"])
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ def patch_model(variant: str) -> None:
     squeezenet_module.SqueezeNet.__init__ = patched
 
 
+def markdown(payload: dict) -> str:
+    """bench_train_elpv's page under the variant's title, from the recorded JSON alone."""
+    variant = payload["variant"]
+    title = f"# ELPV, 4 levels, SqueezeNet v1.0 with the head variant '{variant}'"
+    body = bench_train_elpv.markdown(payload).split("\n", 1)[1]
+    return title + "\n" + body.replace("bench_train_elpv.py", f"bench_elpv_variants.py {variant}")
+
+
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:
         raise SystemExit(f"usage: bench_elpv_variants.py {{{','.join(VARIANTS)}}} [bench_train_elpv options]")
@@ -57,11 +65,9 @@ def main() -> None:
         raise SystemExit("bench_elpv_variants.py: --update and --score-only belong to bench_train_elpv.py's own record")
     patch_model(variant)
 
-    def write_results(name: str, payload: dict, markdown: str, folder=None) -> None:
+    def write_results(name: str, payload: dict, _markdown: str, folder=None) -> None:
         payload["variant"] = variant
-        title = f"# ELPV, 4 levels, SqueezeNet v1.0 with the head variant '{variant}'"
-        body = markdown.split("\n", 1)[1].replace("bench_train_elpv.py", f"bench_elpv_variants.py {variant}")
-        _common.write_results(name, payload, title + "\n" + body, folder)
+        _common.write_results(name, payload, markdown(payload), folder)
 
     bench_train_elpv.RESULT_NAME = f"elpv_variant_{variant}"
     bench_train_elpv.write_results = write_results

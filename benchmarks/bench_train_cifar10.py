@@ -138,7 +138,7 @@ def main() -> None:
         "config": cfg.to_dict(),
         "argv": " ".join(sys.argv[1:]),
     }
-    write_results("train_cifar10", report, markdown(report, report["argv"]), args.tiny)
+    write_results("train_cifar10", report, markdown(report), args.tiny)
     keys = ("params", "epochs", "val_top1_last", "test_top1_last", "minutes")
     print(json.dumps({k: report[k] for k in keys}))
 
@@ -159,7 +159,8 @@ def test_top1_single_and_flipped(weights: Path, data: str) -> tuple[float, float
     return single / n, flipped / n, n
 
 
-def markdown(report: dict, argv: str = "") -> str:
+def markdown(report: dict) -> str:
+    argv = report.get("argv", "")
     """The result with its targets and which images chose and which scored."""
     target = report["target"]
     acc, minutes = report["test_top1_last"], report["minutes"]

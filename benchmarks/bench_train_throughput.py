@@ -109,11 +109,13 @@ def main() -> None:
         "speedup_vs_baseline": {k: round(v / base, 3) for k, v in median.items()},
         "target_speedup": 1.5,
         "rounds": {k: [round(x, 2) for x in v] for k, v in results.items()},
+        "argv": " ".join(sys.argv[1:]),
     }
-    write_results("train_throughput", report, markdown(report, " ".join(sys.argv[1:])), args.tiny)
+    write_results("train_throughput", report, markdown(report), args.tiny)
 
 
-def markdown(report: dict, argv: str) -> str:
+def markdown(report: dict) -> str:
+    argv = report.get("argv", "")
     best = max(report["speedup_vs_baseline"].values())
     lines = [
         "# Training throughput: the project's step vs a plain loop",

@@ -105,3 +105,42 @@ def test_the_studies_use_the_public_compression_api_only():
             elif isinstance(node, ast.Import):
                 modules |= {a.name for a in node.names if a.name.startswith("squeezenet.compression")}
     assert modules <= public and names and names <= set(compression.__all__)
+
+
+# every recorded result -> the script whose ``markdown(payload)`` renders its page from the JSON alone
+RENDERERS = {
+    "eval": "bench_eval",
+    "deploy": "bench_deploy",
+    "export_c": "bench_export_c",
+    "serve": "bench_serve",
+    "gpu": "bench_gpu",
+    "compress": "bench_compress",
+    "compress_trained": "bench_compress_trained",
+    "train_throughput": "bench_train_throughput",
+    "train_cifar10": "bench_train_cifar10",
+    "train_elpv": "bench_train_elpv",
+    "elpv_variant_late": "bench_elpv_variants",
+    "elpv_variant_avgmax": "bench_elpv_variants",
+    "compress_study": "compress_study",
+    "compress_sequential": "compress_sequential",
+    "compress_scaling": "compress_scaling",
+}
+RECORDS = sorted([*RESULTS.glob("*.json"), *(BENCHMARKS / "studies" / "results").glob("*.json")])
+
+
+def _renderer(script: str):
+    for folder in (BENCHMARKS, BENCHMARKS / "studies"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    import importlib
+
+    return importlib.import_module(script).markdown
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda p: p.stem)
+def test_every_recorded_page_is_its_json_rendered_again(record):
+    """A results page is what its script's ``markdown`` makes of the recorded JSON today: a page
+    edited by hand, or a JSON the script can no longer read (an older script's fields), fails."""
+    assert record.stem in RENDERERS, f"name the script that renders {record.name}"
+    page = _renderer(RENDERERS[record.stem])(json.loads(record.read_text()))
+    assert page.rstrip() + "\n" == record.with_suffix(".md").read_text(), f"re-render {record.with_suffix('.md')}"

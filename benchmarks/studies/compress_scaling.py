@@ -77,7 +77,7 @@ def slope(rows: dict, sizes: list[int]) -> float | None:
     return float(-np.log(b / a) / np.log(sizes[-1] / sizes[-2])) if a > 0 and b > 0 else None
 
 
-def render(p: dict) -> str:
+def markdown(p: dict) -> str:
     md = [
         *half_a.header(
             "Calibration images against the error of a tight budget (half A only)",
@@ -125,7 +125,7 @@ def main() -> int:
     payload = {"source": source.name, "budget": budget, "folds": folds, "sizes": sizes, "images": len(images),
                "scored": len(images) // half_a.FOLDS * len(folds), "rows": rows, "slope": slope(rows, sizes),
                "seconds": time.perf_counter() - t0, "machine": machine(), "tiny": tiny}  # fmt: skip
-    write_results("compress_scaling", payload, render(payload), args.tiny or half_a.RESULTS)
+    write_results("compress_scaling", payload, markdown(payload), args.tiny or half_a.RESULTS)
     return 0
 
 

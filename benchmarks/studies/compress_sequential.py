@@ -191,7 +191,7 @@ def cross_validate(reference, source, images: torch.Tensor, budget: int, folds: 
     return {v: (kl[v][held_all], agree[v][held_all]) for v in VARIANTS}, sizes
 
 
-def render(p: dict) -> str:
+def markdown(p: dict) -> str:
     folds = ", ".join(str(f) for f in p["folds"])
     lines = [
         *half_a.header(
@@ -228,7 +228,7 @@ def main() -> int:
     payload = {"source": source.name, "budget": budget, "folds": folds, "images": len(images),
                "scored": len(base_kl), "variants": variants, "sizes": sizes,
                "seconds": time.perf_counter() - t0, "machine": machine(), "tiny": tiny}  # fmt: skip
-    write_results("compress_sequential", payload, render(payload), args.tiny or half_a.RESULTS)
+    write_results("compress_sequential", payload, markdown(payload), args.tiny or half_a.RESULTS)
     return 0
 
 

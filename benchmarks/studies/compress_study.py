@@ -265,7 +265,7 @@ def distillation_table(d: dict) -> list[str]:
     return out
 
 
-def render(p: dict) -> str:
+def markdown(p: dict) -> str:
     lines = [
         *half_a.header(
             "A tight byte budget on half A: where the error comes from, what changing the estimate or distilling gives",
@@ -333,7 +333,7 @@ def main() -> int:
                                 "calibration_images": len(images) - len(images) // half_a.FOLDS,
                                 "measured_images": len(range(half_a.FOLDS - 1, len(images), half_a.FOLDS))}  # fmt: skip
     payload = {"source": source.name, "budgets": results, "images": len(images), "machine": machine(), "tiny": tiny}
-    write_results("compress_study", payload, render(payload), args.tiny or half_a.RESULTS)
+    write_results("compress_study", payload, markdown(payload), args.tiny or half_a.RESULTS)
     return 0
 
 
