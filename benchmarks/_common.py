@@ -8,7 +8,8 @@ from pathlib import Path
 
 from squeezenet.data.root import data_root
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 DATA = data_root()
 
 

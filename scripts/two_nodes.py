@@ -48,6 +48,25 @@ class TwoNodesError(RuntimeError):
     """The emulated link cannot be made here (the message says why, in one line)."""
 
 
+_UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bit": 1.0}
+
+
+def rate_bits(rate: str) -> float:
+    """A tc rate ('100mbit', '1gbit', '2.5gbit') in bits per second."""
+    text = rate.strip().lower()
+    for unit, scale in _UNITS.items():
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise TwoNodesError(f"two_nodes: rate {rate!r}: give it as tc does, e.g. 100mbit or 1gbit")
+
+
+def burst_bytes(rate: str) -> int:
+    """The token bucket's depth: at least one kernel tick's worth of the rate (HZ is 250 to 1000),
+    else the bucket empties between ticks and caps the rate below the one asked (measured: 32 KB
+    held '1gbit' to about 270 Mbit/s)."""
+    return max(32 * 1024, int(rate_bits(rate) / 8 / 250))
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
@@ -125,8 +144,8 @@ class TwoNodes:
             _ip("-n", name, "link", "set", dev, "up")
             _ip("-n", name, "link", "set", "lo", "up")
             if self.rate:
-                shape = ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", self.rate, "burst", "256kbit",
-                         "latency", "400ms"]  # fmt: skip
+                shape = ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", self.rate,
+                         "burst", str(burst_bytes(self.rate)), "latency", "400ms"]  # fmt: skip
                 subprocess.run(["ip", "netns", "exec", name, *shape], capture_output=True, text=True, check=True)
 
     def torchrun_args(self, rank: int, nproc: int = 1) -> list[str]:

@@ -29,6 +29,7 @@ TINY_RUNS = {
     "bench_elpv_variants.py": (["late"], "elpv_variant_late"),
     "bench_compress.py": ([], "compress"),
     "bench_compress_trained.py": ([], "compress_trained"),
+    "bench_distributed.py": ([], "distributed"),
 }
 COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
 
@@ -116,6 +117,7 @@ RENDERERS = {
     "gpu": "bench_gpu",
     "compress": "bench_compress",
     "compress_trained": "bench_compress_trained",
+    "distributed": "bench_distributed",
     "train_throughput": "bench_train_throughput",
     "train_cifar10": "bench_train_cifar10",
     "train_elpv": "bench_train_elpv",

@@ -167,3 +167,20 @@ def test_the_launcher_without_rights_says_so_in_one_line(monkeypatch, capsys):
     assert two_nodes.main(["--", "x.py"]) == 1
     err = capsys.readouterr().err
     assert err == "two_nodes: needs root to make network namespaces (run as root, as CI does)\n"
+
+
+def test_the_step_model_fits_the_link_and_adds_what_the_backward_pass_does_not_hide():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _distributed_model as m
+
+    a, bandwidth = m.link_fit([{"bytes": s, "s": 0.002 + s / 1e7} for s in (1e3, 1e5, 1e6, 8e6)])
+    assert a == pytest.approx(0.002) and bandwidth == pytest.approx(1e7)
+    transfer = lambda size: m.link_time(size, 0.0, 1e6)  # noqa: E731  (1 MB/s, no latency)
+    # two buckets: 1 MB ready at 0.5 s of the backward pass, 2 MB at its end (1.0 s): the first
+    # is done at 1.5 s, the second waits for it and ends at 3.5 s: 2.5 s after the backward pass
+    assert m.after_backward([(0.5, 1e6), (1.0, 2e6)], "none", transfer) == pytest.approx(2.5)
+    # PowerSGD's chain after the backward pass: 0.1 MB, 0.2 s of work, 0.3 MB
+    assert m.after_backward([(1.0, 1e5), (1.2, 3e5)], "powersgd:2", transfer, [0.2]) == pytest.approx(0.6)
+    assert m.chain_gaps([(1.0, 1e5), (1.35, 3e5)], transfer) == pytest.approx([0.25])
+    # N workers: 2(N-1)/N of the bytes, (N-1) latencies of a 2-node all-reduce
+    assert m.link_time(1e6, 0.01, 1e6, workers=4) == pytest.approx(3 * 0.01 + 1.5)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from typing import ClassVar
 
 import torch
@@ -45,6 +46,7 @@ class TrafficCounter:
 
     def __init__(self, group) -> None:
         self.group, self._bytes, self._calls, self._lock = group, 0, 0, threading.Lock()
+        self.events: list[tuple[float, int]] | None = None  # (perf_counter, bytes) per call, when a list
         if TrafficCounter._original is None:
             TrafficCounter._original = dist.all_reduce
             dist.all_reduce = TrafficCounter._counting_all_reduce
@@ -55,9 +57,12 @@ class TrafficCounter:
         group = kwargs.get("group", args[1] if len(args) > 1 else None)
         counter = TrafficCounter._by_group.get(id(group)) if group is not None else None
         if counter is not None:
+            size = tensor.numel() * tensor.element_size()
             with counter._lock:
-                counter._bytes += tensor.numel() * tensor.element_size()
+                counter._bytes += size
                 counter._calls += 1
+                if counter.events is not None:  # when each bucket left: how much of the backward pass it overlaps
+                    counter.events.append((time.perf_counter(), size))
         return TrafficCounter._original(tensor, *args, **kwargs)
 
     def take(self) -> tuple[int, int]:

@@ -1,0 +1,202 @@
+"""The page and the plot of ``bench_distributed.py``, from its JSON alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _distributed_model import CALIBRATION, NOMINAL_RATES, WORKERS, link_fit, link_time
+
+HEADLINE_RATE = "100 Mbit/s"
+
+
+def _efficiency(result: dict, label: str, key: str) -> float:
+    run = result["rates"][label]["runs"][key]
+    return result["alone"]["alone"][run["model"]]["step_s"] / run["step_s"]
+
+
+def hidden_share(result: dict, label: str, key: str) -> float | None:
+    """The share of the all-reduce time that did not lengthen the step: 1 - (step - alone) / comm,
+    comm = the link's time for each departing all-reduce at that rate (0 to 1)."""
+    rate, run = result["rates"][label], result["rates"][label]["runs"][key]
+    a, bandwidth = link_fit(rate["link"])
+    comm = sum(link_time(size, a, bandwidth) for _, size in run["departures"])
+    if comm <= 0:
+        return None
+    exposed = run["step_s"] - result["alone"]["alone"][run["model"]]["step_s"]
+    return min(1.0, max(0.0, 1.0 - exposed / comm))
+
+
+def verdicts(result: dict) -> list[tuple[str, str, str, bool]]:
+    """(check, measured, target, met) for the targets of the issue."""
+    t, rows = result["targets"], []
+    none, bf16, psgd = (f"squeezenet1_1/{c}" for c in ("none", "bf16", "powersgd:2"))
+    if none in result["rates"][HEADLINE_RATE]["runs"]:
+        e_bf16, e_psgd = (_efficiency(result, HEADLINE_RATE, k) for k in (bf16, psgd))
+        rows.append(
+            (
+                "squeezenet1_1 at 100 Mbit/s, bf16: scaling efficiency",
+                f"{e_bf16:.1%}",
+                f">= {t['bf16_efficiency']:.0%}",
+                e_bf16 >= t["bf16_efficiency"],
+            )
+        )
+        rows.append(
+            (
+                "squeezenet1_1 at 100 Mbit/s, powersgd:2: scaling efficiency",
+                f"{e_psgd:.1%}",
+                f">= {t['powersgd_efficiency']:.0%}",
+                e_psgd >= t["powersgd_efficiency"],
+            )
+        )
+        runs = result["rates"][HEADLINE_RATE]["runs"]
+        ratio = runs[psgd]["sent_bytes_per_step"] / runs[none]["sent_bytes_per_step"]
+        rows.append(
+            (
+                "squeezenet1_1, powersgd:2 bytes per step / uncompressed",
+                f"1/{1 / ratio:.0f}",
+                f"<= 1/{1 / t['powersgd_bytes_ratio']:.0f}",
+                ratio <= t["powersgd_bytes_ratio"],
+            )
+        )
+    errors = [
+        abs(r["error"])
+        for run in result["model"]["runs"].values()
+        for label, r in run["rates"].items()
+        if label != CALIBRATION
+    ]
+    rows.append(
+        (
+            "step model: largest error at 1 Gbit/s and 100 Mbit/s (every model and compression)",
+            f"{max(errors):.1%}",
+            f"<= {t['model_error']:.0%}",
+            max(errors) <= t["model_error"],
+        )
+    )
+    acc = (result.get("accuracy") or {}).get("runs")
+    if acc and "powersgd:2" in acc and acc["none"]["val_top1"] is not None:
+        gap = 100 * (acc["none"]["val_top1"] - acc["powersgd:2"]["val_top1"])
+        rows.append(
+            (
+                f"CIFAR-10 validation top-1, powersgd:2 below none ({result['accuracy']['epochs']} epochs)",
+                f"{gap:+.2f} points",
+                f"<= {t['accuracy_points']:g}",
+                gap <= t["accuracy_points"],
+            )
+        )
+    return rows  # fmt: skip
+
+
+def _measured_table(result: dict) -> list[str]:
+    lines = [
+        "| model | gradient exchange | link | step (s) | sent per step | images/s, 2 nodes | scaling "
+        "efficiency | comm. hidden | model: step (s), error |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, base in result["rates"][CALIBRATION]["runs"].items():
+        for label, rate in result["rates"].items():
+            run = rate["runs"][key]
+            model = result["model"]["runs"][key]["rates"][label]
+            hidden = hidden_share(result, label, key) if run["compression"] == "none" and label != CALIBRATION else None
+            fit = "calibration" if label == CALIBRATION else f"{model['predicted_s']:.3f}, {model['error']:+.1%}"
+            lines.append(
+                f"| {base['model']} | {base['compression']} | {label} | {run['step_s']:.3f} | "
+                f"{run['sent_bytes_per_step'] / 1e6:.3f} MB | {2 * result['settings']['batch'] / run['step_s']:.1f} | "
+                f"{_efficiency(result, label, key):.1%} | {'' if hidden is None else f'{hidden:.0%}'} | {fit} |"
+            )
+    return lines  # fmt: skip
+
+
+def _scaling_lines(result: dict) -> list[str]:
+    shown = (2, 8, 32, 128)
+    lines = ["| model | gradient exchange | link | " + " | ".join(f"{n} workers" for n in shown) + " |",
+             "|---|---|---|" + "---:|" * len(shown)]  # fmt: skip
+    for key, rates in result["scaling"].items():
+        model, compression = key.split("/")
+        for label, by_n in rates.items():
+            lines.append(f"| {model} | {compression} | {label} | " + " | ".join(f"{by_n[str(n)]:.0%}" for n in shown)
+                         + " |")  # fmt: skip
+    return lines
+
+
+def _accuracy_lines(result: dict) -> list[str]:
+    acc = result.get("accuracy")
+    if not acc:
+        return ["CIFAR-10 accuracy: not measured in this run."]
+    lines = [f"CIFAR-10 (`{acc['data']}`), squeezenet_cifar, {acc['epochs']} epochs on the two nodes (unthrottled), "
+             f"global batch {acc['global_batch']}, lr {acc['lr']}: validated on held-back training images every "
+             "epoch, the test split scored once after the last epoch.", "",
+             "| gradient exchange | val top-1, last epoch | val images | test top-1, once | sent per step | minutes |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, r in acc["runs"].items():
+        lines.append(f"| {name} | {r['val_top1']:.2%} | {r['val_n']} | {r['test_top1']:.2%} | "
+                     f"{r['sent_bytes_per_step'] / 1e6:.3f} MB | {r['minutes']} |")  # fmt: skip
+    return lines
+
+
+def markdown(result: dict) -> str:
+    m, s = result["machine"], result["settings"]
+    alone = result["alone"]["alone"]
+    lines = [
+        "# Distributed training on two emulated machines: communication, scaling, gradient compression",
+        "",
+        f"Command: `python benchmarks/bench_distributed.py {result.get('argv', '')}`".rstrip(),
+        f"Machine: {m['cpu']}, {m['cores']} cores (one worker per node, one thread each), torch {m['torch']}, "
+        f"{m['date']}; bf16 autocast: {'yes' if result['alone']['amp_bf16'] else 'no'}; {s['size']} px, batch "
+        f"{s['batch']} per worker, median of {s['steps']} timed steps after warm-up; random images.",
+        "",
+        "Two nodes: two network namespaces joined by a veth pair shaped with tc (scripts/two_nodes.py), "
+        "torchrun c10d rendezvous, gloo. Scaling efficiency: two nodes' images/s over twice one worker's alone. "
+        "Comm. hidden (uncompressed): the share of the all-reduce time (the link's fitted time for each bucket) "
+        "that did not lengthen the step. The model is calibrated on the unthrottled run only.",
+        "",
+        "| target | measured | required | |",
+        "|---|---|---|---|",
+        *[f"| {c} | {v} | {r} | {'met' if ok else 'MISSED'} |" for c, v, r, ok in verdicts(result)],
+        "",
+        "| model | parameters | fp32 gradient | step alone (s) | images/s alone |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {k} | {v['params']:,} | {4 * v['params'] / 1e6:.2f} MB | {v['step_s']:.3f} | "
+          f"{s['batch'] / v['step_s']:.1f} |" for k, v in alone.items()],
+        "",
+        *_measured_table(result),
+        "",
+        "Links (fit of all-reduces of 4 KB to 8 MB between the two nodes): " + "; ".join(
+            f"{label}: {1e3 * f['a_s']:.2f} ms + {8 * f['bytes_per_s'] / 1e6:,.0f} Mbit/s"
+            for label, f in result["model"]["links"].items()) + ".",
+        "",
+        "## Predicted scaling efficiency (ring all-reduce, the nominal rate, the unthrottled link's latency)",
+        "",
+        *_scaling_lines(result),
+        "",
+        "## Accuracy with each gradient exchange",
+        "",
+        *_accuracy_lines(result),
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Predicted efficiency against workers, one panel per rate; the two-node measurements as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(NOMINAL_RATES), figsize=(5 * len(NOMINAL_RATES), 4), sharey=True)
+    styles = {"none": "-", "bf16": "--", "powersgd:2": ":"}
+    colors = {}
+    for ax, label in zip(axes, NOMINAL_RATES, strict=True):
+        for key, rates in result["scaling"].items():
+            model, compression = key.split("/")
+            color = colors.setdefault(model, f"C{len(colors)}")
+            ys = [rates[label][str(n)] for n in WORKERS]
+            ax.plot(WORKERS, ys, styles.get(compression, "-"), color=color, label=f"{model}, {compression}")
+            if label in result["rates"]:
+                ax.plot([2], [_efficiency(result, label, key)], "o", color=color)
+        ax.set(xscale="log", xticks=WORKERS, xticklabels=WORKERS, title=f"{label} (dots: measured, 2 nodes)",
+               xlabel="workers", ylim=(0, 1.05))  # fmt: skip
+    axes[0].set_ylabel("scaling efficiency")
+    axes[-1].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
