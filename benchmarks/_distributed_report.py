@@ -122,7 +122,9 @@ def _accuracy_lines(result: dict) -> list[str]:
     acc = result.get("accuracy")
     if not acc:
         return ["CIFAR-10 accuracy: not measured in this run."]
-    lines = [f"CIFAR-10 (`{acc['data']}`), squeezenet_cifar, {acc['epochs']} epochs on the two nodes (unthrottled), "
+    where = f"`python benchmarks/bench_distributed.py {acc.get('argv', '')}`".replace(" `", "`")
+    lines = [f"Command: {where}; {acc['machine']['cpu']}, {acc['machine']['date']}." if "machine" in acc else "", "",
+             f"CIFAR-10 (`{acc['data']}`), squeezenet_cifar, {acc['epochs']} epochs on the two nodes (unthrottled), "
              f"global batch {acc['global_batch']}, lr {acc['lr']}: validated on held-back training images every "
              "epoch, the test split scored once after the last epoch.", "",
              "| gradient exchange | val top-1, last epoch | val images | test top-1, once | sent per step | minutes |",

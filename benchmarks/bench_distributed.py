@@ -24,7 +24,7 @@ autocast where the CPU has it:
   of epochs with each compression; validated on held-back training images, the test split
   scored once at the end.
 
-    python benchmarks/bench_distributed.py [--epochs 6] [--skip-accuracy]
+    python benchmarks/bench_distributed.py [--epochs 6] [--part all|timing|accuracy]
     python benchmarks/bench_distributed.py --tiny OUT      # CI's smoke test: small images, 2 steps
 
 Needs root (network namespaces). Writes benchmarks/results/distributed.{json,md,png}.
@@ -140,7 +140,12 @@ def main() -> int:
     ap.add_argument("--cifar-batch", type=int, default=128, help="CIFAR-10 batch per worker")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--cifar-max-steps", type=int, default=None)
-    ap.add_argument("--skip-accuracy", action="store_true", help="keep the recorded CIFAR-10 figures")
+    ap.add_argument(
+        "--part",
+        choices=("all", "timing", "accuracy"),
+        default="all",
+        help="timing or accuracy alone: the other part is kept from the recorded results",
+    )
     add_tiny_option(ap)
     args = ap.parse_args()
     if args.tiny:
@@ -154,14 +159,21 @@ def main() -> int:
         two_nodes.check_can_make_namespaces()
     except two_nodes.TwoNodesError as exc:
         raise SystemExit(str(exc)) from None
-    result = {"machine": machine(), "argv": " ".join(sys.argv[1:]), "settings": vars(args) | {"tiny": bool(args.tiny)},
-              **timing(work, args), "targets": TARGETS}  # fmt: skip
-    result["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in result["settings"].items()}
-    recorded = ROOT / "benchmarks" / "results" / "distributed.json"
-    if args.skip_accuracy and recorded.is_file():
-        result["accuracy"] = json.loads(recorded.read_text()).get("accuracy")
-    elif not args.skip_accuracy:
-        result["accuracy"] = accuracy(work, args)
+    result = {"machine": machine(), "argv": " ".join(sys.argv[1:]), "targets": TARGETS}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"tiny": bool(args.tiny)}
+    argv = " ".join(sys.argv[1:])
+    parts = {
+        "timing": lambda: {"settings": settings, "machine": machine(), "argv": argv, **timing(work, args)},
+        "accuracy": lambda: {"accuracy": {**accuracy(work, args), "machine": machine(), "argv": argv}},
+    }
+    for name, measure in parts.items():  # each part kept in the work folder, so that they can run apart
+        saved = work / f"{name}.json"
+        if args.part in ("all", name):
+            saved.write_text(json.dumps(measure(), indent=1) + "\n")
+        if not saved.is_file():
+            print(f"bench_distributed: {name} not measured yet (--part {name}); results not written", file=sys.stderr)
+            return 0
+        result.update(json.loads(saved.read_text()))
     result["model"] = predict_runs(result)
     result["scaling"] = scaling_table(result)
     write_results("distributed", result, markdown(result), args.tiny)
