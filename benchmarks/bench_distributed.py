@@ -102,14 +102,16 @@ def timing(work: Path, args) -> dict:
 
 
 def accuracy(work: Path, args) -> dict:
-    """CIFAR-10, the registered 32-px model, the same epochs with each compression (unthrottled link)."""
+    """CIFAR-10, the registered 32-px model, the same epochs with each compression (unthrottled link),
+    with bench_train_cifar10's recipe (weight decay, warm-up, EMA, clipping) at its global batch."""
     rows = {}
     for compression in COMPRESSIONS:
         out = work / f"cifar-{compression.replace(':', '-')}"
         shutil.rmtree(out, ignore_errors=True)  # the benchmark's own folder: a new run each time
         program = ["-m", "squeezenet.cli.main", "train", str(args.data), "--model", "squeezenet_cifar",
                    "--epochs", str(args.epochs), "--batch-size", str(args.cifar_batch), "--lr", str(args.lr),
-                   "--augment", "light", "--cache-images", "--workers", "0", "--threads", "1",
+                   "--augment", "light", "--weight-decay", "5e-4", "--warmup-epochs", "1", "--ema-decay", "0.999",
+                   "--dropout", "0", "--clip-grad-norm", "2", "--cache-images", "--workers", "0", "--threads", "1",
                    "--grad-compression", compression, "-o", str(out)]  # fmt: skip
         if args.cifar_max_steps:
             program += ["--max-steps", str(args.cifar_max_steps)]
@@ -138,7 +140,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(DATA / "cifar10-jpeg.tar.gz"))
     ap.add_argument("--epochs", type=int, default=6, help="CIFAR-10 epochs per compression")
     ap.add_argument("--cifar-batch", type=int, default=128, help="CIFAR-10 batch per worker")
-    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--lr", type=float, default=0.2, help="CIFAR-10 peak rate (bench_train_cifar10's, batch 256)")
     ap.add_argument("--cifar-max-steps", type=int, default=None)
     ap.add_argument(
         "--part",
