@@ -169,9 +169,10 @@ def main() -> int:
         "accuracy": lambda: {"accuracy": {**accuracy(work, args), "machine": machine(), "argv": argv}},
     }
     for name, measure in parts.items():  # each part kept in the work folder, so that they can run apart
-        saved = work / f"{name}.json"
         if args.part in ("all", name):
-            saved.write_text(json.dumps(measure(), indent=1) + "\n")
+            (work / f"{name}.json").write_text(json.dumps(measure(), indent=1) + "\n")
+    for name in parts:
+        saved = work / f"{name}.json"
         if not saved.is_file():
             print(f"bench_distributed: {name} not measured yet (--part {name}); results not written", file=sys.stderr)
             return 0
