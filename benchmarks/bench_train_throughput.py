@@ -114,6 +114,13 @@ def main() -> None:
     write_results("train_throughput", report, markdown(report), args.tiny)
 
 
+def _where(report: dict) -> str:
+    """The CPU and date; a record from before the machine was recorded names only the CPU type."""
+    if "machine" in report:
+        return f"{report['machine']['cpu']}, {report['machine']['date']}"
+    return f"{report.get('cpu', 'CPU not recorded')}, date not recorded"
+
+
 def markdown(report: dict) -> str:
     argv = report.get("argv", "")
     best = max(report["speedup_vs_baseline"].values())
@@ -122,8 +129,7 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `python benchmarks/bench_train_throughput.py {argv}`".rstrip()
         + f"; {report['model']} at {report['image_size']} px, batch {report['batch']}, {report['threads']} threads, "
-        f"median of {report['rounds_alternated']} alternated rounds; {report['machine']['cpu']}, "
-        f"{report['machine']['date']}.",
+        f"median of {report['rounds_alternated']} alternated rounds; {_where(report)}.",
         "",
         "| configuration | images/s | vs baseline |",
         "|---|---:|---:|",
