@@ -177,3 +177,213 @@ def block(server: Server, payloads: list[bytes], level: int, requests: int, seco
     result = asyncio.run(load(server.url, payloads, level, requests, seconds))
     result["server_cpu_seconds"] = cpu_seconds(server.proc.pid) - cpu
     return result
+
+
+# ---------------------------------------------------------------- hostile clients
+class HostileClients:
+    """Connections a client holds without sending a request, while the ``with`` lasts: ``idle``
+    ones that send nothing (bound to ``idle_host``) and ``stalling`` ones that send half a request
+    head and stop (bound to ``stall_host``): other loopback addresses than a good client's
+    127.0.0.1 (every 127.x address is this machine on Linux), so that the server's per-client limit
+    falls on them. A connection the server closes is opened again ``reopen_s`` later, so the
+    pressure lasts. Each connection's life is recorded: ``(kind, opened, closed, first bytes the
+    server sent)`` (monotonic seconds; closed None if still open at the end)."""
+
+    STALL = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+
+    def __init__(self, port: int, idle: int, stalling: int, reopen_s: float = 1.0,
+                 idle_host: str = "127.0.0.2", stall_host: str = "127.0.0.3") -> None:  # fmt: skip
+        self.port, self.reopen_s = port, reopen_s
+        self.hosts = {"idle": idle_host, "stalling": stall_host}
+        self.counts = {"idle": idle, "stalling": stalling}
+        self.records: list[tuple[str, float, float | None, bytes]] = []
+        self.ended = None
+        self._selector = None
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> HostileClients:
+        import selectors
+        import threading
+
+        self._selector, self._stop = selectors.DefaultSelector(), threading.Event()
+        for kind, count in self.counts.items():
+            for _ in range(count):
+                self._open(kind)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.ended = time.monotonic()
+        for key in list(self._selector.get_map().values()):
+            kind, opened, received = key.data
+            self.records.append((kind, opened, None, bytes(received)))
+            key.fileobj.close()
+        self._selector.close()
+
+    def _open(self, kind: str) -> None:
+        import selectors
+
+        sock = socket.socket()
+        sock.bind((self.hosts[kind], 0))
+        sock.connect(("127.0.0.1", self.port))
+        if kind == "stalling":
+            sock.sendall(self.STALL)
+        sock.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ, (kind, time.monotonic(), bytearray()))
+
+    def _run(self) -> None:
+        due: list[tuple[float, str]] = []  # (when, kind) of connections to open again
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.05):
+                self._read(key, due)
+            now = time.monotonic()
+            for entry in [d for d in due if d[0] <= now]:
+                due.remove(entry)
+                self._open(entry[1])
+
+    def _read(self, key, due: list) -> None:
+        kind, opened, received = key.data
+        try:
+            data = key.fileobj.recv(65536)
+        except OSError:  # reset
+            data = b""
+        if data:
+            received += data[: max(0, 4096 - len(received))]
+            return
+        self._selector.unregister(key.fileobj)
+        key.fileobj.close()
+        closed = time.monotonic()
+        self.records.append((kind, opened, closed, bytes(received)))
+        due.append((closed + self.reopen_s, kind))
+
+
+def hostile_summary(clients: HostileClients, header_timeout: float, slack: float) -> dict:
+    """What the server did with the hostile connections: answered at once with a JSON 503 (refused),
+    closed silently (idle) or with a 408 (stalled), and whether each was closed within
+    ``header_timeout`` (+ ``slack`` s for a loaded event loop) of its opening (one still open at
+    the end counts if it was opened less than that before)."""
+    refused, timed_out, late, other, still_open = 0, Counter(), [], 0, 0
+    for kind, opened, closed, received in clients.records:
+        life = (closed if closed is not None else clients.ended) - opened
+        if _problem_kind(received, 503) == "overloaded":
+            refused += 1
+        elif received and _problem_kind(received, 408) != "header_timeout":
+            other += 1
+        elif life > header_timeout + slack:
+            late.append((kind, round(life, 2)))
+        elif closed is None:
+            still_open += 1
+        else:
+            timed_out[kind] += 1
+    lives = [c - o for k, o, c, r in clients.records if c is not None and _problem_kind(r, 503) is None]
+    return {
+        "connections": len(clients.records),
+        "refused_503": refused,
+        "closed_by_header_timeout": dict(timed_out),
+        "open_at_the_end": still_open,
+        "not_closed_in_time": late,
+        "other_answers": other,
+        "longest_life_s": round(max(lives), 2) if lives else None,
+    }
+
+
+def _problem_kind(received: bytes, status: int) -> str | None:
+    """The problem kind of a raw response of ``status`` (None for anything else)."""
+    import json
+
+    head, _, body = received.partition(b"\r\n\r\n")
+    if not head.startswith(f"HTTP/1.1 {status} ".encode()):
+        return None
+    try:
+        return json.loads(body)["error"]["kind"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- hostile section helpers
+def metric_values(url: str) -> dict:
+    """The server's /metrics as {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def largest_images(max_pixels: int) -> dict[str, bytes]:
+    """PNGs of the largest square a server's --max-pixels allows: RGB (the issue's case: a file of
+    about 100 KB that decodes to 92 MB) and RGBA (the costliest common kind to decode)."""
+    import io
+    import math
+
+    from PIL import Image, ImageDraw
+
+    side = math.isqrt(max_pixels)
+    image = Image.new("RGB", (side, side), (30, 120, 200))
+    draw = ImageDraw.Draw(image)
+    for i in range(0, side, max(1, side // 16)):
+        draw.ellipse((i, i, i + side // 5, i + side // 8), fill=(i % 255, 80, 160))
+    files = {}
+    for mode in ("RGB", "RGBA"):
+        buffer = io.BytesIO()
+        image.convert(mode).save(buffer, "PNG")
+        files[f"{side}x{side} {mode} PNG"] = buffer.getvalue()
+    return files
+
+
+async def simultaneous(url: str, payloads: list[bytes], content_type: str = "image/png") -> list[tuple[int, str]]:
+    """Every payload sent at once; -> (status, problem kind or '') of each answer."""
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=httpx.Limits(max_connections=len(payloads))) as c:
+        responses = await asyncio.gather(
+            *(c.post("/v1/classify", content=p, headers={"Content-Type": content_type}) for p in payloads)
+        )
+    return [(r.status_code, "" if r.status_code == 200 else r.json()["error"]["kind"]) for r in responses]
+
+
+def put_weights(url: str, path: Path, name: str | None = None) -> dict:
+    """PUT ``path`` as the model; -> status, result, model id and seconds."""
+    started = time.perf_counter()
+    response = httpx.put(
+        url + "/v1/model",
+        content=path.read_bytes(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"},
+        params={"name": name or path.name},
+        timeout=900,
+    )
+    body = response.json()
+    return {
+        "status": response.status_code,
+        "result": body.get("result"),
+        "model": body.get("model", {}).get("id"),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def safetensors_variant(source: Path, dest: Path, tag: str) -> Path:
+    """``source`` (a safetensors file) with one more metadata entry: the same network in other bytes,
+    another SHA-256, so a server converts it afresh."""
+    import json
+    import struct
+
+    data = source.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = {**header.get("__metadata__", {}), "variant": tag}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    dest.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + size :])
+    return dest
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

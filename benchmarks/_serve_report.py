@@ -5,7 +5,16 @@ from __future__ import annotations
 
 
 def markdown(p: dict) -> str:
-    return "\n".join([*_md_protocol(p), *_md_report(p), *_md_swap_and_memory(p), *_md_browser_models(p), *_md_tune(p)])
+    return "\n".join(
+        [
+            *_md_protocol(p),
+            *_md_report(p),
+            *_md_swap_and_memory(p),
+            *_md_hostile(p),
+            *_md_browser_models(p),
+            *_md_tune(p),
+        ]
+    )
 
 
 def _md_protocol(p: dict) -> list[str]:
@@ -129,3 +138,45 @@ def _md_tune(p: dict) -> list[str]:
                 f"{p['tune_peak_rss_mb'][name] if row is rows[-1] else ''} |"
             )
     return [*lines, "", f"Chosen: batching {p['chosen']}; {p['why']}"]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def _md_hostile(p: dict) -> list[str]:
+    h = p.get("hostile")
+    if h is None:  # a record from before the hostile section
+        return []
+    c, m, s, t = h["connections"], h["memory"], h["swaps"], h["targets"]
+    hostile = c["hostile"]
+    closed = ", ".join(f"{n} {kind}" for kind, n in hostile["closed_by_header_timeout"].items())
+    images = "; ".join(f"{name} ({row['bytes']:,} bytes): {row['answers']}" for name, row in m["images"].items())
+    counted = ", ".join(f"`{k}` {v:g}" for k, v in c["metrics_counted"].items())
+    rss = s["rss_mb_after_each"]
+    return [
+        "",
+        "## Hostile clients, memory, swaps (issue #38)",
+        "",
+        "| check | measured | target | verdict |",
+        "|---|---|---|---|",
+        f"| {c['idle']} idle + {c['stalling']} header-stalling connections (127.0.0.2, .3, reopened when closed) "
+        f"while one client sends {c['good_requests']} requests | {c['good_ok_share']:.1%} answered 200 "
+        f"({c['good_statuses']}) | >= {t['good_ok_share']:.0%} | {_met(c['good_ok_share'] >= t['good_ok_share'])} |",
+        f"| hostile connections closed within --header-timeout {c['header_timeout_s']:g} s (+1 s) | "
+        f"{hostile['connections']} connections: {hostile['refused_503']} refused at once (JSON 503), {closed} closed "
+        f"by the timeout, longest {hostile['longest_life_s']} s, late: {len(hostile['not_closed_in_time'])} | all | "
+        f"{_met(c['all_closed_within_bound'])} |",
+        f"| {m['count']} simultaneous largest images, each kind | peak RSS {m['peak_rss_mb']:.0f} MB (after: "
+        f"{m['rss_after_mb']:.0f} MB) | < {t['peak_rss_mb']} MB | {_met(m['peak_rss_mb'] < t['peak_rss_mb'])} |",
+        f"| swap of `{s['file']}` ({s['file_bytes']:,} bytes) under {s['loaded_clients']} clients / idle | "
+        f"{s['loaded_seconds']} s / {s['idle_seconds']} s = {s['loaded_vs_idle']}x ({s['loaded_errors']} failed of "
+        f"{s['loaded_requests']}) | <= {t['loaded_vs_idle']:g}x | {_met(s['loaded_vs_idle'] <= t['loaded_vs_idle'])} |",
+        f"| the same weights sent again | {s['resend']['result']} in {s['resend']['seconds']} s | at once, no "
+        f"conversion | {_met(s['resend']['result'] == 'unchanged')} |",
+        f"| resident memory after {s['swaps']} swaps / after the first | {rss[-1]:.0f} / {rss[0]:.0f} MB = "
+        f"{s['rss_last_vs_first']:.2f} | within 10 % | {_met(abs(s['rss_last_vs_first'] - 1) <= 0.10)} |",
+        "",
+        f"Answers to the largest images: {images}. Counted in /metrics meanwhile: {counted}.",
+        f"Resident memory after each swap (MB): {', '.join(f'{x:.0f}' for x in rss)}.",
+    ]

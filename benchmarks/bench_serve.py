@@ -23,6 +23,14 @@ same CPU as the server: its cost is counted against the server, as a client on t
   SHA-256) is PUT while requests flow: zero may fail, each response names its model.
 - Memory: the server's peak resident set (VmHWM of its process; the conversion child that runs
   PyTorch is a separate, short-lived process). Target: <= 400 MB.
+- Hostile section (issue #38; ``hostile`` in the results): on a server with the default options,
+  600 idle and 20 header-stalling connections from 127.0.0.2 and .3 (opened again as the server
+  closes them) while one client on 127.0.0.1 sends 200 requests (>= 99 % answered 200, the rest a
+  JSON 503; every hostile connection closed within --header-timeout + 1 s), then the data-free
+  ``.sqz`` swapped in on that idle server; on a fresh one, 16 simultaneous largest images (RGB, then
+  RGBA PNGs at --max-pixels: peak RSS < 400 MB), the same ``.sqz`` swapped in under 8 clients
+  (within 3x the idle swap), sent again (answered at once, unchanged), then 19 swaps to weights
+  never seen (resident memory after the last within 10 % of after the first).
 """
 
 from __future__ import annotations
@@ -37,12 +45,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 
 from _common import DATA, add_tiny_option, machine, write_results
-from _serve_load import ROOT, TOKEN, Server, block, combine, load
+from _serve_load import (
+    ROOT,
+    TOKEN,
+    HostileClients,
+    Server,
+    block,
+    combine,
+    hostile_summary,
+    largest_images,
+    load,
+    metric_values,
+    put_weights,
+    rss_mb,
+    safetensors_variant,
+    simultaneous,
+)
 from _serve_report import markdown
 
 LEVELS = (1, 8, 32)
@@ -55,6 +79,7 @@ SETTINGS = {
     "on (max batch 32, no wait)": ["--max-batch", "32", "--max-wait-ms", "0"],
 }
 TARGETS = {"throughput_vs_eval": 0.8, "p50_vs_eval_time": 1.5, "peak_rss_mb": 400}
+HOSTILE_TARGETS = {"good_ok_share": 0.99, "peak_rss_mb": 400, "loaded_vs_idle": 3.0, "rss_last_vs_first": 1.10}
 
 
 def eval_images_per_second(weights: Path, folder: Path) -> float:
@@ -151,9 +176,11 @@ def pair_medians(pairs: list[dict]) -> dict:
     }
 
 
-def swap_run(server: Server, payloads: list[bytes], new_weights: Path, requests: int, seconds: float) -> dict:
-    """Concurrency 32 with a PUT of ``new_weights`` once a third of ``requests`` are answered, and
-    ``requests`` more after the swap."""
+def swap_run(
+    server: Server, payloads: list[bytes], new_weights: Path, requests: int, seconds: float, concurrency: int = 32
+) -> dict:
+    """``concurrency`` clients with a PUT of ``new_weights`` once a third of ``requests`` are
+    answered, and ``requests`` more after the swap."""
 
     async def put(side: dict) -> None:
         side["put_start"] = time.perf_counter()
@@ -170,7 +197,7 @@ def swap_run(server: Server, payloads: list[bytes], new_weights: Path, requests:
         side["old"] = response.json().get("previous")
 
     before = httpx.get(server.url + "/v1/model").json()["id"]
-    result = asyncio.run(load(server.url, payloads, 32, requests, seconds, swap=put))
+    result = asyncio.run(load(server.url, payloads, concurrency, requests, seconds, swap=put))
     side, records = result["side"], result.pop("records")
     del result["latencies"], result["batches"]
     after_put = [r for r in records if "put_end" in side and r[0] > side["put_end"]]
@@ -237,6 +264,133 @@ def browser_models(weights: Path, tune: list[Path], report: list[Path], work: Pa
         }
     rows["int8"]["agreement_with_fp32_qdq_in_float"] = round(float((emulated == predictions["fp32"]).mean()), 4)
     return {"images": len(report), "calibration_images": calibration, "models": rows}
+
+
+# ---------------------------------------------------------------- hostile clients, memory, swaps
+def hostile_plan(args, weights: Path, work: Path) -> dict:
+    """What the hostile section sends: the full run as issue #38 asks (defaults; 600 idle and 20
+    stalling connections; the data-free .sqz; 20 swaps), the tiny run a few of each (a 2 s header
+    timeout; safetensors variants, quicker to make than a .sqz)."""
+    alt = work / "release.safetensors"  # made by measure_reported
+
+    def variants(count: int) -> list[Path]:
+        return [safetensors_variant(alt, work / f"variant-{i}.safetensors", str(i)) for i in range(count)]
+
+    if args.tiny:
+        made = variants(3)
+        return {"options": ["--header-timeout", "2", "--max-pixels", "1000000"], "header_timeout": 2.0,
+                "max_pixels": 1_000_000, "idle": 100, "stalling": 5, "good": 40, "simultaneous": 4,
+                "swap_files": (made[0], made[1]), "variants": made[2:]}  # fmt: skip
+    sqz = work / "release.sqz"
+    subprocess.run(
+        [sys.executable, "-m", "squeezenet.cli.main", "compress", "--weights", str(weights), "-o", str(sqz)],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    from squeezenet.serving.config import ServeConfig
+
+    default = ServeConfig(weights=weights)
+    return {"options": [], "header_timeout": default.header_timeout, "max_pixels": default.max_pixels,
+            "idle": 600, "stalling": 20, "good": 200, "simultaneous": 16,
+            "swap_files": (sqz, sqz), "variants": variants(19)}  # fmt: skip
+
+
+def hostile_connections(server: Server, payloads: list[bytes], plan: dict) -> dict:
+    """``plan['idle']`` idle and ``plan['stalling']`` stalling connections from 127.0.0.2 and .3,
+    held (and opened again when closed) while one client on 127.0.0.1 sends ``plan['good']``
+    requests, and at least a header timeout more; -> the good client's statuses, what the server
+    did with each hostile connection, and what /metrics counted."""
+    before, statuses = metric_values(server.url), Counter()
+    started = time.monotonic()
+    with HostileClients(server.port, plan["idle"], plan["stalling"]) as hostile:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            for i in range(plan["good"]):
+                response = client.post(
+                    "/v1/classify", content=payloads[i % len(payloads)], headers={"Content-Type": "image/jpeg"}
+                )
+                kind = "" if response.status_code == 200 else response.json()["error"]["kind"]
+                statuses[f"{response.status_code} {kind}".strip()] += 1
+        good_seconds = time.monotonic() - started
+        time.sleep(max(0.0, plan["header_timeout"] + 3 - good_seconds))  # every accepted one has timed out
+    after = metric_values(server.url)
+    counted = {
+        f"{name.removeprefix('squeezenet_')}{{{','.join(f'{k}={v}' for k, v in labels)}}}": after[(name, labels)]
+        - before.get((name, labels), 0.0)
+        for name, labels in after
+        if name in ("squeezenet_connections_closed_total", "squeezenet_errors_total")
+    }
+    summary = hostile_summary(hostile, plan["header_timeout"], slack=1.0)
+    ok = statuses.get("200", 0)
+    return {
+        "idle": plan["idle"], "stalling": plan["stalling"], "good_requests": plan["good"],
+        "good_statuses": dict(statuses), "good_ok_share": round(ok / plan["good"], 4),
+        "good_seconds": round(good_seconds, 2), "header_timeout_s": plan["header_timeout"],
+        "hostile": summary, "metrics_counted": {k: v for k, v in counted.items() if v},
+        "all_closed_within_bound": not summary["not_closed_in_time"],
+    }  # fmt: skip
+
+
+def hostile_memory(server: Server, plan: dict) -> dict:
+    """``plan['simultaneous']`` of each of the largest images --max-pixels allows, all at once, on a
+    fresh server; -> the answers, its peak (VmHWM, start-up included) and resident memory after."""
+    images = largest_images(plan["max_pixels"])
+    rows = {}
+    for name, data in images.items():
+        answers = asyncio.run(simultaneous(server.url, [data] * plan["simultaneous"]))
+        rows[name] = {"bytes": len(data), "answers": dict(Counter(f"{s} {k}".strip() for s, k in answers))}
+    time.sleep(1)
+    return {"images": rows, "count": plan["simultaneous"], "peak_rss_mb": round(server.peak_rss_mb(), 1),
+            "rss_after_mb": round(rss_mb(server.proc.pid), 1)}  # fmt: skip
+
+
+def swaps_and_memory(server: Server, payloads: list[bytes], plan: dict, idle: dict) -> dict:
+    """The swap file under 8 clients (``idle``: the same swap on another, idle server), sent again
+    (answered at once: the same weights), then swaps to weights never seen, resident memory after
+    each (after 4 requests on the new model)."""
+    _, loaded_file = plan["swap_files"]
+    loaded = swap_run(server, payloads, loaded_file, 4 * len(payloads), 600.0, concurrency=8)
+    resend = put_weights(server.url, loaded_file)
+    rss = [_rss_after_requests(server, payloads)]
+    for variant in plan["variants"]:
+        put_weights(server.url, variant)
+        rss.append(_rss_after_requests(server, payloads))
+    return {
+        "file": loaded_file.name, "file_bytes": loaded_file.stat().st_size,
+        "idle_seconds": idle["seconds"], "idle_status": idle["status"],
+        "loaded_seconds": loaded["swap_seconds"], "loaded_clients": 8, "loaded_errors": loaded["errors"],
+        "loaded_requests": loaded["requests"], "loaded_vs_idle": round(loaded["swap_seconds"] / idle["seconds"], 2),
+        "resend": resend, "swaps": len(rss), "rss_mb_after_each": rss,
+        "rss_last_vs_first": round(rss[-1] / rss[0], 3),
+    }  # fmt: skip
+
+
+def _rss_after_requests(server: Server, payloads: list[bytes]) -> float:
+    for data in payloads[:4]:
+        httpx.post(server.url + "/v1/classify", content=data, headers={"Content-Type": "image/jpeg"}, timeout=120)
+    time.sleep(0.5)
+    return round(rss_mb(server.proc.pid), 1)
+
+
+def hostile_section(args, weights: Path, report: list[Path], work: Path) -> dict:
+    """Issue #38's checks: idle and stalling connections against a good client; the largest images at
+    once; a swap under 8 clients against the same swap on an idle server; the same weights again;
+    resident memory over many swaps. The swap is timed on two servers, neither of which had
+    converted the file (a server converts the same weights only once)."""
+    plan, payloads = hostile_plan(args, weights, work), [p.read_bytes() for p in report]
+    first = Server(weights, plan["options"], work / "hostile-1.log")
+    try:
+        print("bench: hostile clients", file=sys.stderr)
+        connections = hostile_connections(first, payloads, plan)
+        idle = put_weights(first.url, plan["swap_files"][0])
+    finally:
+        first.stop()
+    second = Server(weights, plan["options"], work / "hostile-2.log")
+    try:
+        print("bench: the largest images at once; swaps under load", file=sys.stderr)
+        memory = hostile_memory(second, plan)
+        swaps = swaps_and_memory(second, payloads, plan, idle)
+    finally:
+        second.stop()
+    return {"connections": connections, "memory": memory, "swaps": swaps, "targets": HOSTILE_TARGETS}
 
 
 def choose(table: dict[str, list[dict]], rss: dict[str, float]) -> str:
@@ -368,6 +522,7 @@ def run(args, weights: Path, tune: list[Path], report: list[Path], work: Path) -
     print(f"bench: chosen: {chosen}", file=sys.stderr)
     reported = measure_reported(args, weights, SETTINGS[chosen], report, work)
     ev = statistics.median(reported["evals"])
+    hostile = hostile_section(args, weights, report, work)
     print("bench: browser models", file=sys.stderr)
     browser = browser_models(weights, tune, report, work, calibration=4 if args.tiny else 32)
     return {
@@ -391,6 +546,7 @@ def run(args, weights: Path, tune: list[Path], report: list[Path], work: Path) -
         "swap": {k: v for k, v in reported["swap"].items() if k not in ("side",)},
         "peak_rss_mb": round(reported["peak"], 1),
         "browser_models": browser,
+        "hostile": hostile,
         "torch_in_server": reported["torch"],
         "targets": TARGETS,
         "shared": args.shared,

@@ -5,6 +5,8 @@ of bad input, live updates by PUT and by the watched file, and a swap under conc
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import hashlib
 import io
 import json
@@ -30,6 +32,7 @@ from squeezenet.serving.preprocess import prepare
 from squeezenet.serving.problems import RequestProblem
 
 TOKEN = "test-token-0123456789"
+HEADER_TIMEOUT = 2.0  # the module's server: short, so that the hostile-client test takes seconds
 # (file, wnid): images the release weights classify right with probability > 0.95
 CONFIDENT = [
     ("n02077923/n02077923_sea_lion.JPEG", "n02077923"),
@@ -70,11 +73,12 @@ class ServerProcess:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
-    def peak_rss_bytes(self) -> int:
+    def peak_rss_bytes(self, key: str = "VmHWM") -> int:
+        """Its peak resident memory (``VmRSS``: now)."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
-        raise AssertionError("no VmHWM")
+        raise AssertionError(f"no {key}")
 
     def stop(self) -> str:
         if self.proc.poll() is None:
@@ -116,6 +120,7 @@ def server(watched, imagenet_samples):
     s = ServerProcess(
         "-w", str(watched), "--token", TOKEN, "--watch", "--watch-interval", "0.2",
         "--read-timeout", "1", "--max-body-mb", "1", "--max-pixels", "10000000", "--browser-model", "none",
+        "--header-timeout", str(HEADER_TIMEOUT),
     )  # fmt: skip
     yield s
     s.stop()
@@ -387,6 +392,171 @@ def test_batcher_refuses_beyond_its_queue_and_passes_engine_errors_to_every_call
     assert all(isinstance(r, RuntimeError) and "on fire" in str(r) for r in _run(failing()))
 
 
+# ---------------------------------------------------------------- memory
+def test_memory_budget_grants_in_arrival_order_shrinks_and_refuses_beyond_its_queue():
+    from squeezenet.serving.memory import MemoryBudget
+
+    async def main():
+        budget, order = MemoryBudget(100, max_waiting=2), []
+
+        async def hold(name, size, seconds):
+            async with budget.reserve(size) as held:
+                order.append(name)
+                await asyncio.sleep(seconds)
+                held.shrink(1)  # decoded: only the model input is kept
+                await asyncio.sleep(seconds)
+
+        first = asyncio.ensure_future(hold("a", 70, 0.05))
+        await asyncio.sleep(0)
+        waiting = [asyncio.ensure_future(hold(n, s, 0.01)) for n, s in (("big", 60), ("small", 10))]
+        await asyncio.sleep(0)
+        assert budget.waiting == 2 and budget.in_use == 70
+        with pytest.raises(RequestProblem) as caught:  # a third would wait: refused
+            async with budget.reserve(1):
+                pass
+        await asyncio.gather(first, *waiting)
+        return order, budget.in_use, caught.value
+
+    order, left, problem = _run(main())
+    assert order == ["a", "big", "small"]  # the small one did not overtake the large one
+    assert left == 0 and (problem.status, problem.kind, problem.retry_after) == (503, "overloaded", 1)
+
+    async def cancelled_at_the_head():  # a client gone while waiting: those behind it move up
+        budget, release = MemoryBudget(100, max_waiting=4), asyncio.Event()
+
+        async def hold(size):
+            async with budget.reserve(size):
+                await release.wait()
+
+        first = asyncio.ensure_future(hold(60))
+        await asyncio.sleep(0)
+        big, small = asyncio.ensure_future(hold(60)), asyncio.ensure_future(hold(10))
+        await asyncio.sleep(0)
+        big.cancel()
+        await asyncio.sleep(0)
+        granted = budget.in_use
+        release.set()
+        await asyncio.gather(first, small)
+        return granted, budget.in_use, budget.waiting
+
+    assert _run(cancelled_at_the_head()) == (70, 0, 0)
+
+
+def test_conversions_in_bands_give_the_same_pixels_as_in_one_piece(monkeypatch):
+    """``data.images`` converts 16-bit, float and transparent images band by band (so that a large
+    image costs no full-size temporaries): the pixels must be those of one piece."""
+    from squeezenet.data import images
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (700, 333, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).convert("P")
+    palette.info["transparency"] = 3
+    cases = [
+        Image.fromarray(np.dstack([rgb, rgb[..., 0]]), "RGBA"),
+        Image.fromarray(np.dstack([rgb[..., 1], rgb[..., 2]]), "LA"),
+        palette,
+        Image.fromarray(rng.integers(0, 65536, (700, 333)).astype(np.uint16)),
+        Image.fromarray(rng.integers(-500, 100000, (700, 333)).astype(np.int32)),
+        Image.fromarray(rng.normal(3, 5, (700, 333)).astype(np.float32)),
+    ]
+    for mode in ("RGB", "L"):
+        monkeypatch.setattr(images, "BAND_PIXELS", 10**9)
+        whole = [np.asarray(images.normalize_mode(img, mode)) for img in cases]
+        monkeypatch.setattr(images, "BAND_PIXELS", 5000)  # 15 rows a band
+        for img, expected in zip(cases, whole, strict=True):
+            np.testing.assert_array_equal(np.asarray(images.normalize_mode(img, mode)), expected, err_msg=img.mode)
+
+
+_PEAK_SCRIPT = """
+import json, sys
+from pathlib import Path
+from squeezenet.serving.memory import tune_malloc
+tune_malloc()
+from squeezenet.serving.preprocess import decoding_bytes, prepare
+def kb(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
+pre = json.loads(sys.argv[1])
+out = {}
+for path in sys.argv[2:]:
+    data = Path(path).read_bytes()
+    estimate = decoding_bytes(data, pre, 10**9)[0]
+    open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+    base = kb("VmRSS")
+    prepare(data, pre, 10**9)
+    out[Path(path).name] = [(kb("VmHWM") - base) * 1024, estimate]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures peaks with Linux's clear_refs")
+def test_decoding_cost_read_from_the_header_bounds_the_peak_of_the_real_decode(tmp_path):
+    """``memory.decoding_cost`` against the peak resident memory of ``prepare`` in a fresh process,
+    on 1600x1600 images of the costly kinds (the budget is only as good as these bounds)."""
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)).resize((1600, 1600))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {
+        "rgb.png": (base, {}),
+        "rgba.png": (base.convert("RGBA"), {}),
+        "gray16.png": (Image.fromarray(np.asarray(base.convert("L"), np.uint16) * 257), {}),
+        "palette.png": (base.convert("P"), {"transparency": 3}),
+        "cmyk.jpg": (base.convert("CMYK"), {}),
+        "progressive.jpg": (base, {"progressive": True, "subsampling": 0}),
+        "rotated.jpg": (base, {"exif": exif}),
+        "photo.webp": (base, {"quality": 50, "method": 0}),
+    }
+    for name, (image, options) in files.items():
+        image.save(tmp_path / name, **options)
+    pre = {"resize": [256, 256], "crop": 227, "channel_order": "BGR", "pixel_range": 255.0}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, json.dumps(pre), *(str(tmp_path / n) for n in files)],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    for name, (peak, estimate) in json.loads(proc.stdout).items():
+        assert 0 < peak <= estimate, f"{name}: peak {peak / 2**20:.1f} MiB over the estimate {estimate / 2**20:.1f}"
+
+
+def test_conversions_keep_the_most_recently_used_and_forget_a_folder_removed_under_them(tmp_path):
+    from squeezenet.serving.model import Conversions
+
+    kept, folders = Conversions(tmp_path, keep=2), {}
+    for name in "abc":
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "card.json").write_text("{}")
+        kept.add(name, folders[name])
+        if name == "b":
+            assert kept.get("a") == folders["a"]  # used again: b is now the oldest
+    assert kept.get("b") is None and not folders["b"].exists()  # evicted, its files removed
+    assert kept.get("a") == folders["a"] and kept.get("c") == folders["c"]
+    shutil.rmtree(folders["c"])
+    assert kept.get("c") is None
+
+
+def test_cores_kept_for_the_conversion_move_every_thread_off_them_and_back():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from squeezenet.serving.conversion import cores_kept
+
+    usable = sorted(os.sched_getaffinity(0))
+    with ThreadPoolExecutor(2) as pool:
+        pool.submit(time.sleep, 0.01).result()  # a worker thread exists before
+
+        def masks():
+            return {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+
+        with cores_kept(1) as child:
+            inside = masks()
+        after = masks()
+    if len(usable) < 2:
+        assert child is None and inside == {frozenset(usable)}
+    else:
+        assert child == set(usable) and inside == {frozenset(usable[:-1])}
+    assert after == {frozenset(usable)}
+
+
 # ---------------------------------------------------------------- options
 @pytest.mark.parametrize(
     ("kwargs", "words"),
@@ -394,6 +564,8 @@ def test_batcher_refuses_beyond_its_queue_and_passes_engine_errors_to_every_call
         ({"max_batch": 0}, "max-batch must lie in [1, 256], got 0"),
         ({"read_timeout": 0}, "read-timeout must be positive"),
         ({"keep_alive": -1}, "keep-alive must be positive"),
+        ({"header_timeout": 0}, "header-timeout must be positive"),
+        ({"max_client_connections": 0}, "max-client-connections must be at least 1, got 0"),
         ({"browser_model": "int8"}, "needs --calibration"),
         ({"browser_model": "fp16"}, "browser-model must be one of"),
         ({"token": "short"}, "at least 8 characters"),
@@ -497,23 +669,52 @@ def test_the_token_dependency_answers_403_when_updates_are_off_and_401_for_a_mis
             response = client.put("/v1/model", content=b"x", headers=headers)
             assert_problem(response, 401, "unauthorized", words)
             assert response.headers["WWW-Authenticate"] == "Bearer"
-        right = client.put("/v1/model", content=b"", headers={"Authorization": f"Bearer {TOKEN}"})
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
+        right = client.put("/v1/model", content=b"", headers=headers)
         assert_problem(right, 400, "empty_body", "empty body")  # past the token: the body is read
 
 
 def test_answers_follow_their_models_and_metrics_label_every_route_by_its_path(tmp_path):
+    png = {"content": _png(), "headers": {"Content-Type": "image/png"}}
     with _stand_in_app(tmp_path) as client:
-        answer = client.post("/v1/classify", params={"topk": 3, "cam": "on"}, content=_png())
+        answer = client.post("/v1/classify", params={"topk": 3, "cam": "on"}, **png)
         assert answer.headers["X-Model-Id"] == "0123456789ab"
         body = answer.json()
         assert [t["index"] for t in body["top"]] == [9, 8, 7] and "wnid" not in body["top"][0]  # no wnids: absent
-        assert body["cam"]["size"] == [3, 3] and "cam" not in client.post("/v1/classify", content=_png()).json()
-        assert_problem(client.post("/v1/classify", params={"topk": "0"}, content=_png()), 400, "bad_parameter", "[1,")
+        assert body["cam"]["size"] == [3, 3] and "cam" not in client.post("/v1/classify", **png).json()
+        assert_problem(client.post("/v1/classify", params={"topk": "0"}, **png), 400, "bad_parameter", "[1,")
         for path in ("/", "/static/app.js", "/docs", "/nowhere", "/vendor/onnxruntime-web/nothing.js", "/v1/browser"):
             client.get(path)
         text = client.get("/metrics").text
     labelled = set(re.findall(r'squeezenet_requests_total\{endpoint="([^"]+)"', text))
     assert labelled == {"/", "/v1/classify", "/v1/browser", "static", "other"}
+
+
+def test_a_missing_content_type_a_topk_above_the_classes_and_an_unknown_flag_are_refused(tmp_path):
+    """The documented rules, not silent guesses: no Content-Type is not an image (415), topk at most
+    the model's classes, cam one of the listed words (both 400, naming the parameter)."""
+    with _stand_in_app(tmp_path) as client:
+        png = {"content": _png(), "headers": {"Content-Type": "image/png"}}
+        assert_problem(client.post("/v1/classify", content=_png()), 415, "wrong_content_type", "no Content-Type")
+        too_many = client.post("/v1/classify", params={"topk": 11}, **png)
+        assert_problem(too_many, 400, "bad_parameter", "topk must be at most 10, the model's classes, got 11")
+        assert client.post("/v1/classify", params={"topk": 10}, **png).status_code == 200
+        assert_problem(client.post("/v1/classify", params={"cam": "maybe"}, **png), 400, "bad_parameter", "'maybe'")
+        assert "cam" not in client.post("/v1/classify", params={"cam": "off"}, **png).json()
+        text = client.get("/metrics").text
+    assert 'squeezenet_errors_total{kind="bad_parameter"} 2.0' in text
+
+
+def test_an_image_whose_decoding_needs_more_than_the_memory_budget_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    Image.new("RGBA", (1500, 1500)).save(buffer, "PNG")  # 2.25 Mpx, 8 bytes a pixel + 8 MiB: 25 MiB
+    with _stand_in_app(tmp_path, image_memory_bytes=20 << 20) as client:
+        response = client.post("/v1/classify", content=buffer.getvalue(), headers={"Content-Type": "image/png"})
+        assert_problem(response, 413, "too_many_pixels", "PNG RGBA image of 1500x1500 needs about 25 MiB to decode")
+        assert "over the 20 MiB for images in flight (--image-memory-mb)" in response.json()["error"]["message"]
+        small = client.post("/v1/classify", content=_png(), headers={"Content-Type": "image/png"})
+        assert small.status_code == 200
+        assert "squeezenet_image_memory_bytes 0.0" in client.get("/metrics").text  # every reservation returned
 
 
 def test_openapi_is_generated_from_the_models(tmp_path):
@@ -536,6 +737,17 @@ def test_openapi_is_generated_from_the_models(tmp_path):
 
 
 # ---------------------------------------------------------------- the real server
+def _metric_values(server) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(server.url + "/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+
+
 @pytest.mark.slow
 def test_server_classifies_like_eval_and_names_its_model(server, dc_model, watched, imagenet_samples):
     """Raw body and multipart upload; probabilities as the torch path computes them; model id =
@@ -580,21 +792,14 @@ def test_model_card_health_metrics_and_openapi(server, watched):
     assert (card["arch"], card["parameters"], card["num_classes"], card["input_size"]) == (
         "squeezenet1_0_caffe", 1_248_424, 1000, 227
     )  # fmt: skip
-    assert card["format"] == "deepcompression" and card["file"] == "model.net"
+    assert card["format"] == "deepcompression" and card["file"] == card["provenance"]["file"] == "model.net"
     assert len(card["classes"]) == len(card["wnids"]) == 1000 and card["wnids"][0] == "n01440764"
     assert card["preprocessing"]["channel_order"] == "BGR" and card["preprocessing"]["crop"] == 227
     assert "BSD" in card["license"]
     health = httpx.get(server.url + "/healthz").json()
     assert health["status"] == "ok" and health["model"] == card["id"]
     classify(server, b"not an image")
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(server.url + "/metrics").text
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-    }
+    samples = _metric_values(server)
     ok = ("squeezenet_requests_total", (("endpoint", "/v1/classify"), ("method", "POST"), ("status", "200")))
     assert samples[ok] >= 1
     assert samples[("squeezenet_errors_total", (("kind", "not_an_image"),))] >= 1
@@ -715,6 +920,103 @@ def test_other_client_mistakes_are_json_errors(server):
     assert_still_serving(server)
 
 
+def _hostile_clients():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import _serve_load
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return _serve_load
+
+
+@pytest.mark.slow
+def test_idle_and_stalling_connections_cannot_starve_the_service(server):
+    """600 connections that send nothing and 20 stalled in their headers, from other loopback
+    addresses and opened again as the server closes them, while a client sends 200 requests: at
+    least 99 % are answered 200 (the rest a JSON 503, counted); every hostile connection is refused
+    at once with a JSON 503 (the per-client limit) or closed within --header-timeout."""
+    import resource
+
+    load = _hostile_clients()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    before = _metric_values(server)
+    statuses, refusals = collections.Counter(), []
+    with load.HostileClients(server.port, idle=600, stalling=20) as hostile:
+        time.sleep(0.5)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for i in range(200):
+                response = client.post(
+                    "/v1/classify", content=jpeg(CONFIDENT[i % 4][0]), headers={"Content-Type": "image/jpeg"}
+                )
+                statuses[response.status_code] += 1
+                if response.status_code != 200:
+                    refusals.append(response)
+    after = _metric_values(server)
+    assert statuses[200] >= 198, statuses
+    for response in refusals:
+        assert_problem(response, 503, "overloaded", "")
+    summary = load.hostile_summary(hostile, HEADER_TIMEOUT, slack=1.5)
+    assert summary["not_closed_in_time"] == [] and summary["other_answers"] == 0, summary
+    assert summary["refused_503"] >= 536 and summary["closed_by_header_timeout"]["idle"] >= 64, summary
+    assert summary["closed_by_header_timeout"]["stalling"] >= 20, summary
+
+    def grew(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew("squeezenet_connections_closed_total", reason="too_many_from_client") >= summary["refused_503"]
+    assert grew("squeezenet_connections_closed_total", reason="idle") >= summary["closed_by_header_timeout"]["idle"]
+    assert grew("squeezenet_errors_total", kind="header_timeout") >= 20
+    assert grew("squeezenet_errors_total", kind="overloaded") >= summary["refused_503"] + len(refusals)
+    assert_still_serving(server)
+
+
+@pytest.mark.slow
+def test_a_request_head_over_the_limit_or_not_http_is_a_json_problem(server):
+    for data, status, kind in [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 70_000, 431, "header_too_large"),
+        (b"\x16\x03\x01 this is not HTTP\r\n\r\n", 400, "bad_request"),
+    ]:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(data)
+            reply = b""
+            while chunk := raw.recv(65536):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status}".encode()), reply[:200]
+        assert json.loads(body)["error"]["kind"] == kind
+    assert_still_serving(server)
+
+
+@pytest.mark.slow
+def test_sixteen_simultaneous_largest_images_stay_within_the_memory_bound(server):
+    """16 PNGs of 3162x3162 (the module's --max-pixels 10,000,000; with transparency, the costliest
+    common kind) at once: each answered 200 or a JSON 503, the server's peak under 400 MB, and
+    its resident memory given back after."""
+    side = 3162
+    image = Image.new("RGBA", (side, side), (30, 120, 200, 180))
+    image.paste((200, 40, 40, 255), (side // 4, side // 4, side // 2, side // 2))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    data = buffer.getvalue()
+
+    async def send():
+        async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+            return await asyncio.gather(
+                *(client.post("/v1/classify", content=data, headers={"Content-Type": "image/png"}) for _ in range(16))
+            )
+
+    responses = asyncio.run(send())
+    for response in responses:
+        if response.status_code != 200:
+            assert_problem(response, 503, "overloaded", "")
+    assert sum(r.status_code == 200 for r in responses) >= 8
+    assert server.peak_rss_bytes() < 400 * 2**20
+    assert _metric_values(server)[("squeezenet_image_memory_bytes", ())] == 0.0
+    assert server.peak_rss_bytes("VmRSS") < 250 * 2**20  # the decoded pixels went back to the system
+
+
 def put_model(server, data: bytes, token: str | None = TOKEN, name: str = "new.safetensors") -> httpx.Response:
     headers = {"Content-Type": "application/octet-stream"}
     if token is not None:
@@ -734,6 +1036,70 @@ def test_put_model_needs_the_token_and_refuses_broken_or_foreign_files(server, d
     assert_problem(broken, 422, "bad_weights", "half.net")
     assert httpx.get(server.url + "/v1/model").json()["id"] == before
     assert_still_serving(server)
+    log = server.output()  # every refusal is a line of the log
+    assert "swap (put from 127.0.0.1): refused: 401 unauthorized: missing token" in log
+    assert "swap (put from 127.0.0.1): refused: 401 unauthorized: wrong token" in log
+    assert re.search(rf"swap \(put, half\.net\): refused in [\d.]+ s: kept model {before}: half\.net: ", log)
+
+
+@pytest.mark.slow
+def test_the_weights_already_served_are_answered_at_once_without_a_conversion(server, watched, alt_weights):
+    card = httpx.get(server.url + "/v1/model").json()
+    same = next(p for p in (watched, alt_weights) if hashlib.sha256(p.read_bytes()).hexdigest() == card["sha256"])
+    started = time.monotonic()
+    response = put_model(server, same.read_bytes(), name="again" + same.suffix)
+    assert response.status_code == 200 and time.monotonic() - started < 5
+    assert (response.json()["result"], response.json()["previous"]) == ("unchanged", card["id"])
+    assert httpx.get(server.url + "/v1/model").json()["swaps"] == card["swaps"]  # not counted as a swap
+    assert re.search(
+        rf"swap \(put, again\S*\): unchanged in [\d.]+ s: {card['id']} is the model served", server.output()
+    )
+
+
+@pytest.mark.slow
+def test_a_swap_whose_uploader_disconnects_is_abandoned_and_its_conversion_killed(server, tmp_path, dc_model):
+    """Weights never converted (a conversion of seconds), sent whole; the client then closes the
+    connection: the server cancels the swap, kills the child and keeps its model."""
+    import dataclasses
+
+    from squeezenet.weights import state_dict_to_loaded, write_safetensors
+
+    info = dc_model.weights_info
+    fresh = tmp_path / "abandoned.safetensors"
+    info = dataclasses.replace(info, provenance={**info.provenance, "variant": "never served"})
+    write_safetensors(state_dict_to_loaded(dc_model, info), fresh)
+    before = httpx.get(server.url + "/v1/model").json()["id"]
+    data = fresh.read_bytes()
+    head = (
+        f"PUT /v1/model?name=abandoned.safetensors HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as uploader:
+        uploader.sendall(head.encode() + data)
+        deadline = time.monotonic() + 60
+        while "abandoned.safetensors" not in _processes() and time.monotonic() < deadline:
+            time.sleep(0.1)  # until the conversion child runs
+        assert "abandoned.safetensors" in _processes()
+    deadline = time.monotonic() + 30
+    while "abandoned in" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert re.search(rf"swap \(put, abandoned\.safetensors\): abandoned in [\d.]+ s: cancelled; kept model {before}",
+                     server.output())  # fmt: skip
+    assert "abandoned.safetensors" not in _processes()  # the child was killed
+    assert httpx.get(server.url + "/v1/model").json()["id"] == before
+    assert (
+        'squeezenet_model_swaps_total{result="abandoned",source="put"} 1.0' in httpx.get(server.url + "/metrics").text
+    )
+    assert_still_serving(server)
+
+
+def _processes() -> str:
+    """The command lines of this machine's processes, one a line."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # a process that has just ended
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(lines)
 
 
 async def _load_during(server, swap, workers: int = 6, pause: float = 0.03) -> tuple[list, dict]:
@@ -861,5 +1227,10 @@ def test_load_benchmark_tiny_run(tmp_path):
     assert swap["errors"] == 0 and swap["put_status"] == 200 and len(swap["model_ids_seen"]) == 2
     assert swap["after_swap_all_new"] and swap["before_swap_all_old"]
     assert payload["torch_in_server"] is False and payload["chosen"] in payload["tune"]
+    hostile = payload["hostile"]  # issue #38's checks, small
+    assert hostile["connections"]["good_ok_share"] >= 0.99 and hostile["connections"]["all_closed_within_bound"]
+    assert hostile["connections"]["hostile"]["refused_503"] > 0 and hostile["connections"]["metrics_counted"]
+    assert hostile["memory"]["peak_rss_mb"] < 400 and hostile["swaps"]["loaded_errors"] == 0
+    assert hostile["swaps"]["resend"]["result"] == "unchanged" and len(hostile["swaps"]["rss_mb_after_each"]) == 2
     assert (tmp_path / "out" / "serve.md").read_text().startswith("# Serving")
     assert {p.name: p.read_bytes() for p in (ROOT / "benchmarks" / "results").glob("serve.*")} == recorded

@@ -72,18 +72,39 @@ def _network_options(g, d: ServeConfig) -> None:
         "seconds an idle connection stays open; keep it above the idle timeout of the clients or proxy in front",
         d.keep_alive,
     )
-    _number(g, "--max-connections", "open connections before new ones get 503", d.max_connections)
+    _number(
+        g,
+        "--header-timeout",
+        "seconds a connection may take to send a request's line and headers (from its start, or from a "
+        "later request's first byte); then it is closed",
+        d.header_timeout,
+    )
+    _number(g, "--max-connections", "open connections before new ones get a JSON 503", d.max_connections)
+    _number(
+        g,
+        "--max-client-connections",
+        "open connections from one address before its next gets a JSON 503 (behind a proxy: every client "
+        "has the proxy's address; limit clients there)",
+        d.max_client_connections,
+    )
 
 
 def _update_options(g, d: ServeConfig) -> None:
     g.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
-        help=f"allow PUT /v1/model with 'Authorization: Bearer TOKEN' (default: ${TOKEN_ENV}; none: updates off)",
+        help=f"allow PUT /v1/model with 'Authorization: Bearer TOKEN', at least 8 characters (default: ${TOKEN_ENV}; "
+        "none: updates off)",
     )
     g.add_argument("--watch", action="store_true", help="swap in the weights file when it is replaced on disk")
     _number(g, "--watch-interval", "seconds between checks of the watched file", d.watch_interval)
     _number(g, "--convert-timeout", "seconds a weights file's conversion may take", d.convert_timeout)
+    _number(
+        g,
+        "--convert-cores",
+        "cores the server's threads leave to a conversion while it runs (0: share them, at a lower priority)",
+        d.convert_cores,
+    )
 
 
 def _batching_options(g, d: ServeConfig) -> None:
@@ -98,6 +119,14 @@ def _limit_options(g, d: ServeConfig) -> None:
     _number(g, "--max-body-mb", "largest image upload in MiB", d.max_body_bytes / MEBIBYTE, bounds=POSITIVE)
     _number(g, "--max-weights-mb", "largest weights upload in MiB", d.max_weights_bytes / MEBIBYTE, bounds=POSITIVE)
     _number(g, "--max-pixels", "largest image in pixels, checked before decoding", d.max_pixels)
+    _number(
+        g,
+        "--image-memory-mb",
+        "MiB for images in flight (decoding, and decoded waiting for the model); more wait, an image "
+        "needing more alone gets 413",
+        d.image_memory_bytes / MEBIBYTE,
+        bounds=POSITIVE,
+    )
     _number(g, "--read-timeout", "seconds a client may take to send its body", d.read_timeout)
 
 
@@ -128,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
             "token": args.token or None,
             "max_body_bytes": int(args.max_body_mb * MEBIBYTE),
             "max_weights_bytes": int(args.max_weights_mb * MEBIBYTE),
+            "image_memory_bytes": int(args.image_memory_mb * MEBIBYTE),
             "calibration": tuple(Path(p) for p in args.calibration),
             "ort_web": Path(args.ort_web) if args.ort_web else None,
         }

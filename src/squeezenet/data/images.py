@@ -27,23 +27,51 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+# Conversions run over bands of rows of about this many pixels: each step works pixel by pixel, so
+# the result is the same as in one piece, and a 24-megapixel image costs its own pixels and the
+# result's rather than several full-size temporaries (the server bounds its memory by that cost:
+# serving/memory.py)
+BAND_PIXELS = 1 << 18
+
+
+def _bands(img: Image.Image):
+    """(top, bottom) of each band of rows."""
+    rows = max(1, BAND_PIXELS // max(1, img.width))
+    return ((top, min(top + rows, img.height)) for top in range(0, img.height, rows))
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     """16-bit and 32-bit integer/float grayscale to 8-bit by scaling, not clipping."""
-    array = np.asarray(img)
-    if img.mode.startswith("I;16") or (img.mode == "I" and array.max(initial=0) > 255):
-        scale = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
-        array = array.astype(np.float64) * (255.0 / scale)
+
+    def band(top: int, bottom: int) -> np.ndarray:
+        return np.asarray(img.crop((0, top, img.width, bottom)))
+
+    scale, offset = None, 0.0
+    high = max((band(*b).max(initial=0) for b in _bands(img)), default=0)
+    if img.mode.startswith("I;16") or (img.mode == "I" and high > 255):
+        scale = 255.0 / (65535.0 if high <= 65535 else float(high))
     elif img.mode == "F":
-        lo, hi = float(array.min(initial=0.0)), float(array.max(initial=1.0))
-        array = (array - lo) * (255.0 / max(hi - lo, 1e-12))
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L")
+        offset = min((float(band(*b).min(initial=0.0)) for b in _bands(img)), default=0.0)
+        scale = 255.0 / max(max(float(high), 1.0) - offset, 1e-12)
+    out = np.empty((img.height, img.width), np.uint8)
+    for top, bottom in _bands(img):
+        rows = band(top, bottom)
+        if img.mode == "F":
+            rows = (rows - offset) * scale
+        elif scale is not None:
+            rows = rows.astype(np.float64) * scale
+        out[top:bottom] = np.clip(np.rint(rows), 0, 255).astype(np.uint8)
+    return Image.fromarray(out, mode="L")
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     """Composite transparent images on white, the way viewers show them."""
-    rgba = img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
+    out = Image.new("RGB", img.size)
+    for top, bottom in _bands(img):
+        band = img.crop((0, top, img.width, bottom)).convert("RGBA")
+        background = Image.new("RGBA", band.size, (255, 255, 255, 255))
+        out.paste(Image.alpha_composite(background, band).convert("RGB"), (0, top))
+    return out
 
 
 def normalize_mode(img: Image.Image, mode: str = "RGB") -> Image.Image:

@@ -8,8 +8,11 @@ process (``python -m squeezenet.serving.convert``), which also checks the new mo
 server swaps it in.
 
 Modules: ``config`` (options and limits), ``preprocess`` (decoding and the weights' own
-preprocessing without torchvision), ``convert`` (the child process), ``model`` (loading aside,
-checking, atomic swap), ``batching`` (dynamic batching off the event loop), ``metrics``
+preprocessing without torchvision), ``memory`` (what an image costs to decode, the budget of
+images in flight, the allocator), ``convert`` (the child process), ``conversion`` (running it: the
+cores it gets, cancellation), ``model`` (loading aside, checking, the converted models kept by
+hash, atomic swap), ``batching`` (dynamic batching off the event loop), ``connections`` (the
+header timeout and the connection limits, in uvicorn's protocol), ``metrics``
 (Prometheus and the middleware that counts requests), ``service`` (what the routes share),
 ``schemas`` (every body of the API as a pydantic model: the OpenAPI text comes from them),
 ``bodies`` (reading uploads under limits), ``auth`` (the bearer token, a dependency),

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from squeezenet.serving.metrics import EndpointLabels, Metrics, MetricsMiddleware
-from squeezenet.serving.problems import RequestProblem
+from squeezenet.serving.problems import RequestProblem, problem_headers
 from squeezenet.serving.routes import ROUTERS
 from squeezenet.serving.routes.page import static_files
 from squeezenet.serving.schemas import ProblemBody, problem_responses
@@ -34,12 +34,7 @@ COMMON_RESPONSES = problem_responses(
 
 def problem_response(problem: RequestProblem, metrics: Metrics) -> JSONResponse:
     metrics.errors.labels(kind=problem.kind).inc()
-    headers = {}
-    if problem.status in (408, 413):
-        headers["Connection"] = "close"  # the rest of the body is never read
-    if problem.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(ProblemBody.of(problem), status_code=problem.status, headers=headers)
+    return JSONResponse(ProblemBody.of(problem), status_code=problem.status, headers=problem_headers(problem))
 
 
 def _problem_of_http_error(request: Request, exc: StarletteHTTPException) -> RequestProblem:

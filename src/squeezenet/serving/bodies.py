@@ -55,13 +55,10 @@ async def file_from_body(request: Request, body: bytes, accepted: tuple[str, ...
     kind = content_type.split(";")[0].strip().lower()
     if kind == MULTIPART:
         return await _first_file_part(request, body, what)
-    if kind and not kind.startswith(accepted):
+    if not kind.startswith(accepted):  # no Content-Type at all included: the API says what it takes
         wanted = " or ".join(map(media_range, accepted))
-        raise RequestProblem(
-            415,
-            "wrong_content_type",
-            f"content type {kind!r} is not accepted: send the {what} as {wanted}, or as {MULTIPART}",
-        )
+        given = f"content type {kind!r} is not accepted" if kind else "no Content-Type"
+        raise RequestProblem(415, "wrong_content_type", f"{given}: send the {what} as {wanted}, or as {MULTIPART}")
     return body, ""
 
 

@@ -37,8 +37,12 @@ BOUNDS = {
     "max_pixels": Bounds(1, integer=True),
     "read_timeout": Bounds(0, low_open=True),
     "keep_alive": Bounds(0, low_open=True),
+    "header_timeout": Bounds(0, low_open=True),
     "max_queue": Bounds(1, integer=True),
     "max_connections": Bounds(1, integer=True),
+    "max_client_connections": Bounds(1, integer=True),
+    "image_memory_bytes": Bounds(1, integer=True),
+    "convert_cores": Bounds(0, 256, integer=True),
     "watch_interval": Bounds(0, low_open=True),
     "calibration_limit": Bounds(1, integer=True),
     "convert_timeout": Bounds(0, low_open=True),
@@ -67,8 +71,21 @@ class ServeConfig:
     # aiohttp 15 s, a proxy's upstream pool often 60 s): a server that closes first races a client
     # reusing the connection, and the request sent into the closing socket is lost (docs/serving.md)
     keep_alive: float = 75.0
+    # A connection must send a whole request head this soon after it opens (or after the first byte
+    # of a later request): idle and stalled connections cannot pile up (serving/connections.py)
+    header_timeout: float = 10.0
     max_queue: int = 256
     max_connections: int = 512
+    # One address may hold this many: a browser opens 6, the load benchmark 32 (behind a proxy every
+    # client has the proxy's address: raise it there, and limit clients in the proxy)
+    max_client_connections: int = 64
+    # Images in flight, decoding and waiting for the model (serving/memory.py): the largest image at
+    # --max-pixels in the costliest common kind (24 Mpx with transparency or rotated, 8 bytes a pixel)
+    # fits, and the server's worst case, about 140 MB besides, stays under 400 MB (docs/serving.md)
+    image_memory_bytes: int = 208 * MEBIBYTE
+    # cores kept for the conversion child while it runs, the server's threads keeping to the others:
+    # at a lower priority instead, a swap under load took 52-55 s against 8 s on an idle server
+    convert_cores: int = 1
     browser_model: str = "w8a32"
     calibration: tuple[Path, ...] = ()
     calibration_limit: int = 32

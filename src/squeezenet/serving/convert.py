@@ -65,8 +65,13 @@ def _load_once(weights: Path, outdir: Path, name: str | None):
     if not data:
         raise WeightsError(f"{weights}: empty file")
     copy = atomic_write_bytes(outdir / ("weights" + source.suffix), data, WeightsError)
+    shown = name or source.name
     try:
-        return data, detect_format(copy), build_model_from_weights(copy), name or source.name
+        model = build_model_from_weights(copy)
+        provenance = model.weights_info.provenance
+        if provenance.get("file") == copy.name:  # the loader names the file it read: the private copy
+            provenance["file"] = shown
+        return data, detect_format(copy), model, shown
     except WeightsError as exc:
         raise WeightsError(str(exc).replace(str(copy), name or str(weights))) from None
     finally:

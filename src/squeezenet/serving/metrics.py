@@ -38,10 +38,34 @@ class Metrics:
             "squeezenet_inference_seconds", "ONNX Runtime time per batch", buckets=LATENCY_BUCKETS, registry=r
         )
         self.swaps = Counter(
-            "squeezenet_model_swaps", "Live model updates, by result", ["source", "result"], registry=r
+            "squeezenet_model_swaps",
+            "Live model updates, by result (swapped, unchanged, refused, abandoned)",
+            ["source", "result"],
+            registry=r,
         )
         self.model = Gauge("squeezenet_model_info", "The model being served (value 1)", ["id", "arch"], registry=r)
         self.queue = Gauge("squeezenet_queued_images", "Images waiting for the model", registry=r)
+        self._connection_metrics(r)
+        self._memory_metrics(r)
+
+    def _connection_metrics(self, r: CollectorRegistry) -> None:
+        self.connections = Gauge("squeezenet_open_connections", "Connections open (refused ones aside)", registry=r)
+        self.connections_closed = Counter(
+            "squeezenet_connections_closed",
+            "Connections the server closed before reading a request from them, by reason (idle: no byte "
+            "within --header-timeout; header_timeout, header_too_large: a 408 or 431 sent; too_many_connections, "
+            "too_many_from_client: refused with a 503)",
+            ["reason"],
+            registry=r,
+        )
+
+    def _memory_metrics(self, r: CollectorRegistry) -> None:
+        self.image_memory = Gauge(
+            "squeezenet_image_memory_bytes", "Bytes reserved by images in flight (--image-memory-mb)", registry=r
+        )
+        self.memory_waiting = Gauge(
+            "squeezenet_images_waiting_for_memory", "Images waiting for their decoding memory", registry=r
+        )
 
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -1,9 +1,10 @@
 """The model being served: loaded and checked aside, then swapped in atomically.
 
-``load_model`` runs the conversion child process (``squeezenet.serving.convert``) on a
-weights file, builds an ONNX Runtime session of its graph in this process and checks it on
-the child's probe input: a broken or foreign file fails there with the child's one-line
-reason, while the current model keeps serving.
+``load_model`` runs the conversion child process (``squeezenet.serving.convert``, started by
+``serving.conversion``) on a weights file, builds an ONNX Runtime session of its graph in this
+process and checks it on the child's probe input: a broken or foreign file fails there with the
+child's one-line reason, while the current model keeps serving. ``Conversions`` keeps the
+converted files by the weights' SHA-256: the same weights are converted once.
 
 ``ModelHolder.swap`` then replaces the current model between two requests (the event loop
 runs one thing at a time, so no request ever sees half of a swap). A request takes the
@@ -15,11 +16,10 @@ model. A swapped-out model stops, and frees its session, when its last request i
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -29,9 +29,10 @@ import numpy as np
 
 from squeezenet.errors import WeightsError
 from squeezenet.serving.batching import Batcher
+from squeezenet.serving.config import ServeConfig
+from squeezenet.serving.conversion import run_conversion
 from squeezenet.serving.convert import probe_input
-
-CONVERT_NICENESS = 5  # the child yields most of the CPU to the requests being served meanwhile
+from squeezenet.serving.memory import trim_malloc
 
 
 def ort_session(data: bytes, threads: int):
@@ -90,59 +91,12 @@ class ServedModel:
         return {**self.card, "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at))}
 
     def close(self) -> None:
+        """Frees the session; the files stay with ``Conversions``, for a swap back to these weights."""
         self.session = None
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _child_error(proc: subprocess.CompletedProcess, weights: Path) -> str:
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    reasons = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-    if reasons:
-        return reasons[-1]
-    return f"{weights}: the conversion process failed (exit status {proc.returncode}: {lines[-1] if lines else ''})"
-
-
-def load_model(
-    weights: Path,
-    workdir: Path,
-    threads: int,
-    browser: str = "w8a32",
-    calibration: tuple[Path, ...] = (),
-    calibration_limit: int = 32,
-    timeout: float = 600.0,
-    name: str | None = None,
-) -> ServedModel:
-    """Convert ``weights`` in a child process and check the result here; blocking (run it in a
-    thread from the event loop). Raises ``WeightsError`` naming what is wrong. ``name``: the file
-    name the card shows (an upload's own name rather than its temporary one)."""
-    folder = Path(tempfile.mkdtemp(prefix="model-", dir=workdir))
-    try:
-        return _load_into(folder, weights, threads, browser, calibration, calibration_limit, timeout, name)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def _load_into(folder, weights, threads, browser, calibration, calibration_limit, timeout, name) -> ServedModel:
-    command = [sys.executable, "-m", "squeezenet.serving.convert", str(weights), str(folder)]
-    command += ["--browser", browser, "--threads", str(threads), "--calibration-limit", str(calibration_limit)]
-    if name:
-        command += ["--name", name]
-    if calibration:
-        command += ["--calibration", *map(str, calibration)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    try:
-        proc = subprocess.run(
-            ["nice", "-n", str(CONVERT_NICENESS), *command] if shutil.which("nice") else command,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-    except subprocess.TimeoutExpired:
-        raise WeightsError(f"{weights}: converting took longer than {timeout:g} s (--convert-timeout)") from None
-    if proc.returncode != 0:
-        raise WeightsError(_child_error(proc, weights))
+def checked_session(folder: Path, weights: Path, threads: int):
+    """The session of a converted ``folder``, checked on the child's probe input; blocking."""
     card = json.loads((folder / "card.json").read_text())
     check = json.loads((folder / "check.json").read_text())
     session = ort_session((folder / "model.onnx").read_bytes(), threads)
@@ -153,7 +107,77 @@ def _load_into(folder, weights, threads, browser, calibration, calibration_limit
     tolerance = 1e-4 * max(1.0, float(np.abs(expected).max()))
     if logits.shape != expected.shape or float(np.abs(logits - expected).max()) > tolerance:
         raise WeightsError(f"{weights}: the served session does not reproduce the converted model (check failed)")
-    return ServedModel(card=card, session=session, folder=folder)
+    return card, session
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (blocking; a weights file is at most --max-weights-mb)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Conversions:
+    """Converted models kept on disk by the SHA-256 of their weights, so that the same weights are
+    never converted twice (a swap back to an earlier model builds its session only). The
+    ``keep`` most recently used stay; the current model is always the most recent."""
+
+    def __init__(self, root: Path, keep: int = 4) -> None:
+        self.root, self.keep = Path(root), keep
+        self.folders: collections.OrderedDict[str, Path] = collections.OrderedDict()
+
+    def get(self, sha256: str) -> Path | None:
+        folder = self.folders.get(sha256)
+        if folder is not None and not (folder / "card.json").is_file():  # removed under us (a temp cleaner)
+            del self.folders[sha256]
+            return None
+        if folder is not None:
+            self.folders.move_to_end(sha256)
+        return folder
+
+    def add(self, sha256: str, folder: Path) -> None:
+        self.folders[sha256] = folder
+        self.folders.move_to_end(sha256)
+        while len(self.folders) > self.keep:
+            _, oldest = self.folders.popitem(last=False)
+            shutil.rmtree(oldest, ignore_errors=True)
+
+    def clear(self) -> None:
+        for folder in self.folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        self.folders.clear()
+
+
+async def load_model(
+    weights: Path, conversions: Conversions, config: ServeConfig, name: str | None = None, sha256: str | None = None
+) -> tuple[ServedModel, bool]:
+    """Convert ``weights`` in the child process (unless ``conversions`` holds the weights of
+    ``sha256`` already) and check the result here; -> (the model, whether it was converted now).
+    Raises ``WeightsError`` naming what is wrong; cancelled, the child is killed and nothing kept.
+    ``name``: the file name the card shows (an upload's own name rather than its temporary one)."""
+    folder = conversions.get(sha256) if sha256 else None
+    if folder is not None:
+        card, session = await asyncio.to_thread(checked_session, folder, weights, config.threads)
+        return ServedModel(card=_renamed(card, name or Path(weights).name), session=session, folder=folder), False
+    folder = Path(tempfile.mkdtemp(prefix="model-", dir=conversions.root))
+    try:
+        await run_conversion(weights, folder, config, name)
+        card, session = await asyncio.to_thread(checked_session, folder, weights, config.threads)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    conversions.add(card["sha256"], folder)
+    return ServedModel(card=card, session=session, folder=folder), True
+
+
+def _renamed(card: dict, name: str) -> dict:
+    """A kept conversion's card under the name this load gave (its provenance too, where it named the file)."""
+    provenance = dict(card.get("provenance") or {})
+    if provenance.get("file") == card["file"]:
+        provenance["file"] = name
+    return {**card, "file": name, "provenance": provenance}
 
 
 class ModelHolder:
@@ -200,6 +224,7 @@ class ModelHolder:
         if model.batcher is not None:
             await model.batcher.stop()
         model.close()
+        trim_malloc()  # the session's small blocks, freed, go back to the system
 
     async def close(self) -> None:
         for task in list(self._closing):

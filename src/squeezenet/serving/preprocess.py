@@ -7,7 +7,7 @@ the agreement on every image mode):
   ``normalize_mode``: 16-bit, alpha, palette, CMYK), after two checks the server needs first:
   the pixel count read from the header (a decompression bomb is refused before a byte is
   decoded) and a readable, complete image (a truncated file is an error, never a grey bottom
-  half).
+  half). ``decoding_bytes`` reads the header alone, for the memory budget (``serving.memory``).
 - ``preprocess``: ``squeezenet.data.pixels``, the one implementation that
   ``build_transform`` (eval, predict) and the NumPy runtime also run; the server keeps where
   the crop lies in the image, for the page's heat map.
@@ -15,6 +15,7 @@ the agreement on every image mode):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -24,13 +25,16 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from squeezenet.data.images import normalize_mode
 from squeezenet.data.pixels import geometry, normalize
+from squeezenet.serving.memory import decoding_cost, header_of
 from squeezenet.serving.problems import RequestProblem
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated upload is an error, not a padded image
 
 
-def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Image.Image:
-    """The image in ``data``, oriented and in ``mode``; a ``RequestProblem`` naming what is wrong."""
+@contextlib.contextmanager
+def _opened(data: bytes, max_pixels: int):
+    """The image in ``data``, opened (header read, no pixel decoded) and under ``max_pixels``;
+    every failure, while opening or inside the ``with``, as the ``RequestProblem`` naming it."""
     if not data:
         raise RequestProblem(400, "empty_body", "empty body: send the image file's bytes")
     try:
@@ -45,8 +49,7 @@ def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Imag
                         f"image of {width}x{height} = {width * height:,} pixels is over the limit of "
                         f"{max_pixels:,} (--max-pixels)",
                     )
-                img.load()
-                return normalize_mode(ImageOps.exif_transpose(img), mode)
+                yield img
     except UnidentifiedImageError:
         raise RequestProblem(400, "not_an_image", "not an image (unrecognised format)") from None
     except Image.DecompressionBombError:  # Pillow's own limit, when it is below ours (the server lifts it)
@@ -58,6 +61,23 @@ def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Imag
         if "truncated" in str(exc).lower():
             raise RequestProblem(400, "truncated", f"truncated image ({exc})") from None
         raise RequestProblem(400, "undecodable", f"cannot decode image ({exc})") from None
+
+
+def decode(data: bytes, mode: str = "RGB", max_pixels: int = 24_000_000) -> Image.Image:
+    """The image in ``data``, oriented and in ``mode``; a ``RequestProblem`` naming what is wrong."""
+    with _opened(data, max_pixels) as img:
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)  # not a copy: an unrotated image would be copied whole
+        return normalize_mode(img, mode)
+
+
+def decoding_bytes(data: bytes, pre: dict, max_pixels: int) -> tuple[int, str]:
+    """(peak bytes that ``prepare`` will take, a description of the image) from its header alone;
+    the refusals that the header shows (not an image, too many pixels) are raised here."""
+    with _opened(data, max_pixels) as img:
+        header = header_of(img, data)
+    described = f"{header.format or 'image'} {header.mode} image of {header.width}x{header.height}"
+    return decoding_cost(header, image_mode(pre), pre), described
 
 
 @dataclass(frozen=True)

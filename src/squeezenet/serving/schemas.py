@@ -106,7 +106,7 @@ class TopClass(BaseModel):
 class Timing(BaseModel):
     total_ms: float
     read_ms: float = Field(description="receiving the body")
-    decode_ms: float = Field(description="decoding and preprocessing")
+    decode_ms: float = Field(description="decoding and preprocessing, with any wait for decoding memory")
     queue_ms: float = Field(description="waiting for the model")
     inference_ms: float = Field(description="the batch's run")
     batch_size: int = Field(description="images in the batch this one ran in")
@@ -179,7 +179,10 @@ class ServedModelCard(LoadedModelCard):
 
 class Swapped(BaseModel):
     model: LoadedModelCard = Field(description="the model now serving")
-    previous: str = Field(description="the id of the model it replaced")
+    previous: str = Field(description="the id of the model it replaced (its own id when unchanged)")
+    result: Literal["swapped", "unchanged"] = Field(
+        description="unchanged: these weights (the same SHA-256) were already served, nothing was loaded"
+    )
 
 
 # ---------------------------------------------------------------- in-browser inference

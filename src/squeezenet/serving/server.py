@@ -3,6 +3,7 @@ here, as one error line), then uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import socket
@@ -34,9 +35,12 @@ def serve(config: ServeConfig) -> None:
     from PIL import Image
 
     from squeezenet.serving.app import create_app
-    from squeezenet.serving.model import load_model
+    from squeezenet.serving.connections import ConnectionGuard, guarded_protocol
+    from squeezenet.serving.memory import tune_malloc
+    from squeezenet.serving.model import Conversions, load_model
     from squeezenet.serving.service import Service
 
+    tune_malloc()  # before any thread starts: each would get a heap of its own
     # after the imports (data.images sets Pillow's limit for files read from disk): the server's
     # limit is --max-pixels, checked before decoding (preprocess.decode)
     Image.MAX_IMAGE_PIXELS = None
@@ -45,22 +49,17 @@ def serve(config: ServeConfig) -> None:
     config = dataclasses.replace(config, port=sock.getsockname()[1])
     workdir = Path(tempfile.mkdtemp(prefix="squeezenet-serve-"))
     try:
-        initial = load_model(
-            config.weights,
-            workdir,
-            config.threads,
-            config.browser_model,
-            config.calibration,
-            config.calibration_limit,
-            config.convert_timeout,
-        )
-        app = create_app(Service(config, initial, workdir))
+        conversions = Conversions(workdir)
+        initial, _ = asyncio.run(load_model(config.weights, conversions, config))
+        service = Service(config, initial, workdir, conversions)
+        limits = (config.max_connections, config.max_client_connections, config.header_timeout)
+        guard = ConnectionGuard(*limits, service.metrics)
         server_config = uvicorn.Config(
-            app,
+            create_app(service),
+            http=guarded_protocol(guard),  # its limits and header timeout replace limit_concurrency
             log_level="warning",
             access_log=False,
             timeout_keep_alive=config.keep_alive,
-            limit_concurrency=config.max_connections,
         )
         server = uvicorn.Server(server_config)
         server.run(sockets=[sock])

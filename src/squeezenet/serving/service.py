@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +23,9 @@ from fastapi import Depends, Request
 from squeezenet.errors import WeightsError
 from squeezenet.serving.batching import Batcher
 from squeezenet.serving.config import ORT_WEB_DIST, ServeConfig
+from squeezenet.serving.memory import MemoryBudget
 from squeezenet.serving.metrics import Metrics
-from squeezenet.serving.model import ModelHolder, ServedModel, load_model
+from squeezenet.serving.model import Conversions, ModelHolder, ServedModel, file_sha256, load_model
 
 ORT_WEB_FILES = {  # what the page needs from onnxruntime-web's dist/ folder: the WebAssembly build only
     "ort.wasm.min.js": "text/javascript",
@@ -54,14 +56,38 @@ def ort_web_version(dist: Path | None) -> str | None:
         return None
 
 
-class Service:
-    """What the routes share: options, the model holder, metrics, thread pools, a work folder."""
+@dataclass(frozen=True)
+class SwapResult:
+    """What a swap did: ``result`` swapped or unchanged (the weights already served), the model
+    serving now and the id of the one before."""
 
-    def __init__(self, config: ServeConfig, initial: ServedModel, workdir: Path) -> None:
+    result: str
+    model: ServedModel
+    previous: str
+
+
+def _sha256_of_file(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+class Service:
+    """What the routes share: options, the model holder, metrics, thread pools, the memory budget,
+    the converted models and a work folder."""
+
+    def __init__(
+        self, config: ServeConfig, initial: ServedModel, workdir: Path, conversions: Conversions | None = None
+    ) -> None:
         self.config, self.initial, self.workdir = config, initial, Path(workdir)
+        self.conversions = conversions or Conversions(self.workdir)
         self.metrics = Metrics()
         self.decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="decode")
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.memory = MemoryBudget(config.image_memory_bytes, config.max_queue)
+        self.metrics.image_memory.set_function(lambda: self.memory.in_use)
+        self.metrics.memory_waiting.set_function(lambda: self.memory.waiting)
         self.holder: ModelHolder | None = None
         self.ort_web = find_ort_web(config.ort_web)
         self.started = time.time()
@@ -97,37 +123,45 @@ class Service:
         self.infer_pool.shutdown(wait=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    async def load_and_swap(self, weights: Path, source: str, name: str | None = None) -> tuple[ServedModel, str]:
-        """Load ``weights`` aside (the current model keeps serving), then swap it in; -> (new, old id).
-        One load at a time; a failure leaves the current model in place and raises ``WeightsError``."""
-        c = self.config
-        async with self.holder.swap_lock:
-            try:
-                new = await asyncio.to_thread(
-                    load_model,
-                    weights,
-                    self.workdir,
-                    c.threads,
-                    c.browser_model,
-                    c.calibration,
-                    c.calibration_limit,
-                    c.convert_timeout,
-                    name,
-                )
-            except WeightsError:
-                self.metrics.swaps.labels(source=source, result="refused").inc()
-                raise
-            old = self.holder.swap(new)
-        self.metrics.swaps.labels(source=source, result="swapped").inc()
+    async def load_and_swap(
+        self, weights: Path, source: str, name: str | None = None, sha256: str | None = None
+    ) -> SwapResult:
+        """Load ``weights`` aside (the current model keeps serving), then swap it in. The weights
+        already served (same SHA-256) are not loaded again; weights converted before are not
+        converted again. One load at a time; a failure leaves the current model in place and
+        raises ``WeightsError``; cancelled (the uploader went away), nothing changes. Every
+        outcome is counted and logged in one line."""
+        started, what = time.perf_counter(), f"{source}, {name or weights}"
+        try:
+            async with self.holder.swap_lock:
+                current = self.holder.current
+                try:
+                    sha256 = sha256 or await asyncio.to_thread(_sha256_of_file, weights)
+                    if sha256 == current.card["sha256"]:
+                        self.log_swap(what, source, "unchanged", f"{current.id} is the model served", started)
+                        return SwapResult("unchanged", current, current.id)
+                    new, converted = await load_model(weights, self.conversions, self.config, name, sha256)
+                except WeightsError as exc:
+                    self.log_swap(what, source, "refused", f"kept model {current.id}: {exc}", started)
+                    raise
+                old = self.holder.swap(new)
+        except asyncio.CancelledError:
+            self.log_swap(what, source, "abandoned", f"cancelled; kept model {self.holder.current.id}", started)
+            raise
         self.metrics.set_model(new.id, new.card["arch"])
-        print(f"squeezenet serve: model {old.id} -> {new.id} ({source})", flush=True)
-        return new, old.id
+        how = "converted" if converted else "converted before: session only"
+        self.log_swap(what, source, "swapped", f"model {old.id} -> {new.id} ({how})", started)
+        return SwapResult("swapped", new, old.id)
+
+    def log_swap(self, what: str, source: str, result: str, detail: str, started: float | None = None) -> None:
+        """Count a swap by result and say it in one line of the log (refused PUTs included)."""
+        self.metrics.swaps.labels(source=source, result=result).inc()
+        took = f" in {time.perf_counter() - started:.1f} s" if started is not None else ""
+        print(f"squeezenet serve: swap ({what}): {result}{took}: {detail}", flush=True)
 
     async def reload_from_watch(self, path: Path) -> None:
-        try:
+        with contextlib.suppress(WeightsError):  # said in the log; the old model keeps serving
             await self.load_and_swap(path, "watch")
-        except WeightsError as exc:
-            print(f"squeezenet serve: kept model {self.holder.current.id}: {exc}", flush=True)
 
     def gzipped(self, path: Path) -> bytes:
         """A file's gzip encoding, made once per file (the 14 MB WebAssembly runtime shrinks about

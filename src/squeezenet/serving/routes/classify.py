@@ -14,7 +14,8 @@ from pydantic import BeforeValidator
 from squeezenet.bounds import Bounds
 from squeezenet.serving.batching import Result
 from squeezenet.serving.bodies import IMAGE_TYPES, file_from_body, read_body
-from squeezenet.serving.preprocess import prepare
+from squeezenet.serving.config import MEBIBYTE
+from squeezenet.serving.preprocess import Prepared, decoding_bytes, prepare
 from squeezenet.serving.problems import RequestProblem
 from squeezenet.serving.schemas import (
     Classification,
@@ -29,6 +30,7 @@ from squeezenet.serving.service import ServiceDep
 TOPK = Bounds(1, 100_000, integer=True)
 DEFAULT_TOPK = 5
 TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
 def _whole_number(name: str, bounds: Bounds):
@@ -48,26 +50,39 @@ def _whole_number(name: str, bounds: Bounds):
     return BeforeValidator(parse)
 
 
-def _flag(text) -> bool:
-    return str(text).lower() in TRUE_WORDS  # anything else is off, never an error
+def _flag(name: str):
+    """A query value as a yes or no, or a 400 problem naming the parameter (``cam=maybe`` was once
+    taken for off without a word)."""
+
+    def parse(text) -> bool:
+        word = str(text).lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            words = f"{', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}"
+            raise RequestProblem(400, "bad_parameter", f"{name} must be one of {words}, got {text!r}")
+        return word in TRUE_WORDS
+
+    return BeforeValidator(parse)
 
 
 TopK = Annotated[
     int,
     Interval(ge=TOPK.low, le=TOPK.high),  # for OpenAPI: applied first, it stays a plain integer's bounds
     _whole_number("topk", TOPK),
-    Query(description="how many classes, best first (at most the model's classes)"),
+    Query(description="how many classes, best first (at most the model's classes: more is a 400)"),
 ]
 Cam = Annotated[
     bool,
-    BeforeValidator(_flag),
-    Query(description=f"the class-activation map of the top class ({', '.join(TRUE_WORDS)}: on)"),
+    _flag("cam"),
+    Query(
+        description=f"the class-activation map of the top class ({', '.join(TRUE_WORDS)}: on; "
+        f"{', '.join(FALSE_WORDS)}: off; anything else: 400)"
+    ),
 ]
 
 PROBLEMS = {  # besides those of reading the upload
     400: "a bad parameter; not an image, or one that does not decode",
-    413: "an image over --max-pixels",
-    503: "too many images waiting for the model (--max-queue)",
+    413: "an image over --max-pixels, or one whose decoding alone needs more than --image-memory-mb",
+    503: "too many images waiting for the model or for decoding memory (--max-queue); Retry-After says when to retry",
 }
 
 router = APIRouter(tags=["classify"])
@@ -94,16 +109,16 @@ async def classify(
     read = time.perf_counter()
     model = service.holder.acquire()
     try:
-        prepared = await asyncio.get_running_loop().run_in_executor(
-            service.decode_pool, prepare, data, model.preprocessing, config.max_pixels
-        )
-        decoded = time.perf_counter()
-        result = await model.batcher.submit(prepared.array, cam)
+        classes = model.card["num_classes"]
+        if topk > classes:
+            message = f"topk must be at most {classes}, the model's classes, got {topk}"
+            raise RequestProblem(400, "bad_parameter", message)
+        prepared, result, decoded = await _decoded_and_run(service, model, data, cam)
     finally:
         service.holder.release(model)
     response.headers["X-Model-Id"] = model.id
     card = model.card
-    top = top_classes(result.logits, card, min(topk, card["num_classes"]))
+    top = top_classes(result.logits, card, topk)
     maps = {"cam": class_map(result.cam, top[0].index, prepared.box)} if cam and result.cam is not None else {}
     return Classification(
         model=ModelRef(id=model.id, sha256=card["sha256"], arch=card["arch"]),
@@ -111,6 +126,27 @@ async def classify(
         timing=_timing(start, read, decoded, result),
         **maps,
     )
+
+
+async def _decoded_and_run(service, model, data: bytes, cam: bool) -> tuple[Prepared, Result, float]:
+    """Decode under the memory budget (the image's cost, read from its header, is held while it
+    decodes, then only its model input's until its batch has run); -> (input, result, decode end)."""
+    loop, pre, max_pixels = asyncio.get_running_loop(), model.preprocessing, service.config.max_pixels
+    cost, described = await loop.run_in_executor(service.decode_pool, decoding_bytes, data, pre, max_pixels)
+    budget = service.memory
+    if cost > budget.capacity:
+        raise RequestProblem(
+            413,
+            "too_many_pixels",
+            f"a {described} needs about {cost / MEBIBYTE:.0f} MiB to decode, over the "
+            f"{budget.capacity / MEBIBYTE:.0f} MiB for images in flight (--image-memory-mb)",
+        )
+    async with budget.reserve(cost) as held:
+        prepared = await loop.run_in_executor(service.decode_pool, prepare, data, pre, max_pixels)
+        held.shrink(prepared.array.nbytes)
+        decoded = time.perf_counter()
+        result = await model.batcher.submit(prepared.array, cam)
+    return prepared, result, decoded
 
 
 def _timing(start: float, read: float, decoded: float, result: Result) -> Timing:

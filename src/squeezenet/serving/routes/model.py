@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import re
 import shutil
 import tempfile
@@ -59,8 +62,11 @@ async def model_card(response: Response, service: ServiceDep) -> dict:
         "as the raw body or a multipart upload, with 'Authorization: Bearer TOKEN' (the token given at "
         "start; without one, updates over HTTP are off). The file is converted and checked aside while "
         "the current model keeps serving, then swapped in: requests already in flight finish on the "
-        "old model. A broken or foreign file is refused (422) and the old model stays. Query: name, the "
-        "file name the card shows when the body is raw."
+        "old model. The weights already served (same SHA-256) answer at once with result 'unchanged'; "
+        "weights converted before are not converted again. A broken or foreign file is refused (422) and "
+        "the old model stays; if the client disconnects before the swap, it is abandoned. Query: name, "
+        "the file name the card shows when the body is raw (default: the multipart file's name, else "
+        "'uploaded')."
     ),
     dependencies=[TOKEN_REQUIRED],
     response_model=Swapped,
@@ -68,25 +74,68 @@ async def model_card(response: Response, service: ServiceDep) -> dict:
     **upload_route("weights file", WEIGHTS_TYPES, "--max-weights-mb", PUT_PROBLEMS),
 )
 async def put_model(request: Request, response: Response, service: ServiceDep) -> dict:
+    name, tried = "", False
+    try:
+        data, name = await _upload(request, service)
+        digest = await asyncio.to_thread(_sha256, data)
+        upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=service.workdir))
+        try:
+            path = upload_dir / (name or "uploaded")
+            path.write_bytes(data)
+            tried = True  # from here on load_and_swap logs every outcome itself
+            done = await _unless_disconnected(request, service.load_and_swap(path, "put", name, digest))
+        finally:
+            shutil.rmtree(upload_dir, ignore_errors=True)
+    except WeightsError as exc:
+        current = service.holder.current.id
+        raise RequestProblem(422, "bad_weights", f"refused, the model {current} keeps serving: {exc}") from None
+    except RequestProblem as problem:
+        if not tried:  # the upload itself was refused
+            service.log_swap(
+                f"put, {name or 'upload'}", "put", "refused", f"{problem.status} {problem.kind}: {problem}"
+            )
+        raise
+    response.headers["X-Model-Id"] = done.model.id
+    return {"model": done.model.public_card(), "previous": done.previous, "result": done.result}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _upload(request: Request, service: ServiceDep) -> tuple[bytes, str]:
+    """(the weights file's bytes, the name the card will show) from the body, under the limits."""
     config = service.config
     body = await read_body(request, config.max_weights_bytes, config.read_timeout, "weights file")
     data, filename = await file_from_body(request, body, WEIGHTS_TYPES, "weights file")
     if not data:
         raise RequestProblem(400, "empty_body", "empty body: send the weights file's bytes")
     name = _SAFE_NAME.sub("_", Path(filename or request.query_params.get("name", "") or "uploaded").name)[:100]
-    upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=service.workdir))
-    path = upload_dir / (name or "uploaded")
+    return data, name
+
+
+async def _unless_disconnected(request: Request, work):
+    """``work`` (a coroutine) to its end, unless the client disconnects first: then it is cancelled
+    (a swap nobody waits for is abandoned, its conversion killed) and the request ends as a 400."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
     try:
-        path.write_bytes(data)
-        new, previous = await service.load_and_swap(path, "put", name)
-    except WeightsError as exc:
-        raise RequestProblem(
-            422, "bad_weights", f"refused, the model {service.holder.current.id} keeps serving: {exc}"
-        ) from None
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        shutil.rmtree(upload_dir, ignore_errors=True)
-    response.headers["X-Model-Id"] = new.id
-    return {"model": new.public_card(), "previous": previous}
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise RequestProblem(400, "client_disconnected", "the client closed the connection: swap abandoned")
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone (the body is read by now: the next message can only be that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get(
