@@ -249,3 +249,13 @@ def test_codec_folder_loads_by_path_without_torch_or_squeezenet(tmp_path):
     assert out.returncode == 0, out.stderr
     tensors = C.decode_sqz(SAMPLE)[1]
     assert out.stdout.split() == ["fuzz", "7", str(sum(float(abs(t).sum()) for t in tensors.values()))]
+
+
+def test_a_cut_file_is_called_truncated_without_a_number_read_from_its_last_bytes():
+    """The recorded length lives in the last 8 bytes: in a cut file those are other data, so
+    the message once said "header says 2772906385"."""
+    data, _ = _sample()
+    with pytest.raises(C.SqzError) as caught:
+        C.decode_sqz(data[: len(data) - 100])
+    message = str(caught.value)
+    assert message == f"truncated or padded .sqz file ({len(data) - 100:,} bytes do not match its recorded length)"

@@ -88,7 +88,12 @@ class SqueezeNet(nn.Module):
         return nn.Sequential(*layers)
 
     def reset_parameters(self) -> None:
-        """torchvision's initialisation: Kaiming-uniform convolutions, conv10 from N(0, 0.01)."""
+        """torchvision's initialisation: Kaiming-uniform convolutions, conv10 from N(0, 0.01).
+
+        Not on the meta device (a model built only for its shapes, as a .sqz reader does): there
+        it initialises nothing, and ``normal_`` on meta tensors imports torch._dynamo (2-10 s)."""
+        if self.final_conv.weight.is_meta:
+            return
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 if module is self.final_conv:

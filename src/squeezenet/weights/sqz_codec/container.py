@@ -54,7 +54,9 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
     check(len(data) >= 20, f"truncated .sqz file ({len(data)} bytes)")
     check(data[:4] == MAGIC, "not a .sqz file (bad magic)")
     total, crc = struct.unpack("<II", data[-8:])
-    check(total == len(data), f"truncated or padded .sqz file ({len(data)} bytes, header says {total})")
+    # the length is recorded in the file's last 8 bytes: a cut file's last bytes are other data, so
+    # the number it "records" would mean nothing to the user and is not shown
+    check(total == len(data), f"truncated or padded .sqz file ({len(data):,} bytes do not match its recorded length)")
     check(zlib.crc32(data[:-4]) == crc, "corrupted .sqz file (file CRC32 mismatch)")
     r = Reader(memoryview(data)[:-8], ".sqz file")
     r.take(4)
