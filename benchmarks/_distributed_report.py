@@ -9,7 +9,7 @@ from _distributed_model import CALIBRATION, NOMINAL_RATES, WORKERS, link_fit, li
 HEADLINE_RATE = "100 Mbit/s"
 
 
-def _efficiency(result: dict, label: str, key: str) -> float:
+def efficiency(result: dict, label: str, key: str) -> float:
     run = result["rates"][label]["runs"][key]
     return result["alone"]["alone"][run["model"]]["step_s"] / run["step_s"]
 
@@ -31,7 +31,7 @@ def verdicts(result: dict) -> list[tuple[str, str, str, bool]]:
     t, rows = result["targets"], []
     none, bf16, psgd = (f"squeezenet1_1/{c}" for c in ("none", "bf16", "powersgd:2"))
     if none in result["rates"][HEADLINE_RATE]["runs"]:
-        e_bf16, e_psgd = (_efficiency(result, HEADLINE_RATE, k) for k in (bf16, psgd))
+        e_bf16, e_psgd = (efficiency(result, HEADLINE_RATE, k) for k in (bf16, psgd))
         rows.append(
             (
                 "squeezenet1_1 at 100 Mbit/s, bf16: scaling efficiency",
@@ -101,7 +101,7 @@ def _measured_table(result: dict) -> list[str]:
             lines.append(
                 f"| {base['model']} | {base['compression']} | {label} | {run['step_s']:.3f} | "
                 f"{run['sent_bytes_per_step'] / 1e6:.3f} MB | {2 * result['settings']['batch'] / run['step_s']:.1f} | "
-                f"{_efficiency(result, label, key):.1%} | {'' if hidden is None else f'{hidden:.0%}'} | {fit} |"
+                f"{efficiency(result, label, key):.1%} | {'' if hidden is None else f'{hidden:.0%}'} | {fit} |"
             )
     return lines  # fmt: skip
 
@@ -194,7 +194,7 @@ def plot(result: dict, path: Path) -> None:
             ys = [rates[label][str(n)] for n in WORKERS]
             ax.plot(WORKERS, ys, styles.get(compression, "-"), color=color, label=f"{model}, {compression}")
             if label in result["rates"]:
-                ax.plot([2], [_efficiency(result, label, key)], "o", color=color)
+                ax.plot([2], [efficiency(result, label, key)], "o", color=color)
         ax.set(xscale="log", xticks=WORKERS, xticklabels=WORKERS, title=f"{label} (dots: measured, 2 nodes)",
                xlabel="workers", ylim=(0, 1.05))  # fmt: skip
     axes[0].set_ylabel("scaling efficiency")

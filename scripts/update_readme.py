@@ -29,6 +29,7 @@ RESULT_ORDER = (
     "train_throughput",
     "train_cifar10",
     "train_elpv",
+    "distributed",
 )
 
 
@@ -172,7 +173,32 @@ def _serve(r: dict) -> list[Row]:
             _verdict(r["peak_rss_mb"] <= memory_target),
             cpu,
         ),
+        *_serve_hostile(r.get("hostile"), cpu),
     ]
+
+
+def _serve_hostile(h: dict | None, cpu: str) -> list[Row]:
+    """The hostile section's rows (#38); a record from before it has none."""
+    if h is None:
+        return []
+    c, m, s, t = h["connections"], h["memory"], h["swaps"], h["targets"]
+    return [
+        Row(f"`serve`: good requests answered 200 beside {c['idle']} idle and {c['stalling']} header-stalling "
+            "connections", f"{c['good_ok_share']:.1%} of {c['good_requests']}", f">= {t['good_ok_share']:.0%}",
+            _verdict(c["good_ok_share"] >= t["good_ok_share"]), cpu),
+        Row("`serve`: hostile connections closed within the header timeout",
+            f"longest {c['hostile']['longest_life_s']} s (--header-timeout {c['header_timeout_s']:g} s), "
+            f"{c['hostile']['refused_503']} refused with a JSON 503", "all",
+            _verdict(c["all_closed_within_bound"]), cpu),
+        Row(f"`serve`: {m['count']} simultaneous largest allowed images, peak RSS", f"{m['peak_rss_mb']:.0f} MB",
+            f"< {t['peak_rss_mb']} MB", _verdict(m["peak_rss_mb"] < t["peak_rss_mb"]), cpu),
+        Row("`serve`: swap of the data-free `.sqz` under 8 clients / idle", f"{s['loaded_vs_idle']}x",
+            f"<= {t['loaded_vs_idle']:g}x", _verdict(s["loaded_vs_idle"] <= t["loaded_vs_idle"]), cpu),
+        Row("`serve`: the weights already served sent again", f"{s['resend']['result']} in {s['resend']['seconds']} s",
+            "at once, no conversion", _verdict(s["resend"]["result"] == "unchanged"), cpu),
+        Row(f"`serve`: resident memory after {s['swaps']} swaps / after the first", f"{s['rss_last_vs_first']:.2f}",
+            "within 10 %", _verdict(abs(s["rss_last_vs_first"] - 1) <= 0.10), cpu),
+    ]  # fmt: skip
 
 
 def _train_throughput(r: dict) -> list[Row]:
@@ -224,6 +250,23 @@ def _train_elpv(r: dict) -> list[Row]:
     ]
 
 
+def _distributed(r: dict) -> list[Row]:
+    """bench_distributed's own verdicts, and AlexNet's efficiency beside SqueezeNet's (the paper's claim)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _distributed_report import efficiency, verdicts
+
+    cpu = _cpu(r)
+    rows = [Row(f"two emulated nodes: {check}", measured, target, _verdict(ok), cpu)
+            for check, measured, target, ok in verdicts(r)]  # fmt: skip
+    for model in ("squeezenet1_1", "alexnet"):
+        for compression in ("none", "bf16", "powersgd:2"):
+            key = f"{model}/{compression}"
+            if key in r["rates"]["100 Mbit/s"]["runs"]:
+                rows.append(Row(f"two nodes at 100 Mbit/s, {model}, {compression}: scaling efficiency",
+                                f"{efficiency(r, '100 Mbit/s', key):.1%}", machine=cpu))  # fmt: skip
+    return rows
+
+
 def _gpu(r: dict | None) -> list[Row]:
     if r is None:
         return [Row("GPU throughput", "not measured (no GPU lent so far; `benchmarks/bench_gpu.py` is ready)")]
@@ -247,6 +290,7 @@ STATUS = (
     ("train_throughput", _train_throughput),
     ("train_cifar10", _train_cifar10),
     ("train_elpv", _train_elpv),
+    ("distributed", _distributed),
 )
 
 
