@@ -73,7 +73,7 @@ def test_pixels_py_holds_the_values():
 def test_the_page_takes_every_setting_from_the_model_card():
     """preprocess.js has no default of its own (``pre.crop ?? 224``): the card (/v1/model)
     carries the whole Preprocessing, so a fallback could only disagree with pixels.py."""
-    page = (ROOT / "src" / "squeezenet" / "serving" / "static" / "preprocess.js").read_text()
+    page = (ROOT / "src" / "squeezenet" / "data" / "preprocess.js").read_text()
     assert re.findall(r"\bpre\.\w+\s*(?:\?\?|\|\|)", page) == []
 
 

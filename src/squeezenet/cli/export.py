@@ -13,21 +13,22 @@ from squeezenet.export.formats import (
     DEFAULT_SQUEEZE_BITS,
     DEFAULT_STEM_BITS,
     FORMATS,
+    INTEGER_FORMATS,
     MIN_OPSET,
     WIDE_BITS,
 )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export to ONNX (fp32 or int8), TorchScript or C (int8) for deployment")
+    p = sub.add_parser("export", help="export to ONNX (fp32 or int8), TorchScript, C (int8) or WebAssembly")
     add_weights_args(p)
-    p.add_argument("--format", "-f", default="onnx", help="onnx, torchscript or c (default onnx)")
+    p.add_argument("--format", "-f", default="onnx", help="onnx, torchscript, c or wasm (default onnx)")
     p.add_argument(
         "--output",
         "-o",
         type=output_file,
         required=True,
-        help="output file (.onnx or .pt; - for standard output); a folder for --format c",
+        help="output file (.onnx or .pt; - for standard output); a folder for --format c and wasm",
     )
     p.add_argument("--opset", type=count(MIN_OPSET), help="fp32 ONNX: opset, 17 (the default) or newer")
     p.add_argument("--size", type=count(1), help="example input side (default: the weights' crop size)")
@@ -47,21 +48,21 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--c-weights",
         choices=("auto", "compressed", "int8"),
-        help="--format c: weights kept compressed (codebook indices, sparse positions) or plain int8 "
+        help="--format c/wasm: weights kept compressed (codebook indices, sparse positions) or plain int8 "
         "(default auto: compressed for a .sqz)",
     )
     p.add_argument(
         "--squeeze-bits",
         type=int,
         choices=WIDE_BITS,
-        help=f"--format c: bits of each Fire's squeeze output, 8 (uint8: the least RAM) or 12 (uint16, closer "
+        help=f"--format c/wasm: bits of each Fire's squeeze output, 8 (uint8: the least RAM) or 12 (uint16, closer "
         f"to the fp32 model; default {DEFAULT_SQUEEZE_BITS})",
     )
     p.add_argument(
         "--stem-bits",
         type=int,
         choices=WIDE_BITS,
-        help=f"--format c: bits of conv1's (pooled) output, 8 (uint8) or 12 (uint16: closer to the fp32 model, "
+        help=f"--format c/wasm: bits of conv1's (pooled) output, 8 (uint8) or 12 (uint16: closer to the fp32 model, "
         f"the largest buffer twice as big; default {DEFAULT_STEM_BITS})",
     )
     p.set_defaults(run=run)
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and not args.calibration:
         raise DeployError("--int8 needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
     _check_unused_options(args, fmt)
-    if fmt == "c":
-        return _run_c(args)
+    if fmt in INTEGER_FORMATS:
+        return _run_integer(args, fmt)
     if fmt == "onnx":
         from squeezenet.export.common import require
 
@@ -129,31 +130,38 @@ def _check_unused_options(args: argparse.Namespace, fmt: str) -> None:
         )
         if value
     ]
-    if int8_only and not (args.int8 or fmt == "c"):
-        raise DeployError(f"{', '.join(int8_only)}: only with --int8 or --format c")
-    if args.c_weights and fmt != "c":
-        raise DeployError("--c-weights: only with --format c")
-    for flag, value in (("--squeeze-bits", args.squeeze_bits), ("--stem-bits", args.stem_bits)):
-        if value and fmt != "c":
-            raise DeployError(f"{flag}: only with --format c")
+    if int8_only and not (args.int8 or fmt in INTEGER_FORMATS):
+        raise DeployError(f"{', '.join(int8_only)}: only with --int8, --format c or --format wasm")
+    for flag, value in (
+        ("--c-weights", args.c_weights),
+        ("--squeeze-bits", args.squeeze_bits),
+        ("--stem-bits", args.stem_bits),
+    ):
+        if value and fmt not in INTEGER_FORMATS:
+            raise DeployError(f"{flag}: only with --format c or --format wasm")
 
 
-def _run_c(args: argparse.Namespace) -> int:
-    """Integer C99 sources in a folder; the arena plan is printed (docs/c-export.md)."""
+def _run_integer(args: argparse.Namespace, fmt: str) -> int:
+    """Integer C99 sources in a folder, or those compiled to WebAssembly with a loader; the arena
+    plan is printed (docs/c-export.md, docs/wasm.md)."""
     from squeezenet.errors import DeployError
     from squeezenet.export.c import check_output_folder, export_c, is_sqz
     from squeezenet.export.c.integerize import check_supported
     from squeezenet.export.onnx_int8 import calibration_arrays
+    from squeezenet.export.wasm import export_wasm, find_clang
 
     if not args.calibration:
-        raise DeployError("--format c needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
+        raise DeployError(f"--format {fmt} needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")
     folder = check_output_folder(args.output)
+    if fmt == "wasm":
+        find_clang()
     model = load_model_from_args(args)
     if args.size is not None and args.size < model.min_input_size:
         raise DeployError(f"--size {args.size} is below the model's minimum input of {model.min_input_size} pixels")
     check_supported(model)
     data = calibration_arrays(model, args.calibration, limit=args.calibration_limit or DEFAULT_CALIBRATION_LIMIT)
-    result = export_c(
+    export = export_wasm if fmt == "wasm" else export_c
+    result = export(
         model,
         folder,
         data,
@@ -165,9 +173,11 @@ def _run_c(args: argparse.Namespace) -> int:
         stem_bits=args.stem_bits or DEFAULT_STEM_BITS,
     )
     net = result.net
-    print(
-        f"wrote {folder}/ (C99, {net.storage} weights: {result.weight_bytes:,} bytes of weight tables, "
-        f"{net.size}x{net.size} input, calibrated on {len(data)} images, {net.arch})"
-    )
+    done = f"{net.storage} weights, {net.size}x{net.size} input, calibrated on {len(data)} images, {net.arch}"
+    if fmt == "wasm":
+        builds = ", ".join(f"{b['file']} {b['bytes']:,} bytes" for b in result.card["builds"].values())
+        print(f"wrote {folder}/ (WebAssembly: {builds}; {done})")
+        return 0
+    print(f"wrote {folder}/ (C99, {result.weight_bytes:,} bytes of weight tables, {done})")
     print(result.plan)
     return 0

@@ -1,6 +1,7 @@
 """The export formats and their fixed facts, importable without PyTorch (the CLI's parser reads them)."""
 
-FORMATS = ("onnx", "torchscript", "c")
+FORMATS = ("onnx", "torchscript", "c", "wasm")
+INTEGER_FORMATS = ("c", "wasm")  # the integer C runtime: compiled by the user (c) or by the export (wasm)
 MIN_OPSET = 17  # ceil-mode MaxPool and the ops the exporters write need opset 17
 DEFAULT_OPSET = 17
 WIDE_BITS = (8, 12)  # --format c --stem-bits / --squeeze-bits: uint8, or 12 bits in uint16

@@ -61,7 +61,7 @@ def check_output_folder(path: str | Path) -> Path:
     return path
 
 
-def write_folder(files: dict[str, str], folder: str | Path) -> Path:
+def write_folder(files: dict[str, str | bytes], folder: str | Path) -> Path:
     """All files, whole, or none: written into a temporary folder beside ``folder``, then moved.
 
     A new folder is one rename; into an existing folder each file replaces its namesake
@@ -73,8 +73,11 @@ def write_folder(files: dict[str, str], folder: str | Path) -> Path:
     except OSError as exc:
         raise DeployError(f"cannot write {folder}: {exc.strerror or exc}") from None
     try:
-        for name, text in files.items():
-            (tmp / name).write_text(text)
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                (tmp / name).write_text(content)
             os.chmod(tmp / name, 0o644)
         if folder.exists():
             for name in files:

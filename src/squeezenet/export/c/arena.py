@@ -164,6 +164,12 @@ def fast_path_scratch(net: QuantNet) -> dict[str, int]:
         "stem_taps": net.stem.kernel**2,
         "w16": max((c.weight[0].size for c, wide in _wide_readers(net) if wide), default=0),
     }
+    # the WebAssembly SIMD128 path reads every layer past conv1 as int16 channel pairs, with slack for
+    # a tile read past the last plane, and one output channel's weights widened to int16
+    # (conv1's image: four channels, two pairs, per pixel of its stride phases)
+    stem_pairs = 4 * (stride * stride * pitch * pitch + pitch)
+    sizes["pair_elements"] = max(stem_pairs, *(c * plane for c, plane, _, _ in layers)) + 4 * FAST_TILE
+    sizes["weights_per_channel"] = max(4 * net.stem.kernel**2, *(conv.weight[0].size for conv in net.convs()[1:]))
     # int32 accumulators, int8 conv1 weight quads and int16 expand weights, each for four output channels
     per_channel = 4 * sizes["acc_pitch"] + 4 * sizes["stem_taps"] + 2 * sizes["w16"]
     sizes["total_bytes"] = sizes["quad_bytes"] + sizes["plane_bytes"] + 4 * per_channel

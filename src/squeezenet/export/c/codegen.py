@@ -31,7 +31,7 @@ PER_LINE = 24
 # holds them all, every function static, so that the exported folder builds from the same two files
 # on any toolchain and the compiler sees the whole call graph (inlining, the stack's worst chain).
 # A SIMD kernel set (kernels.h says what it implements) goes between stream.c and graph.c.
-RUNTIME_FILES = ("common.c", "kernels.h", "portable.c", "stream.c", "kernels_vnni.c", "graph.c")
+RUNTIME_FILES = ("common.c", "kernels.h", "portable.c", "stream.c", "kernels_vnni.c", "kernels_wasm.c", "graph.c")
 
 
 def runtime_source() -> str:
@@ -233,6 +233,9 @@ def _model_defines(net: QuantNet, arena: int, stem_compressed: bool) -> str:
 #define SQN_VNNI_PLANE_BYTES {fast["plane_bytes"]}
 #define SQN_VNNI_STEM_TAPS {fast["stem_taps"]}
 #define SQN_VNNI_W16 {fast["w16"]}
+/* static buffers of the WebAssembly SIMD128 path, compiled only there */
+#define SQN_WASM_PAIR_ELEMENTS {fast["pair_elements"]}
+#define SQN_WASM_WEIGHTS {fast["weights_per_channel"]}
 """
 
 

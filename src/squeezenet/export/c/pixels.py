@@ -12,18 +12,25 @@ from pathlib import Path
 import numpy as np
 
 from squeezenet.data.images import load_image
-from squeezenet.data.pixels import geometry, normalize
+from squeezenet.data.pixels import geometry, normalize, settings
+
+
+def input_settings(pre, size: int | None = None) -> dict:
+    """The complete preprocessing of an exported model whose input side is ``size``: another side
+    than the weights' crop scales the resize with it (the WebAssembly export's model card carries
+    this, so that its loader crops as ``crop_pixels`` does)."""
+    full = settings(pre)
+    size = size or int(full["crop"])
+    if size != full["crop"]:
+        squash = isinstance(full["resize"], list | tuple)
+        scaled = [round(r * size / full["crop"]) for r in (full["resize"] if squash else [full["resize"]])]
+        full.update(resize=scaled if squash else scaled[0], crop=size)
+    return full
 
 
 def crop_pixels(pre, path: str | Path, size: int | None = None) -> np.ndarray:
     """An image file -> uint8 [size, size, C] pixels (C = 1 for grayscale models)."""
-    settings = pre.to_dict()
-    size = size or pre.crop
-    if size != pre.crop:  # another input side: scale the resize with it
-        squash = isinstance(pre.resize, tuple)
-        scaled = [round(r * size / pre.crop) for r in (pre.resize if squash else [pre.resize])]
-        settings.update(resize=scaled if squash else scaled[0], crop=size)
-    return geometry(load_image(path, pre.image_mode), settings)[0]
+    return geometry(load_image(path, pre.image_mode), input_settings(pre, size))[0]
 
 
 def normalized(pre, pixels: np.ndarray) -> np.ndarray:

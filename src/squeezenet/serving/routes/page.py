@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -13,6 +14,9 @@ from squeezenet.serving.problems import RequestProblem
 from squeezenet.serving.service import ORT_WEB_BASE, ORT_WEB_FILES, ORT_WEB_HINT, ServiceDep
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
+# the preprocessing in JavaScript has its home beside its Python twin (data/pixels.py): the
+# WebAssembly export ships it too
+PREPROCESS_JS = resources.files("squeezenet.data").joinpath("preprocess.js")
 GZIP_ABOVE = 100_000  # bytes: smaller files cost more to compress than they save on a local network
 
 router = APIRouter(include_in_schema=False)
@@ -26,6 +30,11 @@ def static_files() -> Mount:
 @router.get("/")
 async def page():
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/static/preprocess.js")
+async def preprocess_js():
+    return Response(PREPROCESS_JS.read_bytes(), media_type="text/javascript")
 
 
 @router.get(ORT_WEB_BASE + "{name}")

@@ -19,7 +19,7 @@
 /* Eight weights per pass over the accumulators where there are vector registers to hold them;
  * four on small cores (a Cortex-M3 has 13 general registers: eight pointers would spill). */
 #ifndef SQN_WIDE
-#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || defined(__ARM_NEON)
+#if defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || defined(__ARM_NEON) || defined(__wasm_simd128__)
 #define SQN_WIDE 1
 #else
 #define SQN_WIDE 0

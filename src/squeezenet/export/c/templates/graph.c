@@ -6,11 +6,7 @@ static const int32_t *sqn_outputs(sqn_source *src, const sqn_scratch *w, int32_t
 {
     int32_t count;
 #if SQN_SIMD
-    if (src->simd_in) {
-        *m = src->conv->mult[oc];
-        *sh = src->conv->shift[oc];
-        return sqn_simd_outputs(src, oc, n);
-    }
+    if (src->simd_in) return sqn_simd_outputs(src, oc, n, m, sh);
 #endif
     count = sqn_channel(src, w->tables, oc, w->entries, m, sh);
     sqn_fill(w->acc, n, sqn_bias(src->conv, oc));
@@ -30,7 +26,7 @@ static void sqn_start(sqn_source *src, sqn_tables *tb, const void *in)
 {
     sqn_begin(src, tb);
 #if SQN_SIMD
-    sqn_simd_begin(src, in);
+    sqn_simd_begin(src, tb, in);
 #else
     (void)in;
 #endif

@@ -5,16 +5,18 @@
  * it out). A set is one file (kernels_*.c, emitted after stream.c) that implements, under its
  * macro, the three functions graph.c calls where SQN_SIMD is set:
  *
- *   static void sqn_simd_begin(sqn_source *src, const void *in);
- *       before a layer's first output channel: src->simd_in = the layer's input as the set reads it,
- *       or 0 where the set does not take this layer (the portable loops run it); in = 0: the
- *       input is the previous layer's, already prepared
- *   static const int32_t *sqn_simd_outputs(sqn_source *src, int32_t oc, int32_t n);
- *       the accumulators (bias included, n of them) of output channel oc, channels in order
+ *   static void sqn_simd_begin(sqn_source *src, sqn_tables *tb, const void *in);
+ *       before a layer's first output channel (its decoder begun on tb): src->simd_in = the layer's
+ *       input as the set reads it, or 0 where the set does not take this layer (the portable loops
+ *       run it); in = 0: the input is the previous layer's, already prepared
+ *   static const int32_t *sqn_simd_outputs(sqn_source *src, int32_t oc, int32_t n, int32_t *m, int *sh);
+ *       the accumulators (bias included, n of them) of output channel oc, channels in order, and
+ *       its requantization (m, sh)
  *   static int sqn_simd_stem(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out);
  *       conv1 and its pool into out, returning 1; or 0 where the set does not take conv1
  *
- * Sets: AVX-512 VNNI (kernels_vnni.c, x86 int8 builds). */
+ * Sets: AVX-512 VNNI (kernels_vnni.c, x86 int8 builds); WebAssembly SIMD128 (kernels_wasm.c, every
+ * build for wasm32 with -msimd128, compressed ones included). */
 
 /* int8 builds for x86 CPUs with AVX-512 VNNI take the fast path (-DSQN_VNNI=0: never) */
 #ifndef SQN_VNNI
@@ -25,4 +27,13 @@
 #endif
 #endif
 
-#define SQN_SIMD (SQN_VNNI)
+/* builds for WebAssembly with SIMD128 (clang --target=wasm32 -msimd128) take its path (-DSQN_WASM_SIMD=0: never) */
+#ifndef SQN_WASM_SIMD
+#if defined(__wasm_simd128__)
+#define SQN_WASM_SIMD 1
+#else
+#define SQN_WASM_SIMD 0
+#endif
+#endif
+
+#define SQN_SIMD (SQN_VNNI || SQN_WASM_SIMD)

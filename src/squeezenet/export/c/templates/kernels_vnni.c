@@ -168,9 +168,10 @@ static void sqn_vnni_conv(const sqn_source *src, int32_t oc, int32_t n)
 /* the layer's input as quads (pairs for a wide input), when its channels come in groups and its
  * kernel is at most 3x3; in = 0: the buffer already holds it (the second expand branch reads what
  * the first did) */
-static void sqn_simd_begin(sqn_source *src, const void *in)
+static void sqn_simd_begin(sqn_source *src, sqn_tables *tb, const void *in)
 {
     const sqn_conv *c = src->conv;
+    (void)tb;
     src->simd_in = c->cin % (src->wide ? 2 : 4) == 0 && c->k <= 3 ? sqn_vnni_quads : 0;
     if (!src->simd_in || !in) return;
 #if SQN_WIDE_INPUTS
@@ -236,8 +237,10 @@ static void sqn_stem_vnni(const sqn_stem *s, const sqn_stem_weights *sw, const u
 }
 
 /* four output channels per pass: the first of each four computes them, the other three read them */
-static const int32_t *sqn_simd_outputs(sqn_source *src, int32_t oc, int32_t n)
+static const int32_t *sqn_simd_outputs(sqn_source *src, int32_t oc, int32_t n, int32_t *m, int *sh)
 {
+    *m = src->conv->mult[oc];
+    *sh = src->conv->shift[oc];
     if (oc % 4 == 0) sqn_vnni_conv(src, oc, n);
     return sqn_vnni_acc + (oc % 4) * SQN_VNNI_ACC_PITCH;
 }

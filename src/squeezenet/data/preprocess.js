@@ -1,5 +1,6 @@
 // The server's preprocessing (squeezenet/data/pixels.py, the code build_transform runs too)
-// in the browser, so that both ways give the same numbers: resize with Pillow's own algorithm
+// in JavaScript, so that both ways give the same numbers (the page of `squeezenet serve` and the
+// loader of `squeezenet export --format wasm` import it): resize with Pillow's own algorithm
 // (separable filter, antialiased when shrinking, 8-bit fixed-point coefficients with 22
 // fractional bits, rounding and clipping after each pass), centre crop with torchvision's
 // offsets, then scale, channel order and normalisation. A canvas resize would not do: its
@@ -172,37 +173,46 @@ function toChannels(rgba, n, gray) {
   return out;
 }
 
-// ImageData-like {data (RGBA), width, height} + the card's preprocessing ->
-// {tensor: Float32Array (C*crop*crop), dims: [1, C, crop, crop], box: crop as fractions}.
-export function preprocess(image, pre) {
+// ImageData-like {data (RGBA), width, height} + the card's preprocessing -> the crop's pixels
+// before scaling: {pixels: Uint8ClampedArray (crop*crop*C, interleaved, RGB or L: the order of the
+// image, not the model's), box: the crop as fractions of the resized image}. What the C and
+// WebAssembly exports take (their normalisation is built in).
+export function cropPixels(image, pre) {
   const gray = pre.channel_order === "L";
   const channels = gray ? 1 : 3;
-  const pixels = toChannels(image.data, image.width * image.height, gray);
+  const rgb = toChannels(image.data, image.width * image.height, gray);
   const [nw, nh] = resizedSize(image.width, image.height, pre.resize);
-  const resized = resize(pixels, image.width, image.height, channels, nw, nh, pre.interpolation);
+  const resized = resize(rgb, image.width, image.height, channels, nw, nh, pre.interpolation);
   const crop = pre.crop;
   const top = cropOffset(nh, crop);
   const left = cropOffset(nw, crop);
+  const pixels = new Uint8ClampedArray(crop * crop * channels);
+  for (let y = 0; y < crop; y++) {
+    const sy = y + top;
+    if (sy < 0 || sy >= nh) continue;
+    for (let x = 0; x < crop; x++) {
+      const sx = x + left;
+      if (sx < 0 || sx >= nw) continue;
+      for (let c = 0; c < channels; c++) pixels[(y * crop + x) * channels + c] = resized[(sy * nw + sx) * channels + c];
+    }
+  }
+  return { pixels, box: [left / nw, top / nh, (left + crop) / nw, (top + crop) / nh] };
+}
+
+// ImageData-like {data (RGBA), width, height} + the card's preprocessing ->
+// {tensor: Float32Array (C*crop*crop), dims: [1, C, crop, crop], box: crop as fractions}.
+export function preprocess(image, pre) {
+  const { pixels, box } = cropPixels(image, pre);
+  const channels = pre.channel_order === "L" ? 1 : 3;
+  const crop = pre.crop;
   const scale = pre.pixel_range === 1 ? 255 : 1;
-  const order = pre.channel_order === "BGR" ? [2, 1, 0] : gray ? [0] : [0, 1, 2];
+  const order = pre.channel_order === "BGR" ? [2, 1, 0] : channels === 1 ? [0] : [0, 1, 2];
   const { mean, std } = pre;
   const plane = crop * crop;
   const tensor = new Float32Array(channels * plane);
   for (let c = 0; c < channels; c++) {
     const source = order[c];
-    for (let y = 0; y < crop; y++) {
-      for (let x = 0; x < crop; x++) {
-        const sy = y + top;
-        const sx = x + left;
-        let v = 0;
-        if (sy >= 0 && sy < nh && sx >= 0 && sx < nw) v = resized[(sy * nw + sx) * channels + source];
-        tensor[c * plane + y * crop + x] = (v / scale - mean[c]) / std[c];
-      }
-    }
+    for (let i = 0; i < plane; i++) tensor[c * plane + i] = (pixels[i * channels + source] / scale - mean[c]) / std[c];
   }
-  return {
-    tensor,
-    dims: [1, channels, crop, crop],
-    box: [left / nw, top / nh, (left + crop) / nw, (top + crop) / nh],
-  };
+  return { tensor, dims: [1, channels, crop, crop], box };
 }

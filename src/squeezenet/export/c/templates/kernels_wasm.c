@@ -1,0 +1,236 @@
+/* ---- runtime, kernels_wasm.c: the WebAssembly fast path, SIMD128 (a SIMD set of kernels.h) ----
+ * In a build for wasm32 with SIMD128 (squeezenet export --format wasm), the convolutions past conv1
+ * run as dense int16 products on i32x4.dot_i16x8_s, which multiplies eight int16 pairs and adds
+ * the two products of each pair to an int32 lane: two input channels of four pixels by two weights
+ * of one output channel. Every product is exact (|weight| < 2^15, activations < 2^12) and so is
+ * every sum (the export bounds them, as for the portable loops), so the scores are the integers
+ * of the portable loops and the NumPy reference. A layer's input planes are first interleaved two
+ * channels at a time as int16 ("pairs": element r of pixel p of pair q is channel 2q + r); four
+ * output channels' weights are widened to int16 in [tap][cin] order, from the int8 tables or, in
+ * a compressed build, decoded from the layer's stream (the order of the channels is the stream's,
+ * so each is decoded once). conv1 runs on the same kernel, over the image split into stride phases. */
+#if SQN_WASM_SIMD
+#include <wasm_simd128.h>
+
+#define SQN_WTILE 8 /* pixels per register tile: two vectors of four int32, for four output channels */
+
+static int16_t sqn_wasm_pairs[SQN_WASM_PAIR_ELEMENTS];
+static int32_t sqn_wasm_acc[4 * SQN_VNNI_ACC_PITCH];
+static int16_t sqn_wasm_w[4 * SQN_WASM_WEIGHTS];
+static sqn_st sqn_wasm_plane[SQN_VNNI_PLANE_BYTES / sizeof(sqn_st)];
+static sqn_tables *sqn_wasm_tables; /* the layer's decoding tables (compressed builds) */
+#if SQN_COMPRESSED
+static sqn_entry sqn_wasm_entries[SQN_WASM_WEIGHTS];
+#endif
+
+/* pairs[(q * plane + p) * 2 + r] = planes[(2q + r) * plane + p], uint8 planes widened to int16 */
+static void sqn_wasm_interleave(const uint8_t *planes, int32_t cin, int32_t plane, int16_t *pairs)
+{
+    int32_t q, p;
+    for (q = 0; q < cin / 2; q++) {
+        const uint8_t *a = planes + 2 * q * plane, *b = a + plane;
+        int16_t *o = pairs + 2 * q * plane;
+        for (p = 0; p + 16 <= plane; p += 16) {
+            const v128_t va = wasm_v128_load(a + p), vb = wasm_v128_load(b + p);
+            const v128_t a0 = wasm_u16x8_extend_low_u8x16(va), a1 = wasm_u16x8_extend_high_u8x16(va);
+            const v128_t b0 = wasm_u16x8_extend_low_u8x16(vb), b1 = wasm_u16x8_extend_high_u8x16(vb);
+            wasm_v128_store(o + 2 * p, wasm_i16x8_shuffle(a0, b0, 0, 8, 1, 9, 2, 10, 3, 11));
+            wasm_v128_store(o + 2 * p + 8, wasm_i16x8_shuffle(a0, b0, 4, 12, 5, 13, 6, 14, 7, 15));
+            wasm_v128_store(o + 2 * p + 16, wasm_i16x8_shuffle(a1, b1, 0, 8, 1, 9, 2, 10, 3, 11));
+            wasm_v128_store(o + 2 * p + 24, wasm_i16x8_shuffle(a1, b1, 4, 12, 5, 13, 6, 14, 7, 15));
+        }
+        for (; p < plane; p++) {
+            o[2 * p] = a[p];
+            o[2 * p + 1] = b[p];
+        }
+    }
+}
+
+#if SQN_WIDE_INPUTS
+/* the same for uint16 planes (values below 2^12: they read as the same int16) */
+static void sqn_wasm_interleave_wide(const uint16_t *planes, int32_t cin, int32_t plane, int16_t *pairs)
+{
+    int32_t q, p;
+    for (q = 0; q < cin / 2; q++) {
+        const uint16_t *a = planes + 2 * q * plane, *b = a + plane;
+        int16_t *o = pairs + 2 * q * plane;
+        for (p = 0; p + 8 <= plane; p += 8) {
+            const v128_t va = wasm_v128_load(a + p), vb = wasm_v128_load(b + p);
+            wasm_v128_store(o + 2 * p, wasm_i16x8_shuffle(va, vb, 0, 8, 1, 9, 2, 10, 3, 11));
+            wasm_v128_store(o + 2 * p + 8, wasm_i16x8_shuffle(va, vb, 4, 12, 5, 13, 6, 14, 7, 15));
+        }
+        for (; p < plane; p++) {
+            o[2 * p] = (int16_t)a[p];
+            o[2 * p + 1] = (int16_t)b[p];
+        }
+    }
+}
+#endif
+
+/* one output channel's weights into w, [tap][cin], int16; zeros past the last channel */
+static void sqn_wasm_channel(sqn_source *src, int32_t ch, int16_t *w)
+{
+    const sqn_conv *c = src->conv;
+    int32_t i, per = c->k * c->k * c->cin;
+    if (ch >= c->cout) {
+        for (i = 0; i < per; i++) w[i] = 0;
+        return;
+    }
+#if SQN_COMPRESSED
+    {
+        int32_t m, count, taps = c->k * c->k;
+        int sh;
+        for (i = 0; i < per; i++) w[i] = 0;
+        src->flat = 1; /* positions within the channel, [cin][tap] */
+        count = sqn_channel(src, sqn_wasm_tables, ch, sqn_wasm_entries, &m, &sh);
+        src->flat = 0;
+        for (i = 0; i < count; i++) {
+            int32_t k = sqn_wasm_entries[i].off;
+            w[(k % taps) * c->cin + k / taps] = (int16_t)sqn_wasm_entries[i].w;
+        }
+    }
+#else
+    for (i = 0; i < per; i++) w[i] = c->w[ch * per + i];
+#endif
+}
+
+#define SQN_WDOT(o, wp)                                                          \
+    do {                                                                         \
+        const v128_t b_ = wasm_v128_load32_splat(wp);                            \
+        r##o##0 = wasm_i32x4_add(r##o##0, wasm_i32x4_dot_i16x8(x0, b_));         \
+        r##o##1 = wasm_i32x4_add(r##o##1, wasm_i32x4_dot_i16x8(x1, b_));         \
+    } while (0)
+#define SQN_WSTART(o) v128_t r##o##0 = wasm_i32x4_splat(init[o]), r##o##1 = r##o##0
+#define SQN_WSTORE(o)                                                            \
+    do {                                                                         \
+        wasm_v128_store(sqn_wasm_acc + (o) * SQN_VNNI_ACC_PITCH + j, r##o##0);   \
+        wasm_v128_store(sqn_wasm_acc + (o) * SQN_VNNI_ACC_PITCH + j + 4, r##o##1); \
+    } while (0)
+
+/* sqn_wasm_acc[o][j] = init[o] + sum over taps t and pairs q < cp of the two int16 products of the
+ * pair at pairs + 2 * (q * plane + off[t] + j) with the weights at sqn_wasm_w[o] + 2 * (t * cp + q),
+ * for o < 4 and j < n (rounded up to a tile): four output channels by eight pixels in eight vectors */
+static void sqn_wasm_block(const int32_t *init, int32_t n, int32_t plane, int32_t cp, const int32_t *off, int32_t taps)
+{
+    int32_t j, t, q;
+    for (j = 0; j < n; j += SQN_WTILE) {
+        SQN_WSTART(0);
+        SQN_WSTART(1);
+        SQN_WSTART(2);
+        SQN_WSTART(3);
+        for (t = 0; t < taps; t++) {
+            const int16_t *x = sqn_wasm_pairs + 2 * (off[t] + j);
+            const int16_t *w = sqn_wasm_w + 2 * t * cp;
+            for (q = 0; q < cp; q++, x += 2 * plane, w += 2) {
+                const v128_t x0 = wasm_v128_load(x), x1 = wasm_v128_load(x + 8);
+                SQN_WDOT(0, w);
+                SQN_WDOT(1, w + SQN_WASM_WEIGHTS);
+                SQN_WDOT(2, w + 2 * SQN_WASM_WEIGHTS);
+                SQN_WDOT(3, w + 3 * SQN_WASM_WEIGHTS);
+            }
+        }
+        SQN_WSTORE(0);
+        SQN_WSTORE(1);
+        SQN_WSTORE(2);
+        SQN_WSTORE(3);
+    }
+}
+
+/* output channels oc .. oc + 3 of a fire or classifier convolution (k <= 3) */
+static void sqn_wasm_conv(sqn_source *src, int32_t oc, int32_t n)
+{
+    const sqn_conv *c = src->conv;
+    int32_t o, t, k = c->k, init[4], off[9];
+    for (t = 0; t < k * k; t++) off[t] = (t / k) * src->pitch + t % k + src->base;
+    for (o = 0; o < 4; o++) {
+        sqn_wasm_channel(src, oc + o, sqn_wasm_w + o * SQN_WASM_WEIGHTS);
+        init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
+    }
+    sqn_wasm_block(init, n, src->plane, c->cin / 2, off, k * k);
+}
+
+/* the layer's input as int16 pairs, when its channels come in pairs and its kernel is at most 3x3;
+ * in = 0: the buffer already holds it (the second expand branch reads what the first did) */
+static void sqn_simd_begin(sqn_source *src, sqn_tables *tb, const void *in)
+{
+    const sqn_conv *c = src->conv;
+    src->simd_in = c->cin % 2 == 0 && c->k <= 3 ? (const uint8_t *)(const void *)sqn_wasm_pairs : 0;
+    sqn_wasm_tables = tb;
+    if (!src->simd_in || !in) return;
+#if SQN_WIDE_INPUTS
+    if (src->wide) {
+        sqn_wasm_interleave_wide((const uint16_t *)in, c->cin, src->plane, sqn_wasm_pairs);
+        return;
+    }
+#endif
+    sqn_wasm_interleave((const uint8_t *)in, c->cin, src->plane, sqn_wasm_pairs);
+}
+
+/* four output channels per pass: the first of each four computes them, the other three read them */
+static const int32_t *sqn_simd_outputs(sqn_source *src, int32_t oc, int32_t n, int32_t *m, int *sh)
+{
+#if SQN_COMPRESSED
+    *m = src->conv->layer_mult;
+    *sh = src->conv->layer_shift;
+#else
+    *m = src->conv->mult[oc];
+    *sh = src->conv->shift[oc];
+#endif
+    if (oc % 4 == 0) sqn_wasm_conv(src, oc, n);
+    return sqn_wasm_acc + (oc % 4) * SQN_VNNI_ACC_PITCH;
+}
+
+/* conv1 on the whole image at once, as the VNNI path does it: the image minus its zero points, padded
+ * with zeros and split into stride x stride phase images, so that every tap is a plain offset; a pixel
+ * is two pairs (its channels, then zeros), so the stem takes images of at most four channels. */
+static void sqn_wasm_stem_pairs(const sqn_stem *s, const uint8_t *image, int32_t plane)
+{
+    int32_t st = s->stride, pitch = s->row_pitch, sub = pitch * pitch, cin = s->conv.cin, phase, r, col, ch;
+    for (phase = 0; phase < st * st; phase++) {
+        for (r = 0; r < pitch; r++) {
+            for (col = 0; col < pitch; col++) {
+                int32_t y = st * r + phase / st - s->pad, x = st * col + phase % st - s->pad, p = phase * sub + r * pitch + col;
+                int inside = y >= 0 && y < s->in_size && x >= 0 && x < s->in_size;
+                for (ch = 0; ch < 4; ch++)
+                    sqn_wasm_pairs[2 * ((ch / 2) * plane + p) + ch % 2] =
+                        (int16_t)(inside && ch < cin ? image[(y * s->in_size + x) * cin + ch] - s->zero[ch] : 0);
+            }
+        }
+    }
+}
+
+static int sqn_simd_stem(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out)
+{
+    const sqn_conv *c = &s->conv;
+    int32_t st = s->stride, k = c->k, taps = k * k, pitch = s->row_pitch, size = s->conv_size, sub = pitch * pitch;
+    int32_t plane = st * st * sub, oc, o, t, ch, init[4], off[SQN_VNNI_STEM_TAPS];
+    if (c->cin > 4) return 0;
+    sqn_wasm_stem_pairs(s, image, plane);
+    for (t = 0; t < taps; t++) {
+        int32_t ky = t / k, kx = t % k;
+        off[t] = ((ky % st) * st + kx % st) * sub + (ky / st) * pitch + kx / st;
+    }
+    for (oc = 0; oc < c->cout; oc += 4) {
+        for (o = 0; o < 4; o++) { /* [tap][4 channels], zeros past cin and past cout */
+            int16_t *w = sqn_wasm_w + o * SQN_WASM_WEIGHTS;
+            init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
+            for (t = 0; t < taps; t++)
+                for (ch = 0; ch < 4; ch++)
+                    w[4 * t + ch] = (int16_t)(oc + o < c->cout && ch < c->cin ? sw->w[((oc + o) * c->cin + ch) * taps + t] : 0);
+        }
+        sqn_wasm_block(init, size * pitch, plane, 2, off, taps);
+        for (o = 0; o < 4 && oc + o < c->cout; o++) {
+            const int32_t *acc = sqn_wasm_acc + o * SQN_VNNI_ACC_PITCH;
+            sqn_st *dst = out + (oc + o) * s->out_size * s->out_size;
+            int32_t m = sw->mult[oc + o], sh = sw->shift[oc + o];
+            if (!s->pool) {
+                sqn_store(acc, pitch, size, size, m, sh, dst, size, SQN_STEM_MAX);
+                continue;
+            }
+            sqn_store(acc, pitch, size, size, m, sh, sqn_wasm_plane, size, SQN_STEM_MAX);
+            sqn_pool(sqn_wasm_plane, size, dst, SQN_STEM_MAX > 255);
+        }
+    }
+    return 1;
+}
+#endif

@@ -1,0 +1,19 @@
+/* The WebAssembly build's entry points (squeezenet export --format wasm): the generated C takes
+ * pointers, but a WebAssembly host only sees numbers and one linear memory, so the image and the
+ * scores live in static buffers whose addresses the loader asks for, and the model's shape is
+ * readable from the module itself (the loader checks it against the model card). No C library:
+ * the build is -nostdlib, and -mbulk-memory turns the compiler's memset/memcpy into
+ * memory.fill/memory.copy instructions. */
+#include "squeezenet_model.h"
+
+static uint8_t sqn_wasm_image[SQUEEZENET_INPUT_SIZE * SQUEEZENET_INPUT_SIZE * SQUEEZENET_INPUT_CHANNELS];
+static int32_t sqn_wasm_scores[SQUEEZENET_NUM_CLASSES];
+
+uint8_t *squeezenet_image(void) { return sqn_wasm_image; }
+int32_t *squeezenet_scores(void) { return sqn_wasm_scores; }
+int32_t squeezenet_input_size(void) { return SQUEEZENET_INPUT_SIZE; }
+int32_t squeezenet_input_channels(void) { return SQUEEZENET_INPUT_CHANNELS; }
+int32_t squeezenet_num_classes(void) { return SQUEEZENET_NUM_CLASSES; }
+
+/* the top-1 class of the image in squeezenet_image(); the scores in squeezenet_scores() */
+int32_t squeezenet_classify(void) { return squeezenet_run(sqn_wasm_image, sqn_wasm_scores); }

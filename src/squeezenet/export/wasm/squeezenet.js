@@ -1,0 +1,215 @@
+// Runs a SqueezeNet exported by `squeezenet export --format wasm`: the integer C export compiled
+// to WebAssembly, weights inside. No dependency but preprocess.js (the project's resize and crop,
+// the server's to the pixel); works in browsers (also in a module Web Worker) and in Node.js.
+//
+//   const model = await loadModel(new URL("./", import.meta.url));   // or loadModel({card, wasm})
+//   const { top } = model.classify(imageData);                        // [{index, name, score}, ...]
+import { cropPixels } from "./preprocess.js";
+
+export class SqueezeNetError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "SqueezeNetError";
+  }
+}
+
+// (module (func (result v128) i32.const 0 i8x16.splat i8x16.popcnt)): validates where SIMD128 runs
+const SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
+]);
+
+export function simdSupported() {
+  try {
+    return WebAssembly.validate(SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
+const EXPORTS = [
+  "memory", "squeezenet_classify", "squeezenet_image", "squeezenet_scores",
+  "squeezenet_input_size", "squeezenet_input_channels", "squeezenet_num_classes",
+];
+
+function hex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// SHA-256 where the host has Web Crypto (browsers in a secure context, Node.js); null elsewhere
+async function sha256(bytes) {
+  const subtle = globalThis.crypto && globalThis.crypto.subtle;
+  return subtle ? hex(await subtle.digest("SHA-256", bytes)) : null;
+}
+
+async function fetchOk(url, what) {
+  if (url.protocol === "file:") return fileResponse(url, what);
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (error) {
+    throw new SqueezeNetError(`cannot fetch the ${what} ${url}: ${error.message}`);
+  }
+  if (!response.ok) throw new SqueezeNetError(`cannot fetch the ${what} ${url}: HTTP ${response.status}`);
+  return response;
+}
+
+// Node.js's fetch takes no file: URLs; its file system does (a Response, so that the rest is the same)
+async function fileResponse(url, what) {
+  try {
+    const { readFile } = await import("node:fs/promises");
+    return new Response(await readFile(url));
+  } catch (error) {
+    throw new SqueezeNetError(`cannot read the ${what} ${url.pathname}: ${error.message}`);
+  }
+}
+
+// the body as bytes, telling onProgress({loaded, total}) as they arrive (total: null if unknown)
+async function readBytes(response, onProgress) {
+  const total = Number(response.headers.get("content-length")) || null;
+  if (!response.body || !onProgress) return new Uint8Array(await response.arrayBuffer());
+  const chunks = [];
+  let loaded = 0;
+  for (const reader = response.body.getReader(); ; ) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.byteLength;
+    onProgress({ loaded, total });
+  }
+  const bytes = new Uint8Array(loaded);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return bytes;
+}
+
+function checkCard(card) {
+  if (!card || card.format !== "squeezenet-wasm") {
+    throw new SqueezeNetError("not a model card of `squeezenet export --format wasm` (format is not squeezenet-wasm)");
+  }
+  if (card.version !== 1) throw new SqueezeNetError(`model card version ${card.version}: this loader reads version 1`);
+}
+
+// Loads the model. source: the exported folder's URL (string or URL), or {card, wasm} already in
+// memory (wasm: the bytes of the build named by options.build). options: build ("simd" or
+// "portable"; default: simd where the engine has it), onProgress ({loaded, total} while the
+// .wasm downloads), fetch options aside. Every failure is a SqueezeNetError with one line.
+export async function loadModel(source, options = {}) {
+  const inMemory = source && typeof source === "object" && !(source instanceof URL) && "card" in source;
+  const base = inMemory ? null : new URL(source || "./", globalThis.location ? globalThis.location.href : undefined);
+  let card = inMemory ? source.card : null;
+  if (!card) {
+    const response = await fetchOk(new URL("squeezenet.json", base), "model card");
+    try {
+      card = await response.json();
+    } catch {
+      throw new SqueezeNetError("the model card squeezenet.json is not JSON");
+    }
+  }
+  checkCard(card);
+  const build = options.build || (simdSupported() ? "simd" : "portable");
+  const entry = card.builds && card.builds[build];
+  if (!entry) throw new SqueezeNetError(`the model card has no ${build} build`);
+  const bytes = inMemory
+    ? new Uint8Array(source.wasm)
+    : await readBytes(await fetchOk(new URL(entry.file, base), "module"), options.onProgress);
+  const digest = await sha256(bytes);
+  if (digest !== null && digest !== entry.sha256) {
+    throw new SqueezeNetError(`${entry.file}: SHA-256 ${digest.slice(0, 12)} is not the model card's ${entry.sha256.slice(0, 12)}`);
+  }
+  let instance;
+  try {
+    ({ instance } = await WebAssembly.instantiate(bytes, {}));
+  } catch (error) {
+    throw new SqueezeNetError(`${entry.file} does not compile or instantiate here: ${error.message}`);
+  }
+  return new SqueezeNetModel(instance.exports, card, { build, bytes: bytes.byteLength, hashChecked: digest !== null });
+}
+
+function isDecodedImage(input) {
+  const kinds = ["ImageBitmap", "HTMLImageElement", "HTMLCanvasElement", "OffscreenCanvas", "VideoFrame", "SVGImageElement"];
+  return kinds.some((kind) => typeof globalThis[kind] === "function" && input instanceof globalThis[kind]);
+}
+
+function describe(input) {
+  if (input === null || input === undefined) return String(input);
+  return input.constructor ? input.constructor.name : typeof input;
+}
+
+export class SqueezeNetModel {
+  constructor(exports, card, facts) {
+    const missing = EXPORTS.filter((name) => !(name in exports));
+    if (missing.length) throw new SqueezeNetError(`the module lacks ${missing.join(", ")}: not a squeezenet build`);
+    this.exports = exports;
+    this.card = card;
+    this.build = facts.build;
+    this.wasmBytes = facts.bytes;
+    this.hashChecked = facts.hashChecked;
+    this.size = exports.squeezenet_input_size();
+    this.channels = exports.squeezenet_input_channels();
+    this.numClasses = exports.squeezenet_num_classes();
+    const shape = [card.input_size, card.input_channels, card.num_classes];
+    if (shape.join() !== [this.size, this.channels, this.numClasses].join()) {
+      throw new SqueezeNetError(`the module is a ${this.size}px, ${this.channels}-channel, ${this.numClasses}-class model; the card says ${shape.join(", ")}`);
+    }
+  }
+
+  get inputBytes() {
+    return this.size * this.size * this.channels;
+  }
+
+  // Uint8Array pixels of the crop, from: pixels already cropped (size*size*channels bytes, RGB
+  // or gray, rows top to bottom); an ImageData-like {data (RGBA), width, height} of any size,
+  // resized and cropped as the card's preprocessing says; or a decoded image (ImageBitmap,
+  // <img>, canvas, VideoFrame), drawn on an OffscreenCanvas first.
+  pixels(input) {
+    if (input instanceof Uint8Array || input instanceof Uint8ClampedArray) {
+      if (input.length !== this.inputBytes) {
+        throw new SqueezeNetError(
+          `expected ${this.inputBytes} bytes (${this.size}x${this.size} pixels, ${this.channels} channel(s)), got ${input.length}: ` +
+            "pass an ImageData to have it resized and cropped",
+        );
+      }
+      return input;
+    }
+    if (isDecodedImage(input)) input = this.imageData(input);
+    if (input && input.data && Number.isInteger(input.width) && Number.isInteger(input.height)) {
+      if (input.width < 1 || input.height < 1 || input.data.length !== input.width * input.height * 4) {
+        throw new SqueezeNetError(`not RGBA pixels: ${input.width}x${input.height} with ${input.data.length} bytes`);
+      }
+      return cropPixels(input, this.card.preprocessing).pixels;
+    }
+    throw new SqueezeNetError(`not an image: expected pixels (Uint8Array), an ImageData or a decoded image, got ${describe(input)}`);
+  }
+
+  imageData(image) {
+    const width = image.naturalWidth || image.displayWidth || image.width;
+    const height = image.naturalHeight || image.displayHeight || image.height;
+    if (typeof OffscreenCanvas !== "function") throw new SqueezeNetError("decoding an image needs OffscreenCanvas: pass an ImageData");
+    if (!width || !height) throw new SqueezeNetError("the image has no pixels (not loaded, or broken)");
+    const context = new OffscreenCanvas(width, height).getContext("2d");
+    context.drawImage(image, 0, 0);
+    return context.getImageData(0, 0, width, height);
+  }
+
+  // -> {best, top: [{index, name, score (the fp32 logit it stands for), integer}], scores (Int32Array), ms}
+  classify(input, { topk = 5 } = {}) {
+    const pixels = this.pixels(input);
+    const memory = this.exports.memory.buffer;
+    new Uint8Array(memory, this.exports.squeezenet_image(), this.inputBytes).set(pixels);
+    const start = globalThis.performance ? performance.now() : Date.now();
+    const best = this.exports.squeezenet_classify();
+    const ms = (globalThis.performance ? performance.now() : Date.now()) - start;
+    const scores = new Int32Array(memory, this.exports.squeezenet_scores(), this.numClasses).slice();
+    const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
+    const top = order.slice(0, Math.max(1, Math.min(topk, this.numClasses))).map((index) => ({
+      index,
+      name: this.card.classes[index],
+      score: scores[index] * this.card.score_scale,
+      integer: scores[index],
+    }));
+    return { best, top, scores, ms };
+  }
+}
