@@ -16,6 +16,8 @@ from squeezenet.serving.config import BOUNDS, BROWSER_MODELS, MEBIBYTE, ORT_WEB_
 TOKEN_ENV = "SQUEEZENET_SERVE_TOKEN"
 SERVE_MODULES = ("fastapi", "uvicorn", "prometheus_client", "multipart", "onnxruntime", "onnx")
 BROWSER_MODEL_NOTES = {
+    "auto": "wasm with --calibration and clang, else w8a32",
+    "wasm": "the integer C export as WebAssembly, about the .sqz's size, no runtime to download; needs --calibration",
     "w8a32": "8-bit weights, fp32 arithmetic: the server's answers from a 4x smaller file",
     "int8": "needs --calibration",
     "fp32": "the served graph itself",
@@ -139,7 +141,7 @@ def _browser_options(g, d: ServeConfig) -> None:
         help=f"what the page runs in the browser: {choices} (default {d.browser_model})",
     )
     g.add_argument(
-        "--calibration", nargs="+", default=[], help="images or folders to calibrate --browser-model int8 on"
+        "--calibration", nargs="+", default=[], help="images or folders to calibrate --browser-model wasm or int8 on"
     )
     _number(g, "--calibration-limit", "most calibration images used", d.calibration_limit)
     g.add_argument(

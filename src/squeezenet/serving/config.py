@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from squeezenet.bounds import Bounds
-from squeezenet.errors import ModelError
+from squeezenet.errors import DeployError, ModelError
+from squeezenet.export.wasm import find_clang
 
-BROWSER_MODELS = ("w8a32", "int8", "fp32", "none")
+# auto: wasm (the C export as WebAssembly, no runtime to download) where --calibration images are
+# given and clang can build it, else w8a32 (onnxruntime-web)
+BROWSER_MODELS = ("auto", "wasm", "w8a32", "int8", "fp32", "none")
 MEBIBYTE = 1 << 20
 # where npm puts onnxruntime-web's files, looked for in the current folder and above the package
 ORT_WEB_DIST = Path("node_modules", "onnxruntime-web", "dist")
@@ -86,7 +89,7 @@ class ServeConfig:
     # cores kept for the conversion child while it runs, the server's threads keeping to the others:
     # at a lower priority instead, a swap under load took 52-55 s against 8 s on an idle server
     convert_cores: int = 1
-    browser_model: str = "w8a32"
+    browser_model: str = "auto"
     calibration: tuple[Path, ...] = ()
     calibration_limit: int = 32
     ort_web: Path | None = None
@@ -99,7 +102,25 @@ class ServeConfig:
                 raise ModelError(f"{name.replace('_', '-')} must {bounds.describe()}, got {value}")
         if self.browser_model not in BROWSER_MODELS:
             raise ModelError(f"browser-model must be one of {', '.join(BROWSER_MODELS)}, got {self.browser_model!r}")
-        if self.browser_model == "int8" and not self.calibration:
-            raise ModelError("browser-model int8 needs --calibration images (int8 is calibrated on real images)")
+        if self.browser_model in ("int8", "wasm") and not self.calibration:
+            raise ModelError(
+                f"browser-model {self.browser_model} needs --calibration images (int8 is calibrated on real images)"
+            )
+        if self.browser_model == "wasm":
+            self.browser_format  # noqa: B018 (wasm without its toolchain: one error, at start-up)
         if self.token is not None and len(self.token) < 8:
             raise ModelError("the token must have at least 8 characters")
+
+    @property
+    def browser_format(self) -> str:
+        """What the conversion child builds: auto is wasm where it can be built, else w8a32; wasm
+        without its toolchain is one error."""
+        if self.browser_model not in ("auto", "wasm"):
+            return self.browser_model
+        try:
+            find_clang()
+        except DeployError as exc:
+            if self.browser_model == "wasm":
+                raise ModelError(f"browser-model wasm: {exc}") from None
+            return "w8a32"
+        return "wasm" if self.calibration else "w8a32"

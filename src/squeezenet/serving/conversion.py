@@ -31,7 +31,7 @@ SHARED_NICENESS = 5  # with no core kept for it, the child yields to the request
 
 def _command(weights: Path, folder: Path, config: ServeConfig, name: str | None) -> list[str]:
     command = [sys.executable, "-m", "squeezenet.serving.convert", str(weights), str(folder)]
-    command += ["--browser", config.browser_model, "--threads", str(config.threads)]
+    command += ["--browser", config.browser_format, "--threads", str(config.threads)]
     command += ["--calibration-limit", str(config.calibration_limit)]
     if name:
         command += ["--name", name]

@@ -1,6 +1,6 @@
 """The child process that turns a weights file into what the server runs, and checks it.
 
-    python -m squeezenet.serving.convert WEIGHTS OUTDIR [--calibration PATH ...] [--browser int8|fp32|none]
+    python -m squeezenet.serving.convert WEIGHTS OUTDIR [--calibration PATH ...] [--browser wasm|int8|fp32|none]
 
 writes into OUTDIR:
 
@@ -10,6 +10,10 @@ writes into OUTDIR:
   same graph with 8-bit weights (``serving.browser_model``), ``int8`` the int8 QDQ graph of
   ``export.onnx_int8`` calibrated on ``--calibration`` images, with the maps too; with
   ``--browser fp32`` the page downloads ``model.onnx`` itself;
+- ``wasm/``: with ``--browser wasm``, what the page runs instead of an ONNX file: the folder of
+  ``squeezenet export --format wasm`` (the integer C export compiled to WebAssembly, its model card
+  and its loader), calibrated on ``--calibration`` images; the page keeps ``model.onnx`` for
+  onnxruntime-web as the other choice;
 - ``card.json``: the model card (architecture, weights SHA-256, file bytes, parameters, classes,
   wnids, preprocessing, licence, ...);
 - ``check.json``: the fp32 logits of a fixed random input, which the server compares with its
@@ -119,7 +123,19 @@ def _browser_model(browser: str, model, graph: bytes, outdir: Path, calibration,
         proto = drop_unused_initializers(add_cam_output(onnx.load(str(path))))
         path.unlink()
         return proto.SerializeToString()
-    return graph if browser == "fp32" else b""
+    return graph if browser == "fp32" else b""  # wasm: its own folder (_wasm_build); none
+
+
+def _wasm_build(model, kind: str, outdir: Path, calibration, calibration_limit: int) -> dict:
+    """The WebAssembly folder (``export.wasm``) in ``outdir/wasm``; -> the card's browser entry."""
+    from squeezenet.export.onnx_int8 import calibration_arrays
+    from squeezenet.export.wasm import export_wasm
+
+    arrays = calibration_arrays(model, calibration or [], limit=calibration_limit)
+    result = export_wasm(model, outdir / "wasm", arrays, weights_are_compressed=kind == "sqz")
+    simd = result.card["builds"]["simd"]
+    files = {p.name: p.stat().st_size for p in sorted(result.folder.iterdir()) if p.name != "README.md"}
+    return {"bytes": simd["bytes"], "sha256": simd["sha256"], "weights": result.net.storage, "files": files}
 
 
 def _check_browser_model(data: bytes, browser: str, probe, logits, weights: Path, threads: int | None) -> float:
@@ -158,6 +174,8 @@ def convert(
     graph, probe, logits, cam = _checked_graph(model, weights, threads)
     atomic_write_bytes(outdir / "model.onnx", graph, WeightsError)
     browser_info: dict = {"format": browser}
+    if browser == "wasm":
+        browser_info.update(_wasm_build(model, kind, outdir, calibration, calibration_limit))
     browser_bytes = _browser_model(browser, model, graph, outdir, calibration, calibration_limit)
     if browser_bytes and browser_bytes is not graph:
         browser_info["max_logit_difference"] = _check_browser_model(
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m squeezenet.serving.convert", description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--browser", choices=BROWSER_MODELS, default="w8a32")
+    parser.add_argument("--browser", choices=[m for m in BROWSER_MODELS if m != "auto"], default="w8a32")
     parser.add_argument("--calibration", nargs="*", default=[])
     parser.add_argument("--calibration-limit", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)

@@ -79,8 +79,13 @@ class ServedModel:
     @property
     def browser_path(self) -> Path | None:
         fmt = self.card.get("browser", {}).get("format")
-        name = {"w8a32": "browser.onnx", "int8": "browser.onnx", "fp32": "model.onnx"}.get(fmt)
+        name = {"w8a32": "browser.onnx", "int8": "browser.onnx", "fp32": "model.onnx", "wasm": "model.onnx"}.get(fmt)
         return self.folder / name if name else None
+
+    @property
+    def wasm_folder(self) -> Path | None:
+        """The WebAssembly build's folder (``--browser-model wasm``), else None."""
+        return self.folder / "wasm" if self.card.get("browser", {}).get("format") == "wasm" else None
 
     def infer(self, batch: np.ndarray, want_cam: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Runs on the inference thread; the maps are only copied out when a request wants them."""

@@ -136,9 +136,11 @@ class Health(BaseModel):
 
 # ---------------------------------------------------------------- the model card
 class BrowserModel(BaseModel):
-    format: str = Field(description="w8a32, int8, fp32 or none (--browser-model)")
-    bytes: int | None = None
+    format: str = Field(description="wasm, w8a32, int8, fp32 or none (--browser-model)")
+    bytes: int | None = Field(None, description="of the file the page downloads (wasm: the SIMD build)")
     sha256: str | None = None
+    weights: str | None = Field(None, description="wasm: the C export's weights, compressed or int8")
+    files: dict[str, int] | None = Field(None, description="wasm: the folder's files and their bytes")
     max_logit_difference: float | None = Field(None, description="against the served graph, on the probe input")
 
 
@@ -202,4 +204,7 @@ class BrowserModelLink(BrowserModel):
 
 class BrowserInfo(BaseModel):
     runtime: BrowserRuntime
-    model: BrowserModelLink
+    model: BrowserModelLink = Field(description="what the page runs by default (wasm: url is the folder's)")
+    onnx: BrowserModelLink | None = Field(
+        None, description="with a wasm model: the served fp32 graph, for onnxruntime-web instead"
+    )

@@ -30,6 +30,10 @@ from squeezenet.serving.schemas import (
 from squeezenet.serving.service import ORT_WEB_BASE, ORT_WEB_FILES, ORT_WEB_HINT, ServiceDep, ort_web_version
 
 BROWSER_MODEL_URL = "/v1/model/browser.onnx"
+# the WebAssembly folder of one model, by its id: the files never change under a URL, so browsers
+# keep them (immutable) and a swapped model is a new URL
+WASM_BASE = "/v1/model/wasm/"
+WASM_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".json": "application/json"}
 ONNX_TYPE = "application/octet-stream"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -156,8 +160,12 @@ async def browser_info(service: ServiceDep) -> BrowserInfo:
         files=files,
         hint=None if dist else f"onnxruntime-web is not installed: {ORT_WEB_HINT}",
     )
-    link = BrowserModelLink(**model.card.get("browser", {}), url=BROWSER_MODEL_URL, id=model.id)
-    return BrowserInfo(runtime=runtime, model=link)
+    browser = model.card.get("browser", {})
+    if model.wasm_folder is None:
+        return BrowserInfo(runtime=runtime, model=BrowserModelLink(**browser, url=BROWSER_MODEL_URL, id=model.id))
+    onnx = BrowserModelLink(format="fp32", bytes=model.card["onnx_bytes"], url=BROWSER_MODEL_URL, id=model.id)
+    wasm = BrowserModelLink(**browser, url=f"{WASM_BASE}{model.id}/", id=model.id)
+    return BrowserInfo(runtime=runtime, model=wasm, onnx=onnx)
 
 
 @router.get(
@@ -177,3 +185,27 @@ async def browser_model(request: Request, service: ServiceDep) -> Response:
     headers = {"X-Model-Id": model.id, "Cache-Control": "no-cache"}
     data = await service.gzipped_if_accepted(request, path, headers)
     return Response(path.read_bytes() if data is None else data, media_type=ONNX_TYPE, headers=headers)
+
+
+@router.get(
+    WASM_BASE + "{model_id}/{name}",
+    summary="A file of the WebAssembly build the page runs (--browser-model wasm)",
+    response_class=Response,
+    responses={
+        **content_response("application/wasm", "the module, its card (JSON) or its loader (JavaScript)"),
+        **problem_responses({404: "no such file, a model no longer served, or no WebAssembly build"}),
+    },
+)
+async def wasm_file(model_id: str, name: str, request: Request, service: ServiceDep) -> Response:
+    model = service.holder.current
+    folder = model.wasm_folder
+    if folder is None:
+        raise RequestProblem(404, "no_browser_model", "this server offers no WebAssembly model (--browser-model)")
+    if model_id != model.id:
+        raise RequestProblem(404, "not_found", f"model {model_id} is no longer served (now {model.id})")
+    path = folder / name
+    if name not in model.card["browser"].get("files", {}) or not path.is_file():
+        raise RequestProblem(404, "not_found", f"{name}: not a file of the WebAssembly build")
+    headers = {"X-Model-Id": model.id, "Cache-Control": "public, max-age=31536000, immutable"}
+    data = await service.gzipped_if_accepted(request, path, headers)
+    return Response(path.read_bytes() if data is None else data, media_type=WASM_TYPES[path.suffix], headers=headers)

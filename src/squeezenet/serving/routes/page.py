@@ -32,6 +32,12 @@ async def page():
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
+@router.get("/sw.js")
+async def service_worker():
+    """At the root, so that its scope is the whole page (the page works offline once loaded)."""
+    return FileResponse(STATIC / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
 @router.get("/static/preprocess.js")
 async def preprocess_js():
     return Response(PREPROCESS_JS.read_bytes(), media_type="text/javascript")

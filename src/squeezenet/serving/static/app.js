@@ -1,6 +1,7 @@
 // The page of `squeezenet serve`: pick, drop, paste or photograph an image; the top-5 as bars;
 // the class-activation map of the top class over the image; the model card; and a switch that
-// downloads the model once and classifies in the browser with onnxruntime-web.
+// downloads the model once and classifies in the browser: the WebAssembly build of the integer C
+// export (in a worker; about the .sqz's size, no runtime) or the fp32 graph in onnxruntime-web.
 import { preprocess } from "./preprocess.js";
 
 const $ = (id) => document.getElementById(id);
@@ -169,11 +170,54 @@ function wireBytes(part) {
     .reduce((sum, e) => sum + (e.encodedBodySize || e.transferSize || 0), 0);
 }
 
+// The worker's messages until it is ready (or fails): progress goes to the bar and the status line.
+function workerReady(worker, total) {
+  const bar = $("browser-progress");
+  bar.hidden = false;
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => {
+      if (data.progress) {
+        bar.value = total ? data.progress.loaded / total : 0;
+        status(`downloading the WebAssembly model: ${number(data.progress.loaded)} of ${number(total)} bytes…`);
+      } else if (data.ready) {
+        bar.value = 1;
+        resolve(data.ready);
+      } else if (data.error) {
+        reject(new Error(`WebAssembly model: ${data.error}`));
+      }
+    };
+    worker.onerror = (event) => reject(new Error(`WebAssembly worker: ${event.message || "failed to start"}`));
+  });
+}
+
+async function enableWasm(info) {
+  const base = new URL(info.model.url, location.href).href;
+  const worker = new Worker("/static/wasm-worker.js", { type: "module" });
+  const started = performance.now();
+  let ready;
+  try {
+    worker.postMessage({ load: base });
+    ready = await workerReady(worker, info.model.bytes);
+  } catch (error) {
+    worker.terminate();
+    throw error;
+  }
+  const card = await (await fetch("/v1/model")).json();
+  state.browser = { kind: "wasm", worker, card, modelId: info.model.id, format: "WebAssembly", ...ready };
+  status(
+    `downloaded once: the WebAssembly model (${ready.build} build, ${info.model.weights} weights), ${bytes(ready.bytes)}; ` +
+      `${number(ready.wire)} bytes on the wire with its loader and card; no runtime to download; ` +
+      `ready in ${ms(performance.now() - started)}${ready.hashChecked ? "; SHA-256 checked" : ""}`,
+  );
+}
+
 async function enableBrowser() {
   status("checking what the browser needs…");
   const info = await (await fetch("/v1/browser")).json();
-  if (!info.runtime.available) throw new Error(info.runtime.hint);
   if (!info.model.format || info.model.format === "none") throw new Error("this server offers no in-browser model");
+  if (info.model.format === "wasm" && $("browser-engine").value === "wasm") return enableWasm(info);
+  if (info.onnx) info.model = info.onnx; // onnxruntime-web runs the served fp32 graph
+  if (!info.runtime.available) throw new Error(info.runtime.hint);
   await loadScript(`${info.runtime.base}ort.wasm.min.js`);
   ort.env.wasm.wasmPaths = info.runtime.base;
   // one thread: several need a cross-origin isolated page, and with one the page hung in
@@ -193,6 +237,7 @@ async function enableBrowser() {
   const loadMs = performance.now() - started;
   const card = await (await fetch("/v1/model")).json();
   state.browser = {
+    kind: "onnx",
     session,
     card,
     modelId: response.headers.get("X-Model-Id"),
@@ -212,8 +257,11 @@ async function enableBrowser() {
 }
 
 async function ensureBrowser() {
-  if (state.browser && state.card && state.browser.modelId !== state.card.id) {
-    state.browser = null; // the server swapped its model: fetch the new one
+  const engine = $("browser-engine").value;
+  const stale = state.browser && state.card && state.browser.modelId !== state.card.id; // the server swapped
+  if (state.browser && (stale || (state.browser.kind === "wasm") !== (engine === "wasm"))) {
+    if (state.browser.worker) state.browser.worker.terminate();
+    state.browser = null;
   }
   if (!state.browser) {
     state.loadingBrowser = state.loadingBrowser || enableBrowser().finally(() => (state.loadingBrowser = null));
@@ -230,8 +278,43 @@ function imagePixels(bitmap) {
   return ctx.getImageData(0, 0, bitmap.width, bitmap.height);
 }
 
+// Class probabilities from logits, the top five as the server lists them.
+function topFive(logits, card) {
+  let max = -Infinity;
+  for (const v of logits) max = Math.max(max, v);
+  const exp = Array.from(logits, (v) => Math.exp(v - max));
+  const sum = exp.reduce((a, b) => a + b, 0);
+  const order = exp.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 5);
+  return order.map(([p, i], rank) => ({
+    rank: rank + 1,
+    index: i,
+    name: card.classes[i] ?? `class ${i}`,
+    wnid: card.wnids && card.wnids[i],
+    probability: p,
+  }));
+}
+
+function classifyWithWasm() {
+  const { worker, card } = state.browser;
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => {
+      if (data.error) return reject(new Error(`WebAssembly model: ${data.error}`));
+      const { scores, inferenceMs } = data.result;
+      const scale = state.browser.scoreScale;
+      const top = topFive(Array.from(scores, (v) => v * scale), card);
+      const elapsed = performance.now() - started;
+      $("latency-browser").textContent =
+        `${ms(elapsed)} (WebAssembly inference ${ms(inferenceMs)}; resize, crop and the worker's messages the rest)`;
+      resolve({ top, cam: null, modelId: state.browser.modelId, ms: elapsed });
+    };
+    worker.postMessage({ classify: imagePixels(state.bitmap) });
+  });
+}
+
 async function classifyInBrowser() {
   if (!state.bitmap) throw new Error("the browser cannot decode this image");
+  if (state.browser.kind === "wasm") return classifyWithWasm();
   const { session, card } = state.browser;
   const started = performance.now();
   const prepared = preprocess(imagePixels(state.bitmap), card.preprocessing);
@@ -240,19 +323,7 @@ async function classifyInBrowser() {
   const outputs = await session.run({ [session.inputNames[0]]: input });
   const elapsed = performance.now() - started;
   const inferenceMs = performance.now() - preprocessed;
-  const logits = outputs[session.outputNames[0]].data;
-  let max = -Infinity;
-  for (const v of logits) max = Math.max(max, v);
-  const exp = Array.from(logits, (v) => Math.exp(v - max));
-  const sum = exp.reduce((a, b) => a + b, 0);
-  const order = exp.map((v, i) => [v / sum, i]).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 5);
-  const top = order.map(([p, i], rank) => ({
-    rank: rank + 1,
-    index: i,
-    name: card.classes[i] ?? `class ${i}`,
-    wnid: card.wnids && card.wnids[i],
-    probability: p,
-  }));
+  const top = topFive(outputs[session.outputNames[0]].data, card);
   let cam = null;
   const maps = session.outputNames.length > 1 ? outputs[session.outputNames[1]] : null;
   if (maps) {
@@ -374,4 +445,6 @@ function wireInputs() {
 }
 
 wireInputs();
+$("browser-engine").addEventListener("change", () => $("in-browser").checked && $("in-browser").dispatchEvent(new Event("change")));
+if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => {}); // offline once loaded
 loadCard().catch((error) => ($("model-line").textContent = `cannot read the model card: ${error.message}`));

@@ -1,0 +1,124 @@
+"""The page of ``squeezenet serve`` with its default in-browser model where it can be built: the
+WebAssembly export (``--calibration`` given, clang and wasm-ld installed). In Chromium: the page
+classifies in a worker with the WebAssembly build, gives the server's top-1 on confident images,
+and downloads far less than with onnxruntime-web (counted from the browser's own requests); a
+module whose hash is not the card's is refused with a message, and the page keeps classifying on
+the server; the files are served by model id, immutable, and an old id is a 404."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from test_serving import CONFIDENT
+from test_serving_browser import CHROMIUM, CHROMIUM_ARGS, ServerProcess, open_page, server_top1, upload
+
+pytestmark = pytest.mark.slow
+WIRE_LIMIT = 600_000  # bytes the browser downloads to classify in-browser (issue #35)
+
+
+@pytest.fixture(scope="module")
+def wasm_server(dc_weights_path, imagenet_samples, tmp_path_factory):
+    """The release with 16 even-indexed images to calibrate on (the confident test images are odd)."""
+    folder = tmp_path_factory.mktemp("calibration")
+    for i, image in enumerate(sorted(imagenet_samples.rglob("*.JPEG"))[:32:2]):
+        (folder / f"{i}.jpeg").symlink_to(image)
+    server = ServerProcess("-w", str(dc_weights_path), "--calibration", str(folder))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing: apt-get install -y chromium (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def counted(page) -> dict[str, int]:
+    """url -> body bytes as received (gzip-encoded where it was), of every request the page, its
+    worker and its service worker finish from now on; a request the service worker answers is
+    seen twice (its own fetch and the page's), and counted once."""
+    seen: dict[str, int] = {}
+
+    def finished(request) -> None:
+        seen[request.url] = max(seen.get(request.url, 0), request.sizes()["responseBodySize"])
+
+    page.context.on("requestfinished", finished)
+    return seen
+
+
+def test_the_server_offers_the_webassembly_build_by_id_immutable(wasm_server):
+    info = httpx.get(wasm_server.url + "/v1/browser").json()
+    model = info["model"]
+    assert model["format"] == "wasm" and model["weights"] == "int8"  # the release is a .net: int8 weights
+    assert model["url"] == f"/v1/model/wasm/{model['id']}/" and info["onnx"]["format"] == "fp32"
+    assert set(model["files"]) == {"squeezenet.wasm", "squeezenet-portable.wasm", "squeezenet.json",
+                                   "squeezenet.js", "preprocess.js"}  # fmt: skip
+    wasm = httpx.get(wasm_server.url + model["url"] + "squeezenet.wasm")
+    assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+    assert "immutable" in wasm.headers["cache-control"] and len(wasm.content) == model["bytes"]
+    old = httpx.get(wasm_server.url + "/v1/model/wasm/0123456789ab/squeezenet.wasm")
+    assert old.status_code == 404 and "no longer served" in old.json()["error"]["message"]
+    other = httpx.get(wasm_server.url + model["url"] + "..%2Fcard.json")
+    assert other.status_code == 404
+
+
+def test_the_page_classifies_with_webassembly_and_downloads_little(wasm_server, chromium, imagenet_samples):
+    page = open_page(chromium, wasm_server)
+    seen = counted(page)
+    page.evaluate("document.querySelector('#result').dataset.state = 'waiting'")
+    page.check("#in-browser")
+    page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
+                           timeout=180_000)  # fmt: skip
+    status = page.inner_text("#browser-status")
+    assert "the WebAssembly model (simd build, int8 weights)" in status and "no runtime to download" in status, status
+    for name, _ in CONFIDENT:
+        assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
+        assert page.inner_text("#engine") == "the browser"
+        assert page.inner_text("#top1") == server_top1(wasm_server, imagenet_samples / name)["name"], name
+        assert "WebAssembly inference" in page.inner_text("#latency-browser")
+    fetched = {url: size for url, size in seen.items() if "/v1/classify" not in url}
+    wasm_bytes = sum(size for url, size in fetched.items() if "/v1/model/wasm/" in url)
+    # the int8 build of the release (1.29 MB; gzip on the wire: most of its int8 weights are zeros)
+    assert 500_000 < wasm_bytes < 1_400_000, fetched
+    assert not any("onnxruntime" in url or "/vendor/" in url for url in fetched), fetched
+    print(f"\n[in-browser WebAssembly: {sum(fetched.values()):,} bytes fetched in all: {fetched}]")
+    assert page.errors == []
+
+
+def test_a_module_that_is_not_the_cards_is_refused_and_the_server_still_answers(
+    wasm_server, chromium, imagenet_samples
+):
+    page = open_page(chromium, wasm_server)
+
+    def corrupt(route):
+        body = bytearray(route.fetch().body())
+        body[-1] ^= 1
+        route.fulfill(body=bytes(body), headers={"content-type": "application/wasm"})
+
+    page.context.route("**/squeezenet.wasm", corrupt)
+    page.click("#in-browser")
+    page.wait_for_function("document.querySelector('#browser-status').textContent.includes('SHA-256')", timeout=120_000)
+    assert "is not the model card's" in page.inner_text("#browser-status")
+    assert not page.is_checked("#in-browser")
+    name, _ = CONFIDENT[0]
+    assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
+    assert page.inner_text("#engine") == "the server"
+
+
+def test_onnxruntime_web_stays_a_choice(wasm_server, chromium, imagenet_samples):
+    page = open_page(chromium, wasm_server)
+    page.select_option("#browser-engine", "onnx")
+    page.check("#in-browser")
+    page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
+                           timeout=180_000)  # fmt: skip
+    assert "the fp32 model" in page.inner_text("#browser-status")
+    name, _ = CONFIDENT[1]
+    assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
+    assert page.inner_text("#top1") == server_top1(wasm_server, imagenet_samples / name)["name"]
