@@ -424,7 +424,6 @@ def calibration_images(data: str, info, count: int, seed: int) -> torch.Tensor:
     return torch.cat([b.images for b in loader if b.paths])
 
 
-
 def markdown(payload: dict) -> str:
     """The results page, from the recorded JSON alone (tests/test_benchmark_scripts.py re-renders it)."""
     return render_markdown(payload, payload["tables"])

@@ -22,6 +22,7 @@ RESULT_ORDER = (
     "eval",
     "deploy",
     "export_c",
+    "browser",
     "serve",
     "gpu",
     "compress",
@@ -122,6 +123,10 @@ def _checks(r: dict, prefix: str) -> list[Row]:
 
 def _export_c(r: dict) -> list[Row]:
     return _checks(r, "C export, ")
+
+
+def _browser(r: dict) -> list[Row]:
+    return _checks(r, "WebAssembly in Chromium, ")
 
 
 def _compress(r: dict) -> list[Row]:
@@ -284,6 +289,7 @@ STATUS = (
     ("eval", _eval),
     ("deploy", _deploy),
     ("export_c", _export_c),
+    ("browser", _browser),
     ("serve", _serve),
     ("compress", _compress),
     ("compress_trained", _compress_trained),

@@ -30,6 +30,7 @@ TINY_RUNS = {
     "bench_compress.py": ([], "compress"),
     "bench_compress_trained.py": ([], "compress_trained"),
     "bench_distributed.py": ([], "distributed"),
+    "bench_browser.py": ([], "browser"),
 }
 COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
 
@@ -118,6 +119,7 @@ RENDERERS = {
     "compress": "bench_compress",
     "compress_trained": "bench_compress_trained",
     "distributed": "bench_distributed",
+    "browser": "bench_browser",
     "train_throughput": "bench_train_throughput",
     "train_cifar10": "bench_train_cifar10",
     "train_elpv": "bench_train_elpv",

@@ -58,6 +58,7 @@ class WasmExport:
     net: object  # QuantNet
     card: dict
     files: dict[str, bytes | str]
+    sources: dict[str, str]  # the C export it was compiled from (to build it natively beside)
 
 
 def _package_file(package: str, name: str) -> str:
@@ -161,4 +162,4 @@ def export_wasm(
     files[PREPROCESS_FILE] = _package_file("squeezenet.data", "preprocess.js")
     files["README.md"] = _readme(card)
     write_folder(files, folder)
-    return WasmExport(folder, net, card, files)
+    return WasmExport(folder, net, card, files, sources)

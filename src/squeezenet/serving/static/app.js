@@ -202,7 +202,7 @@ async function enableWasm(info) {
     worker.terminate();
     throw error;
   }
-  const card = await (await fetch("/v1/model")).json();
+  const card = state.card && state.card.id === info.model.id ? state.card : await (await fetch("/v1/model")).json();
   state.browser = { kind: "wasm", worker, card, modelId: info.model.id, format: "WebAssembly", ...ready };
   status(
     `downloaded once: the WebAssembly model (${ready.build} build, ${info.model.weights} weights), ${bytes(ready.bytes)}; ` +

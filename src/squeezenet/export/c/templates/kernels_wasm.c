@@ -67,6 +67,67 @@ static void sqn_wasm_interleave_wide(const uint16_t *planes, int32_t cin, int32_
 }
 #endif
 
+/* four lanes of sqn_requant_to: ReLU, the fixed-point multiply in 64 bits, round half up, saturate */
+static v128_t sqn_wasm_requant(v128_t acc, v128_t m, int n, v128_t round, v128_t top)
+{
+    const v128_t a = wasm_i32x4_max(acc, wasm_i32x4_splat(0));
+    v128_t lo = wasm_u64x2_shr(wasm_i64x2_add(wasm_u64x2_extmul_low_u32x4(a, m), round), n);
+    v128_t hi = wasm_u64x2_shr(wasm_i64x2_add(wasm_u64x2_extmul_high_u32x4(a, m), round), n);
+    lo = wasm_v128_bitselect(top, lo, wasm_i64x2_gt(lo, top));
+    hi = wasm_v128_bitselect(top, hi, wasm_i64x2_gt(hi, top));
+    return wasm_i32x4_shuffle(lo, hi, 0, 2, 4, 6);
+}
+
+static int32_t sqn_simd_store_row(const int32_t *acc, int32_t cols, int32_t m, int n, void *dst, uint32_t top)
+{
+    const v128_t vm = wasm_i32x4_splat(m), round = wasm_i64x2_splat((int64_t)1 << (n - 1));
+    const v128_t vtop = wasm_i64x2_splat((int64_t)top);
+    int32_t x;
+    for (x = 0; x + 8 <= cols; x += 8) {
+        const v128_t r0 = sqn_wasm_requant(wasm_v128_load(acc + x), vm, n, round, vtop);
+        const v128_t r1 = sqn_wasm_requant(wasm_v128_load(acc + x + 4), vm, n, round, vtop);
+        const v128_t wide = wasm_u16x8_narrow_i32x4(r0, r1);
+        if (top > 255u)
+            wasm_v128_store((uint16_t *)dst + x, wide);
+        else
+            wasm_v128_store64_lane((uint8_t *)dst + x, wasm_u8x16_narrow_i16x8(wide, wide), 0);
+    }
+    return x;
+}
+
+/* the largest of three rows at byte offset at, 16 bytes */
+static v128_t sqn_wasm_max3(const uint8_t *r0, const uint8_t *r1, const uint8_t *r2, int32_t at, int wide)
+{
+    const v128_t a = wasm_v128_load(r0 + at), b = wasm_v128_load(r1 + at), c = wasm_v128_load(r2 + at);
+    return wide ? wasm_u16x8_max(wasm_u16x8_max(a, b), c) : wasm_u8x16_max(wasm_u8x16_max(a, b), c);
+}
+
+/* pool outputs px .. px + lanes - 1 of a row, while their windows stay inside it (16 uint8 or 8
+ * uint16 at a time): the column maxima of the three rows, then the even, odd and next-even ones */
+static int32_t sqn_simd_pool_row(const uint8_t *r0, const uint8_t *r1, const uint8_t *r2, int32_t size, uint8_t *d,
+                                 int wide)
+{
+    int32_t lanes = wide ? 8 : 16, e = wide ? 2 : 1, px;
+    for (px = 0; 2 * (px + lanes) + 2 <= size; px += lanes) {
+        const int32_t at = 2 * px * e;
+        const v128_t a = sqn_wasm_max3(r0, r1, r2, at, wide), b = sqn_wasm_max3(r0, r1, r2, at + 16, wide);
+        const v128_t a2 = sqn_wasm_max3(r0, r1, r2, at + 2 * e, wide);
+        const v128_t b2 = sqn_wasm_max3(r0, r1, r2, at + 16 + 2 * e, wide);
+        if (wide) {
+            const v128_t even = wasm_i16x8_shuffle(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+            const v128_t odd = wasm_i16x8_shuffle(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+            const v128_t next = wasm_i16x8_shuffle(a2, b2, 0, 2, 4, 6, 8, 10, 12, 14);
+            wasm_v128_store(d + px * 2, wasm_u16x8_max(wasm_u16x8_max(even, odd), next));
+        } else {
+            const v128_t even = wasm_i8x16_shuffle(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            const v128_t odd = wasm_i8x16_shuffle(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            const v128_t next = wasm_i8x16_shuffle(a2, b2, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            wasm_v128_store(d + px, wasm_u8x16_max(wasm_u8x16_max(even, odd), next));
+        }
+    }
+    return px;
+}
+
 /* one output channel's weights into w, [tap][cin], int16; zeros past the last channel */
 static void sqn_wasm_channel(sqn_source *src, int32_t ch, int16_t *w)
 {

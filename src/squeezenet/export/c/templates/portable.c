@@ -83,12 +83,15 @@ static void sqn_store(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols
     int32_t y, x;
     for (y = 0; y < rows; y++) {
         const int32_t *a = acc + y * ap;
+        void *row = top > 255u ? (void *)((uint16_t *)dst + y * dp) : (void *)((uint8_t *)dst + y * dp);
+        x = 0;
+#if SQN_WASM_SIMD
+        x = sqn_simd_store_row(a, cols, m, n, row, top);
+#endif
         if (top > 255u) {
-            uint16_t *d = (uint16_t *)dst + y * dp;
-            for (x = 0; x < cols; x++) d[x] = (uint16_t)sqn_requant_to(a[x], m, n, top);
+            for (; x < cols; x++) ((uint16_t *)row)[x] = (uint16_t)sqn_requant_to(a[x], m, n, top);
         } else {
-            uint8_t *d = (uint8_t *)dst + y * dp;
-            for (x = 0; x < cols; x++) d[x] = (uint8_t)sqn_requant_to(a[x], m, n, top);
+            for (; x < cols; x++) ((uint8_t *)row)[x] = (uint8_t)sqn_requant_to(a[x], m, n, top);
         }
     }
 }
@@ -111,29 +114,38 @@ static void sqn_emit(const int32_t *acc, int32_t ap, int32_t rows, int32_t cols,
 
 static int32_t sqn_pool_size(int32_t size) { return (size - 3 + 1) / 2 + 1; }
 
-static uint32_t sqn_at(const void *plane, int32_t i, int wide)
-{
-    return wide ? ((const uint16_t *)plane)[i] : ((const uint8_t *)plane)[i];
-}
+#define SQN_MAX(a, b) ((a) > (b) ? (a) : (b))
+/* pool row py from px on: a window that hangs over the edge reads its last row or column again
+ * (ceil mode: it takes what is there, and a repeated value cannot change a max) */
+#define SQN_POOL_ROW(T)                                                                           \
+    do {                                                                                          \
+        const T *a0 = (const T *)r0, *a1 = (const T *)r1, *a2 = (const T *)r2;                    \
+        T *d = (T *)dst + py * out;                                                               \
+        for (; px < out; px++) {                                                                  \
+            int32_t x0 = 2 * px, x1 = x0 + 1 < size ? x0 + 1 : x0, x2 = x0 + 2 < size ? x0 + 2 : x1; \
+            T a = SQN_MAX(SQN_MAX(a0[x0], a0[x1]), a0[x2]);                                       \
+            T b = SQN_MAX(SQN_MAX(a1[x0], a1[x1]), a1[x2]);                                       \
+            T c = SQN_MAX(SQN_MAX(a2[x0], a2[x1]), a2[x2]);                                       \
+            d[px] = SQN_MAX(SQN_MAX(a, b), c);                                                    \
+        }                                                                                         \
+    } while (0)
 
 /* 3x3 / 2 max pool, ceil mode (a last window hangs over the edge and takes what is there), on uint8
  * planes or (wide) uint16 ones */
 static void sqn_pool(const void *src, int32_t size, void *dst, int wide)
 {
-    int32_t out = sqn_pool_size(size), py, px, y, x;
+    int32_t out = sqn_pool_size(size), py, px, e = wide ? 2 : 1;
     for (py = 0; py < out; py++) {
-        int32_t y1 = 2 * py + 2 < size ? 2 * py + 2 : size - 1;
-        for (px = 0; px < out; px++) {
-            int32_t x1 = 2 * px + 2 < size ? 2 * px + 2 : size - 1;
-            uint32_t best = 0;
-            for (y = 2 * py; y <= y1; y++)
-                for (x = 2 * px; x <= x1; x++)
-                    if (sqn_at(src, y * size + x, wide) > best) best = sqn_at(src, y * size + x, wide);
-            if (wide)
-                ((uint16_t *)dst)[py * out + px] = (uint16_t)best;
-            else
-                ((uint8_t *)dst)[py * out + px] = (uint8_t)best;
-        }
+        const uint8_t *r0 = (const uint8_t *)src + 2 * py * size * e;
+        const uint8_t *r1 = 2 * py + 1 < size ? r0 + size * e : r0, *r2 = 2 * py + 2 < size ? r1 + size * e : r1;
+        px = 0;
+#if SQN_WASM_SIMD
+        px = sqn_simd_pool_row(r0, r1, r2, size, (uint8_t *)dst + py * out * e, wide);
+#endif
+        if (wide)
+            SQN_POOL_ROW(uint16_t);
+        else
+            SQN_POOL_ROW(uint8_t);
     }
 }
 
