@@ -16,20 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
 from squeezenet.serving.preprocess import prepare
 from test_serving import CONFIDENT, ServerProcess, assert_problem
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(os.environ.get("SQUEEZENET_TEST_ARTIFACTS", tempfile.gettempdir())) / "squeezenet-serve-page"
 # the confident images, and two the model is unsure of (top-1 below 0.35): the two ways must agree anyway
 HARD = ["n01698640/n01698640_American_alligator.JPEG", "n03532672/n03532672_hook.JPEG"]
@@ -46,25 +36,10 @@ def page_server(dc_weights_path):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def playwright():
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: apt-get install -y chromium (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        yield playwright
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
-
-
-def open_page(browser, server):
-    page = browser.new_page(viewport={"width": 1100, "height": 960})
+def open_page(browser, server, service_workers: str = "block"):
+    """A new page in a fresh context; the page's service worker is blocked unless asked for (requests
+    it answers would bypass the tests' page.route)."""
+    page = browser.new_page(viewport={"width": 1100, "height": 960}, service_workers=service_workers)
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     page.goto(server.url + "/")

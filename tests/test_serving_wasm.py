@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from test_serving import CONFIDENT
-from test_serving_browser import CHROMIUM, CHROMIUM_ARGS, ServerProcess, open_page, server_top1, upload
+from test_serving_browser import ServerProcess, open_page, server_top1, upload
 
 pytestmark = pytest.mark.slow
 WIRE_LIMIT = 600_000  # bytes the browser downloads to classify in-browser (issue #35)
@@ -26,18 +26,6 @@ def wasm_server(dc_weights_path, imagenet_samples, tmp_path_factory):
     server = ServerProcess("-w", str(dc_weights_path), "--calibration", str(folder))
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: apt-get install -y chromium (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def counted(page) -> dict[str, int]:
@@ -69,8 +57,8 @@ def test_the_server_offers_the_webassembly_build_by_id_immutable(wasm_server):
     assert other.status_code == 404
 
 
-def test_the_page_classifies_with_webassembly_and_downloads_little(wasm_server, chromium, imagenet_samples):
-    page = open_page(chromium, wasm_server)
+def test_the_page_classifies_with_webassembly_and_downloads_little(wasm_server, browser, imagenet_samples):
+    page = open_page(browser, wasm_server)
     seen = counted(page)
     page.evaluate("document.querySelector('#result').dataset.state = 'waiting'")
     page.check("#in-browser")
@@ -92,10 +80,8 @@ def test_the_page_classifies_with_webassembly_and_downloads_little(wasm_server, 
     assert page.errors == []
 
 
-def test_a_module_that_is_not_the_cards_is_refused_and_the_server_still_answers(
-    wasm_server, chromium, imagenet_samples
-):
-    page = open_page(chromium, wasm_server)
+def test_a_module_that_is_not_the_cards_is_refused_and_the_server_still_answers(wasm_server, browser, imagenet_samples):
+    page = open_page(browser, wasm_server)
 
     def corrupt(route):
         body = bytearray(route.fetch().body())
@@ -112,8 +98,8 @@ def test_a_module_that_is_not_the_cards_is_refused_and_the_server_still_answers(
     assert page.inner_text("#engine") == "the server"
 
 
-def test_onnxruntime_web_stays_a_choice(wasm_server, chromium, imagenet_samples):
-    page = open_page(chromium, wasm_server)
+def test_onnxruntime_web_stays_a_choice(wasm_server, browser, imagenet_samples):
+    page = open_page(browser, wasm_server)
     page.select_option("#browser-engine", "onnx")
     page.check("#in-browser")
     page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
@@ -122,3 +108,34 @@ def test_onnxruntime_web_stays_a_choice(wasm_server, chromium, imagenet_samples)
     name, _ = CONFIDENT[1]
     assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
     assert page.inner_text("#top1") == server_top1(wasm_server, imagenet_samples / name)["name"]
+
+
+def test_the_page_works_offline_once_loaded(dc_weights_path, imagenet_samples, browser, tmp_path):
+    """Loaded once with its service worker and the WebAssembly model, the page opens again and
+    classifies in the browser after the server has gone."""
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i, image in enumerate(sorted(imagenet_samples.rglob("*.JPEG"))[:8:2]):
+        (folder / f"{i}.jpeg").symlink_to(image)
+    server = ServerProcess("-w", str(dc_weights_path), "--calibration", str(folder))
+    try:
+        page = open_page(browser, server, service_workers="allow")
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        page.reload()  # now under the service worker: what the page fetches is kept
+        page.wait_for_selector("#card tr")
+        page.check("#in-browser")
+        page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
+                               timeout=180_000)  # fmt: skip
+        name, _ = CONFIDENT[0]
+        assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
+        expected = page.inner_text("#top1")
+    finally:
+        server.stop()
+    page.reload()
+    page.wait_for_selector("#card tr")
+    page.check("#in-browser")
+    page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
+                           timeout=60_000)  # fmt: skip
+    assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
+    assert page.inner_text("#engine") == "the browser" and page.inner_text("#top1") == expected
+    assert "the server did not answer" in page.inner_text("#agreement")

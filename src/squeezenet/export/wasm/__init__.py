@@ -29,7 +29,6 @@ import numpy as np
 from squeezenet.errors import DeployError
 from squeezenet.export.c import build_c, check_output_folder, write_folder
 from squeezenet.export.c.pixels import input_settings
-from squeezenet.export.formats import DEFAULT_CALIBRATION_METHOD, DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
 
 CARD_FILE = "squeezenet.json"
 LOADER_FILE = "squeezenet.js"
@@ -135,23 +134,12 @@ The scores are the integers of the C export; `score` is the fp32 model's logit t
 """
 
 
-def export_wasm(
-    model,
-    folder: str | Path,
-    calibration: np.ndarray,
-    method: str = DEFAULT_CALIBRATION_METHOD,
-    storage: str = "auto",
-    weights_are_compressed: bool = False,
-    size: int | None = None,
-    squeeze_bits: int = DEFAULT_SQUEEZE_BITS,
-    stem_bits: int = DEFAULT_STEM_BITS,
-) -> WasmExport:
-    """Write the WebAssembly builds of ``model``, its card and its loader into ``folder``."""
+def export_wasm(model, folder: str | Path, calibration: np.ndarray, **options) -> WasmExport:
+    """Write the WebAssembly builds of ``model``, its card and its loader into ``folder``; ``options``
+    are ``build_c``'s (method, storage, weights_are_compressed, size, squeeze_bits, stem_bits)."""
     folder = check_output_folder(folder)
     find_clang()  # before the slow part
-    net, sources, facts = build_c(
-        model, calibration, method, storage, weights_are_compressed, size, squeeze_bits, stem_bits
-    )
+    net, sources, facts = build_c(model, calibration, **options)
     binaries = {name: compile_wasm(sources, name) for name in BUILDS}
     builds = {name: _build_facts(data, BUILDS[name][0]) for name, data in binaries.items()}
     preprocessing = json.loads(json.dumps(input_settings(model.weights_info.preprocessing, net.size)))

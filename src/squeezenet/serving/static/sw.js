@@ -4,7 +4,12 @@
 const CACHE = "squeezenet-page-v1";
 const IMMUTABLE = "/v1/model/wasm/";
 
-self.addEventListener("install", () => self.skipWaiting());
+// the page's own files, kept at once: the page then opens offline even if it was loaded only once
+const SHELL = ["/", "/static/app.js", "/static/style.css", "/static/preprocess.js", "/static/wasm-worker.js"];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
+});
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
 async function answer(request) {
