@@ -184,3 +184,19 @@ def test_the_step_model_fits_the_link_and_adds_what_the_backward_pass_does_not_h
     assert m.chain_gaps([(1.0, 1e5), (1.35, 3e5)], transfer) == pytest.approx([0.25])
     # N workers: 2(N-1)/N of the bytes, (N-1) latencies of a 2-node all-reduce
     assert m.link_time(1e6, 0.01, 1e6, workers=4) == pytest.approx(3 * 0.01 + 1.5)
+
+
+def test_ddp_sends_several_buckets_during_the_backward_pass_and_powersgd_one():
+    """DDP's default 25 MiB bucket holds all of a SqueezeNet's gradient, which then waits for the
+    whole backward pass; the buckets are about 1/16 of the gradient, none under 1 MiB; PowerSGD keeps
+    one bucket (its chained all-reduces need one order on every worker)."""
+    from torchvision.models import alexnet, squeezenet1_1
+
+    from squeezenet.training.communication import ddp_options
+    from squeezenet.training.config import parse_grad_compression
+
+    small, large = squeezenet1_1(), alexnet()
+    assert ddp_options(small, parse_grad_compression("bf16"))["bucket_cap_mb"] == 1.0
+    mib = sum(p.numel() for p in large.parameters()) * 4 / 2**20
+    assert ddp_options(large, parse_grad_compression("none"))["bucket_cap_mb"] == pytest.approx(mib / 16)
+    assert ddp_options(small, parse_grad_compression("powersgd:2"))["bucket_cap_mb"] >= 4.7
