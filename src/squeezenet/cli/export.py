@@ -16,6 +16,7 @@ from squeezenet.export.formats import (
     INTEGER_FORMATS,
     MIN_OPSET,
     WIDE_BITS,
+    find_clang,
 )
 
 
@@ -148,7 +149,7 @@ def _run_integer(args: argparse.Namespace, fmt: str) -> int:
     from squeezenet.export.c import check_output_folder, export_c, is_sqz
     from squeezenet.export.c.integerize import check_supported
     from squeezenet.export.onnx_int8 import calibration_arrays
-    from squeezenet.export.wasm import export_wasm, find_clang
+    from squeezenet.export.wasm import export_wasm
 
     if not args.calibration:
         raise DeployError(f"--format {fmt} needs --calibration IMAGES_OR_FOLDERS (images that are not your test set)")

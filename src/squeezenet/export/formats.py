@@ -1,5 +1,9 @@
 """The export formats and their fixed facts, importable without PyTorch (the CLI's parser reads them)."""
 
+import shutil
+
+from squeezenet.errors import DeployError
+
 FORMATS = ("onnx", "torchscript", "c", "wasm")
 INTEGER_FORMATS = ("c", "wasm")  # the integer C runtime: compiled by the user (c) or by the export (wasm)
 MIN_OPSET = 17  # ceil-mode MaxPool and the ops the exporters write need opset 17
@@ -12,3 +16,15 @@ DEFAULT_SQUEEZE_BITS = 12
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
 DEFAULT_CALIBRATION_METHOD = "percentile"
 DEFAULT_CALIBRATION_LIMIT = 128
+
+# --format wasm compiles the C export with clang for wasm32; clang calls wasm-ld (Debian: lld)
+WASM_TOOLCHAIN_HINT = "the WebAssembly export needs clang and wasm-ld (Debian: apt-get install clang lld)"
+
+
+def find_clang() -> str:
+    """clang and the linker it calls for wasm32, or one line saying how to install them. Here, not
+    in ``export.wasm``, so that the server's options can check it without loading the C export."""
+    clang = shutil.which("clang")
+    if clang is None or shutil.which("wasm-ld") is None:
+        raise DeployError(WASM_TOOLCHAIN_HINT)
+    return clang

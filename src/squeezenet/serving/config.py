@@ -14,7 +14,7 @@ from pathlib import Path
 
 from squeezenet.bounds import Bounds
 from squeezenet.errors import DeployError, ModelError
-from squeezenet.export.wasm import find_clang
+from squeezenet.export.formats import find_clang
 
 # auto: wasm (the C export as WebAssembly, no runtime to download) where --calibration images are
 # given and clang can build it, else w8a32 (onnxruntime-web)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 from squeezenet.errors import DeployError
 from squeezenet.export.c import build_c, check_output_folder, write_folder
 from squeezenet.export.c.pixels import input_settings
+from squeezenet.export.formats import WASM_TOOLCHAIN_HINT, find_clang
 
 CARD_FILE = "squeezenet.json"
 LOADER_FILE = "squeezenet.js"
@@ -48,7 +48,6 @@ EXPORTS = (
 # -nostdlib: no C library; -mbulk-memory: memset/memcpy as instructions, not calls into one
 COMMON_FLAGS = ("--target=wasm32", "-O2", "-std=c99", "-nostdlib", "-mbulk-memory", "-Wall", "-Wextra")
 LINK_FLAGS = ("-Wl,--no-entry", "-Wl,--strip-all", "-Wl,-z,stack-size=131072", *(f"-Wl,--export={e}" for e in EXPORTS))
-TOOLCHAIN_HINT = "the WebAssembly export needs clang and wasm-ld (Debian: apt-get install clang lld)"
 
 
 @dataclass
@@ -62,14 +61,6 @@ class WasmExport:
 
 def _package_file(package: str, name: str) -> str:
     return resources.files(package).joinpath(name).read_text()
-
-
-def find_clang() -> str:
-    """clang and the linker it calls for wasm32, or one line saying how to install them."""
-    clang = shutil.which("clang")
-    if clang is None or shutil.which("wasm-ld") is None:
-        raise DeployError(TOOLCHAIN_HINT)
-    return clang
 
 
 def compile_wasm(sources: dict[str, str], build: str, extra_flags: tuple[str, ...] = ()) -> bytes:
@@ -87,7 +78,7 @@ def compile_wasm(sources: dict[str, str], build: str, extra_flags: tuple[str, ..
             lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
             first = next((line for line in lines if "error" in line), lines[0] if lines else "no message")
             if "wasm32" in first or "wasm-ld" in first:
-                raise DeployError(f"{TOOLCHAIN_HINT}: {first.strip()}")
+                raise DeployError(f"{WASM_TOOLCHAIN_HINT}: {first.strip()}")
             raise DeployError(f"clang could not build the WebAssembly module: {first.strip()}")
         return out.read_bytes()
 

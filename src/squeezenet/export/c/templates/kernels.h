@@ -39,7 +39,7 @@
 #define SQN_SIMD (SQN_VNNI || SQN_WASM_SIMD)
 
 #if SQN_WASM_SIMD
-/* the first columns of one row of sqn_store, four at a time (kernels_wasm.c); -> how many it did */
+/* the first columns of one row of sqn_store, eight at a time (kernels_wasm.c); -> how many it did */
 static int32_t sqn_simd_store_row(const int32_t *acc, int32_t cols, int32_t m, int n, void *dst, uint32_t top);
 /* the first outputs of one row of sqn_pool, from its three input rows; -> how many it did */
 static int32_t sqn_simd_pool_row(const uint8_t *r0, const uint8_t *r1, const uint8_t *r2, int32_t size, uint8_t *d,
