@@ -31,6 +31,13 @@ def write_results(name: str, payload: dict, markdown: str, folder: Path | None =
     print(markdown)
 
 
+def imagenet_halves(count_cal: int, count_test: int) -> tuple[list[Path], list[Path]]:
+    """The first ``count_cal`` even-indexed imagenet-samples (they calibrate or choose) and the first
+    ``count_test`` odd-indexed ones (they are reported on), in sorted order."""
+    files = sorted((DATA / "imagenet-samples").rglob("*.JPEG"))
+    return files[0::2][:count_cal], files[1::2][:count_test]
+
+
 def add_tiny_option(parser) -> None:
     """``--tiny FOLDER``: the whole script on a few images for one round, results written to
     FOLDER: what the test suite runs, so that a broken script fails CI (its figures mean nothing)."""

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 import c_toolchain as tc
-from _common import DATA, ROOT, add_tiny_option, machine, write_results
+from _common import DATA, ROOT, add_tiny_option, imagenet_halves, machine, write_results
 from _serve_load import Server
 from squeezenet.cli.main import main as squeezenet_main
 from squeezenet.export.c import reference, write_folder
@@ -52,7 +52,6 @@ from squeezenet.export.wasm import BUILDS, export_wasm
 from squeezenet.weights import build_model_from_weights
 
 RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
-SAMPLES = DATA / "imagenet-samples"
 ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
@@ -119,11 +118,6 @@ def release_sqz(work: Path, tiny: bool) -> tuple[Path, str]:
     if squeezenet_main(["compress", "-w", str(RELEASE), "-o", str(sqz), *method]) != 0:
         raise SystemExit("bench_browser: squeezenet compress failed")
     return sqz, command
-
-
-def imagenet_halves(count_cal: int, count_test: int) -> tuple[list[Path], list[Path]]:
-    files = sorted(SAMPLES.rglob("*.JPEG"))
-    return files[0::2][:count_cal], files[1::2][:count_test]
 
 
 def serve_folder(root: Path):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import c_toolchain as tc
-from _common import DATA, add_tiny_option, machine, write_results
+from _common import DATA, add_tiny_option, imagenet_halves, machine, write_results
 from squeezenet.export.c import build_c, reference, write_folder
 from squeezenet.export.c.pixels import crop_pixels, normalized
 from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
@@ -43,7 +43,6 @@ from squeezenet.inference.fidelity import fidelity_from_logits
 from squeezenet.weights import build_model_from_weights, create_model
 
 RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
-SAMPLES = DATA / "imagenet-samples"
 CIFAR = DATA / "cifar10-jpeg.tar.gz"
 CIFAR_RUN = Path(__file__).resolve().parent / "runs" / "export_c_cifar10"
 HOST_FAST = ("-O3", "-march=native")
@@ -65,13 +64,6 @@ def squeezenet_cli(*args: str) -> str:
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def imagenet_split(count_cal: int, count_test: int):
-    files = sorted(SAMPLES.rglob("*.JPEG"))
-    return [f for i, f in enumerate(files) if i % 2 == 0][:count_cal], [f for i, f in enumerate(files) if i % 2][
-        :count_test
-    ]
 
 
 def cifar_split(folder: Path, per_class_cal: int, per_class_test: int):
@@ -516,7 +508,7 @@ def main() -> None:
         sqz_command = " ".join(["squeezenet compress -w", str(RELEASE), "-o", sqz.name, *method])
         print(squeezenet_cli("compress", "-w", str(RELEASE), "-o", str(sqz), *method), file=sys.stderr)
         n_cal, n_test = (4, 2) if args.tiny else (128, 250)
-        cal_files, test_files = imagenet_split(n_cal, n_test)
+        cal_files, test_files = imagenet_halves(n_cal, n_test)
         release = build_model_from_weights(RELEASE).eval()
         sqz_model = build_model_from_weights(sqz).eval()
         pre = release.weights_info.preprocessing
