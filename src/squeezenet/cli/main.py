@@ -14,7 +14,7 @@ import sys
 from squeezenet.errors import SqueezeNetError
 
 # Sub-command modules, in the order `--help` lists them; each has add_parser() and run().
-COMMANDS = ("info", "predict", "evaluate", "convert", "train", "plot", "compress", "export", "bench", "serve")
+COMMANDS = ("info", "predict", "evaluate", "convert", "train", "plot", "compress", "delta", "export", "bench", "serve")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -60,6 +60,19 @@ def _model_options(p) -> None:
     )  # fmt: skip
     p.add_argument("--weights", "-w", help="fine-tune from these weights (file or catalogue tag); new head")
     p.add_argument("--freeze-features", action="store_true", default=None, help="train only the classifier (conv10)")
+    from squeezenet.compression.choices import DEFAULT_UPDATE_LEVEL, UPDATE_LEVELS
+
+    p.add_argument(
+        "--update-of",
+        metavar="BASE.sqz",
+        help="fine-tune from this .sqz and write the result as an update of it (update.sqz, update.sqzd)",
+    )
+    p.add_argument(
+        "--update-level",
+        choices=UPDATE_LEVELS,
+        help=f"with --update-of, what trains: head (the classifier), codebooks (shared values, biases, classifier; "
+        f"masks and indices frozen) or full (default {DEFAULT_UPDATE_LEVEL})",
+    )
     p.add_argument("--in-chans", type=int, choices=(1, 3), help="input channels (1: grayscale; default from data)")
     p.add_argument("--dropout", type=_number("dropout"))
 
@@ -208,4 +221,8 @@ def run(args: argparse.Namespace) -> int:
         best = f", best val top-1 {result.best_top1:.2%}" if result.best_top1 is not None else ""
         test = f", test top-1 {result.test_top1:.2%} (last epoch)" if result.test_top1 is not None else ""
         print(f"{result.run_dir}: {result.steps} steps{best}{test}; weights {result.best_weights}")
+        if result.update:
+            u = result.update
+            print(f"{result.run_dir / 'update.sqz'}: {u['sqz_bytes']:,} bytes; update from {u['base']}: "
+                  f"{result.run_dir / 'update.sqzd'}, {u['delta_bytes']:,} bytes ({u['level']})")  # fmt: skip
     return 0

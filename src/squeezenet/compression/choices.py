@@ -31,3 +31,8 @@ SYNTHETIC_IMAGES = 64  # calibrate the output-aware method when no image is give
 
 HOLDOUT = 0.2  # share of the command's --data held back to measure fidelity on, never calibrated on
 TRAIN_STEPS = 0  # codebook and bias training after calibration: none unless asked
+
+# what ``squeezenet train --update-of`` may train (compression.updates): the classifier; the shared
+# values, biases and classifier (masks and indices frozen); everything
+UPDATE_LEVELS = ("head", "codebooks", "full")
+DEFAULT_UPDATE_LEVEL = "codebooks"

@@ -16,6 +16,8 @@ writes into OUTDIR:
   onnxruntime-web as the other choice;
 - ``card.json``: the model card (architecture, weights SHA-256, file bytes, parameters, classes,
   wnids, preprocessing, licence, ...);
+- ``weights.sqz``: the weights as given, when they are a ``.sqz`` (the server makes deltas between
+  the models it kept from them);
 - ``check.json``: the fp32 logits of a fixed random input, which the server compares with its
   own session's before swapping the model in.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from squeezenet.serving.config import BROWSER_MODELS
 
 PROBE_SEED = 0
+KEPT_SQZ = "weights.sqz"
 PROBE_SCALE = {1.0: 1.0, 255.0: 60.0}  # a probe input in the range the model expects
 
 
@@ -70,16 +73,22 @@ def _load_once(weights: Path, outdir: Path, name: str | None):
         raise WeightsError(f"{weights}: empty file")
     copy = atomic_write_bytes(outdir / ("weights" + source.suffix), data, WeightsError)
     shown = name or source.name
+    kept = False
     try:
         model = build_model_from_weights(copy)
         provenance = model.weights_info.provenance
         if provenance.get("file") == copy.name:  # the loader names the file it read: the private copy
             provenance["file"] = shown
-        return data, detect_format(copy), model, shown
+        kind = detect_format(copy)
+        if kind == "sqz":  # kept: the base of the deltas to and from this model (GET /v1/model/delta)
+            copy.replace(outdir / KEPT_SQZ)
+            kept = True
+        return data, kind, model, shown
     except WeightsError as exc:
         raise WeightsError(str(exc).replace(str(copy), name or str(weights))) from None
     finally:
-        copy.unlink()
+        if not kept:
+            copy.unlink()
 
 
 def _checked_graph(model, weights: Path, threads: int | None):

@@ -23,9 +23,11 @@ from fastapi import Depends, Request
 from squeezenet.errors import WeightsError
 from squeezenet.serving.batching import Batcher
 from squeezenet.serving.config import ORT_WEB_DIST, ServeConfig
+from squeezenet.serving.convert import KEPT_SQZ
 from squeezenet.serving.memory import MemoryBudget
 from squeezenet.serving.metrics import Metrics
 from squeezenet.serving.model import Conversions, ModelHolder, ServedModel, file_sha256, load_model
+from squeezenet.weights.deltas import delta_bytes
 
 ORT_WEB_FILES = {  # what the page needs from onnxruntime-web's dist/ folder: the WebAssembly build only
     "ort.wasm.min.js": "text/javascript",
@@ -92,6 +94,7 @@ class Service:
         self.ort_web = find_ort_web(config.ort_web)
         self.started = time.time()
         self._gzipped: dict[str, bytes] = {}
+        self._deltas: dict[tuple[str, str], bytes] = {}  # (from SHA-256, to SHA-256) -> .sqzd
         self._tasks: set[asyncio.Task] = set()
 
     def make_batcher(self, model: ServedModel) -> Batcher:
@@ -152,6 +155,34 @@ class Service:
         how = "converted" if converted else "converted before: session only"
         self.log_swap(what, source, "swapped", f"model {old.id} -> {new.id} ({how})", started)
         return SwapResult("swapped", new, old.id)
+
+    def sqz_of(self, model: ServedModel) -> bytes | None:
+        """The ``.sqz`` bytes a model was loaded from (its converted folder keeps them), or None."""
+        path = model.folder / KEPT_SQZ
+        return path.read_bytes() if path.is_file() else None
+
+    def _kept_sqz(self, model_id: str) -> tuple[str, bytes] | None:
+        """(SHA-256, .sqz bytes) of a recent model by id: the converted folders kept (``Conversions``)."""
+        for sha256, folder in list(self.conversions.folders.items()):
+            path = folder / KEPT_SQZ
+            if sha256[:12] == model_id and path.is_file():
+                return sha256, path.read_bytes()
+        return None
+
+    async def delta_from(self, model_id: str) -> bytes | None:
+        """The ``.sqzd`` that turns the recent model ``model_id`` into the one served now; None when
+        either is not a kept ``.sqz`` (the client then fetches the whole file). Kept once made."""
+        current = self.holder.current
+        old, new = self._kept_sqz(model_id), self.sqz_of(current)
+        if old is None or new is None or model_id == current.id:
+            return None
+        key = (old[0], current.card["sha256"])
+        if key not in self._deltas:
+            result = await asyncio.to_thread(delta_bytes, old[1], new, f"model {model_id}", f"model {current.id}")
+            while len(self._deltas) >= self.conversions.keep:
+                self._deltas.pop(next(iter(self._deltas)))
+            self._deltas[key] = result.data
+        return self._deltas[key]
 
     def log_swap(self, what: str, source: str, result: str, detail: str, started: float | None = None) -> None:
         """Count a swap by result and say it in one line of the log (refused PUTs included)."""

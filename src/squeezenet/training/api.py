@@ -27,6 +27,7 @@ from torch import nn
 from squeezenet.atomic import atomic_write_text
 from squeezenet.errors import DataError, TrainingError
 from squeezenet.training import distributed as dist_utils
+from squeezenet.training import updates
 from squeezenet.training.config import TrainConfig
 from squeezenet.training.device import (
     amp_dtype,
@@ -73,12 +74,14 @@ class TrainResult:
     test: dict = field(default_factory=dict)  # test_loss, test_top1, test_top5, test_n, test_skipped
     protocol: str = ""  # which images validated and which were scored once (as logged)
     images: dict[str, int] = field(default_factory=dict)  # image count per role: train, val, test
+    update: dict = field(default_factory=dict)  # with --update-of: update.json's sizes and hashes
 
 
 def train(config: TrainConfig | dict, on_step: Callable[[TrainContext], None] | None = None) -> TrainResult:
     """Train or fine-tune per ``config``; ``on_step(ctx)`` runs after every optimizer step."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
+    cfg = updates.resolved(cfg)
     recipe = get_recipe(cfg.recipe)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -131,6 +134,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist: DistInfo, on_step) -> TrainRe
         test = run.score_test(test_loader, data.test.split if data.test is not None else "", history)
     finally:
         log.close()
+    update = updates.write_update(cfg, run_dir, run_dir / "last.safetensors") if cfg.update_of and main else {}
     return TrainResult(
         run_dir=run_dir,
         steps=ctx.step,
@@ -144,6 +148,7 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist: DistInfo, on_step) -> TrainRe
         test=test,
         protocol=data.protocol,
         images=data.sizes(),
+        update=update,
     )
 
 
@@ -155,6 +160,8 @@ def _model(cfg: TrainConfig, recipe: Recipe, data: RunData, state: dict | None, 
     in_chans = cfg.in_chans or (1 if data.train.mode == "L" else 3)
     torch.manual_seed(cfg.seed)
     model, pre, arch, base_info = build_model(cfg, recipe, num_classes, in_chans)
+    if cfg.update_of and cfg.update_level == "codebooks":
+        updates.pool_gradients(model, Path(cfg.update_of).read_bytes())
     run_meta = {"arch": arch, "num_classes": num_classes, "in_chans": in_chans, "train_images": len(data.train)}
     if state:
         check_same_run(state, resume_path, run_meta)

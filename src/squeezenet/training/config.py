@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from squeezenet.bounds import COUNT, NON_NEGATIVE_COUNT, Bounds
+from squeezenet.compression.choices import DEFAULT_UPDATE_LEVEL, UPDATE_LEVELS
 from squeezenet.errors import TrainingError
 
 # the choices of the options below, shared by the CLI and squeezenet.training.recipes
@@ -101,6 +102,8 @@ class TrainConfig:
     spec: dict | None = None
     weights: str | None = None
     freeze_features: bool = False
+    update_of: str | None = None  # a .sqz: fine-tune from it and write the result as an update of it
+    update_level: str = DEFAULT_UPDATE_LEVEL
     in_chans: int | None = None
     dropout: float | None = None
     recipe: str = "modern"
@@ -173,6 +176,10 @@ class TrainConfig:
         parse_grad_compression(self.grad_compression)
         need(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
         need(not (self.freeze_features and not self.weights), "--freeze-features needs --weights to fine-tune from")
+        need(
+            self.update_level in UPDATE_LEVELS,
+            f"unknown --update-level {self.update_level!r}: expected {', '.join(UPDATE_LEVELS)}",
+        )
         need(
             not (self.weights and self.model_kwargs),
             "--model-arg builds a new model; fine-tuning --weights keeps their architecture "

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter
 
 from squeezenet.errors import WeightsError
@@ -28,6 +28,8 @@ from squeezenet.serving.schemas import (
     upload_route,
 )
 from squeezenet.serving.service import ORT_WEB_BASE, ORT_WEB_FILES, ORT_WEB_HINT, ServiceDep, ort_web_version
+from squeezenet.weights.deltas import patch_bytes
+from squeezenet.weights.sqz_codec.delta import DELTA_MAGIC
 
 BROWSER_MODEL_URL = "/v1/model/browser.onnx"
 # the WebAssembly folder of one model, by its id: the files never change under a URL, so browsers
@@ -35,6 +37,7 @@ BROWSER_MODEL_URL = "/v1/model/browser.onnx"
 WASM_BASE = "/v1/model/wasm/"
 WASM_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".json": "application/json"}
 ONNX_TYPE = "application/octet-stream"
+DELTA_TYPE = "application/octet-stream"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 PUT_PROBLEMS = {  # besides those of reading the upload
@@ -62,8 +65,9 @@ async def model_card(response: Response, service: ServiceDep) -> dict:
     "/v1/model",
     summary="Replace the model (live update)",
     description=(
-        "A weights file of any format the loader reads (.sqz, .safetensors, .pth, Deep Compression .net) "
-        "as the raw body or a multipart upload, with 'Authorization: Bearer TOKEN' (the token given at "
+        "A weights file of any format the loader reads (.sqz, .safetensors, .pth, Deep Compression .net), "
+        "or a .sqzd delta against the .sqz served now (squeezenet delta), as the raw body or a multipart "
+        "upload, with 'Authorization: Bearer TOKEN' (the token given at "
         "start; without one, updates over HTTP are off). The file is converted and checked aside while "
         "the current model keeps serving, then swapped in: requests already in flight finish on the "
         "old model. The weights already served (same SHA-256) answer at once with result 'unchanged'; "
@@ -81,6 +85,8 @@ async def put_model(request: Request, response: Response, service: ServiceDep) -
     name, tried = "", False
     try:
         data, name = await _upload(request, service)
+        if data[:4] == DELTA_MAGIC:
+            data, name = await _patched(data, name, service)
         digest = await asyncio.to_thread(_sha256, data)
         upload_dir = Path(tempfile.mkdtemp(prefix="upload-", dir=service.workdir))
         try:
@@ -101,6 +107,43 @@ async def put_model(request: Request, response: Response, service: ServiceDep) -
         raise
     response.headers["X-Model-Id"] = done.model.id
     return {"model": done.model.public_card(), "previous": done.previous, "result": done.result}
+
+
+async def _patched(delta: bytes, name: str, service: ServiceDep) -> tuple[bytes, str]:
+    """A ``.sqzd`` upload applied to the model served now: the file it names, or a 422."""
+    base = service.sqz_of(service.holder.current)
+    if base is None:
+        raise WeightsError("a .sqzd delta applies to a .sqz, and the model served was not loaded from one")
+    result = await asyncio.to_thread(patch_bytes, base, delta, name or "delta")
+    return result.data, f"{Path(name).stem or 'patched'}.sqz" if name and name != "uploaded" else "patched.sqz"
+
+
+@router.get(
+    "/v1/model/delta",
+    summary="The update from an earlier model to the one served now (.sqzd)",
+    description=(
+        "from: the id of the model the client holds. The body is the .sqzd delta (docs/sqz-delta.md) "
+        "that turns that model's .sqz into the current one's, byte for byte; X-Model-Id names the "
+        "result and X-Delta-From the base. 404 when there is none (the model is not among the last few "
+        "served, either is not a .sqz, or it is the current one): the client then fetches the whole file."
+    ),
+    response_class=Response,
+    responses={
+        **content_response(DELTA_TYPE, "the .sqzd delta", TypeAdapter(bytes).json_schema()),
+        **problem_responses({404: "no delta from that model: fetch the whole model"}),
+    },
+)
+async def model_delta(service: ServiceDep, from_: str = Query(alias="from", max_length=64)) -> Response:
+    current = service.holder.current
+    try:
+        data = await service.delta_from(from_)
+    except WeightsError as exc:
+        raise RequestProblem(404, "no_delta", f"no delta from model {from_}: {exc}") from None
+    if data is None:
+        why = "it is the model served" if from_ == current.id else "it is not a recent .sqz model of this server"
+        raise RequestProblem(404, "no_delta", f"no delta from model {from_} to {current.id}: {why}")
+    headers = {"X-Model-Id": current.id, "X-Delta-From": from_, "Cache-Control": "no-cache"}
+    return Response(data, media_type=DELTA_TYPE, headers=headers)
 
 
 def _sha256(data: bytes) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,25 +24,29 @@ def encode_sqz(
     meta: dict, tensors: list[TensorPlan], steps: int = DEFAULT_STEPS, shared_metadata: bool = True
 ) -> tuple[bytes, dict]:
     """-> (file bytes, per-tensor size breakdown)."""
-    sections = [_section(SEC_META, pack_metadata(meta, shared_metadata))]
+    sections = [pack_metadata(meta, shared_metadata)]
     streams: list[RansStream] = []
-    report = {"metadata": len(sections[0])}
+    report = {"metadata": len(_section(SEC_META, sections[0]))}
     for plan in tensors:
         body, rs, info = encode_tensor(plan)
-        sec = _section(SEC_TENSOR, body)
-        sections.append(sec)
+        sections.append(body)
         start = len(streams)
         streams.extend(rs)
-        report[plan.name] = {**info, "section": len(sec), "rans_streams": (start, len(streams))}
+        report[plan.name] = {**info, "section": len(_section(SEC_TENSOR, body)), "rans_streams": (start, len(streams))}
     bundle = rans_encode(streams, steps) if streams else b""
-    sections.append(_section(SEC_RANS, struct.pack("<I", steps) + bundle))
-    report["rans_bundle"] = len(sections[-1])
-    header = MAGIC + struct.pack("<HHI", VERSION, 0, len(sections))
-    body = header + b"".join(sections)
-    total = len(body) + 8
-    data = body + struct.pack("<I", total) + struct.pack("<I", zlib.crc32(body + struct.pack("<I", total)))
+    report["rans_bundle"] = len(_section(SEC_RANS, struct.pack("<I", steps) + bundle))
+    data = assemble_sqz(sections[0], sections[1:], struct.pack("<I", steps) + bundle)
     report["total"] = len(data)
     return data, report
+
+
+def assemble_sqz(meta_payload: bytes, tensor_payloads: list[bytes], bundle_payload: bytes) -> bytes:
+    """The file around its sections' payloads: header, sections with their CRCs, length, CRC."""
+    parts = [_section(SEC_META, meta_payload)] + [_section(SEC_TENSOR, t) for t in tensor_payloads]
+    parts.append(_section(SEC_RANS, bundle_payload))
+    body = MAGIC + struct.pack("<HHI", VERSION, 0, len(parts)) + b"".join(parts)
+    body += struct.pack("<I", len(body) + 8)
+    return body + struct.pack("<I", zlib.crc32(body))
 
 
 def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -50,6 +55,34 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
     ``expected_shapes``: {name: shape}, or a callable metadata -> {name: shape} (run before
     any tensor is allocated), to check every tensor against the architecture.
     """
+    parsed = parse_sqz(data, expected_shapes)
+    return parsed.meta, {p.name: finish_tensor(p, parsed.symbols) for p in parsed.tensors}
+
+
+@dataclass
+class ParsedSqz:
+    """A checked file, its sections read and its rANS bundle decoded, before tensors are built."""
+
+    meta: dict
+    meta_payload: bytes
+    tensors: list[PendingTensor]
+    symbols: list[np.ndarray] | None  # the rANS bundle's streams, in file order (None: not decoded yet)
+    steps: int
+    version: int
+    sections: list[bytes]  # the tensor sections' payloads, in file order
+    streams: list[RansStream]  # the bundle's streams: sizes and tables
+    bundle: bytes  # the RANS section's payload
+
+    def decode_bundle(self) -> list[np.ndarray]:
+        if self.symbols is None:
+            self.symbols = rans_decode(memoryview(self.bundle)[4:], self.streams, self.steps) if self.streams else []
+        return self.symbols
+
+
+def parse_sqz(data: bytes, expected_shapes=None, decode_bundle: bool = True) -> ParsedSqz:
+    """Every check of ``decode_sqz``; raises SqzError on any defect. Without ``decode_bundle`` the
+    rANS data waits for ``ParsedSqz.decode_bundle`` (its checks with it): a patch that copies
+    every stream as it is never decodes them."""
     data = bytes(data)
     check(len(data) >= 20, f"truncated .sqz file ({len(data)} bytes)")
     check(data[:4] == MAGIC, "not a .sqz file (bad magic)")
@@ -64,7 +97,9 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
     check(version in READABLE_VERSIONS, f"unsupported .sqz version {version} (this reader knows 1 and {VERSION})")
     check(3 <= nsec <= r.left // 12, f"bad section count {nsec}")
     meta = None
+    meta_payload = b""
     pending: list[PendingTensor] = []
+    sections: list[bytes] = []
     rans: list[RansStream] = []
     budget = [MAX_TOTAL_NUMEL]
     bundle = None
@@ -74,7 +109,7 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
         check(zlib.crc32(payload) == r.u32(), f"corrupted .sqz section {i} ({tag!r}: CRC32 mismatch)")
         if i == 0:
             check(tag == SEC_META, "first section is not metadata")
-            meta = unpack_metadata(payload)
+            meta, meta_payload = unpack_metadata(payload), bytes(payload)
             if callable(expected_shapes):
                 expected_shapes = expected_shapes(meta)
         elif i == nsec - 1:
@@ -83,6 +118,7 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
         else:
             check(tag == SEC_TENSOR, f"unknown section {tag!r}")
             pending.append(decode_tensor(payload, budget, rans, expected_shapes))
+            sections.append(bytes(payload))
     r.done()
     names = [p.name for p in pending]
     check(len(set(names)) == len(names), "duplicate tensor names")
@@ -92,7 +128,8 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
     br = Reader(bundle, "rANS section")
     steps = br.u32()
     check(1 <= steps <= 1 << 24, f"bad rANS step count {steps}")
-    outs = rans_decode(br.take(br.left), rans, steps) if rans else []
     check(bool(rans) or br.left == 0, "unexpected rANS data")
-    tensors = {p.name: finish_tensor(p, outs) for p in pending}
-    return meta, tensors
+    parsed = ParsedSqz(meta, meta_payload, pending, None, steps, version, sections, rans, bytes(bundle))
+    if decode_bundle:
+        parsed.decode_bundle()
+    return parsed

@@ -134,19 +134,19 @@ def _read_bitmask(r: Reader, name: str, n: int, numel: int) -> np.ndarray:
 
 def read_positions(r: Reader, name: str, method: int, n: int, numel: int, rans: list):
     """-> (positions, or None for all, or a rANS placeholder index; the method, negative where the
-    gaps wait for the rANS bundle; the gap alphabet)."""
+    gaps wait for the rANS bundle; the gap alphabet; the gap stream's coder, -1 without one)."""
     if method == POS_ALL:
         check(n == numel, f"{name}: dense positions but {n} entries for {numel} elements")
-        return None, method, 0
+        return None, method, 0, -1
     if method == POS_RELIDX4:
-        return _read_relidx4(r, name, n, numel), method, 0
+        return _read_relidx4(r, name, n, numel), method, 0, -1
     if method == POS_BITMASK:
-        return _read_bitmask(r, name, n, numel), method, 0
+        return _read_bitmask(r, name, n, numel), method, 0, -1
     if method == POS_GAPS:
         check(n <= numel, f"{name}: {n} entries for {numel} elements")
         coder, alphabet, sym = read_stream(r, numel + n, rans)
         check(alphabet >= 2, f"{name}: gap alphabet too small")
         if coder == CODER_RANS:
-            return sym, -POS_GAPS, alphabet
-        return gaps_to_positions(sym, alphabet, n, numel), POS_GAPS, alphabet
+            return sym, -POS_GAPS, alphabet, coder
+        return gaps_to_positions(sym, alphabet, n, numel), POS_GAPS, alphabet, coder
     raise SqzError(f"{name}: unknown position scheme {method}")

@@ -154,6 +154,12 @@ class PendingTensor:
     pos: object = None  # positions array or rANS index
     pos_alphabet: int = 0
     codes: object = None  # codes array or rANS index
+    # how the writer stored it (``layout`` rebuilds an identical file from these)
+    dtype: int = 0  # dense values' or codebook's dtype code, PACKED added where packed
+    codes_coder: str = "auto"
+    gaps_coder: str = "auto"
+    codebook_span: tuple[int, int] = (0, 0)  # offsets of the codebook dtype byte and of the end of the codebook
+    streams: tuple[int, ...] = ()  # its rANS streams' indices in the bundle
 
 
 def _read_shape(r: Reader, budget: list[int], expected_shapes) -> tuple[str, tuple[int, ...], int]:
@@ -175,7 +181,7 @@ def _read_shape(r: Reader, budget: list[int], expected_shapes) -> tuple[str, tup
 
 
 def _read_dense(r: Reader, out: PendingTensor, numel: int) -> None:
-    dt = r.u8()
+    dt = out.dtype = r.u8()
     check(dt in DTYPES or dt - PACKED in DTYPES, f"{out.name}: unknown dtype code {dt}")
     if dt in DTYPES:
         out.dense = r.array(DTYPES[dt], numel).astype(np.float32).reshape(out.shape)
@@ -197,17 +203,25 @@ def _read_codebook(r: Reader, name: str, cb_dt: int, k: int) -> np.ndarray:
 
 def _read_sparse(r: Reader, out: PendingTensor, numel: int, rans: list) -> None:
     name = out.name
-    n, cb_dt, k = r.unpack("IBH")
+    n = r.u32()
+    start = r.pos
+    cb_dt, k = r.unpack("BH")
     k += 1
+    out.dtype = cb_dt
     out.codebook = _read_codebook(r, name, cb_dt, k)
+    out.codebook_span = (start, r.pos)
+    first_stream = len(rans)
     out.n = n
-    out.pos, out.pos_method, out.pos_alphabet = read_positions(r, name, r.u8(), n, numel, rans)
+    out.pos, out.pos_method, out.pos_alphabet, gaps_coder = read_positions(r, name, r.u8(), n, numel, rans)
+    out.gaps_coder = CODER_NAMES.get(gaps_coder, "auto")
     coder, alphabet, codes = read_stream(r, n, rans)
+    out.codes_coder = CODER_NAMES[coder]
     check(alphabet == k, f"{name}: code alphabet {alphabet} differs from codebook size {k}")
     check(coder == CODER_RANS or len(codes) == n, f"{name}: code count mismatch")
     if coder == CODER_RANS:
         check(rans[codes].n == n, f"{name}: code count mismatch")
     out.codes = (coder == CODER_RANS, codes)
+    out.streams = tuple(range(first_stream, len(rans)))
 
 
 def decode_tensor(payload, budget: list[int], rans: list, expected_shapes=None) -> PendingTensor:
@@ -224,9 +238,8 @@ def decode_tensor(payload, budget: list[int], rans: list, expected_shapes=None) 
     return out
 
 
-def finish_tensor(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray:
-    if p.dense is not None:
-        return p.dense
+def _entries(p: PendingTensor, rans_out: list[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """-> (positions, None where every element is stored; codes; numel) once the bundle is decoded."""
     numel = 1
     for d in p.shape:
         numel *= d
@@ -239,6 +252,24 @@ def finish_tensor(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray:
     is_rans, codes = p.codes
     if is_rans:
         codes = rans_out[codes]
+    return positions, codes, numel
+
+
+def finish_structure(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray | SparseTensor:
+    """The tensor as stored: dense values, or the quantized entries exactly as the file lists them
+    (relidx4's filler entries included), for a writer that must reproduce the file."""
+    if p.dense is not None:
+        return p.dense
+    positions, codes, numel = _entries(p, rans_out)
+    if positions is None:
+        positions = np.arange(numel, dtype=np.int64)
+    return SparseTensor(p.shape, p.codebook, np.asarray(codes, np.int64), np.asarray(positions, np.int64))
+
+
+def finish_tensor(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray:
+    if p.dense is not None:
+        return p.dense
+    positions, codes, numel = _entries(p, rans_out)
     flat = np.zeros(numel, dtype=np.float32)
     if positions is None:
         flat[:] = p.codebook[codes]

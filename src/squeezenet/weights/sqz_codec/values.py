@@ -77,19 +77,29 @@ def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
     return out
 
 
+def _cheapest_order(gaps: np.ndarray) -> int:
+    """The order k in 0..24 whose exp-Golomb code of ``gaps`` is shortest (the lowest on a tie),
+    from code lengths alone: 2 * floor(log2((v >> k) + 1)) + 1 + k bits per value. Orders past
+    the one that leaves every gap below 2^k cannot be shorter."""
+    gaps = np.asarray(gaps, dtype=np.int64)
+    best_k, best_len = 0, None
+    for k in range(0, 25):
+        x = (gaps >> k) + 1
+        length = int((2 * (np.floor(np.log2(x.astype(np.float64))).astype(np.int64)) + 1 + k).sum())
+        if best_len is None or length < best_len:
+            best_k, best_len = k, length
+        if len(gaps) == 0 or (gaps >> k).max() == 0:
+            break
+    return best_k
+
+
 def pack_codebook(values: np.ndarray, dtype) -> bytes:
     """Sorted codebook -> first key, k, exp-Golomb gaps between consecutive keys."""
     keys = float_keys(values, dtype)
     check(bool(np.all(np.diff(keys) >= 0)), "packed codebook must be sorted")
     gaps = np.diff(keys)
-    best = None
-    for k in range(0, 25):
-        bits = exp_golomb_bits(gaps, k)
-        if best is None or len(bits) < len(best[1]):
-            best = (k, bits)
-        if len(gaps) == 0 or (gaps >> k).max() == 0:
-            break
-    k, bits = best
+    k = _cheapest_order(gaps)
+    bits = exp_golomb_bits(gaps, k)
     packed = np.packbits(np.frombuffer(bits.encode(), np.uint8) - ord("0")).tobytes() if bits else b""
     head = struct.pack("<I" if _KEY_TYPES[np.dtype(dtype)][1] == 32 else "<H", int(keys[0]))
     return head + struct.pack("<B", k) + packed

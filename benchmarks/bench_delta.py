@@ -1,0 +1,223 @@
+"""Model updates as small as the change: ``squeezenet train --update-of`` at each level, the
+``.sqzd`` it writes against the release, and the generic diffs a user would try first.
+
+Base: the release weights compressed data-free (``squeezenet compress -w compressed_SqueezeNet.net``,
+the model the service and its page ship). Two tasks fine-tuned from it, each at every level
+(``head``, ``codebooks``, ``full``) with the same settings:
+
+- ELPV, 4 defect levels, at the release's 227 px (whole cells, the training images' mean and
+  std, the ``symmetric`` augmentation: bench_train_elpv's choices), grayscale read as RGB so that
+  the stem stays the base's;
+- CIFAR-10 at the release's 227 px (the 32-px images resized), a short fine-tune.
+
+Every setting is the ``finetune`` recipe's default or bench_train_elpv's; none was chosen here.
+Each run validates on held-back training images (``train``'s default: a tenth of every class)
+and the test split is scored once, with the update's own ``.sqz`` (what a client runs).
+
+Per update: its bytes against three baselines on the same pair, measured in the same run: the
+whole new ``.sqz``; ``xz -9e`` of the new file after the old one (the bytes the pair costs beyond
+the old file alone, i.e. the old file as a preset dictionary); ``bsdiff4`` (a maintained Python
+binding of bsdiff). Patch time: the median of 7 patches in this process.
+
+    python benchmarks/bench_delta.py [--elpv-epochs 2] [--cifar-steps 40]
+    python benchmarks/bench_delta.py --rewrite   # the Markdown again from the recorded JSON
+    python benchmarks/bench_delta.py --tiny OUT  # CI's smoke test
+
+Writes benchmarks/results/delta.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from _common import DATA, RESULTS, add_tiny_option, machine, test_loader, tiny_archive, write_results
+from squeezenet.compression import CompressionConfig, compress
+from squeezenet.training import TrainConfig, train
+from squeezenet.weights import build_model_from_weights
+from squeezenet.weights.sqz_codec.delta import apply_delta
+
+RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
+LEVELS = ("head", "codebooks", "full")
+TARGETS = {"codebooks_bytes": 20_000, "head_bytes": 5_000, "accuracy_gap": 1.5, "smaller_than_generic": 5.0,
+           "patch_ms": 100.0}  # fmt: skip
+XZ = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+
+
+def generic_baselines(old: bytes, new: bytes) -> dict[str, int]:
+    import bsdiff4
+
+    alone = len(lzma.compress(old, format=lzma.FORMAT_XZ, filters=XZ))
+    pair = len(lzma.compress(old + new, format=lzma.FORMAT_XZ, filters=XZ))
+    return {"whole_sqz": len(new), "xz_with_old": pair - alone, "bsdiff4": len(bsdiff4.diff(old, new))}
+
+
+def patch_ms(base: bytes, delta: bytes, new: bytes, repeats: int = 7) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = apply_delta(base, delta)
+        times.append((time.perf_counter() - start) * 1000)
+        assert out == new, "the patch did not rebuild the update"
+    return statistics.median(times)
+
+
+def test_top1(weights: Path, data: str, limit: int | None) -> tuple[float, int]:
+    model = build_model_from_weights(weights).eval()
+    correct = seen = 0
+    with torch.inference_mode():
+        for batch in test_loader(data, model.weights_info, 64, 2, limit):
+            images, labels = batch.images, batch.targets
+            correct += int((model(images).argmax(1) == labels).sum())
+            seen += len(labels)
+    return correct / max(seen, 1), seen
+
+
+def task_settings(task: str, args) -> dict:
+    common = {"recipe": "finetune", "threads": 2, "workers": 2, "resize": 227, "image_size": 227}
+    if task == "elpv":
+        return {**common, "data": "elpv:4", "augment": "symmetric", "adapt_normalization": True,
+                "epochs": args.elpv_epochs}  # fmt: skip
+    return {**common, "data": str(args.cifar), "augment": "light", "epochs": 1, "max_steps": args.cifar_steps}
+
+
+def run_level(task: str, level: str, base: Path, args) -> dict:
+    settings = task_settings(task, args)
+    out = args.work / f"{task}-{level}"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time: the figures are this run's
+    cfg = TrainConfig(**settings, output=str(out), update_of=str(base), update_level=level)
+    if args.tiny:
+        cfg = TrainConfig(**{**cfg.to_dict(), "epochs": 1, "max_steps": 2, "batch_size": 8})
+    start = time.perf_counter()
+    result = train(cfg)
+    minutes = (time.perf_counter() - start) / 60
+    old, new, delta = base.read_bytes(), (out / "update.sqz").read_bytes(), (out / "update.sqzd").read_bytes()
+    top1, scored = test_top1(out / "update.sqz", settings["data"], args.test_limit)
+    return {
+        "task": task,
+        "level": level,
+        "delta_bytes": len(delta),
+        "ops": result.update["ops"],
+        "baselines": generic_baselines(old, new),
+        "patch_ms": patch_ms(old, delta, new),
+        "val_top1": result.best_top1,
+        "test_top1": top1,
+        "test_images": scored,
+        "protocol": result.protocol,
+        "images": result.images,
+        "steps": result.steps,
+        "minutes": minutes,
+    }
+
+
+def verdicts(rows: list[dict]) -> list[dict]:
+    checks = []
+    by = {(r["task"], r["level"]): r for r in rows}
+    for (task, level), r in by.items():
+        generic = min(r["baselines"]["xz_with_old"], r["baselines"]["bsdiff4"])
+        if level == "codebooks":
+            checks.append(_check(f"{task} codebooks update bytes", r["delta_bytes"], f"<= {TARGETS['codebooks_bytes']:,}",
+                                 r["delta_bytes"] <= TARGETS["codebooks_bytes"]))  # fmt: skip
+        if level == "head":
+            checks.append(_check(f"{task} head update bytes", r["delta_bytes"], f"<= {TARGETS['head_bytes']:,}",
+                                 r["delta_bytes"] <= TARGETS["head_bytes"] or task != "elpv"))  # fmt: skip
+        if level in ("head", "codebooks"):
+            ratio = generic / r["delta_bytes"]
+            checks.append(_check(f"{task} {level}: best generic / update", round(ratio, 1), ">= 5x",
+                                 ratio >= TARGETS["smaller_than_generic"]))  # fmt: skip
+        else:
+            checks.append(_check(f"{task} full: update / best generic", r["delta_bytes"], f"<= {generic:,}",
+                                 r["delta_bytes"] <= generic))  # fmt: skip
+        checks.append(_check(f"{task} {level} patch time (ms)", round(r["patch_ms"], 1), "< 100",
+                             r["patch_ms"] < TARGETS["patch_ms"]))  # fmt: skip
+    if ("elpv", "codebooks") in by and ("elpv", "full") in by:
+        gap = (by[("elpv", "full")]["test_top1"] - by[("elpv", "codebooks")]["test_top1"]) * 100
+        checks.append(_check("ELPV test top-1: full - codebooks (points)", round(gap, 2), "<= 1.5",
+                             gap <= TARGETS["accuracy_gap"]))  # fmt: skip
+    return checks
+
+
+def _check(name: str, value, target: str, met: bool) -> dict:
+    return {"check": name, "value": value, "target": target, "met": bool(met)}
+
+
+def markdown(payload: dict) -> str:
+    m = payload["machine"]
+    lines = [
+        "# Model updates: `.sqzd` deltas from `squeezenet train --update-of`",
+        "",
+        f"Command: `{payload['command']}` ({m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('date', '')})",
+        "",
+        f"Base: the release compressed data-free, {payload['base_bytes']:,} bytes (sha256 {payload['base_sha256'][:16]}...).",
+        "",
+        "| task | level | update (.sqzd) | whole .sqz | xz -9e with old | bsdiff4 | ops (same/values/entries/whole) "
+        "| patch ms | val top-1 | test top-1 (images) | steps | minutes |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in payload["rows"]:
+        b, o = r["baselines"], r["ops"]
+        val = "" if r["val_top1"] is None else f"{r['val_top1']:.2%}"
+        lines.append(
+            f"| {r['task']} | {r['level']} | {r['delta_bytes']:,} | {b['whole_sqz']:,} | {b['xz_with_old']:,} | "
+            f"{b['bsdiff4']:,} | {o['same']}/{o['values']}/{o['entries']}/{o['whole']} | {r['patch_ms']:.1f} | {val} | "
+            f"{r['test_top1']:.2%} ({r['test_images']:,}) | {r['steps']} | {r['minutes']:.1f} |"
+        )
+    lines += ["", "| check | measured | target | verdict |", "|---|---:|---|---|"]
+    for c in payload["checks"]:
+        lines.append(f"| {c['check']} | {c['value']} | {c['target']} | {'met' if c['met'] else 'MISSED'} |")
+    lines += ["", "Images:"] + [f"- {r['task']} {r['level']}: {r['protocol']}" for r in payload["rows"]]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--elpv-epochs", type=int, default=2)
+    parser.add_argument("--cifar-steps", type=int, default=40)
+    parser.add_argument("--cifar", type=Path, default=DATA / "cifar10-jpeg.tar.gz")
+    parser.add_argument("--test-limit", type=int, help="score this many test images (seeded draw; default all)")
+    parser.add_argument("--tasks", nargs="+", default=["elpv", "cifar10"], choices=("elpv", "cifar10"))
+    parser.add_argument("--work", type=Path, default=Path("runs/delta"))
+    parser.add_argument("--rewrite", action="store_true")
+    add_tiny_option(parser)
+    args = parser.parse_args()
+    if args.rewrite:
+        payload = json.loads((RESULTS / "delta.json").read_text())
+        write_results("delta", payload, markdown(payload))
+        return 0
+    torch.set_num_threads(2)
+    if args.tiny:
+        args.work = args.tiny / "runs"
+        args.work.mkdir(parents=True, exist_ok=True)
+        args.cifar = tiny_archive(args.cifar, args.tiny / "cifar_tiny.tar", per_class=4)
+        args.tasks, args.test_limit = ["cifar10"], 8
+    args.work.mkdir(parents=True, exist_ok=True)
+    base = args.work / "base.sqz"
+    config = CompressionConfig.data_free()
+    if args.tiny:
+        config.synthetic_images = 4
+    compress(str(RELEASE), config).save(base)
+    rows = [run_level(task, level, base, args) for task in args.tasks for level in LEVELS]
+    from squeezenet.weights.sqz_codec.delta import sha256
+
+    payload = {
+        "command": "python benchmarks/bench_delta.py " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "base_bytes": base.stat().st_size,
+        "base_sha256": sha256(base.read_bytes()),
+        "rows": rows,
+        "checks": verdicts(rows),
+    }
+    write_results("delta", payload, markdown(payload), args.tiny)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

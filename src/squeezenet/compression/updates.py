@@ -1,0 +1,125 @@
+"""Compress a fine-tuned model *against* the ``.sqz`` it was fine-tuned from, so that the update
+(``.sqzd``) carries only what the fine-tuning changed (docs/sqz-delta.md).
+
+Levels (``UPDATE_LEVELS``), as ``squeezenet train --update-of`` trains them:
+
+- ``head``: only the classifier trained; every other tensor is the base's, as stored.
+- ``codebooks``: masks and indices frozen, the shared values trained (their gradients pooled,
+  Deep Compression's trained quantization), biases and the classifier free: each quantized layer
+  is the base's entries with the values the training reached, stored in the base's precision.
+- ``full``: everything trained; each quantized layer is then compressed against the base's mask
+  and codebook (every weight to its nearest base value, the values refitted as the means of their
+  weights) or afresh (k-means at the base's size), whichever update is smaller.
+
+A tensor the base does not have in this shape (a classifier for new classes) is quantized afresh
+with the pipeline's own ``quantize_weight``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from squeezenet.compression.choices import UPDATE_LEVELS
+from squeezenet.compression.pipeline import quantize_weight
+from squeezenet.errors import WeightsError
+from squeezenet.weights.info import LoadedWeights
+from squeezenet.weights.sqz_codec import SparseTensor, SqzError, TensorPlan
+from squeezenet.weights.sqz_codec.delta import tensor_update_cost
+from squeezenet.weights.sqz_codec.layout import SqzLayout, read_layout, write_layout
+
+FRESH_DTYPE = "float16"  # values of tensors the base does not have, as the pipeline's default
+
+
+def base_layout(base: bytes, what: str = "base") -> SqzLayout:
+    try:
+        return read_layout(base)
+    except SqzError as exc:
+        raise WeightsError(f"{what}: {exc}") from None
+
+
+def shared_value_of(t: SparseTensor, dense: np.ndarray) -> np.ndarray:
+    """The value each code holds in ``dense`` (trained with pooled gradients, every weight of a code
+    holds the same one; the first is taken and the rest checked)."""
+    flat = np.asarray(dense, np.float32).ravel()[t.positions]
+    values = t.codebook.astype(np.float32).copy()
+    first = np.full(len(values), -1, np.int64)
+    first[t.codes[::-1]] = np.arange(len(t.codes))[::-1]
+    used = first >= 0
+    values[used] = flat[first[used]]
+    if not np.allclose(values[t.codes], flat, rtol=1e-6, atol=1e-8):
+        raise WeightsError("the trained weights are not shared per code (were gradients pooled?)")
+    return values
+
+
+def _bits(t: SparseTensor) -> int:
+    return max(1, int(np.ceil(np.log2(max(2, len(t.codebook))))))
+
+
+def against_base(t: SparseTensor, dense: np.ndarray) -> SparseTensor:
+    """The base's mask and codebook: each kept weight to its nearest base value, then every value
+    refitted as the mean of its weights (unused values stay)."""
+    flat = np.asarray(dense, np.float32).ravel()[t.positions]
+    order = np.argsort(t.codebook, kind="stable")
+    sorted_cb = t.codebook[order]
+    idx = np.clip(np.searchsorted((sorted_cb[1:] + sorted_cb[:-1]) / 2, flat), 0, len(order) - 1)
+    codes = order[idx]
+    sums = np.bincount(codes, flat, len(t.codebook))
+    counts = np.bincount(codes, minlength=len(t.codebook))
+    codebook = np.where(counts > 0, sums / np.maximum(counts, 1), t.codebook).astype(np.float32)
+    return SparseTensor(t.shape, codebook, codes, t.positions, t.bits)
+
+
+def _fresh_like(t: SparseTensor, dense: np.ndarray) -> SparseTensor:
+    """A fresh compression at the base's density (largest magnitudes kept) and codebook size."""
+    flat = np.asarray(dense, np.float32).ravel().copy()
+    keep = len(t.positions)
+    if keep < flat.size:
+        drop = np.argsort(np.abs(flat), kind="stable")[: flat.size - keep]
+        flat[drop] = 0
+    return quantize_weight(flat.reshape(t.shape), _bits(t))
+
+
+def _updated(level: str, old: TensorPlan | None, name: str, value: np.ndarray, head: set[str]) -> TensorPlan:
+    base = None if old is None else old.tensor
+    shape = None if base is None else tuple(base.shape if isinstance(base, SparseTensor) else np.shape(base))
+    if shape != tuple(value.shape):  # not in the base, or another shape (a classifier for new classes)
+        return _fresh(name, value, old)
+    if level == "head" and name not in head:
+        return old
+    if isinstance(base, np.ndarray):
+        return _with(old, value.astype(np.float32))
+    if level == "codebooks" and name not in head:
+        return _with(old, SparseTensor(base.shape, shared_value_of(base, value), base.codes, base.positions, base.bits))
+    options = [_with(old, against_base(base, value)), _with(old, _fresh_like(base, value))]
+    return min(options, key=lambda plan: tensor_update_cost(old, plan))
+
+
+def _with(old: TensorPlan, tensor) -> TensorPlan:
+    return TensorPlan(old.name, tensor, old.codebook_dtype, old.dense_dtype, old.positions, old.codes_coder,
+                      old.gaps_coder)  # fmt: skip
+
+
+def _fresh(name: str, value: np.ndarray, old: TensorPlan | None) -> TensorPlan:
+    if value.ndim > 1:
+        bits = _bits(old.tensor) if old is not None and isinstance(old.tensor, SparseTensor) else 8
+        return TensorPlan(name, quantize_weight(value, bits), codebook_dtype=FRESH_DTYPE, dense_dtype=FRESH_DTYPE)
+    return TensorPlan(name, value.astype(np.float32), dense_dtype=FRESH_DTYPE, codebook_dtype=FRESH_DTYPE)
+
+
+def compress_update(base: bytes, tuned: LoadedWeights, level: str, head: set[str] | None = None) -> bytes:
+    """The ``.sqz`` of ``tuned`` written against ``base`` at ``level``; ``head``: the tensors that
+    trained freely at every level (default: the classifier's)."""
+    if level not in UPDATE_LEVELS:
+        raise WeightsError(f"unknown update level {level!r}: expected {', '.join(UPDATE_LEVELS)}")
+    layout = base_layout(base)
+    head = head if head is not None else {k for k in tuned.state_dict if k.startswith("classifier.")}
+    plans = []
+    for name, tensor in tuned.state_dict.items():
+        value = tensor.detach().float().cpu().numpy()
+        plans.append(_updated(level, layout.plan(name), name, value, head))
+    meta = tuned.info.to_metadata()
+    out = SqzLayout(meta, plans, layout.steps, layout.shared_metadata, layout.version)
+    try:
+        return write_layout(out)
+    except SqzError as exc:
+        raise WeightsError(f"cannot encode the update: {exc}") from None
