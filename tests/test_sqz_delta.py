@@ -21,8 +21,9 @@ from squeezenet.compression import CompressionConfig, compress
 from squeezenet.weights import load_weights
 from squeezenet.weights.sqz_codec import SparseTensor, SqzError
 from squeezenet.weights.sqz_codec.container import parse_sqz
-from squeezenet.weights.sqz_codec.delta import apply_delta, make_delta
+from squeezenet.weights.sqz_codec.delta import make_delta
 from squeezenet.weights.sqz_codec.layout import read_layout, write_layout
+from squeezenet.weights.sqz_codec.patch import apply_delta
 from test_export_c import random_cifar_like
 from test_serving import TOKEN, ServerProcess
 from test_sqz_fuzz import FUZZ

@@ -10,7 +10,9 @@ from pathlib import Path
 from squeezenet.atomic import atomic_write_bytes
 from squeezenet.errors import WeightsError
 from squeezenet.weights.sqz_codec import SqzError
-from squeezenet.weights.sqz_codec.delta import apply_delta, make_delta, sha256
+from squeezenet.weights.sqz_codec.delta import make_delta
+from squeezenet.weights.sqz_codec.delta_file import sha256
+from squeezenet.weights.sqz_codec.patch import apply_delta
 
 DELTA_SUFFIX = ".sqzd"
 

@@ -29,7 +29,7 @@ from squeezenet.serving.schemas import (
 )
 from squeezenet.serving.service import ORT_WEB_BASE, ORT_WEB_FILES, ORT_WEB_HINT, ServiceDep, ort_web_version
 from squeezenet.weights.deltas import patch_bytes
-from squeezenet.weights.sqz_codec.delta import DELTA_MAGIC
+from squeezenet.weights.sqz_codec.delta_file import DELTA_MAGIC
 
 BROWSER_MODEL_URL = "/v1/model/browser.onnx"
 # the WebAssembly folder of one model, by its id: the files never change under a URL, so browsers
