@@ -699,6 +699,7 @@ def test_a_missing_content_type_a_topk_above_the_classes_and_an_unknown_flag_are
         too_many = client.post("/v1/classify", params={"topk": 11}, **png)
         assert_problem(too_many, 400, "bad_parameter", "topk must be at most 10, the model's classes, got 11")
         assert client.post("/v1/classify", params={"topk": 10}, **png).status_code == 200
+        assert len(client.post("/v1/classify", **png).json()["top"]) == 5  # not given: five
         assert_problem(client.post("/v1/classify", params={"cam": "maybe"}, **png), 400, "bad_parameter", "'maybe'")
         assert "cam" not in client.post("/v1/classify", params={"cam": "off"}, **png).json()
         text = client.get("/metrics").text
@@ -724,8 +725,9 @@ def test_openapi_is_generated_from_the_models(tmp_path):
     assert classify_op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Classification")
     assert {"image/*", "application/octet-stream", "multipart/form-data"} == set(classify_op["requestBody"]["content"])
     assert classify_op["requestBody"]["content"]["multipart/form-data"]["schema"]["title"] == "FileUpload"
-    topk = next(p for p in classify_op["parameters"] if p["name"] == "topk")["schema"]
-    assert (topk["type"], topk["minimum"], topk["default"]) == ("integer", 1, 5)
+    topk = next(p for p in classify_op["parameters"] if p["name"] == "topk")
+    number = next(kind for kind in topk["schema"]["anyOf"] if kind["type"] == "integer")
+    assert number["minimum"] == 1 and "5, or all of a model with fewer" in number["description"]
     assert "422" not in classify_op["responses"]  # FastAPI's validation body is never sent
     problem = classify_op["responses"]["415"]["content"]["application/json"]["schema"]["$ref"]
     assert problem.endswith("/ProblemBody")

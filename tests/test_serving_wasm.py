@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from test_serving import CONFIDENT
+from test_serving import CONFIDENT, TOKEN
 from test_serving_browser import ServerProcess, open_page, server_top1, upload
 
 pytestmark = pytest.mark.slow
@@ -139,3 +139,51 @@ def test_the_page_works_offline_once_loaded(dc_weights_path, imagenet_samples, b
     assert upload(page, imagenet_samples / name) == "ready", page.inner_text("#error")
     assert page.inner_text("#engine") == "the browser" and page.inner_text("#top1") == expected
     assert "the server did not answer" in page.inner_text("#agreement")
+
+
+def test_a_swap_to_an_update_reaches_the_page_as_a_delta_with_the_new_models_exact_scores(
+    browser, imagenet_samples, tmp_path
+):
+    """The page holds model A's WebAssembly build; the server swaps to B, made by ``train
+    --update-of A``; the page fetches the byte delta of its module (counted), patches the module it
+    kept, checks the hash, and its scores are those of B's module downloaded whole."""
+    from test_sqz_delta import compressed_cifar_like, tiny_images, update_run
+
+    a = compressed_cifar_like(tmp_path)
+    b = update_run(a, tiny_images(tmp_path / "images"), tmp_path / "run", "codebooks").run_dir / "update.sqz"
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i, image in enumerate(sorted(imagenet_samples.rglob("*.JPEG"))[:16:2]):
+        (folder / f"{i}.jpeg").symlink_to(image)
+    server = ServerProcess("-w", str(a), "--calibration", str(folder), "--token", TOKEN)
+    images = [imagenet_samples / name for name, _ in CONFIDENT[:3]]  # a new file each time: a change event
+    try:
+        page = open_page(browser, server)
+        page.check("#in-browser")
+        page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
+                               timeout=180_000)  # fmt: skip
+        assert upload(page, images[0]) == "ready", page.inner_text("#error")
+        module = httpx.get(server.url + "/v1/browser").json()["model"]["bytes"]
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
+        put = httpx.put(server.url + "/v1/model", content=b.read_bytes(), params={"name": "b.sqz"}, timeout=300,
+                        headers=headers)  # fmt: skip
+        assert put.status_code == 200, put.text
+        assert upload(page, images[1]) == "ready"  # still A in the browser; the server's answer names B
+        seen = counted(page)
+        assert upload(page, images[2]) == "ready", page.inner_text("#error")
+        status = page.inner_text("#browser-status")
+        assert "updated from model" in status and "delta instead of the whole" in status, status
+        delta = sum(size for url, size in seen.items() if "/v1/model/wasm-delta" in url)
+        whole = sum(size for url, size in seen.items() if "/v1/model/wasm/" in url and url.endswith(".wasm"))
+        assert 0 < delta < module // 5 and whole == 0, seen
+        patched_scores = page.get_attribute("#result", "data-scores")
+        fresh = open_page(browser, server)  # B's module downloaded whole, in a context of its own
+        fresh.check("#in-browser")
+        fresh.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
+                                timeout=180_000)  # fmt: skip
+        assert upload(fresh, images[2]) == "ready"
+        assert patched_scores == fresh.get_attribute("#result", "data-scores")
+        print(f"\n[update to the page: {delta:,} bytes fetched instead of the {module:,}-byte module]")
+        assert page.errors == [] and fresh.errors == []
+    finally:
+        server.stop()

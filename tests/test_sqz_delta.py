@@ -29,13 +29,41 @@ from test_serving import TOKEN, ServerProcess
 from test_sqz_fuzz import FUZZ
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("delta")
+def compressed_cifar_like(folder: Path) -> Path:
+    """The 32-px model with random weights, pruned to half and quantized: a small base to update."""
     weights = random_cifar_like(folder / "base.safetensors")
     path = folder / "base.sqz"
     compress(str(weights), CompressionConfig(method="nearest", densities=0.5)).save(path)
     return path
+
+
+def tiny_images(root: Path) -> Path:
+    """Three classes of 32-px images told apart by brightness, 12 per class in train/ and val/."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for k, name in enumerate(("dark", "mid", "light")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(12):
+                pixels = (rng.random((32, 32, 3)) * 80 + 80 * k).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def update_run(base: Path, images: Path, out: Path, level: str):
+    """``squeezenet train IMAGES --update-of BASE --update-level LEVEL`` for two short epochs."""
+    from squeezenet.training import TrainConfig, train
+
+    cfg = TrainConfig(data=str(images), output=str(out), update_of=str(base), update_level=level,
+                      epochs=2, batch_size=12, lr=0.01, warmup_epochs=0, workers=0, threads=2)  # fmt: skip
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return compressed_cifar_like(tmp_path_factory.mktemp("delta"))
 
 
 def _variant(base: bytes, change) -> bytes:
@@ -225,33 +253,13 @@ def test_swapped_sections_fail(sample_delta):
 
 
 @pytest.fixture(scope="module")
-def tiny_images(tmp_path_factory) -> Path:
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("tiny_images")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for k, name in enumerate(("dark", "mid", "light")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(12):
-                pixels = (rng.random((32, 32, 3)) * 80 + 80 * k).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def updates(base, tiny_images, tmp_path_factory) -> dict[str, Path]:
-    from squeezenet.training import TrainConfig, train
-
+def updates(base, tmp_path_factory) -> dict[str, Path]:
+    images = tiny_images(tmp_path_factory.mktemp("tiny_images"))
     runs = {}
     for level in ("head", "codebooks", "full"):
-        out = tmp_path_factory.mktemp(f"update_{level}")
-        cfg = TrainConfig(data=str(tiny_images), output=str(out / "run"), update_of=str(base), update_level=level,
-                          epochs=2, batch_size=12, lr=0.01, warmup_epochs=0, workers=0, threads=2)  # fmt: skip
-        result = train(cfg)
-        assert result.update["level"] == level
-        runs[level] = out / "run"
+        out = tmp_path_factory.mktemp(f"update_{level}") / "run"
+        assert update_run(base, images, out, level).update["level"] == level
+        runs[level] = out
     return runs
 
 

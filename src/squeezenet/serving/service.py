@@ -22,6 +22,7 @@ from fastapi import Depends, Request
 
 from squeezenet.errors import WeightsError
 from squeezenet.serving.batching import Batcher
+from squeezenet.serving.bytedelta import make_byte_delta
 from squeezenet.serving.config import ORT_WEB_DIST, ServeConfig
 from squeezenet.serving.convert import KEPT_SQZ
 from squeezenet.serving.memory import MemoryBudget
@@ -161,28 +162,43 @@ class Service:
         path = model.folder / KEPT_SQZ
         return path.read_bytes() if path.is_file() else None
 
-    def _kept_sqz(self, model_id: str) -> tuple[str, bytes] | None:
-        """(SHA-256, .sqz bytes) of a recent model by id: the converted folders kept (``Conversions``)."""
-        for sha256, folder in list(self.conversions.folders.items()):
-            path = folder / KEPT_SQZ
-            if sha256[:12] == model_id and path.is_file():
-                return sha256, path.read_bytes()
-        return None
+    def _kept_folder(self, model_id: str) -> tuple[str, Path] | None:
+        """(SHA-256, converted folder) of a recent model by id: the folders ``Conversions`` keeps."""
+        return next(((sha, folder) for sha, folder in list(self.conversions.folders.items()) if sha[:12] == model_id),
+                    None)  # fmt: skip
+
+    async def _delta(self, key: tuple, make, old: bytes, new: bytes) -> bytes:
+        """``make(old, new)`` in a thread, kept under ``key`` (the last few only)."""
+        if key not in self._deltas:
+            data = await asyncio.to_thread(make, old, new)
+            while len(self._deltas) >= 2 * self.conversions.keep:
+                self._deltas.pop(next(iter(self._deltas)))
+            self._deltas[key] = data
+        return self._deltas[key]
 
     async def delta_from(self, model_id: str) -> bytes | None:
         """The ``.sqzd`` that turns the recent model ``model_id`` into the one served now; None when
         either is not a kept ``.sqz`` (the client then fetches the whole file). Kept once made."""
-        current = self.holder.current
-        old, new = self._kept_sqz(model_id), self.sqz_of(current)
-        if old is None or new is None or model_id == current.id:
+        current, kept = self.holder.current, self._kept_folder(model_id)
+        new = self.sqz_of(current)
+        if kept is None or new is None or model_id == current.id or not (kept[1] / KEPT_SQZ).is_file():
             return None
-        key = (old[0], current.card["sha256"])
-        if key not in self._deltas:
-            result = await asyncio.to_thread(delta_bytes, old[1], new, f"model {model_id}", f"model {current.id}")
-            while len(self._deltas) >= self.conversions.keep:
-                self._deltas.pop(next(iter(self._deltas)))
-            self._deltas[key] = result.data
-        return self._deltas[key]
+        old = (kept[1] / KEPT_SQZ).read_bytes()
+        make = lambda a, b: delta_bytes(a, b, f"model {model_id}", f"model {current.id}").data  # noqa: E731
+        return await self._delta((kept[0], current.card["sha256"], "sqzd"), make, old, new)
+
+    async def wasm_delta_from(self, model_id: str, name: str) -> bytes | None:
+        """The byte delta (``bytedelta``) from the WebAssembly file ``name`` of the recent model
+        ``model_id`` to the same file of the one served now; None when either has no such file."""
+        current, kept = self.holder.current, self._kept_folder(model_id)
+        folder = current.wasm_folder
+        if kept is None or folder is None or model_id == current.id or not name.endswith(".wasm"):
+            return None
+        old_path, new_path = kept[1] / "wasm" / name, folder / name
+        if name not in current.card["browser"].get("files", {}) or not old_path.is_file() or not new_path.is_file():
+            return None
+        key = (kept[0], current.card["sha256"], name)
+        return await self._delta(key, make_byte_delta, old_path.read_bytes(), new_path.read_bytes())
 
     def log_swap(self, what: str, source: str, result: str, detail: str, started: float | None = None) -> None:
         """Count a swap by result and say it in one line of the log (refused PUTs included)."""

@@ -125,7 +125,7 @@ export async function loadModel(source, options = {}) {
   } catch (error) {
     throw new SqueezeNetError(`${entry.file} does not compile or instantiate here: ${error.message}`);
   }
-  return new SqueezeNetModel(instance.exports, card, { build, bytes: bytes.byteLength, hashChecked: digest !== null });
+  return new SqueezeNetModel(instance.exports, card, { build, module: bytes, hashChecked: digest !== null });
 }
 
 function isDecodedImage(input) {
@@ -145,7 +145,8 @@ export class SqueezeNetModel {
     this.exports = exports;
     this.card = card;
     this.build = facts.build;
-    this.wasmBytes = facts.bytes;
+    this.module = facts.module; // the checked bytes, for a page that keeps them to patch (bytedelta.js)
+    this.wasmBytes = facts.module.byteLength;
     this.hashChecked = facts.hashChecked;
     this.size = exports.squeezenet_input_size();
     this.channels = exports.squeezenet_input_channels();

@@ -68,7 +68,10 @@ TopK = Annotated[
     int,
     Interval(ge=TOPK.low, le=TOPK.high),  # for OpenAPI: applied first, it stays a plain integer's bounds
     _whole_number("topk", TOPK),
-    Query(description="how many classes, best first (at most the model's classes: more is a 400)"),
+    Query(
+        description=f"how many classes, best first (at most the model's classes: more is a 400; not given: "
+        f"{DEFAULT_TOPK}, or all of a model with fewer)"
+    ),
 ]
 Cam = Annotated[
     bool,
@@ -100,7 +103,7 @@ router = APIRouter(tags=["classify"])
     **upload_route("image", IMAGE_TYPES, "--max-body-mb", PROBLEMS),
 )
 async def classify(
-    request: Request, response: Response, service: ServiceDep, topk: TopK = DEFAULT_TOPK, cam: Cam = False
+    request: Request, response: Response, service: ServiceDep, topk: TopK | None = None, cam: Cam = False
 ) -> Classification:
     start = time.perf_counter()
     config = service.config
@@ -110,6 +113,7 @@ async def classify(
     model = service.holder.acquire()
     try:
         classes = model.card["num_classes"]
+        topk = min(DEFAULT_TOPK, classes) if topk is None else topk  # a page holds no stale count of classes
         if topk > classes:
             message = f"topk must be at most {classes}, the model's classes, got {topk}"
             raise RequestProblem(400, "bad_parameter", message)

@@ -146,6 +146,34 @@ async def model_delta(service: ServiceDep, from_: str = Query(alias="from", max_
     return Response(data, media_type=DELTA_TYPE, headers=headers)
 
 
+@router.get(
+    "/v1/model/wasm-delta",
+    summary="The page's update: a byte delta of its WebAssembly module (--browser-model wasm)",
+    description=(
+        "from: the id of the model whose WebAssembly build the page holds; file: the module it holds "
+        "(squeezenet.wasm or squeezenet-portable.wasm). The body turns that file into the same file of "
+        "the model served now (format in serving/bytedelta.py; the page checks the result's SHA-256 "
+        "against the new model card). 404 when there is none: the page then downloads the whole module."
+    ),
+    response_class=Response,
+    responses={
+        **content_response(DELTA_TYPE, "the byte delta", TypeAdapter(bytes).json_schema()),
+        **problem_responses({404: "no delta from that model's module: download the whole module"}),
+    },
+)
+async def wasm_delta(
+    service: ServiceDep,
+    from_: str = Query(alias="from", max_length=64),
+    file: str = Query("squeezenet.wasm", max_length=100),
+) -> Response:
+    current = service.holder.current
+    data = await service.wasm_delta_from(from_, file)
+    if data is None:
+        raise RequestProblem(404, "no_delta", f"no delta from the {file} of model {from_} to model {current.id}")
+    headers = {"X-Model-Id": current.id, "X-Delta-From": from_, "Cache-Control": "no-cache"}
+    return Response(data, media_type=DELTA_TYPE, headers=headers)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

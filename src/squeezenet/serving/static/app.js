@@ -133,7 +133,9 @@ function show(result, engine) {
 // ------------------------------------------------------------------ the server
 async function classifyOnServer() {
   const started = performance.now();
-  const response = await fetch("/v1/classify?topk=5&cam=true", {
+  // no topk: the server's five, or all classes of a model with fewer (the card the page holds may
+  // be of the model before a swap)
+  const response = await fetch("/v1/classify?cam=true", {
     method: "POST",
     headers: { "Content-Type": state.blob.type || "application/octet-stream" },
     body: state.blob,
@@ -196,7 +198,7 @@ async function enableWasm(info) {
   const started = performance.now();
   let ready;
   try {
-    worker.postMessage({ load: base });
+    worker.postMessage({ load: base, id: info.model.id, previous: keptModel() });
     ready = await workerReady(worker, info.model.bytes);
   } catch (error) {
     worker.terminate();
@@ -204,11 +206,32 @@ async function enableWasm(info) {
   }
   const card = state.card && state.card.id === info.model.id ? state.card : await (await fetch("/v1/model")).json();
   state.browser = { kind: "wasm", worker, card, modelId: info.model.id, format: "WebAssembly", ...ready };
+  localStorage.setItem(KEPT_MODEL, JSON.stringify(ready.kept));
+  const checked = `ready in ${ms(performance.now() - started)}${ready.hashChecked ? "; SHA-256 checked" : ""}`;
+  const u = ready.update;
+  if (u && !u.failed) {
+    status(
+      `updated from model ${u.from}: fetched a ${number(u.deltaBytes)}-byte delta instead of the whole ` +
+        `${number(u.moduleBytes)}-byte module (${ready.build} build, ${info.model.weights} weights); ${checked}`,
+    );
+    return;
+  }
+  const failed = u && u.failed ? ` (the update from model ${u.from} did not apply: ${u.failed})` : "";
   status(
     `downloaded once: the WebAssembly model (${ready.build} build, ${info.model.weights} weights), ${bytes(ready.bytes)}; ` +
-      `${number(ready.wire)} bytes on the wire with its loader and card; no runtime to download; ` +
-      `ready in ${ms(performance.now() - started)}${ready.hashChecked ? "; SHA-256 checked" : ""}`,
+      `${number(ready.wire)} bytes on the wire with its loader and card; no runtime to download; ${checked}${failed}`,
   );
+}
+
+// The WebAssembly module the page holds (the worker keeps its bytes in the Cache API), so that the
+// next model arrives as a delta from it: {id, build, file, url}, or null.
+const KEPT_MODEL = "squeezenet-wasm-model";
+function keptModel() {
+  try {
+    return JSON.parse(localStorage.getItem(KEPT_MODEL) || "null");
+  } catch {
+    return null;
+  }
 }
 
 async function enableBrowser() {
@@ -303,6 +326,7 @@ function classifyWithWasm() {
       const { scores, inferenceMs } = data.result;
       const scale = state.browser.scoreScale;
       const top = topFive(Array.from(scores, (v) => v * scale), card);
+      $("result").dataset.scores = Array.from(scores).join(","); // the integer scores as the module gave them
       const elapsed = performance.now() - started;
       $("latency-browser").textContent =
         `${ms(elapsed)} (WebAssembly inference ${ms(inferenceMs)}; resize, crop and the worker's messages the rest)`;

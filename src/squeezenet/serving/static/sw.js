@@ -5,7 +5,7 @@ const CACHE = "squeezenet-page-v1";
 const IMMUTABLE = "/v1/model/wasm/";
 
 // the page's own files, kept at once: the page then opens offline even if it was loaded only once
-const SHELL = ["/", "/static/app.js", "/static/style.css", "/static/preprocess.js", "/static/wasm-worker.js"];
+const SHELL = ["/", "/static/app.js", "/static/style.css", "/static/preprocess.js", "/static/wasm-worker.js", "/static/bytedelta.js"];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));
