@@ -169,11 +169,21 @@ class TwoNodes:
         self.processes.append(proc)
         return proc
 
-    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-        """Kill a node: torchrun and the workers it started (one process group)."""
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL, grace: float = 10.0) -> None:
+        """Kill a node: torchrun and the workers it started (one process group), and wait until
+        every process of the group is gone, not torchrun alone: a worker that outlived its
+        torchrun could still hold the rendezvous port or the checkpoint when the node is started
+        again (a resumed run once hung so). Whatever is left after ``grace`` seconds is SIGKILLed."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         proc.wait()
+        deadline = time.monotonic() + grace
+        while _group_alive(proc.pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.05)
 
     def close(self) -> None:
         for proc in self.processes:
@@ -184,6 +194,20 @@ class TwoNodes:
         self.processes.clear()
         for name in self.namespaces:
             _ip("netns", "delete", name, check=False)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (a zombie whose parent has gone counts as gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+                return True
+    return False
 
 
 def run_both(nodes: TwoNodes, program: list[str], logs: Path | None = None, timeout: float | None = None) -> int:

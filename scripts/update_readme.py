@@ -23,6 +23,7 @@ RESULT_ORDER = (
     "deploy",
     "export_c",
     "browser",
+    "delta",
     "serve",
     "gpu",
     "compress",
@@ -127,6 +128,10 @@ def _export_c(r: dict) -> list[Row]:
 
 def _browser(r: dict) -> list[Row]:
     return _checks(r, "WebAssembly in Chromium, ")
+
+
+def _delta(r: dict) -> list[Row]:
+    return _checks(r, "model updates (.sqzd from `train --update-of`), ")
 
 
 def _compress(r: dict) -> list[Row]:
@@ -290,6 +295,7 @@ STATUS = (
     ("deploy", _deploy),
     ("export_c", _export_c),
     ("browser", _browser),
+    ("delta", _delta),
     ("serve", _serve),
     ("compress", _compress),
     ("compress_trained", _compress_trained),

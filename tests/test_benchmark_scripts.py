@@ -31,6 +31,7 @@ TINY_RUNS = {
     "bench_compress_trained.py": ([], "compress_trained"),
     "bench_distributed.py": ([], "distributed"),
     "bench_browser.py": ([], "browser"),
+    "bench_delta.py": ([], "delta"),
 }
 COVERED_ELSEWHERE = {"bench_gpu.py": "tests/test_bench_gpu.py"}
 
@@ -120,6 +121,7 @@ RENDERERS = {
     "compress_trained": "bench_compress_trained",
     "distributed": "bench_distributed",
     "browser": "bench_browser",
+    "delta": "bench_delta",
     "train_throughput": "bench_train_throughput",
     "train_cifar10": "bench_train_cifar10",
     "train_elpv": "bench_train_elpv",
