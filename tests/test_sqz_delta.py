@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -170,11 +172,19 @@ def sample_delta(base) -> tuple[bytes, bytes, bytes]:
 
 
 def _expect_clean(old: bytes, delta: bytes, new: bytes) -> None:
+    """The format's error or NEW itself (a mutation the checks let through must still give NEW: its
+    hash is checked), in bounded time and memory."""
+    tracemalloc.start()
+    start = time.perf_counter()
     try:
         out = apply_delta(old, delta)
     except SqzError:
-        return
-    assert out == new  # a mutation the checks let through must still give NEW (its hash is checked)
+        out = new
+    finally:
+        seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert out == new
+    assert seconds < 5 and peak < 64 << 20, (seconds, peak)
 
 
 @settings(FUZZ, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,26 +9,22 @@ from squeezenet.cli.common import output_file, wrote
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "delta",
-        help="the update from one .sqz to another, as a small .sqzd file",
-        description="Write the .sqzd delta that turns BASE into NEW (see docs/sqz-delta.md).",
-    )
-    p.add_argument("base", help="the .sqz file the client holds")
-    p.add_argument("new", help="the .sqz file it should hold")
-    p.add_argument("--output", "-o", type=output_file, required=True, help="the .sqzd file (- for standard output)")
-    p.set_defaults(run=run_delta)
-    p = sub.add_parser(
-        "patch",
-        help="apply a .sqzd delta to the .sqz it was made against",
-        description="Rebuild NEW from BASE and a .sqzd delta, byte for byte (its SHA-256 is checked).",
-    )
-    p.add_argument("base", help="the .sqz file the delta was made against")
-    p.add_argument("delta", help="the .sqzd file")
-    p.add_argument(
-        "--output", "-o", type=output_file, required=True, help="the .sqz file to write (- for standard output)"
-    )
-    p.set_defaults(run=run_patch)
+    _add(sub, "delta", run_delta, "the update from one .sqz to another, as a small .sqzd file",
+         "Write the .sqzd delta that turns BASE into NEW (see docs/sqz-delta.md).",
+         ("base", "the .sqz file the client holds"), ("new", "the .sqz file it should hold"),
+         "the .sqzd file (- for standard output)")  # fmt: skip
+    _add(sub, "patch", run_patch, "apply a .sqzd delta to the .sqz it was made against",
+         "Rebuild NEW from BASE and a .sqzd delta, byte for byte (its SHA-256 is checked).",
+         ("base", "the .sqz file the delta was made against"), ("delta", "the .sqzd file"),
+         "the .sqz file to write (- for standard output)")  # fmt: skip
+
+
+def _add(sub, name: str, run, summary: str, description: str, first, second, output: str) -> None:
+    p = sub.add_parser(name, help=summary, description=description)
+    p.add_argument(first[0], help=first[1])
+    p.add_argument(second[0], help=second[1])
+    p.add_argument("--output", "-o", type=output_file, required=True, help=output)
+    p.set_defaults(run=run)
 
 
 def _refuse_overwrite(out: Path, *inputs: str) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from .constants import DEFAULT_STEPS, MAGIC, MAX_TOTAL_NUMEL, READABLE_VERSIONS, SEC_META, SEC_RANS, SEC_TENSOR, VERSION
 from .metadata import pack_metadata, unpack_metadata
 from .rans import RansStream, rans_decode, rans_encode
-from .reader import Reader, check
+from .reader import Reader, check, checked_file
 from .tensors import PendingTensor, TensorPlan, decode_tensor, encode_tensor, finish_tensor
 
 
@@ -84,15 +84,7 @@ def parse_sqz(data: bytes, expected_shapes=None, decode_bundle: bool = True) -> 
     rANS data waits for ``ParsedSqz.decode_bundle`` (its checks with it): a patch that copies
     every stream as it is never decodes them."""
     data = bytes(data)
-    check(len(data) >= 20, f"truncated .sqz file ({len(data)} bytes)")
-    check(data[:4] == MAGIC, "not a .sqz file (bad magic)")
-    total, crc = struct.unpack("<II", data[-8:])
-    # the length is recorded in the file's last 8 bytes: a cut file's last bytes are other data, so
-    # the number it "records" would mean nothing to the user and is not shown
-    check(total == len(data), f"truncated or padded .sqz file ({len(data):,} bytes do not match its recorded length)")
-    check(zlib.crc32(data[:-4]) == crc, "corrupted .sqz file (file CRC32 mismatch)")
-    r = Reader(memoryview(data)[:-8], ".sqz file")
-    r.take(4)
+    r = checked_file(data, MAGIC, ".sqz file", 20)
     version, _flags, nsec = r.unpack("HHI")
     check(version in READABLE_VERSIONS, f"unsupported .sqz version {version} (this reader knows 1 and {VERSION})")
     check(3 <= nsec <= r.left // 12, f"bad section count {nsec}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from .constants import DTYPE_CODES, DTYPES, MAX_META_BYTES, MAX_TENSOR_NUMEL
 from .metadata import LZMA_RAW
-from .reader import Reader, SqzError, check
+from .reader import Reader, SqzError, check, checked_file
 from .tensors import SparseTensor
 from .values import float_keys, keys_to_floats
 
@@ -28,7 +28,7 @@ DELTA_MAGIC = b"SQZD"
 DELTA_VERSION = 1
 SEC_PLAN, SEC_DATA = b"PLAN", b"DATA"
 STORED, LZMA2 = 0, 1  # a section's method: as is, or raw LZMA2 (``LZMA_RAW``)
-MAX_DATA_BYTES = 1 << 28  # a section's decoded size, at most
+MAX_DATA_BYTES = 1 << 26  # a section's decoded size, at most (a SqueezeNet update is kilobytes; a whole .sqz fits)
 OPS = ("same", "values", "entries", "whole")
 CHOICE_KEYS = ("dtype", "positions", "codes_coder", "gaps_coder")
 
@@ -103,14 +103,7 @@ class DeltaHeader:
 
 def read_delta(delta: bytes) -> DeltaHeader:
     """The delta's header, plan and data, every length and checksum checked; SqzError otherwise."""
-    delta = bytes(delta)
-    check(len(delta) >= 84, f"truncated .sqzd file ({len(delta)} bytes)")
-    check(delta[:4] == DELTA_MAGIC, "not a .sqzd delta (bad magic)")
-    total, crc = struct.unpack("<II", delta[-8:])
-    check(total == len(delta), f"truncated or padded .sqzd file ({len(delta):,} bytes, not its recorded length)")
-    check(zlib.crc32(delta[:-4]) == crc, "corrupted .sqzd file (file CRC32 mismatch)")
-    r = Reader(memoryview(delta)[:-8], ".sqzd file")
-    r.take(4)
+    r = checked_file(bytes(delta), DELTA_MAGIC, ".sqzd delta", 84)
     version, _flags = r.unpack("HH")
     check(version == DELTA_VERSION, f"unsupported .sqzd version {version} (this reader knows {DELTA_VERSION})")
     base_hash, result_hash = bytes(r.take(32)).hex(), bytes(r.take(32)).hex()
@@ -133,7 +126,8 @@ def _read_section(r: Reader, tag: bytes) -> bytes:
     method, size, length = r.unpack("BII")
     payload = bytes(r.take(length))
     check(zlib.crc32(payload) == r.u32(), f"corrupted .sqzd section {tag.decode()} (CRC32 mismatch)")
-    check(size <= MAX_DATA_BYTES, f"section {tag.decode()} claims {size:,} bytes")
+    limit = f"over the {MAX_DATA_BYTES >> 20} MiB limit"
+    check(size <= MAX_DATA_BYTES, f"section {tag.decode()} claims {size:,} bytes, {limit}")
     if method == STORED:
         check(length == size, f"section {tag.decode()}: stored length differs from its size")
         return payload

@@ -5,6 +5,7 @@ past the end."""
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 
@@ -59,3 +60,18 @@ class Reader:
     def done(self) -> None:
         if self.left:
             raise SqzError(f"{self.left} unexpected trailing bytes in {self.what}")
+
+
+def checked_file(data: bytes, magic: bytes, what: str, smallest: int) -> Reader:
+    """The envelope every file of the format shares: ``magic`` first, then the sections, then the
+    file's length (u32) and the CRC32 of every byte before the CRC -> a Reader over the sections
+    (the magic taken). The length is recorded in the file's last 8 bytes: a cut file's last bytes
+    are other data, so the number it "records" would mean nothing to the user and is not shown."""
+    check(len(data) >= smallest, f"truncated {what} ({len(data)} bytes)")
+    check(data[: len(magic)] == magic, f"not a {what} (bad magic)")
+    total, crc = struct.unpack("<II", data[-8:])
+    check(total == len(data), f"truncated or padded {what} ({len(data):,} bytes do not match its recorded length)")
+    check(zlib.crc32(data[:-4]) == crc, f"corrupted {what} (file CRC32 mismatch)")
+    r = Reader(memoryview(data)[:-8], what)
+    r.take(len(magic))
+    return r
