@@ -328,27 +328,25 @@ def delta_server(base):
     s.stop()
 
 
-def test_the_service_serves_the_delta_from_a_recent_model_and_accepts_one(delta_server, base, tmp_path):
-    url, auth = delta_server.url, {"Authorization": f"Bearer {TOKEN}"}
+def test_the_service_accepts_a_delta_and_serves_it_to_a_client_holding_the_old_model(delta_server, base):
+    """One swap, by a delta (a PUT of .sqzd bytes against the model served); then the client that
+    holds the old model asks for its update and gets the same file; a delta against a model that
+    is no longer served is refused."""
+    url, auth = delta_server.url, {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
     old = base.read_bytes()
     first = httpx.get(url + "/v1/model", timeout=30).json()["id"]
-    new = _variant(old, _scaled_codebooks)
-    put = httpx.put(url + "/v1/model", content=new, headers={**auth, "Content-Type": "application/octet-stream"},
-                    params={"name": "b.sqz"}, timeout=240)  # fmt: skip
+    new = _variant(_variant(old, _scaled_codebooks), _moved_codes)
+    delta = make_delta(old, new)[0]
+    put = httpx.put(url + "/v1/model", content=delta, headers=auth, timeout=240)
     assert put.status_code == 200, put.text
-    second = put.json()["model"]["id"]
+    second = put.json()["model"]
+    assert second["sha256"] == hashlib.sha256(new).hexdigest() and second["file"] == "patched.sqz"
     got = httpx.get(url + "/v1/model/delta", params={"from": first}, timeout=60)
-    assert got.status_code == 200 and got.headers["X-Model-Id"] == second and got.headers["X-Delta-From"] == first
+    assert got.status_code == 200 and got.headers["X-Model-Id"] == second["id"] and got.headers["X-Delta-From"] == first
     assert apply_delta(old, got.content) == new and len(got.content) < len(new) // 10
-    for missing in (second, "000000000000"):  # the current one, and one never served
+    for missing in (second["id"], "000000000000"):  # the current one, and one never served
         gone = httpx.get(url + "/v1/model/delta", params={"from": missing}, timeout=30)
         assert gone.status_code == 404 and gone.json()["error"]["kind"] == "no_delta"
-    # a delta against the current model swaps it in; against another model it is refused
-    third = _variant(new, _moved_codes)
-    delta = make_delta(new, third)[0]
-    put = httpx.put(url + "/v1/model", content=delta, headers={**auth, "Content-Type": "application/octet-stream"},
-                    timeout=240)  # fmt: skip
-    assert put.status_code == 200 and put.json()["model"]["sha256"] == hashlib.sha256(third).hexdigest()
-    again = httpx.put(url + "/v1/model", content=delta, headers={**auth, "Content-Type": "application/octet-stream"},
-                      timeout=60)  # fmt: skip
+    again = httpx.put(url + "/v1/model", content=delta, headers=auth, timeout=60)
     assert again.status_code == 422 and "this delta applies to the base" in again.json()["error"]["message"]
+    assert httpx.get(url + "/v1/model", timeout=30).json()["id"] == second["id"]  # still serving
