@@ -187,7 +187,7 @@ def _expect_clean(old: bytes, delta: bytes, new: bytes) -> None:
     assert seconds < 5 and peak < 64 << 20, (seconds, peak)
 
 
-@settings(FUZZ, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_deltas_fail_with_the_formats_error(sample_delta, data):
     old, new, delta = sample_delta
