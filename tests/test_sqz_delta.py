@@ -350,3 +350,19 @@ def test_the_service_accepts_a_delta_and_serves_it_to_a_client_holding_the_old_m
     again = httpx.put(url + "/v1/model", content=delta, headers=auth, timeout=60)
     assert again.status_code == 422 and "this delta applies to the base" in again.json()["error"]["message"]
     assert httpx.get(url + "/v1/model", timeout=30).json()["id"] == second["id"]  # still serving
+
+
+def test_a_change_of_values_alone_is_patched_without_entropy_coding(base, monkeypatch):
+    """The fast path: BASE's rANS bundle copied and the new codebooks spliced into BASE's sections;
+    the bundle is never decoded (a patch that tried would fail here)."""
+    from squeezenet.weights.sqz_codec.container import ParsedSqz
+
+    old = base.read_bytes()
+    new = _variant(old, _scaled_codebooks)
+    delta = make_delta(old, new)[0]
+
+    def refuse(self):
+        raise AssertionError("the rANS bundle was decoded")
+
+    monkeypatch.setattr(ParsedSqz, "decode_bundle", refuse)
+    assert apply_delta(old, delta) == new

@@ -174,12 +174,18 @@ def _section_of(base: ParsedSqz, i: int | None, op: dict, data: ArrayReader, bud
     if spliced is not None:
         return spliced
     data = data.at(op)  # from the op's start again (a splice that gave up has read some of it)
-    plan = _rebuild(op, None if i is None else tensor_plan(base.tensors[i], base.decode_bundle()), data, budget)
+    plan = _rebuild(op, None if i is None else _base_plan(base, i), data, budget)
     try:
         body, rs, _ = encode_tensor(plan)
     except (KeyError, ValueError) as exc:
         raise SqzError(f"{plan.name}: cannot be written ({exc})") from None
     return body, rs
+
+
+def _base_plan(base: ParsedSqz, i: int) -> TensorPlan:
+    """BASE's tensor as stored; the rANS bundle is decoded only for a tensor with streams in it."""
+    p = base.tensors[i]
+    return tensor_plan(p, base.decode_bundle() if p.streams else [])
 
 
 def _spliced_codebook(base: ParsedSqz, i: int | None, op: dict, data: ArrayReader):
