@@ -39,8 +39,8 @@ def _code_map(base: SparseTensor, new: SparseTensor) -> np.ndarray | None:
     m[base.codes] = new.codes
     if not np.array_equal(m[base.codes], new.codes):
         return None
-    unused = np.flatnonzero(m < 0)
-    m[unused] = np.setdiff1d(np.arange(len(m)), m[m >= 0])[: len(unused)] if len(unused) else m[unused]
+    unused = m < 0  # codes no weight uses: given the new numbers no weight uses, in order
+    m[unused] = np.setdiff1d(np.arange(len(m)), m[~unused])[: int(unused.sum())]
     return m if len(np.unique(m)) == len(m) and (m >= 0).all() else None
 
 
@@ -81,11 +81,10 @@ def _op_entries(name: str, base: TensorPlan, new: TensorPlan, data: ArrayWriter)
 
 def _op_whole(name: str, new: TensorPlan, data: ArrayWriter) -> dict:
     t = new.tensor
-    op = {"name": name, "op": "whole", "choices": choices_of(new), "shape": [int(d) for d in np.shape(t)]}
+    op = {"name": name, "op": "whole", "choices": choices_of(new), "shape": [int(d) for d in t.shape]}
     dtype = op["choices"]["dtype"]
     if isinstance(t, np.ndarray):
         return {**op, "values": data.put(value_keys(t.ravel(), dtype), "<u4")}
-    op["shape"] = [int(d) for d in t.shape]
     return {
         **op,
         "gaps": data.put(np.diff(np.concatenate([[-1], t.positions])) - 1, "<u4"),
@@ -94,11 +93,14 @@ def _op_whole(name: str, new: TensorPlan, data: ArrayWriter) -> dict:
     }
 
 
+def _unchanged(base: TensorPlan | None, new: TensorPlan) -> bool:
+    """The same content written with the same choices: the same section."""
+    return base is not None and same_tensor(base.tensor, new.tensor) and choices_of(base) == choices_of(new)
+
+
 def tensor_update_cost(base: TensorPlan | None, new: TensorPlan) -> int:
     """Bytes (about) that a delta spends on turning ``base`` into ``new``: 0 when they are the same."""
-    if base is not None and same_tensor(base.tensor, new.tensor) and choices_of(base) == choices_of(new):
-        return 0
-    return _cheapest_op(new.name, base, new)[2]
+    return 0 if _unchanged(base, new) else _cheapest_op(new.name, base, new)[2]
 
 
 def _cheapest_op(name: str, base: TensorPlan | None, new: TensorPlan) -> tuple[dict, bytes, int]:
@@ -150,7 +152,7 @@ def make_delta(base: bytes, new: bytes) -> tuple[bytes, dict]:
     names = {p.name: i for i, p in enumerate(base_layout.tensors)}
     for plan in new_layout.tensors:
         old = base_layout.plan(plan.name)
-        if old is not None and same_tensor(old.tensor, plan.tensor) and choices_of(old) == choices_of(plan):
+        if _unchanged(old, plan):
             ops.append(names[plan.name])  # the base's tensor as it is
             continue
         op, blob, _ = _cheapest_op(plan.name, old, plan)
