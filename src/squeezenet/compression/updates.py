@@ -25,7 +25,7 @@ from squeezenet.errors import WeightsError
 from squeezenet.weights.info import LoadedWeights
 from squeezenet.weights.sqz_codec import SparseTensor, SqzError, TensorPlan
 from squeezenet.weights.sqz_codec.delta import tensor_update_cost
-from squeezenet.weights.sqz_codec.layout import SqzLayout, read_layout, write_layout
+from squeezenet.weights.sqz_codec.layout import SqzLayout, choices_of, plan_with, read_layout, write_layout
 
 FRESH_DTYPE = "float16"  # values of tensors the base does not have, as the pipeline's default
 
@@ -81,7 +81,7 @@ def _fresh_like(t: SparseTensor, dense: np.ndarray) -> SparseTensor:
 
 def _updated(level: str, old: TensorPlan | None, name: str, value: np.ndarray, head: set[str]) -> TensorPlan:
     base = None if old is None else old.tensor
-    shape = None if base is None else tuple(base.shape if isinstance(base, SparseTensor) else np.shape(base))
+    shape = None if base is None else tuple(base.shape)
     if shape != tuple(value.shape):  # not in the base, or another shape (a classifier for new classes)
         return _fresh(name, value, old)
     if level == "head" and name not in head:
@@ -95,8 +95,8 @@ def _updated(level: str, old: TensorPlan | None, name: str, value: np.ndarray, h
 
 
 def _with(old: TensorPlan, tensor) -> TensorPlan:
-    return TensorPlan(old.name, tensor, old.codebook_dtype, old.dense_dtype, old.positions, old.codes_coder,
-                      old.gaps_coder)  # fmt: skip
+    """``tensor`` written with the base's choices for it."""
+    return plan_with(old.name, tensor, choices_of(old))
 
 
 def _fresh(name: str, value: np.ndarray, old: TensorPlan | None) -> TensorPlan:
