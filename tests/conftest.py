@@ -20,6 +20,12 @@ import torch
 from squeezenet.data.root import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (pyproject's addopts) the workers share the cores: each takes its share of
+# them, or PyTorch's spinning threads would fight over them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
 DATA = data_root().resolve()
 DC_WEIGHTS = DATA / "deepcompression" / "compressed_SqueezeNet.net"
 IMAGENET_SAMPLES = DATA / "imagenet-samples"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import sys
 
 import numpy as np
@@ -65,6 +66,46 @@ def test_rans_many_streams_and_entropy():
         p = counts[counts > 0] / counts.sum()
         entropy += -(counts[counts > 0] * np.log2(p)).sum() / 8
     assert len(blob) < entropy * 1.01 + 1000  # within 1 % of the entropy plus lane states
+
+
+def _bundle_streams():
+    drawn = [(20000, 256), (3, 4), (9000, 9), (0, 2), (700, 30)]  # an empty stream among them
+    streams = []
+    for seed, (n, k) in enumerate(drawn, 1):
+        s = _skewed(n, k, seed)
+        table = C.quantize_counts(np.bincount(s, minlength=k)) if n else np.ones(1, np.uint8)
+        streams.append(C.RansStream(n, table, s))
+    return streams
+
+
+def test_rans_groups_are_the_bundles_of_their_streams_alone_and_decode_together():
+    """Version 3's point: a group's bytes do not depend on the other groups (a delta copies them),
+    while one pass decodes them all."""
+    streams, sizes = _bundle_streams(), [2, 1, 2]
+    groups = C.encode_groups(streams, sizes, steps=512)
+    firsts = np.cumsum([0, *sizes])
+    for g, blob in enumerate(groups):
+        alone = C.encode_groups(streams[firsts[g] : firsts[g + 1]], [sizes[g]], steps=512)
+        assert alone == [blob]
+    bare = [C.RansStream(s.n, s.table) for s in streams]
+    for out, s in zip(C.decode_groups(groups, bare, sizes, steps=512), streams, strict=True):
+        np.testing.assert_array_equal(out, s.symbols)
+    one = C.rans_encode(streams, steps=512)  # versions 1 and 2: one group, no word count
+    assert len(one) == sum(len(b) for b in groups) - 4 * len(groups)
+
+
+def test_a_damaged_rans_group_is_refused():
+    streams, sizes = _bundle_streams(), [2, 1, 2]
+    groups = C.encode_groups(streams, sizes, steps=512)
+    bare = [C.RansStream(s.n, s.table) for s in streams]
+    for g, blob in enumerate(groups):
+        head = 4 * sum(-(-s.n // 512) for s in streams[int(np.sum(sizes[:g])) :][: sizes[g]])  # lane states
+        no_words = blob[:head] + struct.pack("<I", 0) + blob[head + 4 :]
+        for damaged in (blob[:-2], no_words, blob[:-2] + bytes([blob[-2] ^ 1, blob[-1]])):
+            bad = list(groups)
+            bad[g] = damaged
+            with pytest.raises(C.SqzError, match="rANS"):
+                C.decode_groups(bad, bare, sizes, steps=512)
 
 
 def test_huffman_beats_raw_and_is_prefix_free():

@@ -125,14 +125,14 @@ def test_shared_metadata_refers_to_the_packaged_class_list(monkeypatch, tmp_path
         C.unpack_metadata(packed)
 
 
-def test_version_2_is_written_and_unknown_versions_refused():
+def test_version_3_is_written_and_unknown_versions_refused():
     data = C.encode_sqz({"k": "v"}, [C.TensorPlan("b", np.ones(3, np.float32))])[0]
-    assert struct.unpack_from("<H", data, 4)[0] == 2
+    assert struct.unpack_from("<H", data, 4)[0] == 3
     bad = bytearray(data)
-    struct.pack_into("<H", bad, 4, 3)
+    struct.pack_into("<H", bad, 4, 4)
     body = bytes(bad[:-4])
     bad[-4:] = struct.pack("<I", __import__("zlib").crc32(body))
-    with pytest.raises(C.SqzError, match=r"unsupported \.sqz version 3"):
+    with pytest.raises(C.SqzError, match=r"unsupported \.sqz version 4"):
         C.decode_sqz(bytes(bad))
 
 

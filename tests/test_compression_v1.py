@@ -14,6 +14,7 @@ from conftest import ROOT
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights import sqz_codec as C
 from squeezenet.weights.sqz import read_sqz
+from squeezenet.weights.sqz_codec.layout import read_layout, write_layout
 
 FIXTURES = ROOT / "tests" / "data"
 EXPECTED = np.load(FIXTURES / "sqz_v1_expected.npz")
@@ -82,3 +83,18 @@ def test_version1_model_runs():
     model = build_model_from_weights(FIXTURES / "sqz_v1_lossy3.sqz")
     out = model(torch.zeros(1, 3, 64, 64))
     assert out.shape == (1, 5) and torch.isfinite(out).all()
+
+
+def test_a_version2_file_keeps_loading_and_is_rewritten_as_version3_with_the_same_content():
+    """``sqz_v2_lossless.sqz``: the lossless fixture written by the version-2 encoder (commit
+    8a2e1d4), whose rANS bundle is one group for the file. Rewritten, each of its three tensors with
+    rANS streams gets its own group: four bytes more each, the same values."""
+    data = (FIXTURES / "sqz_v2_lossless.sqz").read_bytes()
+    assert data[4:6] == b"\x02\x00"
+    _, arrays = C.decode_sqz(data)
+    for k in arrays:
+        np.testing.assert_array_equal(arrays[k], EXPECTED["lossless/" + k], err_msg=k)
+    again = write_layout(read_layout(data))
+    assert again[4:6] == b"\x03\x00" and len(again) == len(data) + 4 * 3
+    _, arrays3 = C.decode_sqz(again)
+    assert all(np.array_equal(arrays3[k], arrays[k]) for k in arrays)

@@ -184,7 +184,9 @@ def _expect_clean(old: bytes, delta: bytes, new: bytes) -> None:
         seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert out == new
-    assert seconds < 5 and peak < 64 << 20, (seconds, peak)
+    # a bound against hangs and blow-ups, not a speed figure: a whole patch under tracemalloc takes
+    # about a second alone, several with the other test process on the same two cores
+    assert seconds < 20 and peak < 64 << 20, (seconds, peak)
 
 
 @settings(FUZZ, max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -311,6 +313,34 @@ def test_the_update_loads_with_the_runs_classes(updates):
     assert loaded.info.classes == ("dark", "light", "mid") and loaded.info.provenance["update_level"] == "codebooks"
 
 
+def test_a_new_classifier_gets_the_fewest_bits_that_keep_its_validation_top1(updates):
+    """The bits of the classifier for the new classes are chosen on the run's validation images
+    (agreement with the trained float classifier), and the update stores it at those bits."""
+    from squeezenet.compression.updates import HEAD_BITS
+    from squeezenet.training.updates import HEAD_AGREEMENT
+
+    for run in updates.values():
+        head = json.loads((run / "update.json").read_text())["head_bits"]
+        shares = {int(bits): share for bits, share in head["agreement"].items()}
+        assert head["images"] == 36 and sorted(shares) == sorted(HEAD_BITS)  # tiny_images' 3 x 12 val/ images
+        assert all(shares[bits] < HEAD_AGREEMENT for bits in HEAD_BITS if bits < head["bits"])
+        assert shares[head["bits"]] >= HEAD_AGREEMENT or head["bits"] == HEAD_BITS[-1]
+        classifier = _stored(run / "update.sqz")["classifier.1.weight"].tensor
+        assert len(classifier.codebook) <= 2 ** head["bits"]
+        provenance = load_weights(run / "update.sqz").info.provenance
+        assert provenance["head_bits"] == {"bits": head["bits"], "chosen_on": "36 validation images"}
+
+
+def test_a_finished_runs_update_is_written_again_the_same_without_training(updates):
+    from squeezenet.training import rewrite_update
+
+    run = updates["codebooks"]
+    before = {name: (run / name).read_bytes() for name in ("update.sqz", "update.sqzd")}
+    report = rewrite_update(json.loads((run / "config.json").read_text()))
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert report["head_bits"]["images"] == 36 and report["delta_bytes"] == len(before["update.sqzd"])
+
+
 def test_update_options_are_checked(base, capsys):
     code, _, err = cli_in_process(capsys, "train", "x", "--update-of", str(base), "--update-level", "most")
     assert code == 2 and "invalid choice" in err
@@ -352,13 +382,28 @@ def test_the_service_accepts_a_delta_and_serves_it_to_a_client_holding_the_old_m
     assert httpx.get(url + "/v1/model", timeout=30).json()["id"] == second["id"]  # still serving
 
 
-def test_a_change_of_values_alone_is_patched_without_entropy_coding(base, monkeypatch):
-    """The fast path: BASE's rANS bundle copied and the new codebooks spliced into BASE's sections;
-    the bundle is never decoded (a patch that tried would fail here)."""
+def _new_classifier(name, t):
+    """A classifier for four classes: new codes, positions and codebook (a ``head`` update)."""
+    if not name.startswith("classifier.1."):
+        return t
+    rng = np.random.default_rng(1)
+    if name.endswith("bias"):
+        return rng.standard_normal(4).astype(np.float32)
+    positions = np.sort(rng.choice(4 * 512, 1000, replace=False))
+    return SparseTensor((4, 512, 1, 1), np.linspace(-1, 1, 16, dtype=np.float32), rng.integers(0, 16, 1000), positions)
+
+
+@pytest.mark.parametrize("change", [_scaled_codebooks, _moved_codes, _new_classifier])
+def test_a_patch_never_decodes_the_whole_rans_bundle(base, monkeypatch, change):
+    """Each tensor's rANS symbols are a group of their own (format version 3): a patch copies the
+    groups of tensors whose codes stay, decodes only the group of a tensor changed by entries, and
+    codes only what changed. A change of values alone takes the fast path: no entropy coding at
+    all, the new codebooks spliced into BASE's sections. (A patch that decoded the whole bundle
+    would fail here.)"""
     from squeezenet.weights.sqz_codec.container import ParsedSqz
 
     old = base.read_bytes()
-    new = _variant(old, _scaled_codebooks)
+    new = _variant(old, change)
     delta = make_delta(old, new)[0]
 
     def refuse(self):

@@ -153,7 +153,7 @@ def _mutate(rng, data: bytes) -> bytes:
 def test_samples_decode():
     meta, tensors = C.decode_sqz(SAMPLE, expected_shapes=SHAPES)
     assert meta["name"] == "fuzz" and len(meta["classes"]) > 10_000 and len(tensors) == 7
-    assert struct.unpack_from("<H", SAMPLE, 4)[0] == 2 and struct.unpack_from("<H", V1_FIXTURE, 4)[0] == 1
+    assert struct.unpack_from("<H", SAMPLE, 4)[0] == C.VERSION and struct.unpack_from("<H", V1_FIXTURE, 4)[0] == 1
     _check_model_file(V1_FIXTURE)
 
 

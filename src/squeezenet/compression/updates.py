@@ -12,7 +12,9 @@ Levels (``UPDATE_LEVELS``), as ``squeezenet train --update-of`` trains them:
   weights) or afresh (k-means at the base's size), whichever update is smaller.
 
 A tensor the base does not have in this shape (a classifier for new classes) is quantized afresh
-with the pipeline's own ``quantize_weight``.
+with the pipeline's own ``quantize_weight``: at ``head_bits`` when given (``squeezenet train``
+chooses them on its validation images, ``HEAD_BITS``), else at the bits of the base's tensor of that
+name.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from squeezenet.weights.sqz_codec.delta import tensor_update_cost
 from squeezenet.weights.sqz_codec.layout import SqzLayout, choices_of, plan_with, read_layout, write_layout
 
 FRESH_DTYPE = "float16"  # values of tensors the base does not have, as the pipeline's default
+HEAD_BITS = (4, 5, 6, 8)  # the codebook sizes a new classifier may get, fewest bits first
 
 
 def base_layout(base: bytes, what: str = "base") -> SqzLayout:
@@ -79,11 +82,16 @@ def _fresh_like(t: SparseTensor, dense: np.ndarray) -> SparseTensor:
     return quantize_weight(flat.reshape(t.shape), _bits(t))
 
 
-def _updated(level: str, old: TensorPlan | None, name: str, value: np.ndarray, head: set[str]) -> TensorPlan:
+def is_new(old: TensorPlan | None, value: np.ndarray) -> bool:
+    """Not in the base, or in another shape (a classifier for new classes): quantized afresh."""
+    return old is None or tuple(old.tensor.shape) != tuple(value.shape)
+
+
+def _updated(level: str, old: TensorPlan | None, name: str, value: np.ndarray, head: set[str],
+             head_bits: int | None) -> TensorPlan:  # fmt: skip
     base = None if old is None else old.tensor
-    shape = None if base is None else tuple(base.shape)
-    if shape != tuple(value.shape):  # not in the base, or another shape (a classifier for new classes)
-        return _fresh(name, value, old)
+    if is_new(old, value):
+        return _fresh(name, value, old, head_bits)
     if level == "head" and name not in head:
         return old
     if isinstance(base, np.ndarray):
@@ -99,16 +107,23 @@ def _with(old: TensorPlan, tensor) -> TensorPlan:
     return plan_with(old.name, tensor, choices_of(old))
 
 
-def _fresh(name: str, value: np.ndarray, old: TensorPlan | None) -> TensorPlan:
+def fresh_bits(old: TensorPlan | None) -> int:
+    """A new tensor's bits when nothing chose them: the base tensor's of that name, else 8."""
+    return _bits(old.tensor) if old is not None and isinstance(old.tensor, SparseTensor) else 8
+
+
+def _fresh(name: str, value: np.ndarray, old: TensorPlan | None, bits: int | None) -> TensorPlan:
     if value.ndim > 1:
-        bits = _bits(old.tensor) if old is not None and isinstance(old.tensor, SparseTensor) else 8
-        return TensorPlan(name, quantize_weight(value, bits), codebook_dtype=FRESH_DTYPE, dense_dtype=FRESH_DTYPE)
+        tensor = quantize_weight(value, bits or fresh_bits(old))
+        return TensorPlan(name, tensor, codebook_dtype=FRESH_DTYPE, dense_dtype=FRESH_DTYPE)
     return TensorPlan(name, value.astype(np.float32), dense_dtype=FRESH_DTYPE, codebook_dtype=FRESH_DTYPE)
 
 
-def compress_update(base: bytes, tuned: LoadedWeights, level: str, head: set[str] | None = None) -> bytes:
+def compress_update(base: bytes, tuned: LoadedWeights, level: str, head: set[str] | None = None,
+                    head_bits: int | None = None) -> bytes:  # fmt: skip
     """The ``.sqz`` of ``tuned`` written against ``base`` at ``level``; ``head``: the tensors that
-    trained freely at every level (default: the classifier's)."""
+    trained freely at every level (default: the classifier's); ``head_bits``: the bits of the
+    weights the base does not have (default ``fresh_bits``)."""
     if level not in UPDATE_LEVELS:
         raise WeightsError(f"unknown update level {level!r}: expected {', '.join(UPDATE_LEVELS)}")
     layout = base_layout(base)
@@ -116,7 +131,7 @@ def compress_update(base: bytes, tuned: LoadedWeights, level: str, head: set[str
     plans = []
     for name, tensor in tuned.state_dict.items():
         value = tensor.detach().float().cpu().numpy()
-        plans.append(_updated(level, layout.plan(name), name, value, head))
+        plans.append(_updated(level, layout.plan(name), name, value, head, head_bits))
     meta = tuned.info.to_metadata()
     out = SqzLayout(meta, plans, layout.steps, layout.shared_metadata, layout.version)
     try:

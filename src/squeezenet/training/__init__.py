@@ -17,6 +17,7 @@ _EXPORTS = {
     "TrainConfig": "squeezenet.training.config",
     "TrainResult": "squeezenet.training.api",
     "train": "squeezenet.training.api",
+    "rewrite_update": "squeezenet.training.api",
     "build_model": "squeezenet.training.model_setup",
     "cpu_has_native_bf16": "squeezenet.training.device",
     "find_resume_checkpoint": "squeezenet.training.resume",
@@ -30,12 +31,13 @@ __all__ = [
     "build_model",
     "cpu_has_native_bf16",
     "find_resume_checkpoint",
+    "rewrite_update",
     "train",
 ]
 
 if TYPE_CHECKING:
     from squeezenet.errors import NonFiniteLossError, TrainingError
-    from squeezenet.training.api import TrainResult, train
+    from squeezenet.training.api import TrainResult, rewrite_update, train
     from squeezenet.training.config import TrainConfig
     from squeezenet.training.device import cpu_has_native_bf16
     from squeezenet.training.model_setup import build_model

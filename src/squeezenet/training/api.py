@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from squeezenet.atomic import atomic_write_text
+from squeezenet.data.preprocessing import build_transform
 from squeezenet.errors import DataError, TrainingError
 from squeezenet.training import distributed as dist_utils
 from squeezenet.training import updates
@@ -55,9 +56,10 @@ from squeezenet.training.resume import (
     restore,
 )
 from squeezenet.training.run_data import RunData, evaluation_loader, open_run_data, training_loader, transformed
+from squeezenet.weights import load_weights
 
 # where they were defined before the split into modules: scripts import them from here
-__all__ = ["TrainResult", "build_model", "cpu_has_native_bf16", "find_resume_checkpoint", "train"]
+__all__ = ["TrainResult", "build_model", "cpu_has_native_bf16", "find_resume_checkpoint", "rewrite_update", "train"]
 
 
 @dataclass
@@ -90,6 +92,25 @@ def train(config: TrainConfig | dict, on_step: Callable[[TrainContext], None] | 
         return _train(cfg, recipe, dist, on_step)
     finally:
         dist_utils.cleanup()
+
+
+def rewrite_update(config: TrainConfig | dict) -> dict:
+    """A finished ``--update-of`` run's update written again from its last weights, as the run's
+    end writes it (the new classifier's bits chosen on the run's validation images, with the
+    preprocessing its weights carry): after a codec change, without training again. The test
+    split is not read."""
+    cfg = updates.resolved(config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config))
+    if not cfg.update_of:
+        raise TrainingError("rewrite_update: the run has no --update-of")
+    run_dir = Path(cfg.output)
+    last = run_dir / "last.safetensors"
+    if not last.is_file():
+        raise TrainingError(f"{run_dir}: no last.safetensors (has the run finished?)")
+    device = resolve_device(cfg, 0)
+    info = load_weights(last).info
+    pre, data = info.preprocessing, open_run_data(cfg, info.classes)
+    val = data.val.with_transform(build_transform(pre), pre.image_mode) if data.val is not None else None
+    return updates.write_update(cfg, run_dir, last, evaluation_loader(cfg, val, DistInfo(), device), device)
 
 
 def _train(cfg: TrainConfig, recipe: Recipe, dist: DistInfo, on_step) -> TrainResult:
@@ -134,7 +155,8 @@ def _train(cfg: TrainConfig, recipe: Recipe, dist: DistInfo, on_step) -> TrainRe
         test = run.score_test(test_loader, data.test.split if data.test is not None else "", history)
     finally:
         log.close()
-    update = updates.write_update(cfg, run_dir, run_dir / "last.safetensors") if cfg.update_of and main else {}
+    update = (updates.write_update(cfg, run_dir, run_dir / "last.safetensors", val_loader, device)
+              if cfg.update_of and main else {})  # fmt: skip
     return TrainResult(
         run_dir=run_dir,
         steps=ctx.step,

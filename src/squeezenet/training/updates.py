@@ -6,6 +6,9 @@ weight's gradient replaced by the sum over its code's weights, so that the weigh
 together and masks and indices stay as they are), the biases and the classifier; ``full``
 everything. At the end the run folder gets ``update.sqz`` (the last weights compressed against
 BASE), ``update.sqzd`` (the delta from BASE) and ``update.json`` (both sizes and the hashes).
+
+A classifier for new classes is quantized afresh; its bits are chosen on the run's validation
+images (``choose_head_bits``), never on the test split.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import torch
 from torch import nn
 
 from squeezenet.atomic import atomic_write_bytes, atomic_write_text
-from squeezenet.compression.updates import base_layout, compress_update
+from squeezenet.compression.pipeline import quantize_weight
+from squeezenet.compression.updates import HEAD_BITS, base_layout, compress_update, is_new
 from squeezenet.errors import TrainingError
-from squeezenet.weights import load_weights
+from squeezenet.weights import build_model_from_weights, load_weights
 from squeezenet.weights.deltas import delta_bytes
 from squeezenet.weights.sqz_codec import SparseTensor
 
 UPDATE_FILES = ("update.sqz", "update.sqzd", "update.json")
+HEAD_AGREEMENT = 0.99  # share of validation images whose top-1 the quantized new classifier must keep
 
 
 def resolved(cfg):
@@ -75,14 +80,46 @@ def _pooling_hook(positions: torch.Tensor, codes: torch.Tensor, k: int):
     return pool
 
 
-def write_update(cfg, run_dir: Path, weights: Path) -> dict:
+def choose_head_bits(base: bytes, weights: Path, val_loader, device: torch.device) -> dict | None:
+    """The fewest ``HEAD_BITS`` at which a new classifier keeps the top-1 of the trained float one
+    on ``HEAD_AGREEMENT`` of the validation images (a paired measure: Deep Compression's bits per
+    layer, chosen where the test split is never read); the most bits when none does. None when
+    the run has no validation images or no new weights outside the classifier's."""
+    layout, tuned = base_layout(base), load_weights(weights)
+    new = {k: v.float().numpy() for k, v in tuned.state_dict.items()
+           if v.ndim > 1 and is_new(layout.plan(k), v.numpy())}  # fmt: skip
+    if val_loader is None or not new or not all(k.startswith("classifier.") for k in new):
+        return None
+    model = build_model_from_weights(tuned).eval().to(device)
+    heads = {bits: {k.removeprefix("classifier."): torch.from_numpy(quantize_weight(v, bits).to_dense()).to(device)
+                    for k, v in new.items()} for bits in HEAD_BITS}  # fmt: skip
+    kept, seen = dict.fromkeys(HEAD_BITS, 0), 0
+    with torch.inference_mode():
+        for batch in val_loader:
+            if not batch.paths:
+                continue
+            features = model.features(batch.images.to(device))
+            reference = model.classifier(features).flatten(1).argmax(1)
+            for bits, params in heads.items():
+                top1 = torch.func.functional_call(model.classifier, params, (features,)).flatten(1).argmax(1)
+                kept[bits] += int((top1 == reference).sum())
+            seen += len(reference)
+    shares = {bits: kept[bits] / max(seen, 1) for bits in HEAD_BITS}
+    chosen = next((bits for bits in HEAD_BITS if shares[bits] >= HEAD_AGREEMENT), HEAD_BITS[-1])
+    return {"bits": chosen, "agreement": shares, "images": seen, "rule": f"fewest bits keeping {HEAD_AGREEMENT:.0%}"}
+
+
+def write_update(cfg, run_dir: Path, weights: Path, val_loader=None, device: torch.device | None = None) -> dict:
     """``update.sqz`` / ``.sqzd`` / ``.json`` of the run's ``weights`` against ``cfg.update_of``."""
     base = Path(cfg.update_of).read_bytes()
+    head = choose_head_bits(base, weights, val_loader, device or torch.device("cpu"))
     tuned = load_weights(weights)
     info = tuned.info
     provenance = {**info.provenance, "update_of": cfg.update_of, "update_level": cfg.update_level}
+    if head is not None:
+        provenance["head_bits"] = {"bits": head["bits"], "chosen_on": f"{head['images']} validation images"}
     tuned = type(tuned)(replace(info, provenance=provenance), tuned.state_dict)
-    new = compress_update(base, tuned, cfg.update_level)
+    new = compress_update(base, tuned, cfg.update_level, head_bits=head["bits"] if head else None)
     delta = delta_bytes(base, new, cfg.update_of, "update.sqz")
     report = {
         "level": cfg.update_level,
@@ -94,6 +131,7 @@ def write_update(cfg, run_dir: Path, weights: Path) -> dict:
         "sqz_sha256": delta.result_sha256,
         "ops": delta.report["ops"],
         "literal": delta.report["literal"],
+        "head_bits": head,
     }
     atomic_write_bytes(run_dir / "update.sqz", new, TrainingError)
     atomic_write_bytes(run_dir / "update.sqzd", delta.data, TrainingError)

@@ -6,7 +6,8 @@ anything is allocated; any defect raises ``SqzError``.
 By concern: ``reader`` (bounds-checked bytes, ``SqzError``), ``constants`` (the format's codes
 and limits); the entropy coders ``freqs`` (frequency tables), ``rans`` (also the C export's
 per-layer streams), ``huffman`` (and raw bit packing), ``values`` (version 2's packed codebooks
-and deflated values), ``streams`` (a symbol stream with its smallest coder); ``positions`` (the
+and deflated values), ``streams`` (a symbol stream with its smallest coder), ``bundle`` (the file's
+rANS lanes, one group per tensor); ``positions`` (the
 sparse-position schemes and gap symbols), ``tensors``, ``metadata`` and ``container`` (the file).
 
 The package imports nothing but the standard library and numpy, and its modules import each
@@ -27,6 +28,7 @@ must be in ``sys.modules`` before it runs (its relative imports and dataclasses 
 
 from __future__ import annotations
 
+from .bundle import RansStream, decode_groups, encode_groups, rans_decode, rans_encode
 from .constants import (
     CODER_HUFFMAN,
     CODER_NAMES,
@@ -64,18 +66,7 @@ from .freqs import normalize_freqs, normalize_weights, quantize_counts, table_we
 from .huffman import HUFFMAN_MAX_LEN, huffman_decode, huffman_encode, huffman_lengths, pack_bits, unpack_bits
 from .metadata import LZMA_RAW, SHARED_LIST_FILE, XZ_MEMLIMIT, pack_metadata, shared_values, unpack_metadata
 from .positions import gap_symbols, gaps_to_positions
-from .rans import (
-    RANS_L,
-    Lanes,
-    RansStream,
-    cumulative,
-    rans_decode,
-    rans_encode,
-    rans_encode_slots,
-    rans_pop,
-    rans_push,
-    slot_symbols,
-)
+from .rans import RANS_L, Lanes, cumulative, rans_encode_slots, rans_pop, rans_push, slot_symbols
 from .reader import Reader, SqzError, check
 from .streams import StreamPlan, plan_stream, read_stream, stream_bytes
 from .tensors import SparseTensor, TensorPlan, decode_tensor, encode_tensor
@@ -135,9 +126,11 @@ __all__ = [
     "TensorPlan",
     "check",
     "cumulative",
+    "decode_groups",
     "decode_sqz",
     "decode_tensor",
     "deflate",
+    "encode_groups",
     "encode_sqz",
     "encode_tensor",
     "exp_golomb_bits",

@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 MAGIC = b"SQZ\x00"
-VERSION = 2  # written; version 1 files (no packed codebooks, deflated values or shared metadata) still read
-READABLE_VERSIONS = (1, 2)
+# written: 3; still read: 2 (one rANS group for the whole file) and 1 (no packed codebooks, deflated
+# values or shared metadata)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_TENSOR_NUMEL = 1 << 26  # 64M elements per tensor
 MAX_TOTAL_NUMEL = 1 << 27  # all tensors together
 MAX_ALPHABET = 4096

@@ -1,17 +1,18 @@
 """The file: magic, version, sections (metadata, one per tensor, the rANS bundle), each with its
-CRC32, then the file's length and CRC32 (docs/sqz-format.md)."""
+CRC32, then the file's length and CRC32 (docs/sqz-format.md). In the bundle each tensor with rANS
+streams has its group (version 3), so a patch can copy a tensor's coded symbols with its section."""
 
 from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .bundle import RansStream, decode_groups, encode_groups, rans_decode, split_groups
 from .constants import DEFAULT_STEPS, MAGIC, MAX_TOTAL_NUMEL, READABLE_VERSIONS, SEC_META, SEC_RANS, SEC_TENSOR, VERSION
 from .metadata import pack_metadata, unpack_metadata
-from .rans import RansStream, rans_decode, rans_encode
 from .reader import Reader, check, checked_file
 from .tensors import PendingTensor, TensorPlan, decode_tensor, encode_tensor, finish_tensor
 
@@ -25,19 +26,32 @@ def encode_sqz(
 ) -> tuple[bytes, dict]:
     """-> (file bytes, per-tensor size breakdown)."""
     sections = [pack_metadata(meta, shared_metadata)]
-    streams: list[RansStream] = []
+    groups: list[list[RansStream]] = []
     report = {"metadata": len(_section(SEC_META, sections[0]))}
+    start = 0
     for plan in tensors:
         body, rs, info = encode_tensor(plan)
         sections.append(body)
-        start = len(streams)
-        streams.extend(rs)
-        report[plan.name] = {**info, "section": len(_section(SEC_TENSOR, body)), "rans_streams": (start, len(streams))}
-    bundle = rans_encode(streams, steps) if streams else b""
-    report["rans_bundle"] = len(_section(SEC_RANS, struct.pack("<I", steps) + bundle))
-    data = assemble_sqz(sections[0], sections[1:], struct.pack("<I", steps) + bundle)
+        if rs:
+            groups.append(rs)
+        section = len(_section(SEC_TENSOR, body))
+        report[plan.name] = {**info, "section": section, "rans_streams": (start, start + len(rs))}
+        start += len(rs)
+    bundle = bundle_payload(groups, steps)
+    report["rans_bundle"] = len(_section(SEC_RANS, bundle))
+    data = assemble_sqz(sections[0], sections[1:], bundle)
     report["total"] = len(data)
     return data, report
+
+
+def bundle_payload(groups: list[list[RansStream]], steps: int, coded: dict[int, bytes] | None = None) -> bytes:
+    """The RANS section: ``steps``, then each group's bytes; ``coded`` holds groups already coded
+    (by index), which are copied."""
+    coded = coded or {}
+    todo = [g for g in range(len(groups)) if g not in coded]
+    fresh = encode_groups([s for g in todo for s in groups[g]], [len(groups[g]) for g in todo], steps) if todo else []
+    coded = {**coded, **dict(zip(todo, fresh, strict=True))}
+    return struct.pack("<I", steps) + b"".join(coded[g] for g in range(len(groups)))
 
 
 def assemble_sqz(meta_payload: bytes, tensor_payloads: list[bytes], bundle_payload: bytes) -> bytes:
@@ -72,11 +86,48 @@ class ParsedSqz:
     sections: list[bytes]  # the tensor sections' payloads, in file order
     streams: list[RansStream]  # the bundle's streams: sizes and tables
     bundle: bytes  # the RANS section's payload
+    groups: list[memoryview] | None  # version 3: each group's bytes, in the order of the tensors with streams
+    decoded: dict = field(default_factory=dict)  # ``prefetch``: stream index -> symbols
 
     def decode_bundle(self) -> list[np.ndarray]:
         if self.symbols is None:
-            self.symbols = rans_decode(memoryview(self.bundle)[4:], self.streams, self.steps) if self.streams else []
+            if self.groups is None:
+                coded = memoryview(self.bundle)[4:]
+                self.symbols = rans_decode(coded, self.streams, self.steps) if self.streams else []
+            else:
+                self.symbols = decode_groups(self.groups, self.streams, self.group_sizes(), self.steps)
         return self.symbols
+
+    def prefetch(self, tensors: list[int | None]) -> None:
+        """Decode the groups of these tensors (None: not in this file), together (one pass), for
+        ``symbols_of``."""
+        todo = [i for i in dict.fromkeys(tensors) if i is not None and self.group_of(i) is not None
+                and self.tensors[i].streams[0] not in self.decoded]  # fmt: skip
+        if self.symbols is not None or not todo:
+            return
+        own = [s for i in todo for s in self.tensors[i].streams]
+        sizes = [len(self.tensors[i].streams) for i in todo]
+        groups = [self.group_of(i) for i in todo]
+        for s, sym in zip(own, decode_groups(groups, [self.streams[s] for s in own], sizes, self.steps), strict=True):
+            self.decoded[s] = sym
+
+    def symbols_of(self, i: int) -> list[np.ndarray | None]:
+        """The symbols of tensor i's streams at their indices: its group decoded alone if it can be."""
+        if not self.tensors[i].streams:
+            return []
+        if self.group_of(i) is None or self.symbols is not None:
+            return self.decode_bundle()
+        self.prefetch([i])
+        return [self.decoded.get(s) for s in range(len(self.streams))]
+
+    def group_sizes(self) -> list[int]:
+        return [len(p.streams) for p in self.tensors if p.streams]
+
+    def group_of(self, i: int) -> memoryview | None:
+        """Tensor i's coded symbols as a version-3 group (None: no streams, or an older file)."""
+        if self.groups is None or not self.tensors[i].streams:
+            return None
+        return self.groups[sum(1 for p in self.tensors[:i] if p.streams)]
 
 
 def parse_sqz(data: bytes, expected_shapes=None, decode_bundle: bool = True) -> ParsedSqz:
@@ -86,7 +137,7 @@ def parse_sqz(data: bytes, expected_shapes=None, decode_bundle: bool = True) -> 
     data = bytes(data)
     r = checked_file(data, MAGIC, ".sqz file", 20)
     version, _flags, nsec = r.unpack("HHI")
-    check(version in READABLE_VERSIONS, f"unsupported .sqz version {version} (this reader knows 1 and {VERSION})")
+    check(version in READABLE_VERSIONS, f"unsupported .sqz version {version} (this reader knows 1 to {VERSION})")
     check(3 <= nsec <= r.left // 12, f"bad section count {nsec}")
     meta = None
     meta_payload = b""
@@ -121,7 +172,12 @@ def parse_sqz(data: bytes, expected_shapes=None, decode_bundle: bool = True) -> 
     steps = br.u32()
     check(1 <= steps <= 1 << 24, f"bad rANS step count {steps}")
     check(bool(rans) or br.left == 0, "unexpected rANS data")
-    parsed = ParsedSqz(meta, meta_payload, pending, None, steps, version, sections, rans, bytes(bundle))
+    bundle = bytes(bundle)
+    groups = None
+    if version >= 3:
+        sizes = [len(p.streams) for p in pending if p.streams]
+        groups = split_groups(memoryview(bundle)[4:], [s.n for s in rans], sizes, steps)
+    parsed = ParsedSqz(meta, meta_payload, pending, None, steps, version, sections, rans, bundle, groups)
     if decode_bundle:
         parsed.decode_bundle()
     return parsed

@@ -2,10 +2,10 @@
 dense values) with the choices it was written with, and the rANS step count.
 
 The writer is a function of this content: ``write_layout(read_layout(data)) == data`` for every
-version-2 file the reference writer made. That is what lets a delta (``delta``) carry only what
+file the reference writer made (version 3). That is what lets a delta (``delta``) carry only what
 changed and still rebuild the new file byte for byte: the patcher rebuilds the content and writes
-it again. ``reproducible`` tells whether a file has the property (version-1 files, or files from
-another writer, may not; a delta then carries them whole).
+it again. ``reproducible`` tells whether a file has the property (older versions, or files from
+another writer, do not; a delta then carries them whole).
 """
 
 from __future__ import annotations

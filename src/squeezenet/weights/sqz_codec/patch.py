@@ -1,6 +1,7 @@
 """Applying a ``.sqzd`` delta (``delta`` writes them): NEW's content rebuilt from BASE and the
-plan, written with the ``.sqz`` writer; BASE's sections and rANS bundle copied where they did not
-change. Every reference is checked; the result must have the SHA-256 the delta names."""
+plan, written with the ``.sqz`` writer; BASE's sections, and each tensor's group of the rANS bundle,
+copied where they did not change. Every reference is checked; the result must have the SHA-256 the
+delta names."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import struct
 import numpy as np
 
 from .constants import DTYPE_CODES, MAX_NDIM, MAX_TENSOR_NUMEL, MAX_TOTAL_NUMEL
-from .container import ParsedSqz, assemble_sqz, parse_sqz
+from .container import ParsedSqz, assemble_sqz, bundle_payload, parse_sqz
 from .delta_file import CHOICE_KEYS, OPS, ArrayReader, code_grid, key_values, read_delta, sha256, value_keys
 from .layout import plan_with, stored_choices, tensor_plan
 from .metadata import pack_metadata
-from .rans import rans_encode
 from .reader import SqzError, check
 from .tensors import SparseTensor, TensorPlan, _store_codebook, encode_tensor
 
@@ -121,20 +121,23 @@ def _patch(base: ParsedSqz, plan: dict, data: ArrayReader) -> bytes:
     expanded = [_expanded(entry, base) for entry in ops]
     names = [op["name"] for _, op in expanded]
     check(len(set(names)) == len(names), "corrupted delta plan (tensor names)")
-    sections, streams, budget = [], [], [MAX_TOTAL_NUMEL]
-    for i, op in expanded:
-        section, op_streams = _section_of(base, i, op, data.at(op) if "at" in op else data, budget)
+    budget = [MAX_TOTAL_NUMEL]
+    kept = [_kept_section(base, i, op, data, budget) for i, op in expanded]
+    # the base tensors the rebuilt ones start from: their groups decoded together, in one pass
+    base.prefetch([i for (i, op), k in zip(expanded, kept, strict=True) if k is None and op.get("op") != "whole"])
+    sections, groups, coded = [], [], {}
+    for (i, op), k in zip(expanded, kept, strict=True):
+        section, op_streams, same_codes = k or _rebuilt_section(base, i, op, data, budget)
         sections.append(section)
-        streams.extend(op_streams)
-    same_streams = steps == base.steps and [id(s) for s in streams] == [id(s) for s in base.streams]
-    if same_streams:
-        bundle = base.bundle
-    else:
-        symbols = base.decode_bundle()
-        for i, s in enumerate(base.streams):
-            s.symbols = symbols[i]
-        bundle = struct.pack("<I", steps) + (rans_encode(streams, steps) if streams else b"")
-    return assemble_sqz(pack_metadata(meta, shared), sections, bundle)
+        if op_streams:
+            group = base.group_of(i) if same_codes and steps == base.steps else None
+            if group is not None:
+                coded[len(groups)] = bytes(group)  # the tensor's coded symbols, copied
+            groups.append(op_streams)
+    if any(s.symbols is None for g, streams in enumerate(groups) if g not in coded for s in streams):
+        for s, symbols in zip(base.streams, base.decode_bundle(), strict=True):  # an older base, or other steps
+            s.symbols = symbols
+    return assemble_sqz(pack_metadata(meta, shared), sections, bundle_payload(groups, steps, coded))
 
 
 def _expanded(entry, base: ParsedSqz) -> tuple[int | None, dict]:
@@ -163,34 +166,37 @@ def _patched_meta(base: dict, diff: dict) -> dict:
     return {k: merged[k] for k in order}  # the writer keeps the keys' order: so must the patch
 
 
-def _section_of(base: ParsedSqz, i: int | None, op: dict, data: ArrayReader, budget: list[int]):
-    """-> (NEW's tensor section payload, its rANS streams): BASE's own where nothing changed."""
+def _kept_section(base: ParsedSqz, i: int | None, op: dict, data: ArrayReader, budget: list[int]):
+    """-> (NEW's tensor section payload, its rANS streams, True) where BASE's streams stay as they
+    are: the tensor unchanged, or only its codebook values changed; else None."""
     if op.get("op") == "same" and i is not None:
         p = base.tensors[i]
         budget[0] -= int(np.prod(p.shape)) if p.shape else 1
         check(budget[0] >= 0, "tensors hold more elements than the limit")
-        return base.sections[i], [base.streams[s] for s in p.streams]
-    spliced = _spliced_codebook(base, i, op, data) if op.get("op") == "values" else None
-    if spliced is not None:
-        return spliced
-    data = data.at(op)  # from the op's start again (a splice that gave up has read some of it)
-    plan = _rebuild(op, None if i is None else _base_plan(base, i), data, budget)
+        return base.sections[i], [base.streams[s] for s in p.streams], True
+    spliced = _spliced_codebook(base, i, op, data.at(op)) if op.get("op") == "values" else None
+    return None if spliced is None else (*spliced, True)
+
+
+def _rebuilt_section(base: ParsedSqz, i: int | None, op: dict, data: ArrayReader, budget: list[int]):
+    """-> (NEW's tensor section payload, its rANS streams with their symbols, False)."""
+    reuses = i is not None and op.get("op") != "whole"
+    plan = _rebuild(op, _base_plan(base, i) if reuses else None, data.at(op), budget)
     try:
         body, rs, _ = encode_tensor(plan)
     except (KeyError, ValueError) as exc:
         raise SqzError(f"{plan.name}: cannot be written ({exc})") from None
-    return body, rs
+    return body, rs, False
 
 
 def _base_plan(base: ParsedSqz, i: int) -> TensorPlan:
-    """BASE's tensor as stored; the rANS bundle is decoded only for a tensor with streams in it."""
-    p = base.tensors[i]
-    return tensor_plan(p, base.decode_bundle() if p.streams else [])
+    """BASE's tensor as stored; only its own rANS group is decoded."""
+    return tensor_plan(base.tensors[i], base.symbols_of(i))
 
 
 def _spliced_codebook(base: ParsedSqz, i: int | None, op: dict, data: ArrayReader):
     """A codebook-only change whose codes stay as they are: BASE's section with the new codebook
-    bytes in place, and BASE's streams (no entropy decoding). None when the codes would move."""
+    bytes in place, and BASE's streams (no entropy coding). None when the codes would move."""
     if i is None or op.get("map") is not None:
         return None
     p = base.tensors[i]

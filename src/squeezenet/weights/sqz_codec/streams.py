@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .bundle import RansStream
 from .constants import (
     CODER_HUFFMAN,
     CODER_NAMES,
@@ -20,7 +21,6 @@ from .constants import (
 )
 from .freqs import normalize_freqs, quantize_counts
 from .huffman import huffman_decode, huffman_encode, huffman_lengths, pack_bits, unpack_bits
-from .rans import RansStream
 from .reader import Reader, check
 from .values import deflate, inflate_exact
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .bundle import RansStream
 from .constants import (
     CODER_NAMES,
     CODER_RANS,
@@ -26,7 +27,6 @@ from .constants import (
     POS_NAMES,
 )
 from .positions import choose_positions, gaps_to_positions, read_positions
-from .rans import RansStream
 from .reader import Reader, check
 from .streams import plan_stream, read_stream, stream_bytes
 from .values import deflate, float_keys, inflate_exact, pack_codebook, unpack_codebook
