@@ -25,8 +25,10 @@ from squeezenet.atomic import atomic_write_bytes, atomic_write_text
 from squeezenet.compression.pipeline import quantize_weight
 from squeezenet.compression.updates import HEAD_BITS, base_layout, compress_update, is_new
 from squeezenet.errors import TrainingError
+from squeezenet.inference.fidelity import fidelity_from_logits
 from squeezenet.weights import build_model_from_weights, load_weights
 from squeezenet.weights.deltas import delta_bytes
+from squeezenet.weights.info import LoadedWeights
 from squeezenet.weights.sqz_codec import SparseTensor
 
 UPDATE_FILES = ("update.sqz", "update.sqzd", "update.json")
@@ -80,12 +82,12 @@ def _pooling_hook(positions: torch.Tensor, codes: torch.Tensor, k: int):
     return pool
 
 
-def choose_head_bits(base: bytes, weights: Path, val_loader, device: torch.device) -> dict | None:
+def choose_head_bits(base: bytes, tuned: LoadedWeights, val_loader, device: torch.device) -> dict | None:
     """The fewest ``HEAD_BITS`` at which a new classifier keeps the top-1 of the trained float one
     on ``HEAD_AGREEMENT`` of the validation images (a paired measure: Deep Compression's bits per
     layer, chosen where the test split is never read); the most bits when none does. None when
     the run has no validation images or no new weights outside the classifier's."""
-    layout, tuned = base_layout(base), load_weights(weights)
+    layout = base_layout(base)
     new = {k: v.float().numpy() for k, v in tuned.state_dict.items()
            if v.ndim > 1 and is_new(layout.plan(k), v.numpy())}  # fmt: skip
     if val_loader is None or not new or not all(k.startswith("classifier.") for k in new):
@@ -93,27 +95,29 @@ def choose_head_bits(base: bytes, weights: Path, val_loader, device: torch.devic
     model = build_model_from_weights(tuned).eval().to(device)
     heads = {bits: {k.removeprefix("classifier."): torch.from_numpy(quantize_weight(v, bits).to_dense()).to(device)
                     for k, v in new.items()} for bits in HEAD_BITS}  # fmt: skip
-    kept, seen = dict.fromkeys(HEAD_BITS, 0), 0
+    reference, logits = [], {bits: [] for bits in HEAD_BITS}
     with torch.inference_mode():
         for batch in val_loader:
             if not batch.paths:
                 continue
-            features = model.features(batch.images.to(device))
-            reference = model.classifier(features).flatten(1).argmax(1)
+            features = model.features(batch.images.to(device))  # once a batch, for every candidate
+            reference.append(model.classifier(features).flatten(1).cpu())
             for bits, params in heads.items():
-                top1 = torch.func.functional_call(model.classifier, params, (features,)).flatten(1).argmax(1)
-                kept[bits] += int((top1 == reference).sum())
-            seen += len(reference)
-    shares = {bits: kept[bits] / max(seen, 1) for bits in HEAD_BITS}
+                logits[bits].append(torch.func.functional_call(model.classifier, params, (features,)).flatten(1).cpu())
+    if not reference:
+        return None
+    fidelity = {bits: fidelity_from_logits(torch.cat(reference), torch.cat(logits[bits])) for bits in HEAD_BITS}
+    shares = {bits: fidelity[bits].agreement for bits in HEAD_BITS}
     chosen = next((bits for bits in HEAD_BITS if shares[bits] >= HEAD_AGREEMENT), HEAD_BITS[-1])
-    return {"bits": chosen, "agreement": shares, "images": seen, "rule": f"fewest bits keeping {HEAD_AGREEMENT:.0%}"}
+    return {"bits": chosen, "agreement": shares, "images": fidelity[chosen].n,
+            "rule": f"fewest bits keeping {HEAD_AGREEMENT:.0%}"}  # fmt: skip
 
 
 def write_update(cfg, run_dir: Path, weights: Path, val_loader=None, device: torch.device | None = None) -> dict:
     """``update.sqz`` / ``.sqzd`` / ``.json`` of the run's ``weights`` against ``cfg.update_of``."""
     base = Path(cfg.update_of).read_bytes()
-    head = choose_head_bits(base, weights, val_loader, device or torch.device("cpu"))
     tuned = load_weights(weights)
+    head = choose_head_bits(base, tuned, val_loader, device or torch.device("cpu"))
     info = tuned.info
     provenance = {**info.provenance, "update_of": cfg.update_of, "update_level": cfg.update_level}
     if head is not None:
