@@ -105,7 +105,8 @@ def run_level(task: str, level: str, base: Path, args) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a fresh run each time: the figures are this run's
     cfg = TrainConfig(**settings, output=str(out), update_of=str(base), update_level=level)
     if args.tiny:
-        cfg = TrainConfig(**{**cfg.to_dict(), "epochs": 1, "max_steps": 2, "batch_size": 8})
+        tiny = {"epochs": 1, "max_steps": 2, "batch_size": 8, "resize": 64, "image_size": 64}  # paths, not figures
+        cfg = TrainConfig(**{**cfg.to_dict(), **tiny})
     start = time.perf_counter()
     result = train(cfg)
     minutes = (time.perf_counter() - start) / 60

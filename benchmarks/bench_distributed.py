@@ -25,7 +25,7 @@ autocast where the CPU has it:
   scored once at the end.
 
     python benchmarks/bench_distributed.py [--epochs 6] [--part all|timing|accuracy]
-    python benchmarks/bench_distributed.py --tiny OUT      # CI's smoke test: small images, 2 steps
+    python benchmarks/bench_distributed.py --tiny OUT      # CI's smoke test: small images, 2 steps, one shaped link
 
 Needs root (network namespaces). Writes benchmarks/results/distributed.{json,md,png}.
 """
@@ -51,6 +51,10 @@ import two_nodes
 WORKER = Path(__file__).resolve().parent / "_distributed_worker.py"
 RATES = {"unthrottled": None, "1 Gbit/s": "1gbit", "100 Mbit/s": "100mbit"}
 COMPRESSIONS = ("none", "bf16", "powersgd:2")
+# the tiny run: one shaped link and, for accuracy, the baseline and the compression with state (each
+# two-node run is four processes importing torch: the run's cost, whatever its size)
+TINY_RATES = ("unthrottled", "100 Mbit/s")
+TINY_ACCURACY = ("none", "powersgd:2")
 TARGETS = {"bf16_efficiency": 0.85, "powersgd_efficiency": 0.95, "powersgd_bytes_ratio": 1 / 20,
            "accuracy_points": 1.0, "model_error": 0.20}  # fmt: skip
 
@@ -94,6 +98,8 @@ def timing(work: Path, args) -> dict:
     alone = run_alone(work, worker_args)
     rates = {}
     for label, rate in RATES.items():
+        if args.tiny and label not in TINY_RATES:
+            continue
         out = work / f"two-{rate or 'unthrottled'}.json"
         print(f"bench_distributed: two nodes, {label}", file=sys.stderr, flush=True)
         run_two_nodes(work, rate, [str(WORKER), str(out), *worker_args], args.timeout)
@@ -105,7 +111,7 @@ def accuracy(work: Path, args) -> dict:
     """CIFAR-10, the registered 32-px model, the same epochs with each compression (unthrottled link),
     with bench_train_cifar10's recipe (weight decay, warm-up, EMA, clipping) at its global batch."""
     rows = {}
-    for compression in COMPRESSIONS:
+    for compression in TINY_ACCURACY if args.tiny else COMPRESSIONS:
         out = work / f"cifar-{compression.replace(':', '-')}"
         shutil.rmtree(out, ignore_errors=True)  # the benchmark's own folder: a new run each time
         program = ["-m", "squeezenet.cli.main", "train", str(args.data), "--model", "squeezenet_cifar",

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import c_toolchain as tc
-from _common import DATA, add_tiny_option, imagenet_halves, machine, write_results
+from _common import DATA, TINY_MOST_PER_CLASS, add_tiny_option, imagenet_halves, machine, tiny_source, write_results
 from squeezenet.export.c import build_c, reference, write_folder
 from squeezenet.export.c.pixels import crop_pixels, normalized
 from squeezenet.export.formats import DEFAULT_SQUEEZE_BITS, DEFAULT_STEM_BITS
@@ -70,7 +70,8 @@ def cifar_split(folder: Path, per_class_cal: int, per_class_test: int):
     """A few CIFAR-10 JPEGs per class from the archive: (calibration: train/, test: test/) paths."""
     taken: dict[tuple[str, str], int] = {}
     want = {"train": per_class_cal, "test": per_class_test}
-    with tarfile.open(CIFAR, "r|*") as tar:
+    small = max(want.values()) <= TINY_MOST_PER_CLASS  # the first images of each folder: the cached few
+    with tarfile.open(tiny_source(CIFAR) if small else CIFAR, "r|*") as tar:
         for member in tar:
             parts = Path(member.name).parts
             if not member.isfile() or len(parts) < 3 or parts[-3] not in want:

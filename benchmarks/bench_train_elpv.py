@@ -256,8 +256,9 @@ def main() -> None:
         report.pop("notes", None)  # figures of other runs: docs/training.md tells them, with their commands
         write_results(RESULT_NAME, report, markdown(report))
         return
-    if args.tiny:  # two steps on uncached cells, twelve test cells: the code paths, not a figure
+    if args.tiny:  # two steps on uncached 64 px cells (train scores every test cell), twelve test cells
         args.output, args.epochs, args.max_steps, args.workers = str(args.tiny / "run"), 1, 2, 0
+        args.image_size = args.resize = 64  # the code paths, not a figure: a thirteenth of the pixels
     command = " ".join(sys.argv[1:])
     for n in args.classes:
         if args.score_only:

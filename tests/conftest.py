@@ -22,10 +22,13 @@ from squeezenet.data.root import data_root
 ROOT = Path(__file__).resolve().parents[1]
 
 # Under pytest-xdist (pyproject's addopts) the workers share the cores: each takes its share of
-# them, or PyTorch's spinning threads would fight over them.
+# them, or PyTorch's spinning threads would fight over them; the programs a test starts (the CLI,
+# servers, benchmark scripts) inherit the same share through OMP_NUM_THREADS.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+    _SHARE = max(1, (os.cpu_count() or 1) // _WORKERS)
+    torch.set_num_threads(_SHARE)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_SHARE))
 DATA = data_root().resolve()
 DC_WEIGHTS = DATA / "deepcompression" / "compressed_SqueezeNet.net"
 IMAGENET_SAMPLES = DATA / "imagenet-samples"
@@ -76,6 +79,23 @@ def dc_model(dc_weights_path):
     from squeezenet.weights import build_model_from_weights
 
     return build_model_from_weights(dc_weights_path)
+
+
+@pytest.fixture(scope="session")
+def release_data_free_sqz(dc_weights_path, tmp_path_factory, worker_id) -> Path:
+    """The release through ``compress``'s default (output-aware on synthetic images, no data):
+    half a minute of work that several tests read, made once per run for every xdist worker
+    (their temporary folders share the run's folder; a lock makes the others wait for it)."""
+    from filelock import FileLock
+
+    from squeezenet.compression.pipeline import compress
+
+    base = tmp_path_factory.getbasetemp()
+    path = (base if worker_id == "master" else base.parent) / "release-data-free.sqz"
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            compress(str(dc_weights_path)).save(path)
+    return path
 
 
 @pytest.fixture(autouse=True)

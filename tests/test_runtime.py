@@ -210,13 +210,11 @@ def test_read_weights_dispatches_on_magic(tmp_path):
         rt.read_weights(fake)
 
 
-def test_runtime_reads_sqz(dc_weights_path, tmp_path):
+def test_runtime_reads_sqz(release_data_free_sqz):
     """A compressed .sqz decodes in the NumPy runtime to the same logits as in PyTorch."""
-    from squeezenet.compression.pipeline import CompressionConfig, compress
     from squeezenet.weights import sqz
 
-    path = tmp_path / "m.sqz"
-    compress(str(dc_weights_path), CompressionConfig.data_free()).save(path)
+    path = release_data_free_sqz
     rt = _load_runtime()
     x = np.random.default_rng(0).standard_normal((1, 3, 227, 227), dtype=np.float32) * 50
     expected = sqz.read_sqz(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -322,3 +324,20 @@ def test_torchvision_state_dict_gets_wnids_too(tmp_path):
     torch.save(torchvision.models.squeezenet1_1().state_dict(), path)
     info = load_weights(path).info
     assert info.wnids == imagenet_wnids() and info.classes[0] == "tench"
+
+
+def test_loading_a_weights_file_leaves_torchvision_unimported(dc_weights_path):
+    """``import torchvision`` costs seconds (its ops import torch._dynamo): a command that loads a
+    weights file (eval, predict, compress, export, the server's conversion child) must not pay it.
+    The catalogue's torchvision entries are read when a tag asks for them."""
+    code = (
+        "import sys\n"
+        "from squeezenet.weights import build_model_from_weights, CATALOG\n"
+        f"build_model_from_weights({str(dc_weights_path)!r})\n"
+        "assert 'squeezenet1_0_caffe.deepcompression_in1k' in CATALOG\n"
+        "print('torchvision' in sys.modules)\n"
+        "print(CATALOG['squeezenet1_1.tv_in1k'].arch, 'torchvision' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["False", "squeezenet1_1 True"]

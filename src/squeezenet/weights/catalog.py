@@ -7,10 +7,9 @@ models themselves, never written by hand.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from torchvision.models import SqueezeNet1_0_Weights, SqueezeNet1_1_Weights
 
 from squeezenet.data.root import data_root
 from squeezenet.errors import WeightsError
@@ -40,7 +39,7 @@ class PretrainedWeights:
         )
 
 
-CATALOG: dict[str, PretrainedWeights] = {
+_LOCAL_ENTRIES: dict[str, PretrainedWeights] = {
     w.tag: w
     for w in [
         PretrainedWeights(
@@ -81,12 +80,38 @@ def _torchvision_entry(tag: str, arch: str, weights) -> PretrainedWeights:
     )
 
 
-def _add_torchvision_entries() -> None:
-    for entry in (
+def _torchvision_entries() -> dict[str, PretrainedWeights]:
+    """torchvision imported here, not with the module: ``import torchvision`` costs about 3.5 s
+    (its ops import torch._dynamo), paid by every command that loads a weights file otherwise."""
+    from torchvision.models import SqueezeNet1_0_Weights, SqueezeNet1_1_Weights
+
+    entries = (
         _torchvision_entry("squeezenet1_0.tv_in1k", "squeezenet1_0", SqueezeNet1_0_Weights.IMAGENET1K_V1),
         _torchvision_entry("squeezenet1_1.tv_in1k", "squeezenet1_1", SqueezeNet1_1_Weights.IMAGENET1K_V1),
-    ):
-        CATALOG[entry.tag] = entry
+    )
+    return {entry.tag: entry for entry in entries}
 
 
-_add_torchvision_entries()
+class Catalog(Mapping):
+    """Tag -> weights; torchvision's entries are read from torchvision when first looked up."""
+
+    def __init__(self, local: dict[str, PretrainedWeights]) -> None:
+        self._local = local
+        self._all: dict[str, PretrainedWeights] | None = None
+
+    def _entries(self) -> dict[str, PretrainedWeights]:
+        if self._all is None:
+            self._all = {**self._local, **_torchvision_entries()}
+        return self._all
+
+    def __getitem__(self, tag: str) -> PretrainedWeights:
+        return self._local[tag] if tag in self._local else self._entries()[tag]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+CATALOG = Catalog(_LOCAL_ENTRIES)
