@@ -25,6 +25,8 @@ binding of bsdiff). Patch time: the median of 7 patches in this process.
     python benchmarks/bench_delta.py --rewrite-updates  # each run's update written again from its
                                                  # last weights (new classifier's bits chosen on its
                                                  # validation images), its test split scored once
+    python benchmarks/bench_delta.py --levels codebooks  # those levels trained again, on the same base
+                                                 # (checked by its SHA-256); the other rows kept
     python benchmarks/bench_delta.py --rewrite   # the Markdown again from the recorded JSON
     python benchmarks/bench_delta.py --tiny OUT  # CI's smoke test
 
@@ -262,8 +264,9 @@ def markdown(payload: dict) -> str:
     for r in payload["rows"]:
         b, o = r["baselines"], r["ops"]
         val = "" if r["val_top1"] is None else f"{r['val_top1']:.2%}"
+        level = f"{r['level']} (kept)" if r.get("recorded_by") else r["level"]
         lines.append(
-            f"| {r['task']} | {r['level']} | {r['delta_bytes']:,} | {b['whole_sqz']:,} | {b['xz_with_old']:,} | "
+            f"| {r['task']} | {level} | {r['delta_bytes']:,} | {b['whole_sqz']:,} | {b['xz_with_old']:,} | "
             f"{b['bsdiff4']:,} | {o['same']}/{o['values']}/{o['entries']}/{o['whole']} | {r['patch_ms']:.1f} | {val} | "
             f"{r['test_top1']:.2%} ({r['test_images']:,}) | {r['steps']} | {r['minutes']:.1f} |"
         )
@@ -275,8 +278,22 @@ def markdown(payload: dict) -> str:
             f"no training), the fast path (BASE's rANS bundle copied, codebooks spliced in): "
             f"{fast['delta_bytes']:,}-byte delta, {fast['patch_ms']:.1f} ms. Every update above replaces the "
             "classifier, whose codes the patch codes afresh (its own group of the rANS section in format "
-            "version 3; the whole bundle in version 2); a `codebooks` or `full` update also decodes and codes "
-            "again every layer whose codes changed or were renumbered (a codebook whose sorted order changed).",
+            "version 3; the whole bundle in version 2); a `full` update also decodes and codes again every "
+            "layer whose codes changed. A `codebooks` update keeps every code of the base (shared values that "
+            "crossed while training are pooled into their mean, `compression.updates.in_base_order`; runs "
+            "before it renumbered such codebooks and re-coded their layers).",
+        ]
+    kept = [r for r in payload["rows"] if r.get("recorded_by")]
+    if kept:
+        by, made = kept[0]["recorded_by"], kept[0]["recorded_by"]["machine"]
+        steps = (("updates_rewritten", "updates written again"), ("remeasured", "re-measured"))
+        later = [f"{what} by `{by[key]['command']}`" for key, what in steps if key in by]
+        lines += [
+            "",
+            "Rows marked (kept) are an earlier run's, on the same base (SHA-256 checked), kept when the other "
+            f"levels trained again: `{by['command']}` ({made.get('cpu', '?')}, {made.get('date', '')})"
+            + "".join(f", {x}" for x in later)
+            + ".",
         ]
     lines += ["", "| check | measured | target | verdict |", "|---|---:|---|---|"]
     for c in payload["targets"]:
@@ -339,6 +356,7 @@ def main() -> int:
     parser.add_argument("--rewrite", action="store_true")
     parser.add_argument("--remeasure", action="store_true")
     parser.add_argument("--rewrite-updates", action="store_true")
+    parser.add_argument("--levels", nargs="+", choices=LEVELS, help="train these levels; the other recorded rows stay")
     add_tiny_option(parser)
     args = parser.parse_args()
     if args.rewrite_updates:
@@ -360,16 +378,23 @@ def main() -> int:
     # the tiny run's base: the quick nearest method (the smoke test needs a .sqz, not the release's)
     config = CompressionConfig(method="nearest") if args.tiny else CompressionConfig.data_free()
     compress(str(RELEASE), config).save(base)
-    rows = [run_level(task, level, base, args) for task in args.tasks for level in LEVELS]
+    recorded = json.loads((RESULTS / "delta.json").read_text()) if args.levels else None
+    if recorded and recorded["base_sha256"] != sha256(base.read_bytes()):
+        raise SystemExit("bench_delta: --levels: the base differs from the recorded one; run every level")
+    rows = [run_level(task, level, base, args) for task in args.tasks for level in args.levels or LEVELS]
     payload = {
         "command": "python benchmarks/bench_delta.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "base_bytes": base.stat().st_size,
         "base_sha256": sha256(base.read_bytes()),
         "rows": rows,
-        "targets": verdicts(rows),
         "values_only": values_only_ms(base, 1 if args.tiny else 7),
     }
+    if recorded:  # the new rows in place of theirs; the others as recorded, with the run that made them
+        new = {(r["task"], r["level"]): r for r in rows}
+        kept = {k: recorded[k] for k in ("command", "machine", "updates_rewritten", "remeasured") if k in recorded}
+        payload["rows"] = [new.get((r["task"], r["level"]), {**r, "recorded_by": kept}) for r in recorded["rows"]]
+    payload["targets"] = verdicts(payload["rows"])
     write_results("delta", payload, markdown(payload), args.tiny)
     return 0
 

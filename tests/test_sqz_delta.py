@@ -411,3 +411,47 @@ def test_a_patch_never_decodes_the_whole_rans_bundle(base, monkeypatch, change):
 
     monkeypatch.setattr(ParsedSqz, "decode_bundle", refuse)
     assert apply_delta(old, delta) == new
+
+
+def test_codebook_values_that_crossed_while_training_keep_the_base_order_and_patch_without_entropy_coding(
+    base, monkeypatch
+):
+    """Fine-tuning the shared values can carry two neighbours past each other; a packed codebook is
+    stored sorted, so the codes would be renumbered and the tensor re-coded whole. The update instead
+    pools the pair into the mean of their weights (``in_base_order``): the codes stay the base's and
+    a patch splices values alone, with no rANS decoding."""
+    import torch
+
+    from squeezenet.compression.updates import compress_update
+    from squeezenet.weights.info import LoadedWeights
+    from squeezenet.weights.sqz_codec.container import ParsedSqz
+
+    old = base.read_bytes()
+    name = "features.3.expand3x3.weight"
+    t = {p.name: p for p in read_layout(old).tensors}[name].tensor
+    counts = np.bincount(t.codes, minlength=len(t.codebook))
+    order = np.argsort(t.codebook, kind="stable")
+    i = next(k for k in range(len(order) - 1)
+             if counts[order[k]] and counts[order[k + 1]] and t.codebook[order[k]] > 0)  # fmt: skip
+    a, b = order[i], order[i + 1]
+    step = float(t.codebook[b] - t.codebook[a])
+    trained = t.codebook.astype(np.float32).copy()
+    trained[a], trained[b] = t.codebook[b] + step, t.codebook[a] - step  # crossed while training
+    dense = np.zeros(int(np.prod(t.shape)), np.float32)
+    dense[t.positions] = trained[t.codes]
+    loaded = load_weights(base)
+    state = {**loaded.state_dict, name: torch.from_numpy(dense.reshape(t.shape))}
+    new = compress_update(old, LoadedWeights(loaded.info, state), "codebooks", head=set())
+    stored = {p.name: p for p in read_layout(new).tensors}[name].tensor
+    assert np.array_equal(stored.codes, t.codes) and np.array_equal(stored.positions, t.positions)
+    mean = (trained[a] * counts[a] + trained[b] * counts[b]) / (counts[a] + counts[b])
+    assert stored.codebook[a] == stored.codebook[b] == np.float16(mean)
+    others = np.setdiff1d(np.arange(len(trained)), [a, b])
+    assert np.array_equal(stored.codebook[others], trained[others].astype(np.float16).astype(np.float32))
+    delta = make_delta(old, new)[0]
+
+    def refuse(self):
+        raise AssertionError("the rANS bundle was decoded")
+
+    monkeypatch.setattr(ParsedSqz, "decode_bundle", refuse)
+    assert apply_delta(old, delta) == new

@@ -6,7 +6,8 @@ Levels (``UPDATE_LEVELS``), as ``squeezenet train --update-of`` trains them:
 - ``head``: only the classifier trained; every other tensor is the base's, as stored.
 - ``codebooks``: masks and indices frozen, the shared values trained (their gradients pooled,
   Deep Compression's trained quantization), biases and the classifier free: each quantized layer
-  is the base's entries with the values the training reached, stored in the base's precision.
+  is the base's entries with the values the training reached, stored in the base's precision and
+  kept in the base codebook's order (``in_base_order``), so that no code is renumbered.
 - ``full``: everything trained; each quantized layer is then compressed against the base's mask
   and codebook (every weight to its nearest base value, the values refitted as the means of their
   weights) or afresh (k-means at the base's size), whichever update is smaller.
@@ -28,6 +29,7 @@ from squeezenet.weights.info import LoadedWeights
 from squeezenet.weights.sqz_codec import SparseTensor, SqzError, TensorPlan
 from squeezenet.weights.sqz_codec.delta import tensor_update_cost
 from squeezenet.weights.sqz_codec.layout import SqzLayout, choices_of, plan_with, read_layout, write_layout
+from squeezenet.weights.sqz_codec.values import float_keys
 
 FRESH_DTYPE = "float16"  # values of tensors the base does not have, as the pipeline's default
 HEAD_BITS = (4, 5, 6, 8)  # the codebook sizes a new classifier may get, fewest bits first
@@ -52,6 +54,52 @@ def shared_value_of(t: SparseTensor, dense: np.ndarray) -> np.ndarray:
     if not np.allclose(values[t.codes], flat, rtol=1e-6, atol=1e-8):
         raise WeightsError("the trained weights are not shared per code (were gradients pooled?)")
     return values
+
+
+def in_base_order(old: TensorPlan, values: np.ndarray) -> np.ndarray:
+    """The trained shared values of ``old``'s codes, moved the least (each by the share of weights
+    its code holds) so that they keep the order of the base codebook. A packed codebook is stored
+    sorted: two values that crossed while training would renumber the codes, and a tensor whose
+    codes change is re-coded whole by an update (its rANS group decoded and coded again: hundreds of
+    milliseconds of patching) where a change of values alone is spliced in. Values that are zero
+    stay zero (a zero-valued code marks entries as pruned); where the order cannot then be kept,
+    the values are returned as trained and the writer renumbers."""
+    t, dtype = old.tensor, np.dtype(old.codebook_dtype)
+    order = np.argsort(float_keys(t.codebook.astype(dtype), dtype), kind="stable")
+    if _non_decreasing(values[order], dtype):
+        return values
+    counts = np.bincount(t.codes, minlength=len(values)).astype(np.float64)
+    zero = values[order] == 0
+    weights = np.where(zero, 1e12, np.maximum(counts[order], 1e-9))  # zeros pinned, unused values free
+    fitted = np.where(zero, 0.0, _pool_adjacent_violators(values[order].astype(np.float64), weights))
+    if not _non_decreasing(fitted, dtype):
+        return values
+    out = np.empty_like(values)
+    out[order] = fitted.astype(values.dtype)
+    return out
+
+
+def _non_decreasing(values: np.ndarray, dtype) -> bool:
+    return bool(np.all(np.diff(float_keys(values.astype(dtype), dtype)) >= 0))
+
+
+def _pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The non-decreasing sequence nearest to ``values`` in weighted least squares (isotonic
+    regression; no library the project depends on has it): neighbours out of order are pooled
+    into their weighted mean until none is."""
+    means: list[float] = []
+    totals: list[float] = []
+    sizes: list[int] = []
+    for value, weight in zip(values.tolist(), weights.tolist(), strict=True):
+        means.append(value)
+        totals.append(weight)
+        sizes.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            value, weight, size = means.pop(), totals.pop(), sizes.pop()
+            means[-1] = (means[-1] * totals[-1] + value * weight) / (totals[-1] + weight)
+            totals[-1] += weight
+            sizes[-1] += size
+    return np.repeat(np.array(means), sizes)
 
 
 def _bits(t: SparseTensor) -> int:
@@ -97,7 +145,8 @@ def _updated(level: str, old: TensorPlan | None, name: str, value: np.ndarray, h
     if isinstance(base, np.ndarray):
         return _with(old, value.astype(np.float32))
     if level == "codebooks" and name not in head:
-        return _with(old, SparseTensor(base.shape, shared_value_of(base, value), base.codes, base.positions, base.bits))
+        values = in_base_order(old, shared_value_of(base, value))
+        return _with(old, SparseTensor(base.shape, values, base.codes, base.positions, base.bits))
     options = [_with(old, against_base(base, value)), _with(old, _fresh_like(base, value))]
     return min(options, key=lambda plan: tensor_update_cost(old, plan))
 

@@ -58,22 +58,27 @@ def exp_golomb_bits(values: np.ndarray, k: int) -> str:
 
 
 def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
-    """Inverse of ``exp_golomb_bits`` (packed MSB first); every value must be < ``limit``."""
-    bits = "".join(format(b, "08b") for b in bytes(payload))
+    """Inverse of ``exp_golomb_bits`` (packed MSB first); every value must be < ``limit``. The
+    payload is read as one integer, so that finding a code's first 1 is ``bit_length`` (a patch
+    reads every packed codebook of its base: a bit string walked in Python took most of its time)."""
+    data = bytes(payload)
+    whole, size = int.from_bytes(data, "big"), 8 * len(data)
     out = np.zeros(count, np.int64)
     p = 0
     for i in range(count):
-        one = bits.find("1", p)
-        check(one >= 0, "exp-Golomb data ends early")
+        rest = whole & ((1 << (size - p)) - 1)  # the bits from p on
+        check(rest != 0, "exp-Golomb data ends early")
+        one = size - rest.bit_length()
         n = one - p
         check(n <= 40, "corrupted exp-Golomb data")
         end = one + n + 1 + k
-        check(end <= len(bits), "exp-Golomb data ends early")
-        v = ((int(bits[one : one + n + 1], 2) - 1) << k) | (int(bits[one + n + 1 : end], 2) if k else 0)
+        check(end <= size, "exp-Golomb data ends early")
+        field = (rest >> (size - end)) & ((1 << (end - one)) - 1)  # bits one .. end - 1
+        v = (((field >> k) - 1) << k) | (field & ((1 << k) - 1))
         check(v < limit, "exp-Golomb value out of range")
         out[i] = v
         p = end
-    check(len(bits) - p < 8 and "1" not in bits[p:], "trailing bits after exp-Golomb data")
+    check(size - p < 8 and whole & ((1 << (size - p)) - 1) == 0, "trailing bits after exp-Golomb data")
     return out
 
 
