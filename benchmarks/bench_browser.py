@@ -1,23 +1,26 @@
 """In-browser inference, measured in Chromium: the WebAssembly export against onnxruntime-web.
 
     python benchmarks/bench_browser.py [--images 250] [--latency-images 21] [--tiny FOLDER]
+    python benchmarks/bench_browser.py --rewrite  # the checks and Markdown again from the recorded JSON
 
 The model: the v1.0 release through ``squeezenet compress``'s default (the data-free .sqz, 0.47 MB;
 ``--tiny``: the quick nearest method), exported with ``squeezenet.export.wasm`` twice: compressed
 weights (the .sqz's codebooks, rANS-coded) and int8 weights, each as the SIMD128 and the portable
-build. Calibration: 128 even-indexed imagenet-samples; everything reported: the odd-indexed ones.
+build, int8 also as the relaxed SIMD build. Calibration: 128 even-indexed imagenet-samples;
+everything reported: the odd-indexed ones.
 
 1. Bytes: ``squeezenet serve -w the.sqz --calibration ...`` (the page's default in-browser model is
    then the WebAssembly build); a fresh Chromium context (no cache, no service worker) opens the
    page, switches to in-browser inference, classifies one image; every response body counted as it
    crossed the network (Playwright's request sizes; the server's own classify calls, which the page
    makes for its agreement line, left out). The same with the page's onnxruntime-web choice.
-2. Exactness: in Chromium, each build (compressed/int8 x SIMD/portable) on 16 reported images
-   through the exported loader: scores against ``squeezenet.export.c.reference`` (the native
-   C build's integers); top-1 of the SIMD builds on all reported images against the fp32 .sqz model,
-   beside the reference's (the native build's) agreement.
+2. Exactness: in Chromium, each build (compressed/int8 x SIMD/portable, int8 relaxed in each of
+   its product modes) on 16 reported images through the exported loader: scores against
+   ``squeezenet.export.c.reference`` (the native C build's integers); top-1 of the SIMD builds on all
+   reported images against the fp32 .sqz model, beside the reference's (the native build's) agreement.
 3. Latency, batch 1, one thread, median over ``--latency-images`` images: in one Chromium page, the
-   int8 and compressed SIMD builds and onnxruntime-web's wasm backend (one thread) on the fp32 ONNX
+   SIMD builds (int8: relaxed, the loader's choice where Chromium runs it, and SIMD128; compressed:
+   SIMD128) and onnxruntime-web's wasm backend (one thread) on the fp32 ONNX
    of the same .sqz, taken in turn on each image (the order rotating), so that the ratios pair
    measurements made together; the same C builds compiled natively (gcc -O2, no VNNI) on the same
    images.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import json
 import shutil
 import statistics
 import sys
@@ -42,13 +46,13 @@ import numpy as np
 import torch
 
 import c_toolchain as tc
-from _common import DATA, ROOT, add_tiny_option, imagenet_halves, machine, write_results
+from _common import DATA, RESULTS, ROOT, add_tiny_option, imagenet_halves, machine, write_results
 from _serve_load import Server
 from squeezenet.cli.main import main as squeezenet_main
 from squeezenet.export.c import reference, write_folder
 from squeezenet.export.c.pixels import crop_pixels, normalized
 from squeezenet.export.onnx import export_onnx
-from squeezenet.export.wasm import BUILDS, export_wasm
+from squeezenet.export.wasm import export_wasm
 from squeezenet.weights import build_model_from_weights
 
 RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
@@ -59,8 +63,9 @@ TARGETS = {"wasm_bytes": 490_000, "loader_bytes": 10_000, "page_bytes": 600_000,
            "compressed_vs_ort": 1.0, "vs_native": 2.0}  # fmt: skip
 STORAGES = ("compressed", "int8")
 
-# In the harness page: every build through its loader on the exactness crops, the SIMD builds'
-# top-1 on all reported crops, then the paired latency rounds with onnxruntime-web.
+# In the harness page: every build through its loader on the exactness crops (the relaxed build in
+# each product mode it accepts: squeezenet_dots), the SIMD builds' top-1 on all reported crops, then
+# the paired latency rounds with onnxruntime-web.
 HARNESS_JS = """
 async ({ storages, builds, exact, count, latency, side }) => {
   const bytes = side * side * 3;
@@ -69,14 +74,24 @@ async ({ storages, builds, exact, count, latency, side }) => {
   const crop = (i) => crops.subarray(i * bytes, (i + 1) * bytes);
   const out = { scores: {}, top1: {}, latency: {} };
   const models = {};
+  const scores = (model) => Array.from({ length: exact }, (_, i) => Array.from(model.classify(crop(i)).scores));
+  out.chosen = {};
+  out.dots = {};
   for (const storage of storages) {
     const { loadModel } = await import(`/${storage}/squeezenet.js`);
-    for (const build of builds) {
+    out.chosen[storage] = (await loadModel(`${location.origin}/${storage}/`)).build;
+    for (const build of builds[storage]) {
       const model = await loadModel(`${location.origin}/${storage}/`, { build });
       const key = `${storage}/${build}`;
-      out.scores[key] = [];
-      for (let i = 0; i < exact; i++) out.scores[key].push(Array.from(model.classify(crop(i)).scores));
-      if (build === "simd") {
+      out.scores[key] = scores(model);
+      out.dots[key] = model.dots;
+      if (build === "relaxed") {
+        for (const [mode, name] of [[1, "i16"], [2, "i7"], [3, "u8"]]) {
+          if (model.exports.squeezenet_dots(mode) === mode) out.scores[`${key} (${name})`] = scores(model);
+        }
+        model.exports.squeezenet_dots([1, "i16", "i7", "u8"].indexOf(model.dots));  // back to its own choice
+      }
+      if (build !== "portable") {
         out.top1[key] = [];
         for (let i = 0; i < count; i++) out.top1[key].push(model.classify(crop(i)).best);
         models[key] = model;
@@ -234,7 +249,8 @@ def measure(args, work: Path) -> dict:
             version = browser.version
             page = browser.new_page()
             page.goto(base + "/index.html")  # an origin for the harness's fetches and imports
-            runs = page.evaluate(HARNESS_JS, {"storages": list(STORAGES), "builds": list(BUILDS), "exact": args.exact,
+            builds = {storage: list(result.card["builds"]) for storage, result in exports.items()}
+            runs = page.evaluate(HARNESS_JS, {"storages": list(STORAGES), "builds": builds, "exact": args.exact,
                                               "count": len(crops), "latency": args.latency_images,
                                               "side": int(crops.shape[1])})  # fmt: skip
             pages = [page_bytes(browser, server.url, test_files[0], engine) for engine in ("wasm", "onnx")]
@@ -251,23 +267,23 @@ def report(args, exports, runs, pages, native, reference_scores, reference_top1,
     for storage, result in exports.items():
         for build, facts in result.card["builds"].items():
             key = f"{storage}/{build}"
-            row = {"bytes": facts["bytes"],
-                   "bit_exact": bool(np.array_equal(np.array(runs["scores"][key]), reference_scores[storage])),
-                   "exact_images": args.exact}  # fmt: skip
-            if build == "simd":
+            for name in (key, *(k for k in runs["scores"] if k.startswith(f"{key} ("))):  # the relaxed build's modes
+                exact = np.array_equal(np.array(runs["scores"][name]), reference_scores[storage])
+                builds[name] = {"bytes": facts["bytes"], "bit_exact": bool(exact), "exact_images": args.exact}
+            builds[key]["dots"] = runs["dots"][key]
+            if build != "portable":
                 top1 = np.array(runs["top1"][key])
-                row["agreement_fp32"] = float((top1 == fp32_top1).mean())
-                row["native_agreement_fp32"] = float((reference_top1[storage] == fp32_top1).mean())
-                row["latency_ms"] = statistics.median(runs["latency"][key])
-                row["native_ms"] = native[storage]
-            builds[key] = row
+                builds[key]["agreement_fp32"] = float((top1 == fp32_top1).mean())
+                builds[key]["native_agreement_fp32"] = float((reference_top1[storage] == fp32_top1).mean())
+                builds[key]["latency_ms"] = statistics.median(runs["latency"][key])
+                builds[key]["native_ms"] = native[storage]
     ort_ms = statistics.median(runs["latency"]["onnxruntime-web"])
     loader = len(exports["compressed"].files["squeezenet.js"])
     return {
         "machine": machine(), "chromium": version, "sqz": {"bytes": sqz.stat().st_size, "command": command},
         "images": {"calibration": args.calibration, "reported": args.images, "exact": args.exact,
                    "latency": args.latency_images},
-        "builds": builds, "ort_ms": ort_ms, "loader_bytes": loader, "pages": pages,
+        "builds": builds, "chosen": runs["chosen"], "ort_ms": ort_ms, "loader_bytes": loader, "pages": pages,
         "latency_rounds": runs["latency"], "limits": TARGETS, "tiny": bool(args.tiny),
     }  # fmt: skip
 
@@ -288,9 +304,11 @@ def checks(r: dict) -> list[dict]:
          f"all, {r['images']['exact']} images", all(v["bit_exact"] for v in b.values())),
     ]  # fmt: skip
     for storage, limit in (("int8", t["int8_vs_ort"]), ("compressed", t["compressed_vs_ort"])):
-        row = b[f"{storage}/simd"]
+        build = r["chosen"][storage]  # the loader's choice in this Chromium
+        row = b[f"{storage}/{build}"]
         ratio = row["latency_ms"] / r["ort_ms"]
-        rows.append((f"{storage} SIMD latency / onnxruntime-web fp32",
+        label = "SIMD" if build == "simd" else f"SIMD ({build} build, {row['dots']} products)"
+        rows.append((f"{storage} {label} latency / onnxruntime-web fp32",
                      f"{row['latency_ms']:.1f} / {r['ort_ms']:.1f} ms = {ratio:.2f}x", f"<= {limit}x",
                      ratio <= limit))  # fmt: skip
         native = row["latency_ms"] / row["native_ms"]
@@ -300,6 +318,11 @@ def checks(r: dict) -> list[dict]:
         rows.append((f"{storage} SIMD top-1 agreement with fp32 (native C's)",
                      f"{row['agreement_fp32']:.1%} ({row['native_agreement_fp32']:.1%})", "the same",
                      row["agreement_fp32"] == row["native_agreement_fp32"]))  # fmt: skip
+        if build != "simd":  # engines without relaxed SIMD (or without exact bytes) run the SIMD128 kernels
+            plain = b[f"{storage}/simd"]["latency_ms"]
+            rows.append((f"{storage} SIMD128 build (i16 products: engines without relaxed SIMD) / onnxruntime-web",
+                         f"{plain:.1f} / {r['ort_ms']:.1f} ms = {plain / r['ort_ms']:.2f}x", f"<= {limit}x",
+                         plain / r["ort_ms"] <= limit))  # fmt: skip
     return [{"check": c, "measured": m, "target": g, "verdict": "met" if ok else "missed"} for c, m, g, ok in rows]
 
 
@@ -323,17 +346,23 @@ def markdown(r: dict) -> str:
         "",
         "## Builds",
         "",
-        "| build | .wasm bytes | bit-exact | top-1 = fp32 | native C: top-1 = fp32 | Chromium ms | native ms |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| build | products | .wasm bytes | bit-exact | top-1 = fp32 | native C: top-1 = fp32 | Chromium ms "
+        "| native ms |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]  # fmt: skip
     for key, b in r["builds"].items():
         agree = f"{b['agreement_fp32']:.1%}" if "agreement_fp32" in b else ""
         native_agree = f"{b['native_agreement_fp32']:.1%}" if "native_agreement_fp32" in b else ""
         ms = f"{b['latency_ms']:.1f}" if "latency_ms" in b else ""
         native = f"{b['native_ms']:.1f}" if "native_ms" in b else ""
-        lines.append(f"| {key} | {b['bytes']:,} | {'yes' if b['bit_exact'] else 'NO'} | {agree} | {native_agree} | "
+        exact = "yes" if b["bit_exact"] else "NO"
+        lines.append(f"| {key} | {b.get('dots', '')} | {b['bytes']:,} | {exact} | {agree} | {native_agree} | "
                      f"{ms} | {native} |")  # fmt: skip
-    lines += ["", f"onnxruntime-web (wasm backend, one thread), fp32 ONNX of the same .sqz: {r['ort_ms']:.1f} ms.", "",
+    chosen = ", ".join(f"{storage} {build}" for storage, build in r["chosen"].items())
+    lines += ["", f"onnxruntime-web (wasm backend, one thread), fp32 ONNX of the same .sqz: {r['ort_ms']:.1f} ms. "
+              f"The loader's choice in this Chromium: {chosen}. Products: i16 `i32x4.dot_i16x8_s`; i7 relaxed SIMD "
+              "on 7-bit pieces; u8 relaxed SIMD on bytes, where the engine multiplies them exactly "
+              "(docs/wasm.md).", "",
               "## What the page downloads (one fresh page, one image classified in-browser)", ""]  # fmt: skip
     for p in r["pages"]:
         what = "the WebAssembly build" if p["engine"] == "wasm" else "onnxruntime-web"
@@ -348,8 +377,14 @@ def main() -> int:
     ap.add_argument("--calibration", type=int, default=128, help="calibration (even-indexed) images")
     ap.add_argument("--exact", type=int, default=16, help="images compared with the reference, every build")
     ap.add_argument("--latency-images", type=int, default=21)
+    ap.add_argument("--rewrite", action="store_true", help="the checks and Markdown again from the recorded JSON")
     add_tiny_option(ap)
     args = ap.parse_args()
+    if args.rewrite:
+        result = json.loads((RESULTS / "browser.json").read_text())
+        result["targets"] = checks(result)
+        write_results("browser", result, markdown(result))
+        return 0
     if args.tiny:
         args.tiny.mkdir(parents=True, exist_ok=True)
         args.images, args.calibration, args.exact, args.latency_images = 4, 4, 2, 2

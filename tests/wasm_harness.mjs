@@ -2,14 +2,16 @@
 // (squeezenet.js, by file: URL, as a user in Node.js would) and classifies every crop of a raw
 // file of uint8 pixels (N x size x size x C), or RGBA images given as {width, height, file}.
 //   node wasm_harness.mjs FOLDER BUILD PIXELS.bin          -> {"scores": [[...], ...], "top1": [...]}
+//   (BUILD "default": the loader's choice)
 //   node wasm_harness.mjs FOLDER BUILD --rgba W H RGBA.bin -> the same for one RGBA image of any size
 //   node wasm_harness.mjs FOLDER BUILD --bad KIND          -> {"error": "..."} (the loader's message)
 import { readFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
 
 const [folder, build, what, ...rest] = process.argv.slice(2);
+const chosen = build === "default" ? undefined : build;
 const base = pathToFileURL(folder.endsWith("/") ? folder : folder + "/");
-const { loadModel } = await import(new URL("squeezenet.js", base));
+const { loadModel, relaxedSupported } = await import(new URL("squeezenet.js", base));
 
 function report(result) {
   process.stdout.write(JSON.stringify(result) + "\n");
@@ -18,7 +20,7 @@ function report(result) {
 try {
   if (what === "--bad") {
     const kind = rest[0];
-    const model = kind === "wasm" || kind === "hash" ? null : await loadModel(base, { build });
+    const model = kind === "wasm" || kind === "hash" ? null : await loadModel(base, { build: chosen });
     if (kind === "wasm" || kind === "hash") {
       const card = JSON.parse(await readFile(new URL("squeezenet.json", base), "utf8"));
       let bytes = new Uint8Array(await readFile(new URL(card.builds[build].file, base)));
@@ -39,12 +41,12 @@ try {
     report({ error: null });
   } else if (what === "--rgba") {
     const [width, height, file] = rest;
-    const model = await loadModel(base, { build });
+    const model = await loadModel(base, { build: chosen });
     const data = new Uint8ClampedArray(await readFile(file));
     const out = model.classify({ data, width: Number(width), height: Number(height) });
     report({ scores: [Array.from(out.scores)], top1: [out.best], names: out.top.map((t) => t.name) });
   } else {
-    const model = await loadModel(base, { build });
+    const model = await loadModel(base, { build: chosen });
     const pixels = new Uint8Array(await readFile(what));
     const n = pixels.length / model.inputBytes;
     const scores = [];
@@ -54,7 +56,8 @@ try {
       scores.push(Array.from(out.scores));
       top1.push(out.best);
     }
-    report({ scores, top1, build: model.build, bytes: model.wasmBytes, hashChecked: model.hashChecked });
+    report({ scores, top1, build: model.build, dots: model.dots, relaxed: relaxedSupported(), bytes: model.wasmBytes,
+             hashChecked: model.hashChecked });
   }
 } catch (error) {
   report({ error: error.message, name: error.name });

@@ -15,6 +15,7 @@ from squeezenet.export.formats import (
     FORMATS,
     INTEGER_FORMATS,
     MIN_OPSET,
+    RELAXED_TOOLCHAIN_HINT,
     WIDE_BITS,
     find_clang,
 )
@@ -178,6 +179,8 @@ def _run_integer(args: argparse.Namespace, fmt: str) -> int:
     if fmt == "wasm":
         builds = ", ".join(f"{b['file']} {b['bytes']:,} bytes" for b in result.card["builds"].values())
         print(f"wrote {folder}/ (WebAssembly: {builds}; {done})")
+        if net.storage == "int8" and "relaxed" not in result.card["builds"]:
+            print(f"note: {RELAXED_TOOLCHAIN_HINT}")
         return 0
     print(f"wrote {folder}/ (C99, {result.weight_bytes:,} bytes of weight tables, {done})")
     print(result.plan)

@@ -1,6 +1,10 @@
 """The export formats and their fixed facts, importable without PyTorch (the CLI's parser reads them)."""
 
+import functools
+import re
 import shutil
+import subprocess
+from pathlib import Path
 
 from squeezenet.errors import DeployError
 
@@ -28,3 +32,34 @@ def find_clang() -> str:
     if clang is None or shutil.which("wasm-ld") is None:
         raise DeployError(WASM_TOOLCHAIN_HINT)
     return clang
+
+
+# the relaxed SIMD build (int8 weights) needs clang 16 or newer and the wasm-ld beside it (Debian
+# bookworm's clang is 14: apt-get install clang-19 lld-19); without one, the export leaves that build out
+RELAXED_MIN_CLANG = 16
+RELAXED_CLANGS = ("clang", *(f"clang-{v}" for v in range(21, RELAXED_MIN_CLANG - 1, -1)))
+RELAXED_TOOLCHAIN_HINT = (
+    "no relaxed SIMD build: it needs clang 16 or newer with its lld (apt-get install clang-19 lld-19)"
+)
+
+
+@functools.cache
+def find_relaxed_clang() -> str | None:
+    """The first clang of ``RELAXED_CLANGS`` new enough for ``-mrelaxed-simd`` whose own wasm-ld is
+    beside it (an older linker may not know the instructions), or None."""
+    for name in RELAXED_CLANGS:
+        path = shutil.which(name)
+        if path is None or _clang_major(path) < RELAXED_MIN_CLANG:
+            continue
+        if (Path(path).resolve().parent / "wasm-ld").exists():
+            return path
+    return None
+
+
+def _clang_major(path: str) -> int:
+    try:
+        text = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    found = re.search(r"clang version (\d+)", text)
+    return int(found.group(1)) if found else 0

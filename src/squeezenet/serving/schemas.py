@@ -141,6 +141,11 @@ class BrowserModel(BaseModel):
     sha256: str | None = None
     weights: str | None = Field(None, description="wasm: the C export's weights, compressed or int8")
     files: dict[str, int] | None = Field(None, description="wasm: the folder's files and their bytes")
+    builds: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="wasm: each build (relaxed, simd, portable) with its file, bytes and sha256; the "
+        "page's loader takes the first its engine runs",
+    )
     max_logit_difference: float | None = Field(None, description="against the served graph, on the probe input")
 
 

@@ -28,10 +28,20 @@ PER_LINE = 24
 
 
 # The runtime's parts (templates/), in the order one translation unit needs them: squeezenet_model.c
-# holds them all, every function static, so that the exported folder builds from the same two files
-# on any toolchain and the compiler sees the whole call graph (inlining, the stack's worst chain).
+# holds them all, every function static (but sqn_wasm_dots, which the WebAssembly glue calls), so that
+# the exported folder builds from the same two files on any toolchain and the compiler sees the whole
+# call graph (inlining, the stack's worst chain).
 # A SIMD kernel set (kernels.h says what it implements) goes between stream.c and graph.c.
-RUNTIME_FILES = ("common.c", "kernels.h", "portable.c", "stream.c", "kernels_vnni.c", "kernels_wasm.c", "graph.c")
+RUNTIME_FILES = (
+    "common.c",
+    "kernels.h",
+    "portable.c",
+    "stream.c",
+    "kernels_vnni.c",
+    "kernels_wasm.c",
+    "kernels_relaxed.c",
+    "graph.c",
+)
 
 
 def runtime_source() -> str:

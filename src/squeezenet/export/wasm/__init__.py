@@ -4,13 +4,15 @@ A browser that classifies in the page then downloads the model (about the size o
 not a general runtime many times larger. The C sources are ``build_c``'s, unchanged but for
 ``glue.c`` (the entry points a WebAssembly host can call); clang compiles them with no C library.
 Two builds: one with WASM SIMD128 (every current browser and Node.js; the hot convolutions then
-run the kernels of ``kernels_wasm.c``), one without (engines that lack SIMD128); the loader picks.
-Both give the integers of ``squeezenet.export.c.reference``, bit for bit.
+run the kernels of ``kernels_wasm.c``), one without (engines that lack SIMD128); for int8 weights a
+third, with relaxed SIMD too (``kernels_relaxed.c``: int8 dot products, one vpdpbusd on x86 CPUs with
+AVX-VNNI), where a clang new enough for it is installed. The loader picks the first the engine runs.
+All give the integers of ``squeezenet.export.c.reference``, bit for bit.
 
-The folder: ``squeezenet.wasm`` and ``squeezenet-portable.wasm``; ``squeezenet.json``, the model
-card (shape, classes, preprocessing, score scale, each build's size and SHA-256); ``squeezenet.js``,
-the loader (no dependency beyond ``preprocess.js``, the project's preprocessing in JavaScript, copied
-beside it); ``README.md``. docs/wasm.md has the API and measured figures.
+The folder: ``squeezenet.wasm``, ``squeezenet-portable.wasm`` (and ``squeezenet-relaxed.wasm``);
+``squeezenet.json``, the model card (shape, classes, preprocessing, score scale, each build's size and
+SHA-256); ``squeezenet.js``, the loader (no dependency beyond ``preprocess.js``, the project's
+preprocessing in JavaScript, copied beside it); ``README.md``. docs/wasm.md has the API and measured figures.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ import numpy as np
 from squeezenet.errors import DeployError
 from squeezenet.export.c import build_c, check_output_folder, write_folder
 from squeezenet.export.c.pixels import input_settings
-from squeezenet.export.formats import WASM_TOOLCHAIN_HINT, find_clang
+from squeezenet.export.formats import RELAXED_TOOLCHAIN_HINT, WASM_TOOLCHAIN_HINT, find_clang, find_relaxed_clang
 
 CARD_FILE = "squeezenet.json"
 LOADER_FILE = "squeezenet.js"
 PREPROCESS_FILE = "preprocess.js"
 CARD_FORMAT = "squeezenet-wasm"
 CARD_VERSION = 1
-# build name -> (file, clang flags beyond the common ones); the loader takes "simd" where it validates
-BUILDS = {"simd": ("squeezenet.wasm", ("-msimd128",)), "portable": ("squeezenet-portable.wasm", ())}
+# build name -> (file, clang flags beyond the common ones); the loader takes the first the engine validates
+BUILDS = {
+    "relaxed": ("squeezenet-relaxed.wasm", ("-msimd128", "-mrelaxed-simd")),  # int8 weights only
+    "simd": ("squeezenet.wasm", ("-msimd128",)),
+    "portable": ("squeezenet-portable.wasm", ()),
+}
 EXPORTS = (
     "squeezenet_classify",
     "squeezenet_image",
@@ -44,6 +50,7 @@ EXPORTS = (
     "squeezenet_input_size",
     "squeezenet_input_channels",
     "squeezenet_num_classes",
+    "squeezenet_dots",
 )
 # -nostdlib: no C library; -mbulk-memory: memset/memcpy as instructions, not calls into one
 COMMON_FLAGS = ("--target=wasm32", "-O2", "-std=c99", "-nostdlib", "-mbulk-memory", "-Wall", "-Wextra")
@@ -65,7 +72,9 @@ def _package_file(package: str, name: str) -> str:
 
 def compile_wasm(sources: dict[str, str], build: str, extra_flags: tuple[str, ...] = ()) -> bytes:
     """The ``.wasm`` of the C export's ``sources`` (file name -> text) for ``build`` (``BUILDS``)."""
-    clang = find_clang()
+    clang = find_relaxed_clang() if build == "relaxed" else find_clang()
+    if clang is None:
+        raise DeployError(RELAXED_TOOLCHAIN_HINT)
     with tempfile.TemporaryDirectory(prefix="squeezenet-wasm-") as tmp:
         folder = Path(tmp)
         for name, text in {**sources, "squeezenet_wasm.c": _package_file(__name__, "glue.c")}.items():
@@ -81,6 +90,13 @@ def compile_wasm(sources: dict[str, str], build: str, extra_flags: tuple[str, ..
                 raise DeployError(f"{WASM_TOOLCHAIN_HINT}: {first.strip()}")
             raise DeployError(f"clang could not build the WebAssembly module: {first.strip()}")
         return out.read_bytes()
+
+
+def builds_for(storage: str) -> list[str]:
+    """The builds of ``BUILDS`` an export of ``storage`` weights gets: relaxed SIMD's int8 products
+    only help int8 weights (a compressed build's codebook values are wider), and need clang 16+."""
+    relaxed = storage == "int8" and find_relaxed_clang() is not None
+    return [name for name in BUILDS if name != "relaxed" or relaxed]
 
 
 def _build_facts(data: bytes, file: str) -> dict:
@@ -131,7 +147,7 @@ def export_wasm(model, folder: str | Path, calibration: np.ndarray, **options) -
     folder = check_output_folder(folder)
     find_clang()  # before the slow part
     net, sources, facts = build_c(model, calibration, **options)
-    binaries = {name: compile_wasm(sources, name) for name in BUILDS}
+    binaries = {name: compile_wasm(sources, name) for name in builds_for(net.storage)}
     builds = {name: _build_facts(data, BUILDS[name][0]) for name, data in binaries.items()}
     preprocessing = json.loads(json.dumps(input_settings(model.weights_info.preprocessing, net.size)))
     card = model_card(net, preprocessing, builds, facts["calibration"])

@@ -17,3 +17,13 @@ int32_t squeezenet_num_classes(void) { return SQUEEZENET_NUM_CLASSES; }
 
 /* the top-1 class of the image in squeezenet_image(); the scores in squeezenet_scores() */
 int32_t squeezenet_classify(void) { return squeezenet_run(sqn_wasm_image, sqn_wasm_scores); }
+
+/* the products the convolutions run on: 0 the portable loops, 1 i32x4.dot_i16x8_s, 2 relaxed SIMD on
+ * 7-bit pieces, 3 relaxed SIMD on bytes (where the engine multiplies them exactly); request one of
+ * 1-3 to switch where this build and engine have it, or -1 to ask. The scores are the same in each. */
+#if defined(__wasm_simd128__)
+int32_t sqn_wasm_dots(int32_t request);
+int32_t squeezenet_dots(int32_t request) { return sqn_wasm_dots(request); }
+#else
+int32_t squeezenet_dots(int32_t request) { return (void)request, 0; }
+#endif

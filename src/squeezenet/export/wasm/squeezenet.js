@@ -1,9 +1,8 @@
-// Runs a SqueezeNet exported by `squeezenet export --format wasm`: the integer C export compiled
-// to WebAssembly, weights inside. No dependency but preprocess.js (the project's resize and crop,
-// the server's to the pixel); works in browsers (also in a module Web Worker) and in Node.js.
+// Runs a SqueezeNet exported by `squeezenet export --format wasm` (the integer C export as WebAssembly,
+// weights inside). No dependency but preprocess.js (the server's resize and crop); browsers, Workers, Node.js.
 //
-//   const model = await loadModel(new URL("./", import.meta.url));   // or loadModel({card, wasm})
-//   const { top } = model.classify(imageData);                        // [{index, name, score}, ...]
+//   const model = await loadModel(new URL("./", import.meta.url)); // or loadModel({card, wasm})
+//   const { top } = model.classify(imageData); // [{index, name, score}, ...]
 import { cropPixels } from "./preprocess.js";
 
 export class SqueezeNetError extends Error {
@@ -13,29 +12,30 @@ export class SqueezeNetError extends Error {
   }
 }
 
-// (module (func (result v128) i32.const 0 i8x16.splat i8x16.popcnt)): validates where SIMD128 runs
-const SIMD_PROBE = new Uint8Array([
-  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
-]);
-
-export function simdSupported() {
+// (module (func (result v128) ...)): valid where the engine runs SIMD128 (i32.const 0 i8x16.splat
+// i8x16.popcnt), or relaxed SIMD (three splats, i32x4.relaxed_dot_i8x16_i7x16_add_s)
+const SPLAT = [65, 0, 253, 15];
+function valid(body) {
   try {
-    return WebAssembly.validate(SIMD_PROBE);
+    const head = [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10];
+    return WebAssembly.validate(new Uint8Array([...head, body.length + 4, 1, body.length + 2, 0, ...body, 11]));
   } catch {
     return false;
   }
 }
+export const simdSupported = () => valid([...SPLAT, 253, 98]);
+export const relaxedSupported = () => valid([...SPLAT, ...SPLAT, ...SPLAT, 253, 147, 2]);
 
 const EXPORTS = [
   "memory", "squeezenet_classify", "squeezenet_image", "squeezenet_scores",
-  "squeezenet_input_size", "squeezenet_input_channels", "squeezenet_num_classes",
+  "squeezenet_input_size", "squeezenet_input_channels", "squeezenet_num_classes", "squeezenet_dots",
 ];
 
 function hex(buffer) {
   return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// SHA-256 where the host has Web Crypto (browsers in a secure context, Node.js); null elsewhere
+// SHA-256 where the host has Web Crypto (secure contexts, Node.js), else null
 async function sha256(bytes) {
   const subtle = globalThis.crypto && globalThis.crypto.subtle;
   return subtle ? hex(await subtle.digest("SHA-256", bytes)) : null;
@@ -53,7 +53,7 @@ async function fetchOk(url, what) {
   return response;
 }
 
-// Node.js's fetch takes no file: URLs; its file system does (a Response, so that the rest is the same)
+// Node.js's fetch takes no file: URLs; its file system does
 async function fileResponse(url, what) {
   try {
     const { readFile } = await import("node:fs/promises");
@@ -76,13 +76,7 @@ async function readBytes(response, onProgress) {
     loaded += value.byteLength;
     onProgress({ loaded, total });
   }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return bytes;
+  return new Uint8Array(await new Blob(chunks).arrayBuffer());
 }
 
 function checkCard(card) {
@@ -93,9 +87,9 @@ function checkCard(card) {
 }
 
 // Loads the model. source: the exported folder's URL (string or URL), or {card, wasm} already in
-// memory (wasm: the bytes of the build named by options.build). options: build ("simd" or
-// "portable"; default: simd where the engine has it), onProgress ({loaded, total} while the
-// .wasm downloads), fetch options aside. Every failure is a SqueezeNetError with one line.
+// memory (wasm: the bytes of the build named by options.build). options: build ("relaxed", "simd"
+// or "portable"; default: the first the card has and the engine runs), onProgress ({loaded, total}
+// while the .wasm downloads). Every failure is a SqueezeNetError with one line.
 export async function loadModel(source, options = {}) {
   const inMemory = source && typeof source === "object" && !(source instanceof URL) && "card" in source;
   const base = inMemory ? null : new URL(source || "./", globalThis.location ? globalThis.location.href : undefined);
@@ -109,7 +103,8 @@ export async function loadModel(source, options = {}) {
     }
   }
   checkCard(card);
-  const build = options.build || (simdSupported() ? "simd" : "portable");
+  const runs = { relaxed: relaxedSupported, simd: simdSupported, portable: () => true };
+  const build = options.build || Object.keys(runs).find((b) => card.builds && card.builds[b] && runs[b]());
   const entry = card.builds && card.builds[build];
   if (!entry) throw new SqueezeNetError(`the model card has no ${build} build`);
   const bytes = inMemory
@@ -148,6 +143,7 @@ export class SqueezeNetModel {
     this.module = facts.module; // the checked bytes, for a page that keeps them to patch (bytedelta.js)
     this.wasmBytes = facts.module.byteLength;
     this.hashChecked = facts.hashChecked;
+    this.dots = ["portable", "i16", "i7", "u8"][exports.squeezenet_dots(-1)]; // the products its kernels run on
     this.size = exports.squeezenet_input_size();
     this.channels = exports.squeezenet_input_channels();
     this.numClasses = exports.squeezenet_num_classes();
@@ -161,10 +157,8 @@ export class SqueezeNetModel {
     return this.size * this.size * this.channels;
   }
 
-  // Uint8Array pixels of the crop, from: pixels already cropped (size*size*channels bytes, RGB
-  // or gray, rows top to bottom); an ImageData-like {data (RGBA), width, height} of any size,
-  // resized and cropped as the card's preprocessing says; or a decoded image (ImageBitmap,
-  // <img>, canvas, VideoFrame), drawn on an OffscreenCanvas first.
+  // the crop's pixels from: pixels already cropped (size*size*channels bytes, RGB or gray); an ImageData-like
+  // {data (RGBA), width, height}, resized and cropped as the card says; a decoded image (drawn on a canvas)
   pixels(input) {
     if (input instanceof Uint8Array || input instanceof Uint8ClampedArray) {
       if (input.length !== this.inputBytes) {

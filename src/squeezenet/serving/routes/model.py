@@ -151,9 +151,10 @@ async def model_delta(service: ServiceDep, from_: str = Query(alias="from", max_
     summary="The page's update: a byte delta of its WebAssembly module (--browser-model wasm)",
     description=(
         "from: the id of the model whose WebAssembly build the page holds; file: the module it holds "
-        "(squeezenet.wasm or squeezenet-portable.wasm). The body turns that file into the same file of "
-        "the model served now (format in serving/bytedelta.py; the page checks the result's SHA-256 "
-        "against the new model card). 404 when there is none: the page then downloads the whole module."
+        "(squeezenet.wasm, squeezenet-relaxed.wasm or squeezenet-portable.wasm). The body turns that file "
+        "into the same file of the model served now (format in serving/bytedelta.py; the page checks the "
+        "result's SHA-256 against the new model card). 404 when there is none: the page then downloads the "
+        "whole module."
     ),
     response_class=Response,
     responses={

@@ -16,7 +16,8 @@
  *       conv1 and its pool into out, returning 1; or 0 where the set does not take conv1
  *
  * Sets: AVX-512 VNNI (kernels_vnni.c, x86 int8 builds); WebAssembly SIMD128 (kernels_wasm.c, every
- * build for wasm32 with -msimd128, compressed ones included). */
+ * build for wasm32 with -msimd128, compressed ones included), with the relaxed SIMD dot products of
+ * kernels_relaxed.c in int8 builds compiled with -mrelaxed-simd as well. */
 
 /* int8 builds for x86 CPUs with AVX-512 VNNI take the fast path (-DSQN_VNNI=0: never) */
 #ifndef SQN_VNNI
@@ -33,6 +34,15 @@
 #define SQN_WASM_SIMD 1
 #else
 #define SQN_WASM_SIMD 0
+#endif
+#endif
+
+/* ... and int8 ones with relaxed SIMD (-mrelaxed-simd) its int8 dot products too (-DSQN_WASM_RELAXED=0: never) */
+#ifndef SQN_WASM_RELAXED
+#if SQN_WASM_SIMD && defined(__wasm_relaxed_simd__) && !SQN_COMPRESSED && !SQN_STEM_COMPRESSED
+#define SQN_WASM_RELAXED 1
+#else
+#define SQN_WASM_RELAXED 0
 #endif
 #endif
 

@@ -23,6 +23,40 @@ static sqn_tables *sqn_wasm_tables; /* the layer's decoding tables (compressed b
 static sqn_entry sqn_wasm_entries[SQN_WASM_WEIGHTS];
 #endif
 
+/* which products the convolutions run on (squeezenet_dots in the WebAssembly glue) */
+#define SQN_DOTS_I16 1 /* i32x4.dot_i16x8_s, this file's kernels */
+#define SQN_DOTS_I7 2  /* relaxed SIMD on 7-bit pieces (kernels_relaxed.c): exact on every engine */
+#define SQN_DOTS_U8 3  /* relaxed SIMD on bytes, where this engine multiplies them exactly */
+static int32_t sqn_wasm_mode;
+
+#if SQN_WASM_RELAXED
+static int sqn_relaxed_exact_u8(void);
+static int sqn_relaxed_take(int wide);
+static int sqn_relaxed_begin(const sqn_source *src, const void *in);
+static void sqn_relaxed_conv(const sqn_conv *c, int32_t oc, const int32_t *init, int32_t n, int32_t plane,
+                             const int32_t *off);
+static void sqn_relaxed_stem_quads(const sqn_stem *s, const uint8_t *image, int32_t plane);
+static void sqn_relaxed_stem_block(const sqn_stem *s, const sqn_stem_weights *sw, int32_t oc, int32_t n,
+                                   int32_t plane, const int32_t *off);
+static int sqn_relaxed_pieces;
+#endif
+
+/* the products the convolutions run on from now: request one of SQN_DOTS_* (a mode this build or
+ * engine lacks keeps the current one) or < 0 to ask; the first call picks the fastest exact one */
+int32_t sqn_wasm_dots(int32_t request)
+{
+#if SQN_WASM_RELAXED
+    const int exact_u8 = sqn_relaxed_exact_u8();
+    if (!sqn_wasm_mode) sqn_wasm_mode = exact_u8 ? SQN_DOTS_U8 : SQN_DOTS_I16;
+    if (request == SQN_DOTS_I16 || request == SQN_DOTS_I7 || (request == SQN_DOTS_U8 && exact_u8))
+        sqn_wasm_mode = request;
+#else
+    (void)request;
+    sqn_wasm_mode = SQN_DOTS_I16;
+#endif
+    return sqn_wasm_mode;
+}
+
 /* pairs[(q * plane + p) * 2 + r] = planes[(2q + r) * plane + p], uint8 planes widened to int16 */
 static void sqn_wasm_interleave(const uint8_t *planes, int32_t cin, int32_t plane, int16_t *pairs)
 {
@@ -170,25 +204,26 @@ static void sqn_wasm_channel(sqn_source *src, int32_t ch, int16_t *w)
 
 /* sqn_wasm_acc[o][j] = init[o] + sum over taps t and pairs q < cp of the two int16 products of the
  * pair at pairs + 2 * (q * plane + off[t] + j) with the weights at sqn_wasm_w[o] + 2 * (t * cp + q),
- * for o < 4 and j < n (rounded up to a tile): four output channels by eight pixels in eight vectors */
+ * for o < 4 and j < n (rounded up to a tile): four output channels by eight pixels in eight vectors,
+ * one step per (t, q), the weights' order, so that one loop runs them all */
 static void sqn_wasm_block(const int32_t *init, int32_t n, int32_t plane, int32_t cp, const int32_t *off, int32_t taps)
 {
-    int32_t j, t, q;
+    static int32_t steps[SQN_WASM_WEIGHTS / 2];
+    int32_t j, t, q, s, count = 0;
+    for (t = 0; t < taps; t++)
+        for (q = 0; q < cp; q++) steps[count++] = 2 * (q * plane + off[t]);
     for (j = 0; j < n; j += SQN_WTILE) {
+        const int16_t *x = sqn_wasm_pairs + 2 * j, *w = sqn_wasm_w;
         SQN_WSTART(0);
         SQN_WSTART(1);
         SQN_WSTART(2);
         SQN_WSTART(3);
-        for (t = 0; t < taps; t++) {
-            const int16_t *x = sqn_wasm_pairs + 2 * (off[t] + j);
-            const int16_t *w = sqn_wasm_w + 2 * t * cp;
-            for (q = 0; q < cp; q++, x += 2 * plane, w += 2) {
-                const v128_t x0 = wasm_v128_load(x), x1 = wasm_v128_load(x + 8);
-                SQN_WDOT(0, w);
-                SQN_WDOT(1, w + SQN_WASM_WEIGHTS);
-                SQN_WDOT(2, w + 2 * SQN_WASM_WEIGHTS);
-                SQN_WDOT(3, w + 3 * SQN_WASM_WEIGHTS);
-            }
+        for (s = 0; s < count; s++, w += 2) {
+            const v128_t x0 = wasm_v128_load(x + steps[s]), x1 = wasm_v128_load(x + steps[s] + 8);
+            SQN_WDOT(0, w);
+            SQN_WDOT(1, w + SQN_WASM_WEIGHTS);
+            SQN_WDOT(2, w + 2 * SQN_WASM_WEIGHTS);
+            SQN_WDOT(3, w + 3 * SQN_WASM_WEIGHTS);
         }
         SQN_WSTORE(0);
         SQN_WSTORE(1);
@@ -203,10 +238,14 @@ static void sqn_wasm_conv(sqn_source *src, int32_t oc, int32_t n)
     const sqn_conv *c = src->conv;
     int32_t o, t, k = c->k, init[4], off[9];
     for (t = 0; t < k * k; t++) off[t] = (t / k) * src->pitch + t % k + src->base;
-    for (o = 0; o < 4; o++) {
-        sqn_wasm_channel(src, oc + o, sqn_wasm_w + o * SQN_WASM_WEIGHTS);
-        init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
+    for (o = 0; o < 4; o++) init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
+#if SQN_WASM_RELAXED
+    if (sqn_relaxed_pieces) {
+        sqn_relaxed_conv(c, oc, init, n, src->plane, off);
+        return;
     }
+#endif
+    for (o = 0; o < 4; o++) sqn_wasm_channel(src, oc + o, sqn_wasm_w + o * SQN_WASM_WEIGHTS);
     sqn_wasm_block(init, n, src->plane, c->cin / 2, off, k * k);
 }
 
@@ -217,6 +256,9 @@ static void sqn_simd_begin(sqn_source *src, sqn_tables *tb, const void *in)
     const sqn_conv *c = src->conv;
     src->simd_in = c->cin % 2 == 0 && c->k <= 3 ? (const uint8_t *)(const void *)sqn_wasm_pairs : 0;
     sqn_wasm_tables = tb;
+#if SQN_WASM_RELAXED
+    if (src->simd_in && sqn_relaxed_begin(src, in)) return;
+#endif
     if (!src->simd_in || !in) return;
 #if SQN_WIDE_INPUTS
     if (src->wide) {
@@ -260,26 +302,45 @@ static void sqn_wasm_stem_pairs(const sqn_stem *s, const uint8_t *image, int32_t
     }
 }
 
+/* conv1's output channels oc .. oc + 3 into sqn_wasm_acc, from the image as pairs */
+static void sqn_wasm_stem_block(const sqn_stem *s, const sqn_stem_weights *sw, int32_t oc, int32_t n, int32_t plane,
+                                const int32_t *off)
+{
+    const sqn_conv *c = &s->conv;
+    int32_t taps = c->k * c->k, o, t, ch, init[4];
+    for (o = 0; o < 4; o++) { /* [tap][4 channels], zeros past cin and past cout */
+        int16_t *w = sqn_wasm_w + o * SQN_WASM_WEIGHTS;
+        init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
+        for (t = 0; t < taps; t++)
+            for (ch = 0; ch < 4; ch++)
+                w[4 * t + ch] = (int16_t)(oc + o < c->cout && ch < c->cin ? sw->w[((oc + o) * c->cin + ch) * taps + t] : 0);
+    }
+    sqn_wasm_block(init, n, plane, 2, off, taps);
+}
+
 static int sqn_simd_stem(const sqn_stem *s, const sqn_stem_weights *sw, const uint8_t *image, sqn_st *out)
 {
     const sqn_conv *c = &s->conv;
     int32_t st = s->stride, k = c->k, taps = k * k, pitch = s->row_pitch, size = s->conv_size, sub = pitch * pitch;
-    int32_t plane = st * st * sub, oc, o, t, ch, init[4], off[SQN_VNNI_STEM_TAPS];
+    int32_t plane = st * st * sub, oc, o, t, off[SQN_VNNI_STEM_TAPS];
     if (c->cin > 4) return 0;
-    sqn_wasm_stem_pairs(s, image, plane);
+#if SQN_WASM_RELAXED
+    if (sqn_relaxed_take(0))
+        sqn_relaxed_stem_quads(s, image, plane);
+    else
+#endif
+        sqn_wasm_stem_pairs(s, image, plane);
     for (t = 0; t < taps; t++) {
         int32_t ky = t / k, kx = t % k;
         off[t] = ((ky % st) * st + kx % st) * sub + (ky / st) * pitch + kx / st;
     }
     for (oc = 0; oc < c->cout; oc += 4) {
-        for (o = 0; o < 4; o++) { /* [tap][4 channels], zeros past cin and past cout */
-            int16_t *w = sqn_wasm_w + o * SQN_WASM_WEIGHTS;
-            init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
-            for (t = 0; t < taps; t++)
-                for (ch = 0; ch < 4; ch++)
-                    w[4 * t + ch] = (int16_t)(oc + o < c->cout && ch < c->cin ? sw->w[((oc + o) * c->cin + ch) * taps + t] : 0);
-        }
-        sqn_wasm_block(init, size * pitch, plane, 2, off, taps);
+#if SQN_WASM_RELAXED
+        if (sqn_relaxed_pieces)
+            sqn_relaxed_stem_block(s, sw, oc, size * pitch, plane, off);
+        else
+#endif
+            sqn_wasm_stem_block(s, sw, oc, size * pitch, plane, off);
         for (o = 0; o < 4 && oc + o < c->cout; o++) {
             const int32_t *acc = sqn_wasm_acc + o * SQN_VNNI_ACC_PITCH;
             sqn_st *dst = out + (oc + o) * s->out_size * s->out_size;
