@@ -24,7 +24,7 @@ autocast where the CPU has it:
   of epochs with each compression; validated on held-back training images, the test split
   scored once at the end.
 
-    python benchmarks/bench_distributed.py [--epochs 6] [--part all|timing|accuracy]
+    python benchmarks/bench_distributed.py [--epochs 6] [--part all|timing|accuracy] [--accuracy-runs ...]
     python benchmarks/bench_distributed.py --tiny OUT      # CI's smoke test: small images, 2 steps, one shaped link
 
 Needs root (network namespaces). Writes benchmarks/results/distributed.{json,md,png}.
@@ -110,8 +110,9 @@ def timing(work: Path, args) -> dict:
 def accuracy(work: Path, args) -> dict:
     """CIFAR-10, the registered 32-px model, the same epochs with each compression (unthrottled link),
     with bench_train_cifar10's recipe (weight decay, warm-up, EMA, clipping) at its global batch."""
-    rows = {}
-    for compression in TINY_ACCURACY if args.tiny else COMPRESSIONS:
+    saved = work / "accuracy.json"  # runs not asked for again are kept (--accuracy-runs)
+    rows = json.loads(saved.read_text())["accuracy"]["runs"] if saved.is_file() and not args.tiny else {}
+    for compression in TINY_ACCURACY if args.tiny else args.accuracy_runs:
         out = work / f"cifar-{compression.replace(':', '-')}"
         shutil.rmtree(out, ignore_errors=True)  # the benchmark's own folder: a new run each time
         program = ["-m", "squeezenet.cli.main", "train", str(args.data), "--model", "squeezenet_cifar",
@@ -129,9 +130,10 @@ def accuracy(work: Path, args) -> dict:
             "epochs": len(records), "minutes": round((time.perf_counter() - start) / 60, 1),
             "val_top1": last.get("val_top1"), "val_n": last.get("val_n"), "test_top1": last.get("test_top1"),
             "test_n": last.get("test_n"), "sent_bytes_per_step": last.get("sent_bytes_per_step"),
-            "val_top1_per_epoch": [r.get("val_top1") for r in records],
+            "val_top1_per_epoch": [r.get("val_top1") for r in records], "date": machine()["date"],
         }  # fmt: skip
         print(f"bench_distributed: CIFAR-10 {compression}: {rows[compression]}", file=sys.stderr, flush=True)
+    rows = {c: rows[c] for c in COMPRESSIONS if c in rows} | rows  # the table's order
     return {"data": Path(args.data).name, "epochs": args.epochs, "global_batch": 2 * args.cifar_batch,
             "lr": args.lr, "runs": rows}  # fmt: skip
 
@@ -153,6 +155,13 @@ def main() -> int:
         choices=("all", "timing", "accuracy"),
         default="all",
         help="timing or accuracy alone: the other part is kept from the recorded results",
+    )
+    ap.add_argument(
+        "--accuracy-runs",
+        nargs="+",
+        choices=COMPRESSIONS,
+        default=list(COMPRESSIONS),
+        help="the CIFAR-10 runs to train (again); the others are kept from the last accuracy part",
     )
     add_tiny_option(ap)
     args = ap.parse_args()
