@@ -166,7 +166,8 @@ def fast_path_scratch(net: QuantNet) -> dict[str, int]:
     }
     # the WebAssembly SIMD128 path reads every layer past conv1 as int16 channel pairs, with slack for
     # a tile read past the last plane, and one output channel's weights widened to int16
-    # (conv1's image: four channels, two pairs, per pixel of its stride phases)
+    # (conv1's image: four channels, two pairs, per pixel of its stride phases); the relaxed SIMD
+    # kernels read the same buffer as bytes, one piece of a layer's input in each half (kernels_relaxed.c)
     stem_pairs = 4 * (stride * stride * pitch * pitch + pitch)
     sizes["pair_elements"] = max(stem_pairs, *(c * plane for c, plane, _, _ in layers)) + 4 * FAST_TILE
     sizes["weights_per_channel"] = max(4 * net.stem.kernel**2, *(conv.weight[0].size for conv in net.convs()[1:]))
