@@ -56,7 +56,9 @@ def _save(model, info: WeightsInfo, path: Path) -> Path:
     return write_safetensors(state_dict_to_loaded(model, info), path)
 
 
-def random_cifar_like(path: Path, spec: SqueezeNetSpec = CIFAR_LIKE, seed: int = 0) -> Path:
+def random_cifar_like(
+    path: Path, spec: SqueezeNetSpec = CIFAR_LIKE, seed: int = 0, pre: Preprocessing = PRE_32
+) -> Path:
     """Random weights with non-trivial BatchNorm statistics, folded (what training exports)."""
     torch.manual_seed(seed)
     model = from_spec(spec, num_classes=10).eval()
@@ -68,7 +70,7 @@ def random_cifar_like(path: Path, spec: SqueezeNetSpec = CIFAR_LIKE, seed: int =
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.2)
     folded = fold_batchnorm(model) if spec.batch_norm else model
-    return _save(folded, WeightsInfo("squeezenet_cifar", folded.spec, 10, 3, PRE_32, classes=CLASSES), path)
+    return _save(folded, WeightsInfo("squeezenet_cifar", folded.spec, 10, 3, pre, classes=CLASSES), path)
 
 
 def sample_images(folder: Path, pre: Preprocessing, count: int, parity: int) -> tuple[np.ndarray, list[Path]]:

@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from conftest import cli_in_process as cli
+from squeezenet.data.preprocessing import Preprocessing
 from squeezenet.export import formats
 from squeezenet.export.c import reference
 from squeezenet.export.c.pixels import normalized
 from squeezenet.export.wasm import BUILDS, export_wasm
+from squeezenet.models import design_space
 from squeezenet.weights import build_model_from_weights
-from test_export_c import PRE_32
+from test_export_c import PRE_32, random_cifar_like, sample_images
 from test_export_wasm import scores_in_node, small  # noqa: F401 (a fixture)
 
 DOTS = {1: "i16", 2: "i7", 3: "u8"}  # squeezenet_dots's modes (glue.c)
@@ -92,8 +94,8 @@ def test_int8_exports_get_the_relaxed_build_and_compressed_ones_do_not(relaxed_e
     assert compressed.net.storage == "compressed" and "relaxed" not in compressed.card["builds"]
 
 
-def test_every_product_mode_gives_the_reference_integers_in_chromium(relaxed_export, browser, tmp_path):
-    result, expected, test = relaxed_export
+def modes_in_chromium(browser, result, test) -> dict:
+    """PAGE_JS's answer for the export ``result`` on the pixels ``test``."""
     (result.folder / "crops.bin").write_bytes(np.ascontiguousarray(test, dtype=np.uint8).tobytes())
     (result.folder / "index.html").write_text("<!doctype html><title>relaxed</title>")
     server, base = serve(result.folder)
@@ -104,6 +106,12 @@ def test_every_product_mode_gives_the_reference_integers_in_chromium(relaxed_exp
         page.close()
     finally:
         server.shutdown()
+    return got
+
+
+def test_every_product_mode_gives_the_reference_integers_in_chromium(relaxed_export, browser):
+    result, expected, test = relaxed_export
+    got = modes_in_chromium(browser, result, test)
     assert got["supported"] and got["chosen"] == "relaxed"  # Chromium ships relaxed SIMD: the loader takes it
     ran = {int(mode): run["ran"] for mode, run in got["modes"].items()}
     assert ran[1] == 1 and ran[2] == 2 and ran[3] in (2, 3)  # bytes only where this engine multiplies them exactly
@@ -136,3 +144,22 @@ def test_without_a_new_enough_clang_the_export_leaves_the_build_out_and_says_so(
     assert rc == 0, err
     assert "squeezenet-relaxed.wasm" not in out and f"note: {formats.RELAXED_TOOLCHAIN_HINT}" in out
     assert not (tmp_path / "web" / BUILDS["relaxed"][0]).exists()
+
+
+def test_a_strided_stem_and_channels_not_in_fours_stay_exact_in_every_mode(browser, imagenet_samples, tmp_path):
+    """v1.0's conv1 (7x7, stride 2, its pool) on the raw image, and expand layers whose 6 input
+    channels are not a whole number of quads (the dot_i16x8 kernels take those, mid-network)."""
+    needs_relaxed_clang()
+    spec = design_space(base_e=20, incr_e=20, sr=0.3, num_fires=4, pool_after=(1,), stem_channels=24)
+    assert [f.squeeze for f in spec.fires] == [6, 6, 12, 12]
+    pre = Preprocessing(resize=64, crop=64, mean=PRE_32.mean, std=PRE_32.std)
+    model = build_model_from_weights(random_cifar_like(tmp_path / "design.safetensors", spec, pre=pre)).eval()
+    calibration, _ = sample_images(imagenet_samples, pre, 16, 0)
+    test, _ = sample_images(imagenet_samples, pre, 6, 1)
+    result = export_wasm(model, tmp_path / "web", normalized(pre, calibration), storage="int8")
+    got = modes_in_chromium(browser, result, test)
+    expected = reference.run_batch(result.net, test)
+    ran = {int(mode): run["ran"] for mode, run in got["modes"].items()}
+    assert ran[1] == 1 and ran[2] == 2 and ran[3] in (2, 3)
+    for run in got["modes"].values():
+        assert np.array_equal(np.array(run["scores"]), expected), f"mode {DOTS[run['ran']]}"
