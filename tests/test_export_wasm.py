@@ -42,10 +42,10 @@ def node(*args, flags: tuple[str, ...] = ()) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def scores_in_node(folder: Path, build: str, pixels: np.ndarray, tmp_path: Path) -> dict:
+def scores_in_node(folder: Path, build: str, pixels: np.ndarray, tmp_path: Path, **options) -> dict:
     raw = tmp_path / f"pixels-{build}.bin"
     raw.write_bytes(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
-    return node(folder, build, raw)
+    return node(folder, build, raw, **options)
 
 
 @pytest.fixture(scope="module")

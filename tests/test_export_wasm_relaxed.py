@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import subprocess
 import threading
 from typing import ClassVar
 
@@ -163,3 +164,19 @@ def test_a_strided_stem_and_channels_not_in_fours_stay_exact_in_every_mode(brows
     assert ran[1] == 1 and ran[2] == 2 and ran[3] in (2, 3)
     for run in got["modes"].values():
         assert np.array_equal(np.array(run["scores"]), expected), f"mode {DOTS[run['ran']]}"
+
+
+RELAXED_FLAG = "--experimental-wasm-relaxed-simd"  # Node.js 20: relaxed SIMD behind a flag
+
+
+def test_behind_node_20s_flag_the_relaxed_build_keeps_to_exact_products(relaxed_export, tmp_path):
+    """Node.js 20 runs relaxed SIMD only behind a flag, and its baseline compiler gets relaxed_dot
+    wrong even on 7-bit bytes (docs/wasm.md): the module's byte probe fails there, so the i16 kernels
+    run and the scores are exact."""
+    result, expected, test = relaxed_export
+    if subprocess.run(["node", RELAXED_FLAG, "-e", "0"], capture_output=True).returncode != 0:
+        pytest.skip(f"this Node.js has no {RELAXED_FLAG} (relaxed SIMD is on or absent)")  # covered in Chromium
+    got = scores_in_node(result.folder, "relaxed", test, tmp_path, flags=(RELAXED_FLAG,))
+    assert got.get("error") is None, got
+    assert got["build"] == "relaxed" and got["dots"] in ("i16", "u8")
+    assert np.array_equal(np.array(got["scores"]), expected), got["dots"]

@@ -56,7 +56,8 @@ try {
       scores.push(Array.from(out.scores));
       top1.push(out.best);
     }
-    report({ scores, top1, build: model.build, dots: model.dots, relaxed: relaxedSupported(), bytes: model.wasmBytes,
+    const dots = ["portable", "i16", "i7", "u8"][model.exports.squeezenet_dots(-1)];
+    report({ scores, top1, build: model.build, dots, relaxed: relaxedSupported(), bytes: model.wasmBytes,
              hashChecked: model.hashChecked });
   }
 } catch (error) {
