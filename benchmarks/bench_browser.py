@@ -78,7 +78,7 @@ async ({ storages, builds, exact, count, latency, side }) => {
   out.chosen = {};
   out.dots = {};
   for (const storage of storages) {
-    const { loadModel } = await import(`/${storage}/squeezenet.js`);
+    const { loadModel, DOTS } = await import(`/${storage}/squeezenet.js`);
     out.chosen[storage] = (await loadModel(`${location.origin}/${storage}/`)).build;
     for (const build of builds[storage]) {
       const model = await loadModel(`${location.origin}/${storage}/`, { build });
@@ -86,10 +86,10 @@ async ({ storages, builds, exact, count, latency, side }) => {
       out.scores[key] = scores(model);
       out.dots[key] = model.dots;
       if (build === "relaxed") {
-        for (const [mode, name] of [[1, "i16"], [2, "i7"], [3, "u8"]]) {
-          if (model.exports.squeezenet_dots(mode) === mode) out.scores[`${key} (${name})`] = scores(model);
+        for (let mode = 1; mode < DOTS.length; mode++) {
+          if (model.exports.squeezenet_dots(mode) === mode) out.scores[`${key} (${DOTS[mode]})`] = scores(model);
         }
-        model.exports.squeezenet_dots([1, "i16", "i7", "u8"].indexOf(model.dots));  // back to its own choice
+        model.exports.squeezenet_dots(DOTS.indexOf(model.dots));  // back to its own choice
       }
       if (build !== "portable") {
         out.top1[key] = [];

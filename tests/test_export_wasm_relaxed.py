@@ -27,13 +27,11 @@ from squeezenet.weights import build_model_from_weights
 from test_export_c import PRE_32, random_cifar_like, sample_images
 from test_export_wasm import scores_in_node, small  # noqa: F401 (a fixture)
 
-DOTS = {1: "i16", 2: "i7", 3: "u8"}  # squeezenet_dots's modes (glue.c)
-
 # In the page: the relaxed build through its loader, the scores of every crop in each product mode
 # the module accepts (squeezenet_dots answers the mode it runs after each request).
 PAGE_JS = """
 async ({ side, count }) => {
-  const { loadModel, relaxedSupported } = await import("/squeezenet.js");
+  const { loadModel, relaxedSupported, DOTS } = await import("/squeezenet.js");
   const model = await loadModel(`${location.origin}/`, { build: "relaxed" });
   const crops = new Uint8Array(await (await fetch("/crops.bin")).arrayBuffer());
   const bytes = side * side * 3;
@@ -45,7 +43,7 @@ async ({ side, count }) => {
     for (let i = 0; i < count; i++) {
       scores.push(Array.from(model.classify(crops.subarray(i * bytes, (i + 1) * bytes)).scores));
     }
-    out.modes[mode] = { ran, scores };
+    out.modes[mode] = { ran, name: DOTS[ran], scores };
   }
   return out;
 }
@@ -118,7 +116,7 @@ def test_every_product_mode_gives_the_reference_integers_in_chromium(relaxed_exp
     assert ran[1] == 1 and ran[2] == 2 and ran[3] in (2, 3)  # bytes only where this engine multiplies them exactly
     assert got["first"] == ("u8" if ran[3] == 3 else "i16")  # the fastest exact mode first
     for run in got["modes"].values():
-        assert np.array_equal(np.array(run["scores"]), expected), f"mode {DOTS[run['ran']]}"
+        assert np.array_equal(np.array(run["scores"]), expected), f"mode {run['name']}"
 
 
 def test_the_loader_in_node_picks_the_build_the_engine_runs(relaxed_export, tmp_path):
@@ -163,7 +161,7 @@ def test_a_strided_stem_and_channels_not_in_fours_stay_exact_in_every_mode(brows
     ran = {int(mode): run["ran"] for mode, run in got["modes"].items()}
     assert ran[1] == 1 and ran[2] == 2 and ran[3] in (2, 3)
     for run in got["modes"].values():
-        assert np.array_equal(np.array(run["scores"]), expected), f"mode {DOTS[run['ran']]}"
+        assert np.array_equal(np.array(run["scores"]), expected), f"mode {run['name']}"
 
 
 RELAXED_FLAG = "--experimental-wasm-relaxed-simd"  # Node.js 20: relaxed SIMD behind a flag

@@ -11,7 +11,7 @@ import { pathToFileURL } from "node:url";
 const [folder, build, what, ...rest] = process.argv.slice(2);
 const chosen = build === "default" ? undefined : build;
 const base = pathToFileURL(folder.endsWith("/") ? folder : folder + "/");
-const { loadModel, relaxedSupported } = await import(new URL("squeezenet.js", base));
+const { loadModel, relaxedSupported, DOTS } = await import(new URL("squeezenet.js", base));
 
 function report(result) {
   process.stdout.write(JSON.stringify(result) + "\n");
@@ -56,7 +56,7 @@ try {
       scores.push(Array.from(out.scores));
       top1.push(out.best);
     }
-    const dots = ["portable", "i16", "i7", "u8"][model.exports.squeezenet_dots(-1)];
+    const dots = DOTS[model.exports.squeezenet_dots(-1)];
     report({ scores, top1, build: model.build, dots, relaxed: relaxedSupported(), bytes: model.wasmBytes,
              hashChecked: model.hashChecked });
   }

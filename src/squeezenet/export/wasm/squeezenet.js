@@ -26,6 +26,9 @@ function valid(body) {
 export const simdSupported = () => valid([...SPLAT, 253, 98]);
 export const relaxedSupported = () => valid([...SPLAT, ...SPLAT, ...SPLAT, 253, 147, 2]);
 
+// the products the kernels run on, by squeezenet_dots's mode number (docs/wasm.md)
+export const DOTS = ["portable", "i16", "i7", "u8"];
+
 const EXPORTS = [
   "memory", "squeezenet_classify", "squeezenet_image", "squeezenet_scores",
   "squeezenet_input_size", "squeezenet_input_channels", "squeezenet_num_classes", "squeezenet_dots",
@@ -63,7 +66,7 @@ async function fileResponse(url, what) {
   }
 }
 
-// the body as bytes, telling onProgress({loaded, total}) as they arrive (total: null if unknown)
+// the body as bytes, telling onProgress({loaded, total}) as they arrive
 async function readBytes(response, onProgress) {
   const total = Number(response.headers.get("content-length")) || null;
   if (!response.body || !onProgress) return new Uint8Array(await response.arrayBuffer());
@@ -86,8 +89,8 @@ function checkCard(card) {
   if (card.version !== 1) throw new SqueezeNetError(`model card version ${card.version}: this loader reads version 1`);
 }
 
-// Loads the model. source: the exported folder's URL (string or URL), or {card, wasm} already in
-// memory (wasm: the bytes of the build named by options.build). options: build ("relaxed", "simd"
+// Loads the model. source: the exported folder's URL, or {card, wasm} already in memory (wasm:
+// the bytes of the build named by options.build). options: build ("relaxed", "simd"
 // or "portable"; default: the first the card has and the engine runs), onProgress ({loaded, total}
 // while the .wasm downloads). Every failure is a SqueezeNetError with one line.
 export async function loadModel(source, options = {}) {
@@ -143,7 +146,7 @@ export class SqueezeNetModel {
     this.module = facts.module; // the checked bytes, for a page that keeps them to patch (bytedelta.js)
     this.wasmBytes = facts.module.byteLength;
     this.hashChecked = facts.hashChecked;
-    this.dots = ["portable", "i16", "i7", "u8"][exports.squeezenet_dots(-1)]; // the products its kernels run on
+    this.dots = DOTS[exports.squeezenet_dots(-1)];
     this.size = exports.squeezenet_input_size();
     this.channels = exports.squeezenet_input_channels();
     this.numClasses = exports.squeezenet_num_classes();
