@@ -163,11 +163,9 @@ static void sqn_relaxed_block(const int32_t *init, int32_t n, int32_t plane, int
                               int32_t taps)
 {
     static const int32_t none[4];
-    static int32_t steps[SQN_WASM_WEIGHTS / 4];
     const uint8_t *quads = (const uint8_t *)(const void *)sqn_wasm_pairs;
-    int32_t j, t, q, count = 0;
-    for (t = 0; t < taps; t++)
-        for (q = 0; q < cq; q++) steps[count++] = 4 * (q * plane + off[t]);
+    const int32_t count = sqn_wasm_steps(4, plane, cq, off, taps), *steps = sqn_wasm_step;
+    int32_t j;
     for (j = 0; j < n; j += SQN_WTILE) {
         sqn_relaxed_pass(init, j, quads + 4 * j, steps, count, 0);
         if (sqn_relaxed_pieces == 2)
@@ -197,7 +195,7 @@ static int sqn_relaxed_begin(const sqn_source *src, const void *in)
 }
 
 /* conv1's stride-phase images (sqn_wasm_stem_pairs) as quads of raw pixels, padded with the zero points */
-static void sqn_relaxed_stem_quads(const sqn_stem *s, const uint8_t *image, int32_t plane)
+static void sqn_relaxed_stem_quads(const sqn_stem *s, const uint8_t *image)
 {
     int32_t st = s->stride, pitch = s->row_pitch, sub = pitch * pitch, cin = s->conv.cin, phase, r, col, ch, piece;
     uint8_t *quads = (uint8_t *)(void *)sqn_wasm_pairs;
@@ -214,7 +212,6 @@ static void sqn_relaxed_stem_quads(const sqn_stem *s, const uint8_t *image, int3
             }
         }
     }
-    (void)plane;
 }
 
 /* conv1's output channels oc .. oc + 3 into sqn_wasm_acc: weights as [tap][4 channels], and the
@@ -229,7 +226,7 @@ static void sqn_relaxed_stem_block(const sqn_stem *s, const sqn_stem_weights *sw
         int32_t zeros = 0;
         for (t = 0; t < taps; t++)
             for (ch = 0; ch < 4; ch++) {
-                const int32_t v = oc + o < c->cout && ch < c->cin ? sw->w[((oc + o) * c->cin + ch) * taps + t] : 0;
+                const int32_t v = sqn_wasm_stem_weight(s, sw, oc + o, ch, t);
                 w[4 * t + ch] = (int8_t)v;
                 zeros += v * (ch < c->cin ? s->zero[ch] : 0);
             }

@@ -19,6 +19,7 @@ static int32_t sqn_wasm_acc[4 * SQN_VNNI_ACC_PITCH];
 static int16_t sqn_wasm_w[4 * SQN_WASM_WEIGHTS];
 static sqn_st sqn_wasm_plane[SQN_VNNI_PLANE_BYTES / sizeof(sqn_st)];
 static sqn_tables *sqn_wasm_tables; /* the layer's decoding tables (compressed builds) */
+static int32_t sqn_wasm_step[SQN_WASM_WEIGHTS / 2]; /* the inner steps' offsets (sqn_wasm_steps) */
 #if SQN_COMPRESSED
 static sqn_entry sqn_wasm_entries[SQN_WASM_WEIGHTS];
 #endif
@@ -35,7 +36,7 @@ static int sqn_relaxed_take(int wide);
 static int sqn_relaxed_begin(const sqn_source *src, const void *in);
 static void sqn_relaxed_conv(const sqn_conv *c, int32_t oc, const int32_t *init, int32_t n, int32_t plane,
                              const int32_t *off);
-static void sqn_relaxed_stem_quads(const sqn_stem *s, const uint8_t *image, int32_t plane);
+static void sqn_relaxed_stem_quads(const sqn_stem *s, const uint8_t *image);
 static void sqn_relaxed_stem_block(const sqn_stem *s, const sqn_stem_weights *sw, int32_t oc, int32_t n,
                                    int32_t plane, const int32_t *off);
 static int sqn_relaxed_pieces;
@@ -46,7 +47,8 @@ static int sqn_relaxed_pieces;
 int32_t sqn_wasm_dots(int32_t request)
 {
 #if SQN_WASM_RELAXED
-    const int exact_u8 = sqn_relaxed_exact_u8();
+    static int exact_u8 = -1; /* the engine's answer does not change: asked once */
+    if (exact_u8 < 0) exact_u8 = sqn_relaxed_exact_u8();
     if (!sqn_wasm_mode) sqn_wasm_mode = exact_u8 ? SQN_DOTS_U8 : SQN_DOTS_I16;
     if (request == SQN_DOTS_I16 || request == SQN_DOTS_I7 || (request == SQN_DOTS_U8 && exact_u8))
         sqn_wasm_mode = request;
@@ -202,16 +204,24 @@ static void sqn_wasm_channel(sqn_source *src, int32_t ch, int16_t *w)
         wasm_v128_store(sqn_wasm_acc + (o) * SQN_VNNI_ACC_PITCH + j + 4, r##o##1); \
     } while (0)
 
+/* the offsets of a kernel's inner steps, one per tap t and channel group q (the weights' order):
+ * unit * (q * plane + off[t]), unit the elements of a group at one pixel; -> how many */
+static int32_t sqn_wasm_steps(int32_t unit, int32_t plane, int32_t groups, const int32_t *off, int32_t taps)
+{
+    int32_t t, q, count = 0;
+    for (t = 0; t < taps; t++)
+        for (q = 0; q < groups; q++) sqn_wasm_step[count++] = unit * (q * plane + off[t]);
+    return count;
+}
+
 /* sqn_wasm_acc[o][j] = init[o] + sum over taps t and pairs q < cp of the two int16 products of the
  * pair at pairs + 2 * (q * plane + off[t] + j) with the weights at sqn_wasm_w[o] + 2 * (t * cp + q),
  * for o < 4 and j < n (rounded up to a tile): four output channels by eight pixels in eight vectors,
  * one step per (t, q), the weights' order, so that one loop runs them all */
 static void sqn_wasm_block(const int32_t *init, int32_t n, int32_t plane, int32_t cp, const int32_t *off, int32_t taps)
 {
-    static int32_t steps[SQN_WASM_WEIGHTS / 2];
-    int32_t j, t, q, s, count = 0;
-    for (t = 0; t < taps; t++)
-        for (q = 0; q < cp; q++) steps[count++] = 2 * (q * plane + off[t]);
+    const int32_t count = sqn_wasm_steps(2, plane, cp, off, taps), *steps = sqn_wasm_step;
+    int32_t j, s;
     for (j = 0; j < n; j += SQN_WTILE) {
         const int16_t *x = sqn_wasm_pairs + 2 * j, *w = sqn_wasm_w;
         SQN_WSTART(0);
@@ -302,6 +312,14 @@ static void sqn_wasm_stem_pairs(const sqn_stem *s, const uint8_t *image, int32_t
     }
 }
 
+/* conv1's weight of output channel o, input channel ch, tap t; 0 past cout and past cin (a pixel's
+ * four lanes hold at most four channels) */
+static int32_t sqn_wasm_stem_weight(const sqn_stem *s, const sqn_stem_weights *sw, int32_t o, int32_t ch, int32_t t)
+{
+    const sqn_conv *c = &s->conv;
+    return o < c->cout && ch < c->cin ? sw->w[(o * c->cin + ch) * c->k * c->k + t] : 0;
+}
+
 /* conv1's output channels oc .. oc + 3 into sqn_wasm_acc, from the image as pairs */
 static void sqn_wasm_stem_block(const sqn_stem *s, const sqn_stem_weights *sw, int32_t oc, int32_t n, int32_t plane,
                                 const int32_t *off)
@@ -313,7 +331,7 @@ static void sqn_wasm_stem_block(const sqn_stem *s, const sqn_stem_weights *sw, i
         init[o] = oc + o < c->cout ? sqn_bias(c, oc + o) : 0;
         for (t = 0; t < taps; t++)
             for (ch = 0; ch < 4; ch++)
-                w[4 * t + ch] = (int16_t)(oc + o < c->cout && ch < c->cin ? sw->w[((oc + o) * c->cin + ch) * taps + t] : 0);
+                w[4 * t + ch] = (int16_t)sqn_wasm_stem_weight(s, sw, oc + o, ch, t);
     }
     sqn_wasm_block(init, n, plane, 2, off, taps);
 }
@@ -326,7 +344,7 @@ static int sqn_simd_stem(const sqn_stem *s, const sqn_stem_weights *sw, const ui
     if (c->cin > 4) return 0;
 #if SQN_WASM_RELAXED
     if (sqn_relaxed_take(0))
-        sqn_relaxed_stem_quads(s, image, plane);
+        sqn_relaxed_stem_quads(s, image);
     else
 #endif
         sqn_wasm_stem_pairs(s, image, plane);
