@@ -7,15 +7,13 @@ model; the loader picks it where the engine validates it and the plain SIMD buil
 
 from __future__ import annotations
 
-import functools
-import http.server
 import subprocess
-import threading
-from typing import ClassVar
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from conftest import cli_in_process as cli
 from squeezenet.data.preprocessing import Preprocessing
 from squeezenet.export import formats
@@ -26,6 +24,12 @@ from squeezenet.models import design_space
 from squeezenet.weights import build_model_from_weights
 from test_export_c import PRE_32, random_cifar_like, sample_images
 from test_export_wasm import scores_in_node, small  # noqa: F401 (a fixture)
+
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the static server lives with the benchmark that shares it
+try:
+    from bench_browser import serve_folder
+finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
 
 # In the page: the relaxed build through its loader, the scores of every crop in each product mode
 # the module accepts (squeezenet_dots answers the mode it runs after each request).
@@ -66,24 +70,6 @@ def relaxed_export(small, tmp_path_factory):  # noqa: F811
     return result, reference.run_batch(result.net, test), test
 
 
-def serve(folder):
-    """A static HTTP server for ``folder`` on 127.0.0.1 (a thread); -> (server, base URL)."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        extensions_map: ClassVar[dict[str, str]] = {
-            **http.server.SimpleHTTPRequestHandler.extensions_map,
-            ".js": "text/javascript",
-            ".wasm": "application/wasm",
-        }
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_port}"
-
-
 def test_int8_exports_get_the_relaxed_build_and_compressed_ones_do_not(relaxed_export, small, tmp_path):  # noqa: F811
     result, _, _ = relaxed_export
     assert list(result.card["builds"]) == ["relaxed", "simd", "portable"]
@@ -97,7 +83,7 @@ def modes_in_chromium(browser, result, test) -> dict:
     """PAGE_JS's answer for the export ``result`` on the pixels ``test``."""
     (result.folder / "crops.bin").write_bytes(np.ascontiguousarray(test, dtype=np.uint8).tobytes())
     (result.folder / "index.html").write_text("<!doctype html><title>relaxed</title>")
-    server, base = serve(result.folder)
+    server, base = serve_folder(result.folder)
     try:
         page = browser.new_page()
         page.goto(base + "/index.html")
