@@ -149,6 +149,35 @@ def test_position_schemes_round_trip(scheme):
     np.testing.assert_array_equal(tensors["w"], t.to_dense())
 
 
+@pytest.mark.parametrize("density", [0.9, 0.3, 0.02, 0.0005])
+def test_rans_gap_streams_sized_from_counts_are_the_ones_built_from_symbols(density):
+    """The writer sizes each gap alphabet's rANS stream from the gaps' counts and builds the kept
+    one's symbols alone: the counts, the plan and the stream chosen are those of the symbols."""
+    from squeezenet.weights.sqz_codec.positions import GAP_ALPHABETS, _gaps_candidate, gap_counts, gap_symbols
+
+    rng = np.random.default_rng(int(density * 1e4))
+    positions = np.flatnonzero(rng.random(200_000) < density)
+    gaps = np.diff(np.concatenate([[-1], positions])) - 1
+    for alphabet in GAP_ALPHABETS:
+        symbols = gap_symbols(positions, alphabet)
+        want = np.bincount(symbols, minlength=alphabet)
+        lengths = np.arange(gaps.max() + 1)
+        np.testing.assert_array_equal(gap_counts(gaps, alphabet), want)
+        np.testing.assert_array_equal(gap_counts(lengths, alphabet, np.bincount(gaps)), want)
+        built, counted = C.plan_stream(symbols, alphabet, "rans"), C.plan_rans_counts(want, alphabet)
+        assert (counted.coder, counted.header, counted.estimate) == (built.coder, built.header, built.estimate)
+    best = None  # the choice as made from the symbols: the first smallest, up to the largest gap
+    for alphabet in GAP_ALPHABETS:
+        plan = C.plan_stream(gap_symbols(positions, alphabet), alphabet, "rans")
+        if best is None or len(C.stream_bytes(plan)) + plan.estimate < best[0]:
+            best = (len(C.stream_bytes(plan)) + plan.estimate, plan, alphabet)
+        if alphabet > gaps.max() + 1:
+            break
+    _, data, streams, _, estimate = _gaps_candidate(positions, np.zeros(len(positions)), "rans")
+    assert (data, estimate) == (C.stream_bytes(best[1]), best[1].estimate)
+    np.testing.assert_array_equal(streams[0].symbols, gap_symbols(positions, best[2]))
+
+
 def _codes_positions(w):
     pos = np.flatnonzero(w)
     codes = np.where(w.flat[pos] > 0, 2, 1).astype(np.int64)

@@ -68,7 +68,7 @@ from .metadata import LZMA_RAW, SHARED_LIST_FILE, XZ_MEMLIMIT, pack_metadata, sh
 from .positions import gap_symbols, gaps_to_positions
 from .rans import RANS_L, Lanes, cumulative, rans_encode_slots, rans_pop, rans_push, slot_symbols
 from .reader import Reader, SqzError, check
-from .streams import StreamPlan, plan_stream, read_stream, stream_bytes
+from .streams import StreamPlan, plan_rans_counts, plan_stream, read_stream, stream_bytes
 from .tensors import SparseTensor, TensorPlan, decode_tensor, encode_tensor
 from .values import (
     deflate,
@@ -148,6 +148,7 @@ __all__ = [
     "pack_bits",
     "pack_codebook",
     "pack_metadata",
+    "plan_rans_counts",
     "plan_stream",
     "quantize_counts",
     "rans_decode",

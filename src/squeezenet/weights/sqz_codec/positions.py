@@ -13,7 +13,7 @@ import numpy as np
 
 from .constants import CODER_RANS, POS_ALL, POS_BITMASK, POS_GAPS, POS_RELIDX4
 from .reader import Reader, SqzError, check
-from .streams import plan_stream, read_stream, stream_bytes
+from .streams import plan_rans_counts, plan_stream, read_stream, stream_bytes
 
 GAP_ALPHABETS = (2, 4, 8, 16, 32, 64, 128, 256)
 SCHEMES = {"all": POS_ALL, "relidx4": POS_RELIDX4, "bitmask": POS_BITMASK, "gaps": POS_GAPS}
@@ -64,19 +64,38 @@ def _with_length(packed: bytes) -> bytes:
     return struct.pack("<I", len(packed)) + packed
 
 
+def gap_counts(gaps: np.ndarray, alphabet: int, times: np.ndarray | None = None) -> np.ndarray:
+    """How often each symbol of ``gap_symbols`` occurs for ``gaps`` (each counted ``times`` over
+    when given: a histogram): a gap g is g // (alphabet-1) escapes, then the symbol g % (alphabet-1)."""
+    esc = alphabet - 1
+    counts = np.bincount(gaps % esc, weights=times, minlength=alphabet).astype(np.int64)
+    escapes = gaps // esc if times is None else (gaps // esc) * times
+    counts[esc] += int(escapes.sum())
+    return counts
+
+
 def _gaps_candidate(positions: np.ndarray, codes: np.ndarray, coder: str):
     """The gap alphabet whose stream is smallest (bytes plus the rANS estimate); alphabets past
-    the largest gap cannot do better."""
+    the largest gap cannot do better. A rANS stream's size follows from its symbol counts, which
+    the gaps' histogram gives for every alphabet: only the kept alphabet's symbols are built."""
+    gaps = np.diff(np.concatenate([[-1], positions])) - 1
+    max_gap = int(gaps.max())
+    # each gap length once, with how often it occurs, unless the lengths outnumber the gaps
+    lengths, times = (np.arange(max_gap + 1), np.bincount(gaps)) if max_gap < len(gaps) else (gaps, None)
     best = None
-    max_gap = int((np.diff(np.concatenate([[-1], positions])) - 1).max())
     for alphabet in GAP_ALPHABETS:
-        sp = plan_stream(gap_symbols(positions, alphabet), alphabet, coder)
+        if coder == "rans":
+            sp = plan_rans_counts(gap_counts(lengths, alphabet, times), alphabet)
+        else:
+            sp = plan_stream(gap_symbols(positions, alphabet), alphabet, coder)
         cost = len(stream_bytes(sp)) + sp.estimate
         if best is None or cost < best[0]:
             best = (cost, sp)
         if alphabet > max_gap + 1:
             break
     sp = best[1]
+    if sp.rans is not None and sp.rans.symbols is None:
+        sp.rans.symbols = gap_symbols(positions, sp.alphabet)
     return POS_GAPS, stream_bytes(sp), [sp.rans] if sp.rans else [], codes, sp.estimate
 
 

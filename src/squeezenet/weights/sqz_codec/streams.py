@@ -55,16 +55,37 @@ def plan_stream(symbols: np.ndarray, alphabet: int, coder: str = "auto") -> Stre
         payload = huffman_encode(symbols, lengths)
         plans.append(StreamPlan(CODER_HUFFMAN, alphabet, n, lengths.tobytes(), payload))
     if coder in ("rans", "auto") and n:
-        q = quantize_counts(counts)
-        freq = normalize_freqs(q)
-        est = float(-(counts * np.log2(np.maximum(freq, 1) / PROB_SCALE)).sum()) / 8 + 4 * -(-n // DEFAULT_STEPS)
-        plans.append(StreamPlan(CODER_RANS, alphabet, n, q.tobytes(), b"\0" * int(est), RansStream(n, q, symbols), est))
-        packed = deflate((np.diff(np.concatenate([[0], q.astype(np.int64)])) % 256).astype(np.uint8).tobytes())
-        header = struct.pack("<H", len(packed)) + packed
-        if len(header) < len(q):
-            rs = RansStream(n, q, symbols)
-            plans.append(StreamPlan(CODER_RANS_Z, alphabet, n, header, b"\0" * int(est), rs, est))
+        plans += _rans_plans(counts, n, alphabet, symbols)
     check(bool(plans), f"unknown coder {coder!r}")
+    return _smallest(plans)
+
+
+def plan_rans_counts(counts: np.ndarray, alphabet: int) -> StreamPlan:
+    """The plan ``plan_stream(symbols, alphabet, "rans")`` makes, from the symbols' counts alone:
+    a rANS stream's bytes and estimate depend on nothing else, so a writer comparing alphabets
+    builds the symbols of the one it keeps only (its ``rans.symbols`` are left to fill)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    check(1 <= alphabet <= MAX_ALPHABET and len(counts) == alphabet, "counts do not fit the alphabet")
+    n = int(counts.sum())
+    check(n > 0, "a rANS stream needs a symbol")
+    return _smallest(_rans_plans(counts, n, alphabet, None))
+
+
+def _rans_plans(counts: np.ndarray, n: int, alphabet: int, symbols) -> list[StreamPlan]:
+    """The table stored plain, and deflated where that is smaller; the payload stands for the
+    estimated bytes the bundle will hold (so that the writer compares coders by size)."""
+    q = quantize_counts(counts)
+    freq = normalize_freqs(q)
+    est = float(-(counts * np.log2(np.maximum(freq, 1) / PROB_SCALE)).sum()) / 8 + 4 * -(-n // DEFAULT_STEPS)
+    plans = [StreamPlan(CODER_RANS, alphabet, n, q.tobytes(), b"\0" * int(est), RansStream(n, q, symbols), est)]
+    packed = deflate((np.diff(np.concatenate([[0], q.astype(np.int64)])) % 256).astype(np.uint8).tobytes())
+    header = struct.pack("<H", len(packed)) + packed
+    if len(header) < len(q):
+        plans.append(StreamPlan(CODER_RANS_Z, alphabet, n, header, b"\0" * int(est), RansStream(n, q, symbols), est))
+    return plans
+
+
+def _smallest(plans: list[StreamPlan]) -> StreamPlan:
     best = min(plans, key=lambda p: len(p.header) + len(p.payload))
     if best.rans is not None:
         best.payload = b""
