@@ -24,7 +24,8 @@ validation split; the run validates on them every epoch (and keeps the best of t
 ``best.safetensors``), but nothing reported is chosen by them either: the test split
 (10,000 images) is scored once, with the last epoch's exported weights. Width, augmentation
 and epochs are the defaults below, fixed before this protocol (earlier sessions chose them
-among runs scored on the test split; see docs/training.md).
+among runs scored on the test split); checked since on validation alone against ``--width base
+--augment light``, which scored lower there (docs/training.md).
 
 The archive is read in place (``squeezenet.data.archives``). Target: >= 90 % test top-1
 within 90 minutes on the 2-core CPU. Writes benchmarks/results/train_cifar10.{json,md}.

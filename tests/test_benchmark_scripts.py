@@ -124,12 +124,14 @@ RENDERERS = {
     "delta": "bench_delta",
     "train_throughput": "bench_train_throughput",
     "train_cifar10": "bench_train_cifar10",
+    "train_cifar10_base_light": "bench_train_cifar10",
     "train_elpv": "bench_train_elpv",
     "elpv_variant_late": "bench_elpv_variants",
     "elpv_variant_avgmax": "bench_elpv_variants",
     "compress_study": "compress_study",
     "compress_sequential": "compress_sequential",
     "compress_scaling": "compress_scaling",
+    "patch_steps": "patch_steps",
 }
 RECORDS = sorted([*RESULTS.glob("*.json"), *(BENCHMARKS / "studies" / "results").glob("*.json")])
 

@@ -8,7 +8,8 @@ Besides ``compress`` and its config, the output-aware method's parts are public 
 that vary one of them and keep the rest as the command runs it (``benchmarks/studies``):
 statistics (``collect_stats``), one layer's codes (``prepare_layer``, ``quantize_layer``), a
 budget's choice among layers (``candidates_for``, ``fit_budget``) and the tensors a fit
-starts from (``initial_tensors``).
+starts from (``initial_tensors``). ``compress_update`` compresses a fine-tuned model against
+the ``.sqz`` it was fine-tuned from (what ``train --update-of`` writes).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ _EXPORTS = {
     "DAMP": "squeezenet.compression.output_aware_fit",
     "OWN_CURVATURE": "squeezenet.compression.output_aware_fit",
     "fit_budget": "squeezenet.compression.output_aware_fit",
+    "compress_update": "squeezenet.compression.updates",
 }
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "collect_stats",
     "compact",
     "compress",
+    "compress_update",
     "conv_layers",
     "fit_budget",
     "initial_tensors",
@@ -107,4 +110,5 @@ if TYPE_CHECKING:
         magnitude_masks,
     )
     from squeezenet.compression.report import baselines, paper_tables
+    from squeezenet.compression.updates import compress_update
     from squeezenet.compression.weight_sharing import compact, kmeans_1d, requantize, train_codebooks
