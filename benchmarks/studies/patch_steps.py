@@ -2,8 +2,8 @@
 
     python benchmarks/studies/patch_steps.py            # about two minutes on 2 cores
 
-``bench_delta`` measures a ``full`` update patched in 164 ms (Intel Xeon) to 339-414 ms (AMD EPYC)
-against a target of 100 ms. This study asks whether the NumPy rANS coder's step count is the
+``bench_delta`` records ``full`` updates patched in 339 and 414 ms (AMD EPYC) against a target
+of 100 ms. This study asks whether the NumPy rANS coder's step count is the
 limit. The pair: the release compressed data-free (``bench_delta``'s base) and the same weights
 with every kept weight of every quantized layer moved by 5 % of its layer's standard deviation
 (seeded), compressed against the base as ``train --update-of BASE --update-level full`` does:
