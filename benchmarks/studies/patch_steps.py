@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' helpers
 
-from _common import DATA, machine, write_results
+from _common import machine, write_results
+from bench_delta import RELEASE, patch_ms
 from squeezenet.compression import CompressionConfig, compress, compress_update
 from squeezenet.weights import load_weights
 from squeezenet.weights.deltas import delta_bytes
@@ -36,7 +35,6 @@ from squeezenet.weights.sqz_codec.layout import read_layout, write_layout
 from squeezenet.weights.sqz_codec.patch import apply_delta
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RELEASE = DATA / "deepcompression" / "compressed_SqueezeNet.net"
 STEPS = (4096, 2048, 1024, 512)
 PARTS = {  # the patch's parts, by the function that does each
     "decode BASE's groups": "decode_groups",
@@ -57,15 +55,6 @@ def moved_pair(work: Path, noise: float) -> tuple[bytes, bytes]:
             moved = torch.randn(value.shape, generator=generator) * value.std() * noise
             tuned.state_dict[name] = value + (value != 0) * moved
     return base.read_bytes(), compress_update(base.read_bytes(), tuned, "full")
-
-
-def patch_ms(old: bytes, delta: bytes, new: bytes, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        assert apply_delta(old, delta) == new
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def breakdown(old: bytes, delta: bytes) -> dict[str, float]:
@@ -115,7 +104,7 @@ def main() -> int:
         deltas[steps] = (a, delta_bytes(a, b))
         delta = deltas[steps][1].data
         rows.append({"steps": steps, "base_bytes": len(a), "new_bytes": len(b), "delta_bytes": len(delta),
-                     "patch_ms": patch_ms(a, delta, b, 7)})  # fmt: skip
+                     "patch_ms": patch_ms(a, delta, b)})  # fmt: skip
         print(rows[-1], file=sys.stderr, flush=True)
     a, delta = deltas[STEPS[0]]
     payload = {"command": "python benchmarks/studies/patch_steps.py", "machine": machine(), "noise": args.noise,
