@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from _distributed_model import CALIBRATION, NOMINAL_RATES, WORKERS, link_fit, link_time
@@ -26,28 +27,32 @@ def hidden_share(result: dict, label: str, key: str) -> float | None:
     return min(1.0, max(0.0, 1.0 - exposed / comm))
 
 
+def round_efficiencies(result: dict, compression: str) -> list[float]:
+    """Each headline round's one-worker step over its two-node step with ``compression``."""
+    return [r["alone_s"] / r["step_s"][compression] for r in result["headline"]["rounds"]]
+
+
+def _efficiency_verdict(result: dict, compression: str, target: float) -> tuple[str, str, str, bool]:
+    """The median headline round's efficiency (with the rounds' range and the table's single run's),
+    or the table's run where a record has no rounds."""
+    single = efficiency(result, HEADLINE_RATE, f"squeezenet1_1/{compression}")
+    check = f"squeezenet1_1 at 100 Mbit/s, {compression}: scaling efficiency"
+    if not result.get("headline"):
+        return check, f"{single:.1%}", f">= {target:.0%}", single >= target
+    rounds = round_efficiencies(result, compression)
+    median = statistics.median(rounds)
+    measured = (f"{median:.1%} (median of {len(rounds)} rounds, {min(rounds):.1%} to {max(rounds):.1%}; "
+                f"the table's run {single:.1%})")  # fmt: skip
+    return check + ", median round", measured, f">= {target:.0%}", median >= target
+
+
 def verdicts(result: dict) -> list[tuple[str, str, str, bool]]:
     """(check, measured, target, met) for the targets of the issue."""
     t, rows = result["targets"], []
-    none, bf16, psgd = (f"squeezenet1_1/{c}" for c in ("none", "bf16", "powersgd:2"))
+    none, psgd = (f"squeezenet1_1/{c}" for c in ("none", "powersgd:2"))
     if none in result["rates"][HEADLINE_RATE]["runs"]:
-        e_bf16, e_psgd = (efficiency(result, HEADLINE_RATE, k) for k in (bf16, psgd))
-        rows.append(
-            (
-                "squeezenet1_1 at 100 Mbit/s, bf16: scaling efficiency",
-                f"{e_bf16:.1%}",
-                f">= {t['bf16_efficiency']:.0%}",
-                e_bf16 >= t["bf16_efficiency"],
-            )
-        )
-        rows.append(
-            (
-                "squeezenet1_1 at 100 Mbit/s, powersgd:2: scaling efficiency",
-                f"{e_psgd:.1%}",
-                f">= {t['powersgd_efficiency']:.0%}",
-                e_psgd >= t["powersgd_efficiency"],
-            )
-        )
+        rows.append(_efficiency_verdict(result, "bf16", t["bf16_efficiency"]))
+        rows.append(_efficiency_verdict(result, "powersgd:2", t["powersgd_efficiency"]))
         runs = result["rates"][HEADLINE_RATE]["runs"]
         ratio = runs[psgd]["sent_bytes_per_step"] / runs[none]["sent_bytes_per_step"]
         rows.append(
@@ -135,6 +140,26 @@ def _accuracy_lines(result: dict) -> list[str]:
     return lines
 
 
+def _headline_lines(result: dict) -> list[str]:
+    """The rounds behind the efficiency verdicts (none in records made before them)."""
+    h = result.get("headline")
+    if not h:
+        return []
+    names = list(h["rounds"][0]["step_s"])
+    where = f"`python benchmarks/bench_distributed.py {h.get('argv', '')}`".replace(" `", "`")
+    lines = [f"## {h['model']} at {h['rate']}, in rounds", "",
+             f"Command: {where}; {h['machine']['cpu']}, {h['machine']['date']}. Each round: the one-worker step "
+             "(two processes at once), then the two-node step with each exchange, back to back; efficiency = "
+             "one worker's step / two nodes' step.", "",
+             "| round | one worker (s) | " + " | ".join(f"{c}: step (s), efficiency" for c in names) + " |",
+             "|---:|---:|" + "---:|" * len(names)]  # fmt: skip
+    for i, r in enumerate(h["rounds"], 1):
+        cells = " | ".join(f"{r['step_s'][c]:.3f}, {r['alone_s'] / r['step_s'][c]:.1%}" for c in names)
+        lines.append(f"| {i} | {r['alone_s']:.3f} | {cells} |")
+    medians = " | ".join(f"{statistics.median(round_efficiencies(result, c)):.1%}" for c in names)
+    return [*lines, f"| median |  | {medians} |", ""]
+
+
 def markdown(result: dict) -> str:
     m, s = result["machine"], result["settings"]
     alone = result["alone"]["alone"]
@@ -166,6 +191,7 @@ def markdown(result: dict) -> str:
             f"{label}: {1e3 * f['a_s']:.2f} ms + {8 * f['bytes_per_s'] / 1e6:,.0f} Mbit/s"
             for label, f in result["model"]["links"].items()) + ".",
         "",
+        *_headline_lines(result),
         "## Predicted scaling efficiency (ring all-reduce, the nominal rate, the unthrottled link's latency)",
         "",
         *_scaling_lines(result),

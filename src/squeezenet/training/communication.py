@@ -86,12 +86,12 @@ def ddp_options(model: torch.nn.Module, spec: GradCompression) -> dict:
     on one bucket: its second and third all-reduces are issued from completion callbacks, whose
     order differs between workers when several buckets are in flight, and gloo needs every
     worker to issue collectives in one order (measured here with two: "Received data size
-    doesn't match expected size", then an abort). The other hooks send about ``BUCKETS_PER_STEP``
-    buckets (none under 1 MiB) instead of DDP's 25 MiB, which holds all of a SqueezeNet's 4.9 MB:
-    the gradients of the last layers then leave while the backward pass goes on through the first
-    ones. Two emulated nodes at 100 Mbit/s, squeezenet1_1 (benchmarks/bench_distributed.py's
-    worker): 0.884 -> 0.745 s a step uncompressed, 0.734 -> 0.648 s with bf16 (0.5 MiB: 0.753,
-    0.672)."""
+    doesn't match expected size", then an abort). The other hooks send buckets of a
+    ``BUCKETS_PER_STEP``-th of the model, none under 1 MiB (four for squeezenet1_1), instead of
+    DDP's 25 MiB, which holds all of a SqueezeNet's 4.9 MB: the gradients of the last layers then
+    leave while the backward pass goes on through the first ones. Two emulated nodes at 100
+    Mbit/s, squeezenet1_1 (benchmarks/bench_distributed.py's worker): 0.884 -> 0.745 s a step
+    uncompressed, 0.734 -> 0.648 s with bf16 (0.5 MiB: 0.753, 0.672)."""
     options: dict = {"forward_sync_buffers": False}
     model_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     if spec.kind == "powersgd":
