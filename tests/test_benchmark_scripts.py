@@ -153,3 +153,24 @@ def test_every_recorded_page_is_its_json_rendered_again(record):
     assert record.stem in RENDERERS, f"name the script that renders {record.name}"
     page = _renderer(RENDERERS[record.stem])(json.loads(record.read_text()))
     assert page.rstrip() + "\n" == record.with_suffix(".md").read_text(), f"re-render {record.with_suffix('.md')}"
+
+
+def test_distributed_efficiency_verdicts_are_the_median_rounds_where_a_record_has_rounds():
+    """bench_distributed's efficiency targets: with headline rounds the median round's figure decides
+    (one slow round does not), without them the main table's single run does."""
+    _renderer("bench_distributed")  # the benchmarks' folder on the path
+    from _distributed_report import verdicts
+
+    result = json.loads((RESULTS / "distributed.json").read_text())
+    steps = [0.70, 0.60, 0.61, 0.62, 0.90]  # bf16 two-node steps against a 0.6 s worker: median 0.62
+    result["headline"]["rounds"] = [{"alone_s": 0.6, "step_s": {"none": 1.0, "bf16": s, "powersgd:2": 0.6}}
+                                    for s in steps]  # fmt: skip
+    bf16 = next(v for v in verdicts(result) if "bf16: scaling efficiency" in v[0])
+    assert bf16[1].startswith("96.8% (median of 5 rounds, 66.7% to 100.0%") and bf16[3] is True
+    for slow in (1, 2):  # three rounds of five now at 0.70 s or more: the median round is 80.0 %
+        result["headline"]["rounds"][slow]["step_s"]["bf16"] = 0.75
+    assert next(v for v in verdicts(result) if "bf16: scaling" in v[0])[3] is False
+    del result["headline"]
+    single = next(v for v in verdicts(result) if "bf16: scaling efficiency" in v[0])
+    run = result["rates"]["100 Mbit/s"]["runs"]["squeezenet1_1/bf16"]
+    assert single[1] == f"{result['alone']['alone']['squeezenet1_1']['step_s'] / run['step_s']:.1%}"
