@@ -153,10 +153,11 @@ def _headline_lines(result: dict) -> list[str]:
              "one worker's step / two nodes' step.", "",
              "| round | one worker (s) | " + " | ".join(f"{c}: step (s), efficiency" for c in names) + " |",
              "|---:|---:|" + "---:|" * len(names)]  # fmt: skip
-    for i, r in enumerate(h["rounds"], 1):
-        cells = " | ".join(f"{r['step_s'][c]:.3f}, {r['alone_s'] / r['step_s'][c]:.1%}" for c in names)
-        lines.append(f"| {i} | {r['alone_s']:.3f} | {cells} |")
-    medians = " | ".join(f"{statistics.median(round_efficiencies(result, c)):.1%}" for c in names)
+    by_name = {c: round_efficiencies(result, c) for c in names}
+    for i, r in enumerate(h["rounds"]):
+        cells = " | ".join(f"{r['step_s'][c]:.3f}, {by_name[c][i]:.1%}" for c in names)
+        lines.append(f"| {i + 1} | {r['alone_s']:.3f} | {cells} |")
+    medians = " | ".join(f"{statistics.median(by_name[c]):.1%}" for c in names)
     return [*lines, f"| median |  | {medians} |", ""]
 
 
