@@ -127,6 +127,7 @@ RENDERERS = {
     "train_cifar10_base_light": "bench_train_cifar10",
     "train_elpv": "bench_train_elpv",
     "train_elpv_crop256": "bench_train_elpv",
+    "train_elpv_light": "bench_train_elpv",
     "elpv_variant_late": "bench_elpv_variants",
     "elpv_variant_avgmax": "bench_elpv_variants",
     "compress_study": "compress_study",
