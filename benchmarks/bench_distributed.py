@@ -27,7 +27,7 @@ autocast where the CPU has it:
   of epochs with each compression; validated on held-back training images, the test split
   scored once at the end.
 
-    python benchmarks/bench_distributed.py [--epochs 6] [--part all|timing|headline|accuracy] [--accuracy-runs ...]
+    python benchmarks/bench_distributed.py [--epochs 12] [--part all|timing|headline|accuracy] [--accuracy-runs ...]
     python benchmarks/bench_distributed.py --tiny OUT      # CI's smoke test: small images, 2 steps, one shaped link
 
 Needs root (network namespaces). Writes benchmarks/results/distributed.{json,md,png}.
@@ -148,8 +148,9 @@ def headline(work: Path, args) -> dict:
 def accuracy(work: Path, args) -> dict:
     """CIFAR-10, the registered 32-px model, the same epochs with each compression (unthrottled link),
     with bench_train_cifar10's recipe (weight decay, warm-up, EMA, clipping) at its global batch."""
-    saved = work / "accuracy.json"  # runs not asked for again are kept (--accuracy-runs)
-    rows = json.loads(saved.read_text())["accuracy"]["runs"] if saved.is_file() and not args.tiny else {}
+    saved = work / "accuracy.json"  # runs not asked for again are kept (--accuracy-runs) if of the same epochs
+    record = json.loads(saved.read_text())["accuracy"] if saved.is_file() and not args.tiny else {}
+    rows, earlier = split_by_epochs(record, args.epochs)
     for compression in TINY_ACCURACY if args.tiny else args.accuracy_runs:
         out = work / f"cifar-{compression.replace(':', '-')}"
         shutil.rmtree(out, ignore_errors=True)  # the benchmark's own folder: a new run each time
@@ -173,7 +174,25 @@ def accuracy(work: Path, args) -> dict:
         print(f"bench_distributed: CIFAR-10 {compression}: {rows[compression]}", file=sys.stderr, flush=True)
     rows = {c: rows[c] for c in COMPRESSIONS if c in rows} | rows  # the table's order
     return {"data": Path(args.data).name, "epochs": args.epochs, "global_batch": 2 * args.cifar_batch,
-            "lr": args.lr, "runs": rows}  # fmt: skip
+            "lr": args.lr, "runs": rows, **({"earlier": earlier} if earlier else {})}  # fmt: skip
+
+
+def split_by_epochs(record: dict, epochs: int) -> tuple[dict, list[dict]]:
+    """The saved runs of ``epochs`` epochs (kept beside the new ones), and every other run moved to
+    ``earlier``, one entry per epoch count with the command that made it: a comparison is only
+    made between runs of the same epochs, and a change of epochs keeps the old figures on the page."""
+    earlier = {e["epochs"]: e for e in record.get("earlier", [])}
+    kept = {}
+    for name, row in record.get("runs", {}).items():
+        if row["epochs"] == epochs:
+            kept[name] = row
+            continue
+        own = record.get("epochs") == row["epochs"]  # else a row kept beside another command's
+        argv = record.get("argv", "") if own else ""
+        entry = earlier.setdefault(row["epochs"], {"epochs": row["epochs"], "argv": argv,
+                                                   "machine": record.get("machine", {}), "runs": {}})  # fmt: skip
+        entry["runs"][name] = row
+    return kept, [earlier[e] for e in sorted(earlier)]
 
 
 def main() -> int:
@@ -184,7 +203,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per model and compression")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds one two-node timing run may take")
     ap.add_argument("--data", default=str(DATA / "cifar10-jpeg.tar.gz"))
-    ap.add_argument("--epochs", type=int, default=6, help="CIFAR-10 epochs per compression")
+    ap.add_argument("--epochs", type=int, default=12, help="CIFAR-10 epochs per compression")
     ap.add_argument("--cifar-batch", type=int, default=128, help="CIFAR-10 batch per worker")
     ap.add_argument("--lr", type=float, default=0.2, help="CIFAR-10 peak rate (bench_train_cifar10's, batch 256)")
     ap.add_argument("--cifar-max-steps", type=int, default=None)

@@ -156,6 +156,35 @@ def test_every_recorded_page_is_its_json_rendered_again(record):
     assert page.rstrip() + "\n" == record.with_suffix(".md").read_text(), f"re-render {record.with_suffix('.md')}"
 
 
+def test_distributed_accuracy_runs_of_other_epochs_move_to_earlier_and_keep_their_verdict():
+    """A change of --epochs never compares runs of different lengths: the saved rows of other
+    epochs leave the table for an 'earlier' entry, whose powersgd:2 gap is still a verdict row."""
+    _renderer("bench_distributed")
+    from _distributed_report import markdown, verdicts
+    from bench_distributed import split_by_epochs
+
+    def row(top1: float, epochs: int) -> dict:
+        return {"epochs": epochs, "val_top1": top1, "val_n": 5000, "test_top1": top1, "test_n": 10000,
+                "sent_bytes_per_step": 1e6, "minutes": 1.0, "date": "d"}  # fmt: skip
+
+    saved = {"epochs": 6, "argv": "--part accuracy --epochs 6", "machine": {"cpu": "cpu"},
+             "runs": {"none": row(0.81, 6), "bf16": row(0.82, 6), "powersgd:2": row(0.79, 6)}}  # fmt: skip
+    kept, earlier = split_by_epochs(saved, 12)
+    assert kept == {} and [e["epochs"] for e in earlier] == [6] and set(earlier[0]["runs"]) == set(saved["runs"])
+    assert earlier[0]["argv"] == saved["argv"]
+    kept, again = split_by_epochs({**saved, "epochs": 12, "earlier": earlier,
+                                   "runs": {"none": row(0.85, 12), "bf16": row(0.82, 6)}}, 12)  # fmt: skip
+    assert list(kept) == ["none"] and len(again) == 1 and again[0]["runs"]["bf16"]["epochs"] == 6
+    result = json.loads((RESULTS / "distributed.json").read_text())
+    result["accuracy"] = {**result["accuracy"], "epochs": 12, "earlier": earlier,
+                          "runs": {"none": row(0.85, 12), "powersgd:2": row(0.845, 12)}}  # fmt: skip
+    gaps = {v[0]: (v[1], v[3]) for v in verdicts(result) if v[0].startswith("CIFAR-10")}
+    assert gaps == {"CIFAR-10 validation top-1, powersgd:2 below none (12 epochs)": ("+0.50 points", True),
+                    "CIFAR-10 validation top-1, powersgd:2 below none (6 epochs, earlier run)": ("+2.00 points", False)}
+    page = markdown(result)
+    assert "Earlier, at 6 epochs (`python benchmarks/bench_distributed.py --part accuracy --epochs 6`)" in page
+
+
 def test_distributed_efficiency_verdicts_are_the_median_rounds_where_a_record_has_rounds():
     """bench_distributed's efficiency targets: with headline rounds the median round's figure decides
     (one slow round does not), without them the main table's single run does."""
