@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +263,7 @@ def _train_elpv(r: dict) -> list[Row]:
 def _distributed(r: dict) -> list[Row]:
     """bench_distributed's own verdicts, and AlexNet's efficiency beside SqueezeNet's (the paper's claim)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _distributed_report import efficiency, round_efficiencies, verdicts
+    from _distributed_report import efficiency, median_round_efficiency, round_efficiencies, verdicts
 
     cpu = _cpu(r)
     rows = [Row(f"two emulated nodes: {check}", measured, target, _verdict(ok), cpu)
@@ -275,8 +274,8 @@ def _distributed(r: dict) -> list[Row]:
             if key in r["rates"]["100 Mbit/s"]["runs"]:
                 figure = f"{efficiency(r, '100 Mbit/s', key):.1%}"
                 if r.get("headline") and r["headline"]["model"] == model:  # the rounds' median first
-                    rounds = round_efficiencies(r, compression)
-                    figure = f"{statistics.median(rounds):.1%} (median of {len(rounds)} rounds; one run {figure})"
+                    median, rounds = median_round_efficiency(r, compression), len(round_efficiencies(r, compression))
+                    figure = f"{median:.1%} (median of {rounds} rounds; one run {figure})"
                 rows.append(Row(f"two nodes at 100 Mbit/s, {model}, {compression}: scaling efficiency", figure,
                                 machine=cpu))  # fmt: skip
     return rows
