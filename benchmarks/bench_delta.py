@@ -52,7 +52,7 @@ from squeezenet.compression import CompressionConfig, compress
 from squeezenet.training import TrainConfig, rewrite_update, train
 from squeezenet.weights import build_model_from_weights
 from squeezenet.weights.deltas import delta_bytes
-from squeezenet.weights.sqz_codec import VERSION, SparseTensor, decode_sqz
+from squeezenet.weights.sqz_codec import VERSION, SparseTensor, compiled, decode_sqz
 from squeezenet.weights.sqz_codec.delta_file import sha256
 from squeezenet.weights.sqz_codec.layout import read_layout, write_layout
 from squeezenet.weights.sqz_codec.patch import apply_delta
@@ -62,6 +62,7 @@ LEVELS = ("head", "codebooks", "full")
 TARGETS = {"codebooks_bytes": 20_000, "head_bytes": 5_000, "accuracy_gap": 1.5, "smaller_than_generic": 5.0,
            "patch_ms": 100.0}  # fmt: skip
 XZ = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+PATCH_CODER = {True: "the compiled rANS loops (sqz_codec/_rans.c)", False: "the NumPy rANS coder"}
 
 
 def generic_baselines(old: bytes, new: bytes) -> dict[str, int]:
@@ -140,7 +141,21 @@ def sizes(base: Path, update: Path, repeats: int = 7) -> dict:
         "sqz_bytes": len(new),
         "baselines": generic_baselines(old, new),
         "patch_ms": patch_ms(old, delta.data, new, repeats),
+        "patch_coder": PATCH_CODER[compiled.COMPILED],
+        "patch_ms_numpy": numpy_patch_ms(old, delta.data, new, repeats),
     }
+
+
+def numpy_patch_ms(base: bytes, delta: bytes, new: bytes, repeats: int) -> float | None:
+    """The same patch with the NumPy rANS coder, the reference in the same run (None: nothing to
+    compare, the compiled loops were not built)."""
+    if not compiled.COMPILED:
+        return None
+    compiled.COMPILED = False
+    try:
+        return patch_ms(base, delta, new, repeats)
+    finally:
+        compiled.COMPILED = True
 
 
 def values_only_ms(base: Path, repeats: int = 7) -> dict:
@@ -156,7 +171,8 @@ def values_only_ms(base: Path, repeats: int = 7) -> dict:
     old, new = base.read_bytes(), write_layout(layout)
     delta = delta_bytes(old, new)
     return {"delta_bytes": len(delta.data), "sqz_bytes": len(new), "ops": delta.report["ops"],
-            "patch_ms": patch_ms(old, delta.data, new, repeats)}  # fmt: skip
+            "patch_ms": patch_ms(old, delta.data, new, repeats),
+            "patch_coder": PATCH_CODER[compiled.COMPILED]}  # fmt: skip
 
 
 def in_current_format(path: Path) -> bool:
@@ -258,16 +274,18 @@ def markdown(payload: dict) -> str:
         f"(sha256 {payload['base_sha256'][:16]}...).",
         "",
         "| task | level | update (.sqzd) | whole .sqz | xz -9e with old | bsdiff4 | ops (same/values/entries/whole) "
-        "| patch ms | val top-1 | test top-1 (images) | steps | minutes |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| patch ms | patch ms, NumPy coder | val top-1 | test top-1 (images) | steps | minutes |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in payload["rows"]:
         b, o = r["baselines"], r["ops"]
         val = "" if r["val_top1"] is None else f"{r['val_top1']:.2%}"
         level = f"{r['level']} (kept)" if r.get("recorded_by") else r["level"]
+        slow = "" if r.get("patch_ms_numpy") is None else f"{r['patch_ms_numpy']:.1f}"
         lines.append(
             f"| {r['task']} | {level} | {r['delta_bytes']:,} | {b['whole_sqz']:,} | {b['xz_with_old']:,} | "
-            f"{b['bsdiff4']:,} | {o['same']}/{o['values']}/{o['entries']}/{o['whole']} | {r['patch_ms']:.1f} | {val} | "
+            f"{b['bsdiff4']:,} | {o['same']}/{o['values']}/{o['entries']}/{o['whole']} | {r['patch_ms']:.1f} | "
+            f"{slow} | {val} | "
             f"{r['test_top1']:.2%} ({r['test_images']:,}) | {r['steps']} | {r['minutes']:.1f} |"
         )
     fast = payload.get("values_only")
@@ -295,6 +313,11 @@ def markdown(payload: dict) -> str:
             + "".join(f", {x}" for x in later)
             + ".",
         ]
+    coders = sorted({r["patch_coder"] for r in payload["rows"] if r.get("patch_coder")})
+    if coders:
+        lines += ["", "Patch times: the median of 7 patches in one process, with " + " and ".join(coders)
+                  + "; the NumPy coder's column is the same patch with the pure-NumPy rANS coder, in the same run "
+                  "(the codec without a C compiler)."]  # fmt: skip
     lines += ["", "| check | measured | target | verdict |", "|---|---:|---|---|"]
     for c in payload["targets"]:
         lines.append(f"| {c['check']} | {c['measured']} | {c['target']} | {c['verdict'].replace('missed', 'MISSED')} |")
@@ -332,8 +355,7 @@ def markdown(payload: dict) -> str:
         lines += [
             "",
             f"Bytes, baselines and patch times re-measured by `{again['command']}` on the same files "
-            f"({m2.get('cpu', '?')}, {m2.get('date', '')}): the runs above trained first, the codec "
-            "changed after."
+            f"({m2.get('cpu', '?')}, {m2.get('date', '')}), after the runs above had trained."
             + (
                 f" Written again in `.sqz` format version {again['format_version']} first (same content, checked): "
                 + ", ".join(rewritten)

@@ -1,17 +1,19 @@
-"""Where the patch time of a ``full`` update goes, and what fewer rANS steps per lane would buy.
+"""Where the patch time of a ``full`` update goes: the compiled rANS loops against the NumPy
+coder, and what fewer rANS steps per lane would buy.
 
-    python benchmarks/studies/patch_steps.py            # about two minutes on 2 cores
+    python benchmarks/studies/patch_steps.py            # about three minutes on 2 cores
 
-``bench_delta`` records ``full`` updates patched in 339 and 414 ms (AMD EPYC) against a target
-of 100 ms. This study asks whether the NumPy rANS coder's step count is the
-limit. The pair: the release compressed data-free (``bench_delta``'s base) and the same weights
-with every kept weight of every quantized layer moved by 5 % of its layer's standard deviation
-(seeded), compressed against the base as ``train --update-of BASE --update-level full`` does:
-every layer's codes change, the masks do not (the worst case of a ``full`` update). Both files
-are then written again with 4096 (the writer's default), 2048, 1024 and 512 steps per lane (the
-content unchanged), and each pair's delta is patched seven times (median). The breakdown at the
-default is cProfile's (cumulative time of the patch's parts; the profiler adds its own cost).
-No image is read.
+``bench_delta`` recorded ``full`` updates patched in 339 and 414 ms (AMD EPYC) against a target
+of 100 ms, with the NumPy coder, which takes one vectorised step per symbol of a lane. The pair:
+the release compressed data-free (``bench_delta``'s base) and the same weights with every kept
+weight of every quantized layer moved by 5 % of its layer's standard deviation (seeded),
+compressed against the base as ``train --update-of BASE --update-level full`` does: every layer's
+codes change, the masks do not (the worst case of a ``full`` update). Both files are then written
+again with 4096 (the writer's default), 2048, 1024 and 512 steps per lane (the content
+unchanged), and each pair's delta is patched seven times (median) with the compiled loops
+(``sqz_codec/_rans.c``) and seven times with the NumPy coder, in the same process. The breakdown
+at the default is cProfile's, with the compiled loops (cumulative time of the patch's parts; the
+profiler adds its own cost). No image is read.
 """
 
 from __future__ import annotations
@@ -31,18 +33,22 @@ from bench_delta import RELEASE, patch_ms
 from squeezenet.compression import CompressionConfig, compress, compress_update
 from squeezenet.weights import load_weights
 from squeezenet.weights.deltas import delta_bytes
+from squeezenet.weights.sqz_codec import compiled
 from squeezenet.weights.sqz_codec.layout import read_layout, write_layout
 from squeezenet.weights.sqz_codec.patch import apply_delta
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS = (4096, 2048, 1024, 512)
 PARTS = {  # the patch's parts, by the function that does each
+    "read the delta (LZMA)": "read_delta",
+    "parse BASE": "parse_sqz",
     "decode BASE's groups": "decode_groups",
+    "rebuild the changed tensors": "_rebuild",
+    "write their sections (positions, codebooks, tables)": "encode_tensor",
     "code NEW's groups": "encode_groups",
-    "choose position schemes": "choose_positions",
-    "store codebooks": "_store_codebook",
-    "read the delta": "read_delta",
+    "pack the metadata (LZMA)": "pack_metadata",
 }
+CODERS = ("compiled", "numpy")
 
 
 def moved_pair(work: Path, noise: float) -> tuple[bytes, bytes]:
@@ -55,6 +61,15 @@ def moved_pair(work: Path, noise: float) -> tuple[bytes, bytes]:
             moved = torch.randn(value.shape, generator=generator) * value.std() * noise
             tuned.state_dict[name] = value + (value != 0) * moved
     return base.read_bytes(), compress_update(base.read_bytes(), tuned, "full")
+
+
+def coder_patch_ms(coder: str, old: bytes, delta: bytes, new: bytes) -> float:
+    assert compiled.AVAILABLE, "the compiled rANS loops were not built (pip install -e . with a C compiler)"
+    was, compiled.COMPILED = compiled.COMPILED, coder == "compiled"
+    try:
+        return patch_ms(old, delta, new)
+    finally:
+        compiled.COMPILED = was
 
 
 def breakdown(old: bytes, delta: bytes) -> dict[str, float]:
@@ -77,14 +92,16 @@ def markdown(payload: dict) -> str:
         f"Pair: the release compressed data-free and every kept weight moved by {payload['noise']:.0%} of its "
         f"layer's standard deviation, compressed against it (`full`); delta ops {payload['ops']}.",
         "",
-        "| steps per lane | BASE bytes | NEW bytes | delta bytes | patch ms (median of 7) |",
-        "|---:|---:|---:|---:|---:|",
+        "| steps per lane | BASE bytes | NEW bytes | delta bytes | patch ms, compiled loops | patch ms, NumPy coder |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in payload["rows"]:
+        ms = r["patch_ms"]
         lines.append(f"| {r['steps']} | {r['base_bytes']:,} | {r['new_bytes']:,} | {r['delta_bytes']:,} "
-                     f"| {r['patch_ms']:.1f} |")  # fmt: skip
+                     f"| {ms['compiled']:.1f} | {ms['numpy']:.1f} |")  # fmt: skip
     b = payload["breakdown"]
-    lines += ["", f"At {STEPS[0]} steps, under cProfile ({b['profiled_ms']} ms in all):", ""]
+    profiled = f"At {STEPS[0]} steps with the compiled loops, under cProfile ({b['profiled_ms']} ms in all):"
+    lines += ["", "Patch times: the median of 7 patches each, in one process.", "", profiled, ""]
     lines += [f"- {part}: {share:.0%}" for part, share in b["shares"].items()]
     return "\n".join(lines)
 
@@ -104,7 +121,7 @@ def main() -> int:
         deltas[steps] = (a, delta_bytes(a, b))
         delta = deltas[steps][1].data
         rows.append({"steps": steps, "base_bytes": len(a), "new_bytes": len(b), "delta_bytes": len(delta),
-                     "patch_ms": patch_ms(a, delta, b)})  # fmt: skip
+                     "patch_ms": {coder: coder_patch_ms(coder, a, delta, b) for coder in CODERS}})  # fmt: skip
         print(rows[-1], file=sys.stderr, flush=True)
     a, delta = deltas[STEPS[0]]
     payload = {"command": "python benchmarks/studies/patch_steps.py", "machine": machine(), "noise": args.noise,

@@ -72,8 +72,8 @@ from .streams import StreamPlan, plan_rans_counts, plan_stream, read_stream, str
 from .tensors import SparseTensor, TensorPlan, decode_tensor, encode_tensor
 from .values import (
     deflate,
-    exp_golomb_bits,
     exp_golomb_decode,
+    exp_golomb_pack,
     float_keys,
     inflate_exact,
     keys_to_floats,
@@ -133,8 +133,8 @@ __all__ = [
     "encode_groups",
     "encode_sqz",
     "encode_tensor",
-    "exp_golomb_bits",
     "exp_golomb_decode",
+    "exp_golomb_pack",
     "float_keys",
     "gap_symbols",
     "gaps_to_positions",

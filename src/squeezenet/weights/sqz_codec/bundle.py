@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import compiled
 from .constants import DEFAULT_STEPS, PROB_BITS
 from .freqs import normalize_freqs
 from .rans import RANS_L, Lanes, cumulative, encode_lanes, slot_symbols
@@ -79,6 +80,13 @@ def _stream_starts(ns: list[int]) -> np.ndarray:
     return base
 
 
+def _stream_symbols(streams: list[RansStream]) -> np.ndarray:
+    """Every stream's symbols, one after another (the compiled encoder checks their values)."""
+    for s in streams:
+        check(s.symbols is not None and len(s.symbols) == s.n, "stream length mismatch")
+    return np.concatenate([np.asarray(s.symbols, np.int64) for s in streams]) if streams else np.zeros(0, np.int64)
+
+
 def _checked_symbols(streams: list[RansStream]) -> np.ndarray:
     syms = []
     for s in streams:
@@ -102,17 +110,23 @@ def _encode(streams: list[RansStream], group_sizes: list[int], steps: int) -> li
     ns = [s.n for s in streams]
     plan = lane_plan(ns, group_sizes, steps)
     _, freq, cum, offsets = _tables(streams)
-    tab = offsets[np.repeat(np.arange(len(streams)), ns)] + _checked_symbols(streams)
     by_count = np.argsort(-plan.count, kind="stable")  # the encoder walks lanes by count
     starts = _stream_starts(ns)[plan.stream] + plan.local
     lanes = Lanes(starts[by_count], plan.stride[by_count], plan.count[by_count])
-    final, words, word_lanes = encode_lanes(freq[tab], cum[tab], lanes, PROB_BITS)
+    if compiled.COMPILED:
+        symbols = _stream_symbols(streams)
+        stream = plan.stream[by_count]
+        alphabet = np.diff(offsets)[stream]
+        final, split = compiled.encode_steps(symbols, lanes.start, lanes.stride, lanes.count, offsets[stream], alphabet,
+                                             plan.group[by_count], len(group_sizes), freq, cum, PROB_BITS)  # fmt: skip
+    else:
+        tab = offsets[np.repeat(np.arange(len(streams)), ns)] + _checked_symbols(streams)
+        final, words, word_lanes = encode_lanes(freq[tab], cum[tab], lanes, PROB_BITS)
+        word_groups = plan.group[by_count[word_lanes]]
+        ends = np.cumsum(np.bincount(word_groups, minlength=len(group_sizes)))
+        split = np.split(words[np.argsort(word_groups, kind="stable")], ends[:-1])
     states = np.empty(len(final), np.int64)
     states[by_count] = final
-    word_groups = plan.group[by_count[word_lanes]]
-    order = np.argsort(word_groups, kind="stable")
-    ends = np.cumsum(np.bincount(word_groups, minlength=len(group_sizes)))
-    split = np.split(words[order], ends[:-1])
     return [(states[plan.group == g], split[g]) for g in range(len(group_sizes))]
 
 
@@ -210,25 +224,36 @@ class _Coding:
 
 
 def _decode(states, words, bounds, plan: LanePlan, streams: list[RansStream]) -> list[np.ndarray]:
-    """Every lane of every group at once, in spans of steps over which no lane ends."""
+    """Every lane of every group, compiled (``compiled.decode_steps``) or in NumPy steps."""
     ns = [s.n for s in streams]
     total = int(sum(ns))
     x = states.astype(np.int64)
     check(bool(np.all(x >= RANS_L)), "corrupted rANS data (lane state out of range)")
     freqs, freq, cum, offsets = _tables(streams)
-    lut = np.concatenate([o + slot_symbols(f) for o, f in zip(offsets[:-1], freqs, strict=True)]) if freqs else freq
-    padded = np.concatenate([words.astype(np.int64), np.zeros(total + 1, np.int64)])  # a lane reads <= 1 word a step
-    coding = _Coding(lut, freq, cum, padded, np.zeros(total, dtype=np.int64))
     pos = _stream_starts(ns)[plan.stream] + plan.local
-    ptr = bounds[:-1].astype(np.int64)
+    bounds = np.asarray(bounds, np.int64)
+    out = np.zeros(total, dtype=np.int64)
+    if compiled.COMPILED:
+        ptr = compiled.decode_steps(x, out, words, bounds, plan.group, plan.count, pos, plan.stride, plan.stream, freq,
+                                    cum, offsets, PROB_BITS)  # fmt: skip
+    else:
+        lut = np.concatenate([o + slot_symbols(f) for o, f in zip(offsets[:-1], freqs, strict=True)]) if freqs else freq
+        padded = np.concatenate([words.astype(np.int64), np.zeros(total + 1, np.int64)])  # <= 1 word a lane a step
+        ptr = _decode_spans(_Coding(lut, freq, cum, padded, out), plan, x, bounds, pos)
+    check(bool(np.all(ptr == bounds[1:])), "corrupted rANS data (word count does not match)")
+    check(bool(np.all(x == RANS_L)), "corrupted rANS data (final lane state is wrong)")
+    starts = _stream_starts(ns)
+    return [out[starts[s] : starts[s + 1]] - offsets[s] for s in range(len(streams))]
+
+
+def _decode_spans(coding: _Coding, plan: LanePlan, x: np.ndarray, bounds: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The NumPy walk: every active lane in one step, in spans of steps over which no lane ends."""
+    ptr = bounds[:-1].copy()
     ends = sorted(set(plan.count.tolist()) | {0})  # the steps at which some lane has no symbol left
     for t0, t1 in itertools.pairwise(ends):
         a = _Active.at(plan, t0)
         x[a.lanes], ptr[a.groups] = _span(coding, a, x[a.lanes], ptr[a.groups], pos[a.lanes], plan, t0, t1)
-    check(bool(np.all(ptr == bounds[1:])), "corrupted rANS data (word count does not match)")
-    check(bool(np.all(x == RANS_L)), "corrupted rANS data (final lane state is wrong)")
-    starts = _stream_starts(ns)
-    return [coding.out[starts[s] : starts[s + 1]] - offsets[s] for s in range(len(streams))]
+    return ptr
 
 
 def _span(c: _Coding, a: _Active, xa, ptr, pos, plan: LanePlan, t0: int, t1: int):

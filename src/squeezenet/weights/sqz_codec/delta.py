@@ -76,6 +76,7 @@ def _op_entries(name: str, base: TensorPlan, new: TensorPlan, data: ArrayWriter)
         "changed": data.put(np.diff(np.concatenate([[-1], changed])) - 1, "<u4"),
         "symbols": data.put(grid[changed], "<u2"),
         "codebook": data.put(value_keys(n.codebook, dtype), "<u4"),
+        **({"alphabet": new.gap_alphabet} if new.gap_alphabet else {}),  # spares the patch the writer's search
     }
 
 

@@ -171,7 +171,9 @@ class ArrayReader:
 
 
 def code_grid(t: SparseTensor) -> np.ndarray:
-    """0 where a tensor stores nothing, else 1 + the code stored there (flat, C order)."""
-    grid = np.zeros(int(np.prod(t.shape)), np.int64)
-    grid[t.positions] = np.asarray(t.codes, np.int64) + 1
+    """0 where a tensor stores nothing, else 1 + the code stored there (flat, C order; uint16:
+    a codebook holds at most ``MAX_ALPHABET`` values, and a narrow grid is scanned faster)."""
+    check(len(t.codebook) < 1 << 16, "codebook too large")
+    grid = np.zeros(int(np.prod(t.shape)), np.uint16)
+    grid[t.positions] = np.asarray(t.codes) + 1
     return grid

@@ -49,16 +49,15 @@ def normalize_weights(weights: np.ndarray, total: int) -> np.ndarray:
     freq = np.where(present, np.maximum(1, (w * total) // int(w.sum())), 0)
     diff = total - int(freq.sum())
     order = np.argsort(-freq, kind="stable")
-    while diff:
-        for i in order:
-            if diff == 0:
-                break
-            if diff > 0:
-                freq[i] += 1
-                diff -= 1
-            elif freq[i] > 1:
-                freq[i] -= 1
-                diff += 1
+    while diff > 0:  # one unit each, in that order (diff < k: the present symbols, each at most once)
+        take = order[:diff]
+        freq[take] += 1
+        diff -= len(take)
+    while diff < 0:  # one pass over that order: one unit from each frequency above 1, until none is owed
+        take = order[freq[order] > 1][:-diff]
+        check(len(take) > 0, "frequency table cannot be normalised")
+        freq[take] -= 1
+        diff += len(take)
     return freq.astype(np.int64)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import DTYPE_CODES, PACKED, POS_NAMES
+from .constants import DTYPE_CODES, PACKED, POS_GAPS, POS_NAMES
 from .container import ParsedSqz, encode_sqz, parse_sqz
 from .metadata import pack_metadata
 from .tensors import PendingTensor, SparseTensor, TensorPlan, finish_structure
@@ -61,7 +61,9 @@ def choices_of(plan: TensorPlan) -> dict:
 
 
 def tensor_plan(p: PendingTensor, symbols: list[np.ndarray]) -> TensorPlan:
-    return plan_with(p.name, finish_structure(p, symbols), stored_choices(p))
+    plan = plan_with(p.name, finish_structure(p, symbols), stored_choices(p))
+    plan.gap_alphabet = p.pos_alphabet if abs(p.pos_method) == POS_GAPS else 0  # the search's pick, not redone
+    return plan
 
 
 def read_layout(data: bytes, expected_shapes=None) -> SqzLayout:

@@ -9,11 +9,12 @@ import struct
 
 import numpy as np
 
-from .constants import DTYPE_CODES, MAX_NDIM, MAX_TENSOR_NUMEL, MAX_TOTAL_NUMEL
+from .constants import DTYPE_CODES, MAX_ALPHABET, MAX_NDIM, MAX_TENSOR_NUMEL, MAX_TOTAL_NUMEL
 from .container import ParsedSqz, assemble_sqz, bundle_payload, parse_sqz
 from .delta_file import CHOICE_KEYS, OPS, ArrayReader, code_grid, key_values, read_delta, sha256, value_keys
 from .layout import plan_with, stored_choices, tensor_plan
 from .metadata import pack_metadata
+from .positions import GAP_ALPHABETS
 from .reader import SqzError, check
 from .tensors import SparseTensor, TensorPlan, _store_codebook, encode_tensor
 
@@ -88,10 +89,17 @@ def _rebuild(op: dict, base: TensorPlan | None, data: ArrayReader, budget: list[
     grid = code_grid(b)
     gaps = data.get(op.get("changed"), "<u4", limit=len(grid))
     changed = _positions_from_gaps(gaps, len(grid), name)
-    grid[changed] = data.get(op.get("symbols"), "<u2", len(changed))
+    symbols = data.get(op.get("symbols"), "<u2", len(changed))
+    check(len(symbols) == 0 or int(symbols.max()) <= MAX_ALPHABET, f"{name}: code outside the codebook")  # uint16 grid
+    grid[changed] = symbols
     codebook = key_values(data.get(op.get("codebook"), "<u4", limit=4096), dtype)
     positions = np.flatnonzero(grid)
-    return _choice_plan(name, _sparse(name, b.shape, positions, grid[positions] - 1, codebook), choices)
+    codes = grid[positions].astype(np.int64) - 1
+    plan = _choice_plan(name, _sparse(name, b.shape, positions, codes, codebook), choices)
+    alphabet = op.get("alphabet", 0)
+    check(type(alphabet) is int and (alphabet == 0 or alphabet in GAP_ALPHABETS), f"{name}: bad gap alphabet")
+    plan.gap_alphabet = alphabet  # the one NEW's writer chose: a wrong one fails the final SHA-256 check
+    return plan
 
 
 def apply_delta(base: bytes, delta: bytes) -> bytes:

@@ -74,16 +74,18 @@ def gap_counts(gaps: np.ndarray, alphabet: int, times: np.ndarray | None = None)
     return counts
 
 
-def _gaps_candidate(positions: np.ndarray, codes: np.ndarray, coder: str):
+def _gaps_candidate(positions: np.ndarray, codes: np.ndarray, coder: str, known: int = 0):
     """The gap alphabet whose stream is smallest (bytes plus the rANS estimate); alphabets past
     the largest gap cannot do better. A rANS stream's size follows from its symbol counts, which
-    the gaps' histogram gives for every alphabet: only the kept alphabet's symbols are built."""
+    the gaps' histogram gives for every alphabet: only the kept alphabet's symbols are built.
+    ``known``: the alphabet this search chose before (a file read back, a delta's hint), taken
+    without searching again."""
     gaps = np.diff(np.concatenate([[-1], positions])) - 1
     max_gap = int(gaps.max())
     # each gap length once, with how often it occurs, unless the lengths outnumber the gaps
     lengths, times = (np.arange(max_gap + 1), np.bincount(gaps)) if max_gap < len(gaps) else (gaps, None)
     best = None
-    for alphabet in GAP_ALPHABETS:
+    for alphabet in [known] if known in GAP_ALPHABETS else GAP_ALPHABETS:
         if coder == "rans":
             sp = plan_rans_counts(gap_counts(lengths, alphabet, times), alphabet)
         else:
@@ -99,7 +101,7 @@ def _gaps_candidate(positions: np.ndarray, codes: np.ndarray, coder: str):
     return POS_GAPS, stream_bytes(sp), [sp.rans] if sp.rans else [], codes, sp.estimate
 
 
-def _candidates(positions, codes, codebook, numel: int, choice: str, gaps_coder: str) -> list[tuple]:
+def _candidates(positions, codes, codebook, numel: int, choice: str, gaps_coder: str, gap_alphabet: int) -> list[tuple]:
     candidates = []
     if len(positions) == numel:
         candidates.append((POS_ALL, b"", [], codes, 0.0))
@@ -113,14 +115,15 @@ def _candidates(positions, codes, codebook, numel: int, choice: str, gaps_coder:
         mask[positions] = 1
         candidates.append((POS_BITMASK, _with_length(np.packbits(mask).tobytes()), [], codes, 0.0))
     if choice in ("gaps", "auto") and len(positions):
-        candidates.append(_gaps_candidate(positions, codes, gaps_coder))
+        candidates.append(_gaps_candidate(positions, codes, gaps_coder, gap_alphabet))
     return candidates
 
 
-def choose_positions(positions, codes, codebook, numel: int, choice: str = "auto", gaps_coder: str = "auto"):
+def choose_positions(positions, codes, codebook, numel: int, choice: str = "auto", gaps_coder: str = "auto",
+                     gap_alphabet: int = 0):  # fmt: skip
     """-> (scheme, its bytes, its deferred rANS streams, the codes it stores, its rANS estimate):
     the named scheme where it applies, else (and for 'auto') the smallest."""
-    candidates = _candidates(positions, codes, codebook, numel, choice, gaps_coder)
+    candidates = _candidates(positions, codes, codebook, numel, choice, gaps_coder, gap_alphabet)
     if choice == "all":
         check(len(positions) == numel, "positions 'all' needs a dense tensor")
     if choice != "auto":

@@ -57,6 +57,7 @@ class TensorPlan:
     positions: str = "auto"  # all | relidx4 | bitmask | gaps | auto
     codes_coder: str = "auto"  # raw | huffman | rans | auto
     gaps_coder: str = "auto"
+    gap_alphabet: int = 0  # the gaps' alphabet when known (a file read back, a delta's hint); 0: the smallest
     stats: dict = field(default_factory=dict)
     packed: bool = True  # version 2's packed codebooks and deflated values where they are smaller
 
@@ -117,7 +118,7 @@ def encode_tensor(plan: TensorPlan) -> tuple[bytes, list[RansStream], dict]:
     k = len(codebook)
     cb_dt, cb_raw, codes, codebook = _store_codebook(plan, codes, codebook)
     pos_method, pos_bytes, pos_rans, ecodes, pos_est = choose_positions(
-        positions, codes, codebook, numel, plan.positions, plan.gaps_coder
+        positions, codes, codebook, numel, plan.positions, plan.gaps_coder, plan.gap_alphabet
     )
     cp = plan_stream(ecodes, k, plan.codes_coder)
     code_bytes = stream_bytes(cp)

@@ -47,18 +47,39 @@ def keys_to_floats(keys: np.ndarray, dtype) -> np.ndarray:
     return u.astype(utype).view(np.dtype(dtype))
 
 
-def exp_golomb_bits(values: np.ndarray, k: int) -> str:
-    """Order-k exp-Golomb code of non-negative integers, as a '0'/'1' string."""
-    out = []
-    for v in np.asarray(values, dtype=np.int64).tolist():
+def exp_golomb_pack(values: np.ndarray, k: int) -> bytes:
+    """Order-k exp-Golomb code of non-negative integers, packed MSB first (the last byte padded
+    with zeros). A code is n zeros, then x = (v >> k) + 1 in its n + 1 bits, then v's low k bits:
+    as one integer, (x << k) | low in 2n + 1 + k bits, which NumPy writes for every value at
+    once where it fits 64 bits (a patch packs every codebook it rewrites)."""
+    v = np.asarray(values, dtype=np.int64)
+    if len(v) == 0:
+        return b""
+    x = (v >> k) + 1
+    n = np.frexp(x.astype(np.float64))[1].astype(np.int64) - 1  # bit length of x, less one (exact below 2^53)
+    length = 2 * n + 1 + k
+    if int(length.max()) > 64 or int(x.max()) >= 1 << 53:
+        return _exp_golomb_pack_wide(v.tolist(), k)
+    code = (x.astype(np.uint64) << np.uint64(k)) | (v & ((1 << k) - 1)).astype(np.uint64)
+    aligned = code << (64 - length).astype(np.uint64)  # each code's first bit at bit 63
+    bits = np.unpackbits(aligned.astype(">u8").view(np.uint8).reshape(-1, 8), axis=1)
+    return np.packbits(bits[np.arange(64) < length[:, None]]).tobytes()
+
+
+def _exp_golomb_pack_wide(values: list[int], k: int) -> bytes:
+    """``exp_golomb_pack`` with Python integers, for codes longer than 64 bits."""
+    whole, size = 0, 0
+    for v in values:
         x = (v >> k) + 1
-        n = x.bit_length() - 1
-        out.append("0" * n + format(x, "b") + (format(v & ((1 << k) - 1), f"0{k}b") if k else ""))
-    return "".join(out)
+        length = 2 * (x.bit_length() - 1) + 1 + k
+        whole = (whole << length) | (x << k) | (v & ((1 << k) - 1))
+        size += length
+    pad = -size % 8
+    return (whole << pad).to_bytes((size + pad) // 8, "big")
 
 
 def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
-    """Inverse of ``exp_golomb_bits`` (packed MSB first); every value must be < ``limit``. The
+    """Inverse of ``exp_golomb_pack``; every value must be < ``limit``. The
     payload is read as one integer, so that finding a code's first 1 is ``bit_length`` (a patch
     reads every packed codebook of its base: a bit string walked in Python took most of its time)."""
     data = bytes(payload)
@@ -84,18 +105,13 @@ def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
 
 def _cheapest_order(gaps: np.ndarray) -> int:
     """The order k in 0..24 whose exp-Golomb code of ``gaps`` is shortest (the lowest on a tie),
-    from code lengths alone: 2 * floor(log2((v >> k) + 1)) + 1 + k bits per value. Orders past
-    the one that leaves every gap below 2^k cannot be shorter."""
+    from code lengths alone: 2 * floor(log2((v >> k) + 1)) + 1 + k bits per value, every order at
+    once. Orders past the one that leaves every gap below 2^k only grow (one bit per value each)."""
     gaps = np.asarray(gaps, dtype=np.int64)
-    best_k, best_len = 0, None
-    for k in range(0, 25):
-        x = (gaps >> k) + 1
-        length = int((2 * (np.floor(np.log2(x.astype(np.float64))).astype(np.int64)) + 1 + k).sum())
-        if best_len is None or length < best_len:
-            best_k, best_len = k, length
-        if len(gaps) == 0 or (gaps >> k).max() == 0:
-            break
-    return best_k
+    orders = np.arange(25)
+    x = (gaps[None, :] >> orders[:, None]) + 1
+    lengths = (2 * np.floor(np.log2(x.astype(np.float64))).astype(np.int64) + 1 + orders[:, None]).sum(axis=1)
+    return int(np.argmin(lengths))
 
 
 def pack_codebook(values: np.ndarray, dtype) -> bytes:
@@ -104,8 +120,7 @@ def pack_codebook(values: np.ndarray, dtype) -> bytes:
     check(bool(np.all(np.diff(keys) >= 0)), "packed codebook must be sorted")
     gaps = np.diff(keys)
     k = _cheapest_order(gaps)
-    bits = exp_golomb_bits(gaps, k)
-    packed = np.packbits(np.frombuffer(bits.encode(), np.uint8) - ord("0")).tobytes() if bits else b""
+    packed = exp_golomb_pack(gaps, k)
     head = struct.pack("<I" if _KEY_TYPES[np.dtype(dtype)][1] == 32 else "<H", int(keys[0]))
     return head + struct.pack("<B", k) + packed
 
