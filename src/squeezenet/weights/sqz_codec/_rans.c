@@ -90,28 +90,39 @@ static PyObject *decode_steps(PyObject *self, PyObject *args) {
     if (PyErr_Occurred() || bits < 1 || bits > 16 || a[X].n != lanes || a[GROUP].n != lanes || a[POS].n != lanes ||
         a[STRIDE].n != lanes || a[STREAM].n != lanes || a[BOUNDS].n != groups + 1 || a[CUM].n != a[FREQ].n)
         goto done;
+    /* every index the walk takes is checked once here; a group's lanes are adjacent, by count */
     for (Py_ssize_t l = 0; l < lanes; l++) {
-        if (a[GROUP].p[l] < 0 || a[GROUP].p[l] >= groups || a[STREAM].p[l] < 0 || a[STREAM].p[l] >= streams) goto done;
-        if (a[COUNT].p[l] > longest) longest = a[COUNT].p[l];
+        int64_t count = a[COUNT].p[l], first = a[POS].p[l], last = first + (count - 1) * a[STRIDE].p[l];
+        int64_t g = a[GROUP].p[l], previous = l ? a[GROUP].p[l - 1] : 0;
+        if (g < previous || g >= groups || a[STREAM].p[l] < 0 || a[STREAM].p[l] >= streams ||
+            (l && g == previous && count > a[COUNT].p[l - 1]) ||
+            (count > 0 && (first < 0 || first >= a[OUT].n || last < 0 || last >= a[OUT].n || a[STRIDE].p[l] < 0)))
+            goto done;
+        if (count > longest) longest = count;
     }
-    if (!(lut = slot_tables(&a[FREQ], &a[OFFSETS], bits))) goto done;
-    for (Py_ssize_t g = 0; g < groups; g++) a[PTR].p[g] = a[BOUNDS].p[g];
-    for (int64_t t = 0; t < longest; t++) {
-        for (Py_ssize_t l = 0; l < lanes; l++) {
-            if (a[COUNT].p[l] <= t) continue;
-            int64_t state = a[X].p[l], slot = state & mask, s = a[STREAM].p[l];
-            int64_t where = a[POS].p[l] + t * a[STRIDE].p[l];
-            if (where < 0 || where >= a[OUT].n) goto done;
-            int64_t i = a[OFFSETS].p[s] + lut[(s << bits) + slot];
-            state = a[FREQ].p[i] * (state >> bits) + slot - a[CUM].p[i];
-            if (state < RANS_L) {
-                int64_t *next = &a[PTR].p[a[GROUP].p[l]];
-                int64_t word = (*next >= 0 && *next < a[WORDS].n) ? a[WORDS].p[*next] : 0;
-                state = (state << 16) | word;
-                *next += 1;
+    if (a[WORDS].n < 1 || !(lut = slot_tables(&a[FREQ], &a[OFFSETS], bits))) goto done;
+    {
+        int64_t *restrict x = a[X].p, *restrict out = a[OUT].p, *restrict ptr = a[PTR].p;
+        const int64_t *restrict words = a[WORDS].p, *restrict group = a[GROUP].p, *restrict count = a[COUNT].p;
+        const int64_t *restrict pos = a[POS].p, *restrict stride = a[STRIDE].p, *restrict stream = a[STREAM].p;
+        const int64_t *restrict freq = a[FREQ].p, *restrict cum = a[CUM].p, *restrict offsets = a[OFFSETS].p;
+        const uint64_t nwords = (uint64_t)a[WORDS].n - 1; /* words[nwords]: the 0 read past the end */
+        for (Py_ssize_t g = 0; g < groups; g++) ptr[g] = a[BOUNDS].p[g];
+        for (int64_t t = 0; t < longest; t++) {
+            for (Py_ssize_t l = 0; l < lanes;) {
+                int64_t g = group[l], next = ptr[g];
+                for (; l < lanes && group[l] == g; l++) {
+                    if (count[l] <= t) continue;
+                    int64_t state = x[l], slot = state & mask, s = stream[l];
+                    int64_t i = offsets[s] + lut[(s << bits) + slot];
+                    state = freq[i] * (state >> bits) + slot - cum[i];
+                    int64_t take = state < RANS_L, word = words[(uint64_t)next < nwords ? (uint64_t)next : nwords];
+                    x[l] = take ? (state << 16) | word : state;
+                    next += take;
+                    out[pos[l] + t * stride[l]] = i;
+                }
+                ptr[g] = next;
             }
-            a[X].p[l] = state;
-            a[OUT].p[where] = i;
         }
     }
     status = 0;

@@ -36,6 +36,7 @@ def decode_steps(x: np.ndarray, out: np.ndarray, words, bounds, group, count, po
     group's next word. Lane l of the plan (``group``, ``count``, ``pos``, ``stride``,
     ``stream``) decodes stream ``stream[l]``, whose slot ranges are ``freq``/``cum[offsets[s]:offsets[s + 1]]``."""
     ptr = np.zeros(len(bounds) - 1, np.int64)
+    words = np.append(np.asarray(words, np.int64), 0)  # the 0 a lane reads past the end (the NumPy padding)
     inputs = [_ints(a) for a in (words, bounds, group, count, pos, stride, stream, freq, cum, offsets)]
     check(_rans.decode_steps(x, out, ptr, *inputs, prob_bits) == 0, "corrupted rANS data (a lane outside its tables)")
     return ptr
