@@ -225,3 +225,26 @@ def test_an_entries_delta_names_the_gap_alphabet_and_a_wrong_one_is_refused(code
         forged = write_delta_file(old, new, head.plan, head.data)
         with pytest.raises(SqzError, match=words):
             apply_delta(old, forged)
+
+
+def test_the_compiled_loops_refuse_arguments_they_cannot_walk():
+    """Called wrongly (the codec never does), the C functions raise or return an error status, and
+    read nothing outside their arrays: arrays of another type, lengths that disagree, a lane
+    whose symbols lie past the output, a symbol outside its alphabet."""
+    assert compiled.AVAILABLE, "the compiled rANS loops were not built"
+    rans = compiled._rans
+    z, one = np.zeros(1, np.int64), np.ones(1, np.int64)
+    with pytest.raises(TypeError):
+        rans.decode_steps(z, z, z, z, z, z, z, z, z, z, z, z, z)  # the probability bits missing
+    with pytest.raises(TypeError):
+        rans.decode_steps(*[np.zeros(1, np.int32)] * 13, 15)  # not int64
+    freq, cum, offsets = np.array([1 << 15], np.int64), np.zeros(1, np.int64), np.array([0, 1], np.int64)
+    lane = dict(group=z, count=one * 3, pos=z, stride=one, stream=z)
+    out = np.zeros(2, np.int64)  # three symbols do not fit
+    args = (one * 65536, out, z.copy(), z, np.array([0, 0], np.int64), *lane.values(), freq, cum, offsets, 15)
+    assert rans.decode_steps(*args) == -1
+    assert rans.decode_steps(*args[:-1], 17) == -1  # more probability bits than a word
+    x, words, per_group = np.zeros(1, np.int64), np.zeros(4, np.int64), np.zeros(1, np.int64)
+    symbols = np.array([0, 1, 0], np.int64)  # 1 is outside a one-symbol alphabet
+    assert rans.encode_steps(x, words, per_group, symbols, z, one, one * 3, z, one, z, freq, cum, 15) == -1
+    assert rans.encode_steps(x, words, per_group, symbols, z, one, one * 4, z, one, z, freq, cum, 15) == -3
