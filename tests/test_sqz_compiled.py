@@ -201,6 +201,22 @@ def test_exp_golomb_packing_is_the_formats_and_reads_back(values, k):
     assert _cheapest_order(values) == int(np.argmin(lengths))
 
 
+@settings(FUZZ, max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=200), st.integers(0, 24), st.data())
+def test_compiled_exp_golomb_reads_what_python_reads_and_fails_alike(values, k, data):
+    """Packed codebooks, intact or with bits flipped, cut short, padded, or read with another count
+    or limit: the same values, or the same error line."""
+    assert compiled.AVAILABLE, "the compiled loops were not built"
+    payload = bytearray(exp_golomb_pack(np.asarray(values, np.int64), k))
+    for _ in range(data.draw(st.integers(0, 3)) if payload else 0):
+        payload[data.draw(st.integers(0, len(payload) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    payload = bytes(payload[: data.draw(st.integers(0, len(payload)))]) + bytes(data.draw(st.integers(0, 2)))
+    count = max(0, len(values) + data.draw(st.integers(-2, 2)))
+    limit = data.draw(st.sampled_from([1 << 32, 1 << 16, 1000]))
+    fast, slow = _both(lambda: exp_golomb_decode(payload, count, k, limit))
+    assert fast == slow if isinstance(fast, str) or isinstance(slow, str) else np.array_equal(fast, slow)
+
+
 def _moved_layer0(plan: TensorPlan) -> TensorPlan:
     t = plan.tensor
     if plan.name != "layer0.weight":

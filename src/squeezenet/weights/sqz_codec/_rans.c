@@ -204,9 +204,53 @@ done:
     return PyLong_FromLongLong(n);
 }
 
+static int bit_at(const uint8_t *data, int64_t i) { return (data[i >> 3] >> (7 - (i & 7))) & 1; }
+
+/* exp_golomb_decode(out, payload, k, limit) -> 0, or -1 data ending early, -2 a run of more than
+   40 zeros, -3 a value not below limit, -4 bits after the last code (values.exp_golomb_decode's
+   checks, in its order): len(out) order-k exp-Golomb codes, packed MSB first. */
+static PyObject *exp_golomb_decode(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *out_obj;
+    Py_buffer payload;
+    int k;
+    unsigned long long limit;
+    if (!PyArg_ParseTuple(args, "Oy*iK", &out_obj, &payload, &k, &limit)) return NULL;
+    Array out;
+    if (take(out_obj, &out, 1) < 0) {
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    const uint8_t *data = payload.buf;
+    int64_t size = 8 * (int64_t)payload.len, p = 0, status = 0;
+    for (Py_ssize_t i = 0; i < out.n && status == 0; i++) {
+        int64_t one = p;
+        while (one < size && !bit_at(data, one)) one++;
+        int64_t n = one - p, end = one + n + 1 + k;
+        if (one == size) { status = -1; break; }
+        if (n > 40) { status = -2; break; }
+        if (end > size) { status = -1; break; }
+        uint64_t x = 0, low = 0;
+        for (int64_t b = one; b <= one + n; b++) x = (x << 1) | (uint64_t)bit_at(data, b);
+        for (int64_t b = one + n + 1; b < end; b++) low = (low << 1) | (uint64_t)bit_at(data, b);
+        if (k >= 64 || x - 1 > (UINT64_MAX >> k) || (((x - 1) << k) | low) >= limit) { status = -3; break; }
+        out.p[i] = (int64_t)(((x - 1) << k) | low);
+        p = end;
+    }
+    if (status == 0) {
+        if (size - p >= 8) status = -4;
+        for (int64_t b = p; b < size && status == 0; b++)
+            if (bit_at(data, b)) status = -4;
+    }
+    PyBuffer_Release(&out.view);
+    PyBuffer_Release(&payload);
+    return PyLong_FromLongLong(status);
+}
+
 static PyMethodDef methods[] = {
     {"decode_steps", decode_steps, METH_VARARGS, "Decode every lane of a rANS bundle (see _rans.c)."},
     {"encode_steps", encode_steps, METH_VARARGS, "Encode every lane of a rANS bundle (see _rans.c)."},
+    {"exp_golomb_decode", exp_golomb_decode, METH_VARARGS, "Decode exp-Golomb codes (see _rans.c)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -42,6 +42,18 @@ def decode_steps(x: np.ndarray, out: np.ndarray, words, bounds, group, count, po
     return ptr
 
 
+GOLOMB_ERRORS = {-1: "exp-Golomb data ends early", -2: "corrupted exp-Golomb data", -3: "exp-Golomb value out of range",
+                 -4: "trailing bits after exp-Golomb data"}  # fmt: skip
+
+
+def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
+    """``values.exp_golomb_decode`` compiled (a patch unpacks every packed codebook of its base)."""
+    out = np.empty(count, np.int64)
+    status = _rans.exp_golomb_decode(out, bytes(payload), k, limit)
+    check(status == 0, GOLOMB_ERRORS.get(status, "corrupted exp-Golomb data"))
+    return out
+
+
 ENCODE_ERRORS = {-1: "symbol outside the alphabet", -2: "symbol with zero frequency",
                  -3: "rANS lanes outside their streams"}  # fmt: skip
 

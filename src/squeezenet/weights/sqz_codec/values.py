@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 
+from . import compiled
 from .reader import Reader, SqzError, check
 
 
@@ -79,9 +80,16 @@ def _exp_golomb_pack_wide(values: list[int], k: int) -> bytes:
 
 
 def exp_golomb_decode(payload, count: int, k: int, limit: int) -> np.ndarray:
-    """Inverse of ``exp_golomb_pack``; every value must be < ``limit``. The
-    payload is read as one integer, so that finding a code's first 1 is ``bit_length`` (a patch
-    reads every packed codebook of its base: a bit string walked in Python took most of its time)."""
+    """Inverse of ``exp_golomb_pack``; every value must be < ``limit``. Compiled where the install
+    could (``compiled``; a patch reads every packed codebook of its base), else ``_exp_golomb_decode_py``."""
+    if compiled.COMPILED and 0 <= k <= 24 and 0 < limit <= 1 << 63:
+        return compiled.exp_golomb_decode(payload, count, k, limit)
+    return _exp_golomb_decode_py(payload, count, k, limit)
+
+
+def _exp_golomb_decode_py(payload, count: int, k: int, limit: int) -> np.ndarray:
+    """The payload read as one integer, so that finding a code's first 1 is ``bit_length`` (a bit
+    string walked in Python took most of a patch's time)."""
     data = bytes(payload)
     whole, size = int.from_bytes(data, "big"), 8 * len(data)
     out = np.zeros(count, np.int64)
