@@ -22,8 +22,9 @@ import lzma
 
 import numpy as np
 
+from .container import parse_sqz
 from .delta_file import OPS, ArrayWriter, code_grid, value_keys, write_delta_file
-from .layout import choices_of, read_layout, same_tensor
+from .layout import choices_of, gap_alphabets, layout_of, read_layout, same_tensor
 from .metadata import LZMA_RAW
 from .patch import apply_delta, merged_meta
 from .reader import SqzError
@@ -62,7 +63,7 @@ def _op_values(name: str, base: TensorPlan, new: TensorPlan, data: ArrayWriter) 
     return {**op, "diff": data.put(diff, "<i8"), "map": None if identity else data.put(m, "<u2")}
 
 
-def _op_entries(name: str, base: TensorPlan, new: TensorPlan, data: ArrayWriter) -> dict | None:
+def _op_entries(name: str, base: TensorPlan, new: TensorPlan, data: ArrayWriter, alphabet: int = 0) -> dict | None:
     b, n = base.tensor, new.tensor
     if not (isinstance(b, SparseTensor) and isinstance(n, SparseTensor)) or tuple(b.shape) != tuple(n.shape):
         return None
@@ -76,7 +77,7 @@ def _op_entries(name: str, base: TensorPlan, new: TensorPlan, data: ArrayWriter)
         "changed": data.put(np.diff(np.concatenate([[-1], changed])) - 1, "<u4"),
         "symbols": data.put(grid[changed], "<u2"),
         "codebook": data.put(value_keys(n.codebook, dtype), "<u4"),
-        **({"alphabet": new.gap_alphabet} if new.gap_alphabet else {}),  # spares the patch the writer's search
+        **({"alphabet": alphabet} if alphabet else {}),  # NEW's gap alphabet: spares the patch the writer's search
     }
 
 
@@ -104,12 +105,13 @@ def tensor_update_cost(base: TensorPlan | None, new: TensorPlan) -> int:
     return 0 if _unchanged(base, new) else _cheapest_op(new.name, base, new)[2]
 
 
-def _cheapest_op(name: str, base: TensorPlan | None, new: TensorPlan) -> tuple[dict, bytes, int]:
-    """-> (op, its data, its cost): of the ops that apply, the one whose data compresses smallest."""
+def _cheapest_op(name: str, base: TensorPlan | None, new: TensorPlan, alphabet: int = 0) -> tuple[dict, bytes, int]:
+    """-> (op, its data, its cost): of the ops that apply, the one whose data compresses smallest;
+    ``alphabet``: the gap alphabet NEW's file uses for this tensor (0: none)."""
     options = []
     builders = [lambda d: _op_whole(name, new, d)]
     if base is not None:
-        builders += [lambda d: _op_values(name, base, new, d), lambda d: _op_entries(name, base, new, d)]
+        builders += [lambda d: _op_values(name, base, new, d), lambda d: _op_entries(name, base, new, d, alphabet)]
     for build in builders:
         data = ArrayWriter()
         op = build(data)
@@ -148,7 +150,8 @@ def make_delta(base: bytes, new: bytes) -> tuple[bytes, dict]:
     Raises SqzError when either file is not a valid ``.sqz``."""
     base, new = bytes(base), bytes(new)
     base_layout = read_layout(base)
-    new_layout = read_layout(new)
+    parsed = parse_sqz(new)
+    new_layout, alphabets = layout_of(parsed), gap_alphabets(parsed)
     ops, blobs, size = [], [], 0
     names = {p.name: i for i, p in enumerate(base_layout.tensors)}
     for plan in new_layout.tensors:
@@ -156,7 +159,7 @@ def make_delta(base: bytes, new: bytes) -> tuple[bytes, dict]:
         if _unchanged(old, plan):
             ops.append(names[plan.name])  # the base's tensor as it is
             continue
-        op, blob, _ = _cheapest_op(plan.name, old, plan)
+        op, blob, _ = _cheapest_op(plan.name, old, plan, alphabets.get(plan.name, 0))
         ops.append(_compact(op, names, old, size))
         blobs.append(blob)
         size += len(blob)

@@ -61,9 +61,13 @@ def choices_of(plan: TensorPlan) -> dict:
 
 
 def tensor_plan(p: PendingTensor, symbols: list[np.ndarray]) -> TensorPlan:
-    plan = plan_with(p.name, finish_structure(p, symbols), stored_choices(p))
-    plan.gap_alphabet = p.pos_alphabet if abs(p.pos_method) == POS_GAPS else 0  # the search's pick, not redone
-    return plan
+    return plan_with(p.name, finish_structure(p, symbols), stored_choices(p))
+
+
+def gap_alphabets(parsed: ParsedSqz) -> dict[str, int]:
+    """The gap alphabet of each tensor a file stores as gaps: the writer's pick for those positions
+    (a delta names it, so that the patch need not search again)."""
+    return {p.name: p.pos_alphabet for p in parsed.tensors if abs(p.pos_method) == POS_GAPS}
 
 
 def read_layout(data: bytes, expected_shapes=None) -> SqzLayout:

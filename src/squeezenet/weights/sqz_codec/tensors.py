@@ -57,7 +57,7 @@ class TensorPlan:
     positions: str = "auto"  # all | relidx4 | bitmask | gaps | auto
     codes_coder: str = "auto"  # raw | huffman | rans | auto
     gaps_coder: str = "auto"
-    gap_alphabet: int = 0  # the gaps' alphabet when known (a file read back, a delta's hint); 0: the smallest
+    gap_alphabet: int = 0  # the gaps' alphabet a delta names (the patch); 0: the smallest, searched
     stats: dict = field(default_factory=dict)
     packed: bool = True  # version 2's packed codebooks and deflated values where they are smaller
 
