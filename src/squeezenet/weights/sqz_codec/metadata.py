@@ -3,6 +3,7 @@ refer to the ImageNet-1k class list by name and digest instead of holding its 10
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import lzma
@@ -20,10 +21,20 @@ XZ_MEMLIMIT = 96 << 20  # version-1 files used xz's preset 9 (a 64 MiB dictionar
 
 def shared_values() -> dict[str, str]:
     """{name: metadata value} of the lists a version-2 file may refer to instead of holding:
-    the ImageNet-1k class names and wnids, exactly as ``WeightsInfo.to_metadata`` writes them."""
+    the ImageNet-1k class names and wnids, exactly as ``WeightsInfo.to_metadata`` writes them.
+    Read once per version of the file (every file read or written asks: 2 ms a time)."""
     path = Path(__file__).parent.with_name(SHARED_LIST_FILE)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        stat = path.stat()
+    except OSError:
+        return {}
+    return dict(_shared_values_of(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_values_of(path: str, mtime_ns: int, size: int) -> dict[str, str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError:
         return {}
     rows = [[f.strip() for f in line.split("\t")] for line in lines if line.strip()]
