@@ -165,13 +165,16 @@ def new_content(old: bytes, new: bytes) -> dict[str, int]:
 def numpy_patch_ms(base: bytes, delta: bytes, new: bytes, repeats: int) -> float | None:
     """The same patch with the NumPy rANS coder, the reference in the same run (None: nothing to
     compare, the compiled loops were not built)."""
-    if not compiled.COMPILED:
-        return None
-    compiled.COMPILED = False
+    return coder_patch_ms(False, base, delta, new, repeats) if compiled.COMPILED else None
+
+
+def coder_patch_ms(use_compiled: bool, base: bytes, delta: bytes, new: bytes, repeats: int = 7) -> float:
+    """``patch_ms`` with the compiled loops on or off, the setting restored after."""
+    was, compiled.COMPILED = compiled.COMPILED, use_compiled
     try:
         return patch_ms(base, delta, new, repeats)
     finally:
-        compiled.COMPILED = True
+        compiled.COMPILED = was
 
 
 def values_only_ms(base: Path, repeats: int = 7) -> dict:

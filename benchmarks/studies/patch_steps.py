@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' helpers
 
 from _common import machine, write_results
-from bench_delta import RELEASE, patch_ms
+from bench_delta import RELEASE, coder_patch_ms
 from squeezenet.compression import CompressionConfig, compress, compress_update
 from squeezenet.weights import load_weights
 from squeezenet.weights.deltas import delta_bytes
@@ -61,15 +61,6 @@ def moved_pair(work: Path, noise: float) -> tuple[bytes, bytes]:
             moved = torch.randn(value.shape, generator=generator) * value.std() * noise
             tuned.state_dict[name] = value + (value != 0) * moved
     return base.read_bytes(), compress_update(base.read_bytes(), tuned, "full")
-
-
-def coder_patch_ms(coder: str, old: bytes, delta: bytes, new: bytes) -> float:
-    assert compiled.AVAILABLE, "the compiled rANS loops were not built (pip install -e . with a C compiler)"
-    was, compiled.COMPILED = compiled.COMPILED, coder == "compiled"
-    try:
-        return patch_ms(old, delta, new)
-    finally:
-        compiled.COMPILED = was
 
 
 def breakdown(old: bytes, delta: bytes) -> dict[str, float]:
@@ -111,6 +102,8 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.05, help="the move, in units of each layer's std")
     ap.add_argument("--work", type=Path, default=Path("runs/patch_steps"))
     args = ap.parse_args()
+    if not compiled.AVAILABLE:
+        raise SystemExit("patch_steps: the compiled rANS loops were not built (pip install -e . with a C compiler)")
     args.work.mkdir(parents=True, exist_ok=True)
     old, new = moved_pair(args.work, args.noise)
     base, update = read_layout(old), read_layout(new)
@@ -120,8 +113,9 @@ def main() -> int:
         a, b = write_layout(base), write_layout(update)
         deltas[steps] = (a, delta_bytes(a, b))
         delta = deltas[steps][1].data
+        times = {coder: coder_patch_ms(coder == "compiled", a, delta, b) for coder in CODERS}
         rows.append({"steps": steps, "base_bytes": len(a), "new_bytes": len(b), "delta_bytes": len(delta),
-                     "patch_ms": {coder: coder_patch_ms(coder, a, delta, b) for coder in CODERS}})  # fmt: skip
+                     "patch_ms": times})  # fmt: skip
         print(rows[-1], file=sys.stderr, flush=True)
     a, delta = deltas[STEPS[0]]
     payload = {"command": "python benchmarks/studies/patch_steps.py", "machine": machine(), "noise": args.noise,

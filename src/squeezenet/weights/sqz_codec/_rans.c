@@ -1,7 +1,8 @@
-/* The .sqz rANS bundle's two loops, compiled (an optional accelerator; see compiled.py).
+/* The .sqz codec's hot loops, compiled (an optional accelerator; see compiled.py): the rANS
+   bundle's decode and encode walks, and the exp-Golomb reader of packed codebooks.
 
-   The same walks as the NumPy coder (bundle._decode, rans.encode_lanes), lane by lane in the
-   same order, so they read and write the same bytes. Every index is checked: a corrupted
+   The same walks as the NumPy coder (bundle._decode, rans.encode_lanes, values.exp_golomb_decode),
+   lane by lane in the same order, so they read and write the same bytes. Every index is checked: a corrupted
    bundle makes a function return -1 (the caller raises SqzError), never read outside an array.
    Arrays are C-contiguous int64 unless named otherwise. */
 

@@ -88,15 +88,15 @@ def _stream_symbols(streams: list[RansStream]) -> np.ndarray:
 
 
 def _checked_symbols(streams: list[RansStream]) -> np.ndarray:
-    syms = []
-    for s in streams:
-        sym = np.asarray(s.symbols, dtype=np.int64)
-        check(len(sym) == s.n, "stream length mismatch")
+    """``_stream_symbols``, each value checked against its stream's table (the NumPy encoder's checks)."""
+    symbols = _stream_symbols(streams)
+    starts = _stream_starts([s.n for s in streams])
+    for s, first, last in zip(streams, starts[:-1], starts[1:], strict=True):
+        sym = symbols[first:last]
         if s.n:
             check(int(sym.min()) >= 0 and int(sym.max()) < len(s.table), "symbol outside the alphabet")
             check(bool(np.all(s.table[sym] > 0)), "symbol with zero frequency")
-        syms.append(sym)
-    return np.concatenate(syms) if syms else np.zeros(0, np.int64)
+    return symbols
 
 
 # ----------------------------------------------------------------------------- encoding

@@ -1,4 +1,5 @@
-"""The rANS bundle's two loops in C (``_rans.c``), where the install could compile it.
+"""The rANS bundle's two loops and the packed codebooks' exp-Golomb reader in C (``_rans.c``),
+where the install could compile it.
 
 Why: the NumPy coder takes one vectorised step per symbol of a lane, and at about 12 µs a step
 (mostly the calls' own overhead) a delta that re-codes every layer patched in 190-410 ms where
