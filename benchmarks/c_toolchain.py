@@ -291,6 +291,13 @@ def takes_vnni_path(compiler: str = "gcc", flags: tuple[str, ...] = ("-O2",)) ->
     return all(f"#define {m} 1" in macros for m in ("__AVX512F__", "__AVX512BW__", "__AVX512VNNI__"))
 
 
+def static_ram_bytes(sizes: dict[str, int]) -> int:
+    """RAM an object takes before any call: its initialised data (copied from flash at start-up) and its
+    zeroed data (for squeezenet_model.c: the arena, the layer descriptors the weight table is bound
+    into, the binder's state)."""
+    return sizes.get(".data", 0) + sizes.get(".bss", 0)
+
+
 def compile_object(source: Path, out: Path, compiler: str = "gcc", flags: tuple[str, ...] = ("-O2",)) -> Path:
     _run([tool(compiler), *STRICT, *flags, "-c", str(source), "-o", str(out)])
     return Path(out)

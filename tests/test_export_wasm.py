@@ -24,6 +24,7 @@ from squeezenet.cli.main import main
 from squeezenet.data.pixels import geometry
 from squeezenet.export.c import reference
 from squeezenet.export.c.pixels import input_settings, normalized
+from squeezenet.export.c.table import TABLE_FILE
 from squeezenet.export.wasm import BUILDS, CARD_FILE, LOADER_FILE, builds_for, export_wasm
 from squeezenet.weights import build_model_from_weights
 from test_export_c import PRE_32, one_error_line, random_cifar_like, sample_images
@@ -89,7 +90,7 @@ def test_the_folder_holds_the_card_the_loader_and_its_preprocessing(exported):
     result, _, _ = exported
     names = {p.name for p in result.folder.iterdir()}
     files = {BUILDS[b][0] for b in builds_for(result.net.storage)}
-    assert names == {*files, CARD_FILE, LOADER_FILE, "preprocess.js", "README.md"}
+    assert names == {*files, TABLE_FILE, CARD_FILE, LOADER_FILE, "preprocess.js", "README.md"}
     card = json.loads((result.folder / CARD_FILE).read_text())
     assert card["input_size"] == 32 and card["num_classes"] == 10 and card["classes"][0] == "airplane"
     assert card["preprocessing"] == json.loads(json.dumps(input_settings(PRE_32, 32)))
@@ -123,6 +124,8 @@ def test_the_loader_resizes_and_crops_an_rgba_image_as_python_does(exported, ima
         ("rgba", "not RGBA pixels: 4x4 with 10 bytes"),
         ("wasm", "squeezenet.wasm does not compile or instantiate here"),
         ("hash", "squeezenet.wasm: SHA-256"),
+        ("table-hash", "squeezenet_weights.bin: SHA-256"),
+        ("table-damaged", "squeezenet_weights.bin: damaged (length or CRC-32)"),
     ],
 )
 def test_bad_input_and_bad_modules_are_one_clear_error(exported, kind, message):
@@ -162,8 +165,42 @@ def test_release_compressed_wasm_under_490_kb_and_bit_exact(dc_weights_path, ima
     test, _ = sample_images(imagenet_samples, pre, 16, 1)
     result = export_wasm(model, tmp_path / "web", normalized(pre, calibration), weights_are_compressed=True)
     assert result.net.storage == "compressed"
-    assert result.card["builds"]["simd"]["bytes"] <= 490_000, result.card["builds"]
+    download = result.card["builds"]["simd"]["bytes"] + result.card["table"]["bytes"]
+    assert download <= 490_000, (result.card["builds"], result.card["table"])
     expected = reference.run_batch(result.net, test)
     for build in result.card["builds"]:
         got = scores_in_node(result.folder, build, test, tmp_path)
         assert np.array_equal(np.array(got["scores"]), expected), build
+
+
+def test_a_model_of_the_same_code_is_a_new_table_for_the_same_module(exported, small, tmp_path):
+    """Another model of the same architecture and options exports a byte-identical module: the
+    page's held module runs it once given its table (same scores as its own export), while a table
+    made for other code is refused in one line."""
+    result, _, test = exported
+    calibration = small[0]
+    other_weights = random_cifar_like(tmp_path / "other.safetensors", seed=1)
+    if result.net.storage == "compressed":
+        sqz = tmp_path / "other.sqz"
+        assert (
+            main(["compress", "-w", str(other_weights), "-o", str(sqz), "--density", "0.5", "--method", "nearest"]) == 0
+        )
+        other_weights = sqz
+    model = build_model_from_weights(other_weights).eval()
+    other = export_wasm(model, tmp_path / "other", normalized(PRE_32, calibration), storage=result.net.storage,
+                        weights_are_compressed=other_weights.suffix == ".sqz")  # fmt: skip
+    for build in builds_for(result.net.storage):
+        assert other.card["builds"][build]["sha256"] == result.card["builds"][build]["sha256"], build
+    assert other.card["table"]["layout"] == result.card["table"]["layout"]
+    assert other.card["table"]["sha256"] != result.card["table"]["sha256"]
+    raw = tmp_path / "pixels.bin"
+    raw.write_bytes(np.ascontiguousarray(test[:4]).tobytes())
+    got = node(result.folder, "simd", "--table", other.folder / TABLE_FILE, raw)
+    assert got.get("error") is None, got
+    assert np.array_equal(np.array(got["scores"]), reference.run_batch(other.net, test[:4]))
+    foreign = tmp_path / "foreign.bin"
+    data = bytearray((other.folder / TABLE_FILE).read_bytes())
+    data[8] ^= 0xFF  # the layout id: a table made for other code (the loader checks the card's SHA-256 first)
+    foreign.write_bytes(bytes(data))
+    refused = node(result.folder, "simd", "--table", foreign, raw)
+    assert refused["error"] == "squeezenet_weights.bin: made for another model's code", refused

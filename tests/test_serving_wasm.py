@@ -7,6 +7,8 @@ the server; the files are served by model id, immutable, and an old id is a 404.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -48,7 +50,18 @@ def test_the_server_offers_the_webassembly_build_by_id_immutable(wasm_server):
     assert model["format"] == "wasm" and model["weights"] == "int8"  # the release is a .net: int8 weights
     assert model["url"] == f"/v1/model/wasm/{model['id']}/" and info["onnx"]["format"] == "fp32"
     modules = {BUILDS[b][0] for b in builds_for("int8")}  # the relaxed build too where clang 16+ is installed
-    assert set(model["files"]) == {*modules, "squeezenet.json", "squeezenet.js", "preprocess.js"}
+    assert set(model["files"]) == {
+        *modules,
+        "squeezenet_weights.bin",
+        "squeezenet.json",
+        "squeezenet.js",
+        "preprocess.js",
+    }
+    table = httpx.get(wasm_server.url + model["url"] + "squeezenet_weights.bin")
+    assert (
+        table.status_code == 200
+        and len(table.content) == model["table"]["bytes"] == model["files"][table.url.path.rsplit("/", 1)[1]]
+    )
     assert {b: e["file"] for b, e in model["builds"].items()} == {b: BUILDS[b][0] for b in builds_for("int8")}
     wasm = httpx.get(wasm_server.url + model["url"] + "squeezenet.wasm")
     assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
@@ -145,49 +158,76 @@ def test_the_page_works_offline_once_loaded(dc_weights_path, imagenet_samples, b
     assert "the server did not answer" in page.inner_text("#agreement")
 
 
+def _swap(server, page, weights: Path, name: str, images: list[Path]) -> tuple[str, dict[str, int]]:
+    """The server swaps to ``weights`` (PUT); the page answers one image on the model it holds, then,
+    told of the swap by the next answer, updates: -> its status line and the requests of the update."""
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
+    put = httpx.put(server.url + "/v1/model", content=weights.read_bytes(), params={"name": name}, timeout=300,
+                    headers=headers)  # fmt: skip
+    assert put.status_code == 200, put.text
+    assert upload(page, images[0]) == "ready"  # still the old model in the browser; the answer names the new
+    seen = counted(page)
+    assert upload(page, images[1]) == "ready", page.inner_text("#error")
+    return page.inner_text("#browser-status"), seen
+
+
 def test_a_swap_to_an_update_reaches_the_page_as_a_delta_with_the_new_models_exact_scores(
     browser, imagenet_samples, tmp_path
 ):
-    """The page holds model A's WebAssembly build; the server swaps to B, made by ``train
-    --update-of A``; the page fetches the byte delta of its module (counted), patches the module it
-    kept, checks the hash, and its scores are those of B's module downloaded whole."""
+    """The page holds model A's WebAssembly build. The server swaps to B, made by ``train --update-of
+    A`` on three classes (A has ten): another classifier shape, so other code; the page fetches the
+    byte deltas of its module and its weight table. Then to C, made by ``train --update-of B``: the
+    same code, so the module it holds runs C and the page fetches the delta of the table alone. Each
+    update is counted, both hashes are checked, and C's scores equal C's downloaded whole."""
     from test_sqz_delta import compressed_cifar_like, tiny_images, update_run
 
     a = compressed_cifar_like(tmp_path)
-    b = update_run(a, tiny_images(tmp_path / "images"), tmp_path / "run", "codebooks").run_dir / "update.sqz"
+    pictures = tiny_images(tmp_path / "images")
+    b = update_run(a, pictures, tmp_path / "b", "codebooks").run_dir / "update.sqz"
+    c = update_run(b, pictures, tmp_path / "c", "codebooks").run_dir / "update.sqz"
     folder = tmp_path / "calibration"
     folder.mkdir()
     for i, image in enumerate(sorted(imagenet_samples.rglob("*.JPEG"))[:16:2]):
         (folder / f"{i}.jpeg").symlink_to(image)
     server = ServerProcess("-w", str(a), "--calibration", str(folder), "--token", TOKEN)
-    images = [imagenet_samples / name for name, _ in CONFIDENT[:3]]  # a new file each time: a change event
+    images = sorted(imagenet_samples.rglob("*.JPEG"))[1:11:2]  # a new file each time: a change event
     try:
         page = open_page(browser, server)
         page.check("#in-browser")
         page.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
                                timeout=180_000)  # fmt: skip
         assert upload(page, images[0]) == "ready", page.inner_text("#error")
-        module = httpx.get(server.url + "/v1/browser").json()["model"]["bytes"]
-        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
-        put = httpx.put(server.url + "/v1/model", content=b.read_bytes(), params={"name": "b.sqz"}, timeout=300,
-                        headers=headers)  # fmt: skip
-        assert put.status_code == 200, put.text
-        assert upload(page, images[1]) == "ready"  # still A in the browser; the server's answer names B
-        seen = counted(page)
-        assert upload(page, images[2]) == "ready", page.inner_text("#error")
-        status = page.inner_text("#browser-status")
-        assert "updated from model" in status and "delta instead of the whole" in status, status
-        delta = sum(size for url, size in seen.items() if "/v1/model/wasm-delta" in url)
-        whole = sum(size for url, size in seen.items() if "/v1/model/wasm/" in url and url.endswith(".wasm"))
-        assert 0 < delta < module // 5 and whole == 0, seen
+        held = httpx.get(server.url + "/v1/browser").json()["model"]
+        first, updates = held["id"], {}
+        for name, weights, shots in (("b.sqz", b, images[1:3]), ("c.sqz", c, images[3:5])):
+            status, seen = _swap(server, page, weights, name, shots)
+            now = httpx.get(server.url + "/v1/browser").json()["model"]
+            assert "updated from model" in status and "delta instead of the whole" in status, status
+            deltas = {url: size for url, size in seen.items() if "/v1/model/wasm-delta" in url}
+            whole = sum(
+                size for url, size in seen.items() if "/v1/model/wasm/" in url and url.endswith((".wasm", ".bin"))
+            )
+            assert deltas and whole == 0 and now["table"]["sha256"] != held["table"]["sha256"], seen
+            assert 0 < sum(deltas.values()) < (now["bytes"] + now["table"]["bytes"]) // 5, deltas
+            same_code = now["sha256"] == held["sha256"]
+            tables_only = all("file=squeezenet_weights.bin" in url for url in deltas)
+            assert same_code == tables_only == ("the module it held runs the new weight table" in status), status
+            updates[name] = (same_code, sum(deltas.values()), now["bytes"] + now["table"]["bytes"])
+            held = now
+        assert updates["b.sqz"][0] is False and updates["c.sqz"][0] is True, updates  # 10 -> 3 classes, then 3
+        for bad in ("squeezenet.json", "../squeezenet_weights.bin", "squeezenet.wasm/../squeezenet_weights.bin"):
+            refused = httpx.get(server.url + "/v1/model/wasm-delta", params={"from": first, "file": bad}, timeout=30)
+            assert refused.status_code == 404 and refused.json()["error"]["kind"] == "no_delta", bad
         patched_scores = page.get_attribute("#result", "data-scores")
-        fresh = open_page(browser, server)  # B's module downloaded whole, in a context of its own
+        fresh = open_page(browser, server)  # C downloaded whole, in a context of its own
         fresh.check("#in-browser")
         fresh.wait_for_function("document.querySelector('#browser-status').textContent.includes('downloaded once')",
                                 timeout=180_000)  # fmt: skip
-        assert upload(fresh, images[2]) == "ready"
+        assert upload(fresh, images[4]) == "ready"
         assert patched_scores == fresh.get_attribute("#result", "data-scores")
-        print(f"\n[update to the page: {delta:,} bytes fetched instead of the {module:,}-byte module]")
+        for name, (same_code, delta, whole_model) in updates.items():
+            kind = "the weight table" if same_code else "module and weight table"
+            print(f"\n[update to {name}: {delta:,} bytes ({kind}) instead of the {whole_model:,}-byte model]")
         assert page.errors == [] and fresh.errors == []
     finally:
         server.stop()

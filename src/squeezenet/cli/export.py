@@ -178,10 +178,11 @@ def _run_integer(args: argparse.Namespace, fmt: str) -> int:
     done = f"{net.storage} weights, {net.size}x{net.size} input, calibrated on {len(data)} images, {net.arch}"
     if fmt == "wasm":
         builds = ", ".join(f"{b['file']} {b['bytes']:,} bytes" for b in result.card["builds"].values())
-        print(f"wrote {folder}/ (WebAssembly: {builds}; {done})")
+        table = result.card["table"]
+        print(f"wrote {folder}/ (WebAssembly: {builds}; weight table {table['file']} {table['bytes']:,} bytes; {done})")
         if net.storage == "int8" and "relaxed" not in result.card["builds"]:
             print(f"note: {RELAXED_TOOLCHAIN_HINT}")
         return 0
-    print(f"wrote {folder}/ (C99, {result.weight_bytes:,} bytes of weight tables, {done})")
+    print(f"wrote {folder}/ (C99, weight table {result.weight_bytes:,} bytes, {done})")
     print(result.plan)
     return 0

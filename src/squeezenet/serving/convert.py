@@ -145,7 +145,7 @@ def _wasm_build(model, kind: str, outdir: Path, calibration, calibration_limit: 
     simd = result.card["builds"]["simd"]  # every engine but the oldest: the entry's figures; "builds": each
     files = {p.name: p.stat().st_size for p in sorted(result.folder.iterdir()) if p.name != "README.md"}
     return {"bytes": simd["bytes"], "sha256": simd["sha256"], "weights": result.net.storage, "files": files,
-            "builds": result.card["builds"]}  # fmt: skip
+            "builds": result.card["builds"], "table": result.card["table"]}  # fmt: skip
 
 
 def _check_browser_model(data: bytes, browser: str, probe, logits, weights: Path, threads: int | None) -> float:

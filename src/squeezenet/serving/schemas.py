@@ -146,6 +146,11 @@ class BrowserModel(BaseModel):
         description="wasm: each build (relaxed, simd, portable) with its file, bytes and sha256; the "
         "page's loader takes the first its engine runs",
     )
+    table: dict[str, Any] | None = Field(
+        None,
+        description="wasm: the weight table the module binds (file, bytes, sha256, layout): a model of the same "
+        "code (one made by train --update-of) is a new table for the module a page holds",
+    )
     max_logit_difference: float | None = Field(None, description="against the served graph, on the probe input")
 
 

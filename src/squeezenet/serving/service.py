@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from squeezenet.errors import WeightsError
+from squeezenet.export.c.table import TABLE_FILE
 from squeezenet.serving.batching import Batcher
 from squeezenet.serving.bytedelta import make_byte_delta
 from squeezenet.serving.config import ORT_WEB_DIST, ServeConfig
@@ -188,11 +189,12 @@ class Service:
         return await self._delta((kept[0], current.card["sha256"], "sqzd"), make, old, new)
 
     async def wasm_delta_from(self, model_id: str, name: str) -> bytes | None:
-        """The byte delta (``bytedelta``) from the WebAssembly file ``name`` of the recent model
-        ``model_id`` to the same file of the one served now; None when either has no such file."""
+        """The byte delta (``bytedelta``) from the WebAssembly file ``name`` (a module, or the weight
+        table) of the recent model ``model_id`` to the same file of the one served now; None when either
+        has no such file."""
         current, kept = self.holder.current, self._kept_folder(model_id)
         folder = current.wasm_folder
-        if kept is None or folder is None or model_id == current.id or not name.endswith(".wasm"):
+        if kept is None or folder is None or model_id == current.id or not name.endswith((".wasm", TABLE_FILE)):
             return None
         old_path, new_path = kept[1] / "wasm" / name, folder / name
         if name not in current.card["browser"].get("files", {}) or not old_path.is_file() or not new_path.is_file():

@@ -16,15 +16,10 @@ import numpy as np
 from squeezenet.export.c.arena import Buffer, describe, fast_path_scratch, stem_geometry
 from squeezenet.export.c.arithmetic import QuantConv, QuantNet, element_bytes
 from squeezenet.export.c.streams import PROB_BITS, PROB_SCALE, LayerStream, codebook_bytes
+from squeezenet.export.c.table import TABLE_FILE, VERSION, TableBuilder, layout_id
 
-C_TYPES = {
-    np.dtype(np.int8): "int8_t",
-    np.dtype(np.uint8): "uint8_t",
-    np.dtype(np.int16): "int16_t",
-    np.dtype(np.uint16): "uint16_t",
-    np.dtype(np.int32): "int32_t",
-}
-PER_LINE = 24
+PER_LINE = 12
+LAYOUT_PLACEHOLDER = "#define SQN_LAYOUT 0x00000000u"
 
 
 # The runtime's parts (templates/), in the order one translation unit needs them: squeezenet_model.c
@@ -42,11 +37,15 @@ RUNTIME_FILES = (
     "kernels_relaxed.c",
     "graph.c",
 )
+TABLE_BINDER = "table.c"  # after the descriptors it binds
+
+
+def _template(name: str) -> str:
+    return resources.files("squeezenet.export.c").joinpath("templates", name).read_text()
 
 
 def runtime_source() -> str:
-    templates = resources.files("squeezenet.export.c").joinpath("templates")
-    return "\n".join(templates.joinpath(name).read_text() for name in RUNTIME_FILES)
+    return "\n".join(_template(name) for name in RUNTIME_FILES)
 
 
 def _c_string(text: str) -> str:
@@ -54,51 +53,20 @@ def _c_string(text: str) -> str:
     return '"' + "".join(ch if 32 <= ord(ch) < 127 else f"\\{ord(ch):03o}" for ch in out) + '"'
 
 
-class _Tables:
-    """Collects the const arrays of squeezenet_weights.c and their extern declarations."""
-
-    def __init__(self) -> None:
-        self.definitions: list[str] = []
-        self.declarations: list[str] = []
-        self.nbytes = 0
-
-    def add(self, name: str, values: np.ndarray, dtype) -> str:
-        values = np.asarray(values).astype(dtype).ravel()
-        ctype = C_TYPES[np.dtype(dtype)]
-        body = [
-            "    " + ", ".join(str(int(v)) for v in values[i : i + PER_LINE]) + ","
-            for i in range(0, len(values), PER_LINE)
-        ]
-        self.definitions.append(f"const {ctype} {name}[{len(values)}] = {{\n" + "\n".join(body) + "\n};\n")
-        self.declarations.append(f"extern const {ctype} {name}[{len(values)}];")
-        self.nbytes += values.nbytes
-        return name
-
-
-def _conv_descriptor(tag: str, conv: QuantConv, stream: LayerStream | None, tables: _Tables) -> str:
-    fields = {
-        "cin": conv.cin,
-        "cout": conv.cout,
-        "k": conv.kernel,
-        "bias_shift": conv.bias_shift,
-        "bias": tables.add(f"sqn_{tag}_bias", conv.bias16, np.int16),
-    }
+def _conv_descriptor(target: str, conv: QuantConv, stream: LayerStream | None, table: TableBuilder) -> str:
+    """The convolution's shape (code); its values go to the weight table, bound to ``target`` at run time."""
     if stream is None:
         # [cout][k][k][cin] past conv1: four consecutive weights are the VNNI path's quad
-        weight = conv.weight if tag == "stem" else conv.weight.transpose(0, 2, 3, 1)
-        fields["w"] = tables.add(f"sqn_{tag}_w", weight, np.int8)
-        fields["mult"] = tables.add(f"sqn_{tag}_mult", conv.mult, np.int32)
-        fields["shift"] = tables.add(f"sqn_{tag}_shift", conv.shift, np.uint8)
+        weight = conv.weight if target.startswith("sqn_stem") else conv.weight.transpose(0, 2, 3, 1)
+        arrays = [(weight, np.int8), (conv.mult, np.int32), (conv.shift, np.uint8)]
+        params = [conv.bias_shift, 0, 0, 0, 0, 0]
     else:
-        fields["words"] = tables.add(f"sqn_{tag}_words", stream.words, np.uint16)
         blob = stream.tables + codebook_bytes(conv.codebook)
-        fields["tables"] = tables.add(f"sqn_{tag}_tables", np.frombuffer(blob, np.uint8), np.uint8)
-        fields["entries"] = f"{stream.entries}u"
-        fields["codes"] = len(stream.code_freqs)
-        fields["gap_alphabet"] = stream.gap_alphabet
-        fields["layer_mult"] = conv.layer_mult
-        fields["layer_shift"] = conv.layer_shift
-    return "{" + _fields_text(fields) + "}"
+        arrays = [(stream.words, np.uint16), (np.frombuffer(blob, np.uint8), np.uint8)]
+        params = [conv.bias_shift, stream.entries, len(stream.code_freqs), stream.gap_alphabet]
+        params += [conv.layer_mult, conv.layer_shift]
+    table.add_conv(target, conv.bias16, arrays, params, compressed=stream is not None)
+    return "{" + _fields_text({"cin": conv.cin, "cout": conv.cout, "k": conv.kernel}) + "}"
 
 
 def _header(net: QuantNet, arena: int) -> str:
@@ -125,8 +93,28 @@ extern "C" {{
 /* image: SQUEEZENET_INPUT_SIZE x SQUEEZENET_INPUT_SIZE pixels, rows top to bottom, {channels},
  * already resized and centre-cropped to that size (the caller's job; the normalisation is built in).
  * scores: SQUEEZENET_NUM_CLASSES integers, written. Returns the top-1 class (the lowest index
- * on a tie), or -1 if a pointer is NULL. Not reentrant: one static arena. */
+ * on a tie), -1 if a pointer is NULL, -2 if no weight table is bound (see below). Not reentrant: one
+ * static arena. */
 int squeezenet_run(const uint8_t *image, int32_t *scores);
+
+/* The weights: one table apart from the code (docs/c-export.md, "The weight table"), so that an update
+ * is a new table, never new code. squeezenet_run binds the table linked in (squeezenet_weights.c) at its
+ * first call; squeezenet_use_weights binds another (4-byte aligned, little-endian CPUs, kept in place
+ * while in use) after checking its header, its CRC-32 and every field. It returns 0, or one of the
+ * errors below and keeps the table bound before. Then squeezenet_run returns -2 when no table can be bound. */
+#define SQUEEZENET_TABLE_MISSING (-1)      /* NULL, or not aligned to 4 bytes */
+#define SQUEEZENET_TABLE_NOT_A_TABLE (-2)  /* no SQNW header of this version (or a big-endian CPU) */
+#define SQUEEZENET_TABLE_OTHER_MODEL (-3)  /* made for other code: another architecture, class count or option */
+#define SQUEEZENET_TABLE_DAMAGED (-4)      /* its length or CRC-32 is not its header's */
+#define SQUEEZENET_TABLE_BAD_FIELD (-5)    /* a field outside it, of the wrong length, or with values out of range */
+int squeezenet_use_weights(const uint8_t *table, uint32_t bytes);
+/* the bound table's SQUEEZENET_SCORE_SCALE, as float32 bits (IEEE 754; 0 when none is bound): the
+ * runtime has no floating point, a caller copies the bits into a float (memcpy) */
+uint32_t squeezenet_score_scale_bits(void);
+
+/* in squeezenet_weights.c: the table linked in (its bytes are those of squeezenet_weights.bin) */
+extern const uint32_t squeezenet_weight_table[];
+extern const uint32_t squeezenet_weight_table_bytes;
 
 /* in squeezenet_labels.c (optional) */
 extern const char *const squeezenet_class_names[SQUEEZENET_NUM_CLASSES];
@@ -149,10 +137,11 @@ def _fields_text(fields: dict) -> str:
     return ", ".join(f".{k} = {v}" for k, v in fields.items())
 
 
-def _stem_descriptor(net: QuantNet, stream: LayerStream | None, tables: _Tables) -> str:
+def _stem_descriptor(net: QuantNet, stream: LayerStream | None, table: TableBuilder) -> str:
     geo = stem_geometry(net)
+    table.add_zero_points(net.zero_points)
     fields = {
-        "conv": _conv_descriptor("stem", net.stem, stream, tables),
+        "conv": _conv_descriptor("sqn_stem_layer.conv", net.stem, stream, table),
         "in_size": net.size,
         "conv_size": geo["conv_size"],
         "out_size": geo["out_size"],
@@ -160,7 +149,6 @@ def _stem_descriptor(net: QuantNet, stream: LayerStream | None, tables: _Tables)
         "stride": net.stem.stride,
         "pad": net.stem.padding,
         "pool": int(net.stem_pool),
-        "zero": tables.add("sqn_stem_zero", net.zero_points, np.int16),
     }
     return _fields_text(fields)
 
@@ -177,28 +165,25 @@ def _stem_weights(bufs: dict[str, Buffer], compressed: bool) -> str:
     )
 
 
-def _fire_descriptors(net: QuantNet, streams: dict, bufs: dict[str, Buffer], tables: _Tables) -> list[str]:
+def _fire_descriptors(net: QuantNet, streams: dict, bufs: dict[str, Buffer], table: TableBuilder) -> list[str]:
     fires = []
     inputs = "stem.out"
     for i, fire in enumerate(net.fires):
         tag = f"fire{i + 2}"
-        convs = {
-            "squeeze": (fire.squeeze, "s"),
-            "expand1x1": (fire.expand1x1, "e1"),
-            "expand3x3": (fire.expand3x3, "e3"),
-        }
+        convs = {"squeeze": fire.squeeze, "expand1x1": fire.expand1x1, "expand3x3": fire.expand3x3}
         fields = {
-            name: _conv_descriptor(f"f{i + 2}{short}", conv, streams.get(conv.name), tables)
-            for name, (conv, short) in convs.items()
+            name: _conv_descriptor(f"sqn_fires[{i}].{name}", conv, streams.get(conv.name), table)
+            for name, conv in convs.items()
         }
-        bypass = fire.bypass or (0, 1)
+        if fire.bypass is not None:
+            table.add_bypass(f"sqn_fires[{i}]", *fire.bypass)
         fields.update(
             size=fire.size,
             pool=int(fire.pool),
             bypass=int(fire.bypass is not None),
             in_wide=int(element_bytes(net.fire_input_max(i)) > 1),
-            bypass_mult=bypass[0],
-            bypass_shift=bypass[1],
+            bypass_mult=0,  # the table's, where there is a bypass
+            bypass_shift=1,
             **{"in": f"{bufs[inputs].offset}u", "sq": f"{bufs[tag + '.squeeze'].offset}u"},
             out=f"{bufs[tag + '.out'].offset}u",
             plane=f"{bufs[tag + '.plane'].offset if tag + '.plane' in bufs else 0}u",
@@ -208,15 +193,15 @@ def _fire_descriptors(net: QuantNet, streams: dict, bufs: dict[str, Buffer], tab
     return fires
 
 
-def _classifier_descriptor(net: QuantNet, streams: dict, bufs: dict[str, Buffer], tables: _Tables) -> str:
+def _classifier_descriptor(net: QuantNet, streams: dict, bufs: dict[str, Buffer], table: TableBuilder) -> str:
     cls = net.classifier
     inputs = bufs[f"fire{len(net.fires) + 1}.out" if net.fires else "stem.out"]
     side = round((inputs.size / cls.cin) ** 0.5)
-    conv = _conv_descriptor("cls", cls, streams.get(cls.name), tables)
+    conv = _conv_descriptor("sqn_cls.conv", cls, streams.get(cls.name), table)
     return f".conv = {conv}, .size = {side}, .pad = {cls.padding}, .in = {inputs.offset}u"
 
 
-def _model_defines(net: QuantNet, arena: int, stem_compressed: bool) -> str:
+def _model_defines(net: QuantNet, arena: int, stem_compressed: bool, fields: int) -> str:
     fast = fast_path_scratch(net)
     storage = (
         " (codebook indices and sparse positions, rANS-coded per layer, decoded inside the convolution loop)"
@@ -235,6 +220,15 @@ def _model_defines(net: QuantNet, arena: int, stem_compressed: bool) -> str:
 #define SQN_PROB_BITS {PROB_BITS}
 #define SQN_PROB_SCALE {PROB_SCALE}u
 #define SQN_FIRES {len(net.fires)}
+/* the weight table this code binds (docs/c-export.md): its format, its field count, and the layout's
+ * name (a CRC-32 of this file with the name left out); SQN_LINKED_TABLE 0 builds without
+ * squeezenet_weights.c, taking every table from squeezenet_use_weights (the WebAssembly build) */
+#define SQN_TABLE_VERSION {VERSION}u
+#define SQN_TABLE_FIELDS {fields}u
+{LAYOUT_PLACEHOLDER}
+#ifndef SQN_LINKED_TABLE
+#define SQN_LINKED_TABLE 1
+#endif
 #define SQN_STEM_MAX {net.stem_max} /* conv1's output: uint8, or uint16 above 255 */
 #define SQN_SQUEEZE_MAX {net.squeeze_max} /* squeeze outputs: uint8, or uint16 above 255 */
 /* static buffers of the x86 AVX-512 VNNI path, compiled only where it runs (int8 builds) */
@@ -260,6 +254,7 @@ def _entry_point(bufs: dict[str, Buffer], stem_weights: str) -> str:
     sqn_stem_weights sw;
     int32_t i, best = 0;
     if (!image || !scores) return -1;
+    if (!sqn_bound && sqn_use_linked()) return -2;
     w.acc = {at("acc", "int32_t")};
     w.entries = {at("entries", "sqn_entry")};
     w.tables = {at("tables", "sqn_tables")};
@@ -275,31 +270,35 @@ def _entry_point(bufs: dict[str, Buffer], stem_weights: str) -> str:
 """
 
 
-def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], tables: _Tables) -> str:
+def _model_source(net: QuantNet, streams, arena: int, bufs: dict[str, Buffer], table: TableBuilder) -> tuple[str, int]:
+    """squeezenet_model.c and its layout id: its own CRC-32, taken with the id's line as a placeholder."""
     streams = streams or {}
     stem_compressed = net.stem.name in streams
-    stem = _stem_descriptor(net, streams.get(net.stem.name), tables)
-    fires = _fire_descriptors(net, streams, bufs, tables)
-    classifier = _classifier_descriptor(net, streams, bufs, tables)
-    return f"""{_model_defines(net, arena, stem_compressed)}
+    stem = _stem_descriptor(net, streams.get(net.stem.name), table)
+    fires = _fire_descriptors(net, streams, bufs, table)
+    classifier = _classifier_descriptor(net, streams, bufs, table)
+    table.add_score_scale(net.score_scale)
+    code = f"""{_model_defines(net, arena, stem_compressed, table.field_count)}
 {runtime_source()}
-/* ---- the model --------------------------------------------------------------------------- */
-{chr(10).join(tables.declarations)}
+/* ---- the model: its shape here, its values in the weight table (sqn_bind points them there) ---- */
+static sqn_stem sqn_stem_layer = {{{stem}}};
 
-static const sqn_stem sqn_stem_layer = {{{stem}}};
-
-static const sqn_fire sqn_fires[SQN_FIRES] = {{
+static sqn_fire sqn_fires[SQN_FIRES] = {{
 {("," + chr(10)).join(fires)}
 }};
 
-static const sqn_classifier sqn_cls = {{{classifier}}};
+static sqn_classifier sqn_cls = {{{classifier}}};
 
+{table.bind_source()}
+{_template(TABLE_BINDER)}
 static union {{
     uint64_t align;
     uint8_t bytes[SQUEEZENET_ARENA_BYTES];
 }} sqn_arena;
 
 {_entry_point(bufs, _stem_weights(bufs, stem_compressed))}"""
+    layout = layout_id(code)
+    return code.replace(LAYOUT_PLACEHOLDER, f"#define SQN_LAYOUT 0x{layout:08x}u"), layout
 
 
 def _labels_source(net: QuantNet) -> str:
@@ -314,22 +313,49 @@ def _labels_source(net: QuantNet) -> str:
 EXAMPLE = r"""/* Demo: classify one binary PPM (P6, RGB) or PGM (P5, grayscale) image that is already
  * SQUEEZENET_INPUT_SIZE pixels square. Build:
  *   cc -std=c99 -O2 squeezenet_example.c squeezenet_model.c squeezenet_weights.c squeezenet_labels.c
- * Prints the five best classes with their scores (integer, and times SQUEEZENET_SCORE_SCALE). */
+ * Prints the five best classes with their scores (integer, and times the score scale).
+ * A second argument names a weight table file to run on instead of the one linked in. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "squeezenet_model.h"
 
 static uint8_t image[SQUEEZENET_INPUT_SIZE * SQUEEZENET_INPUT_SIZE * SQUEEZENET_INPUT_CHANNELS];
 static int32_t scores[SQUEEZENET_NUM_CLASSES];
 
+/* runs on the weight table in the file at path (squeezenet_weights.bin, or one a delta patched)
+ * instead of the one linked in */
+static int use_table(const char *path)
+{
+    static const char *why[] = {"", "missing", "not a weight table", "made for another model's code",
+                                "damaged (length or CRC-32)", "has a field this code cannot run"};
+    FILE *f = fopen(path, "rb");
+    long n = -1;
+    uint8_t *table = 0;
+    int r;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0)
+        table = (uint8_t *)malloc((size_t)n);
+    if (!table || fread(table, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "%s: cannot read it\n", path);
+        return 0;
+    }
+    fclose(f);
+    r = squeezenet_use_weights(table, (uint32_t)n);
+    if (r) fprintf(stderr, "%s: %s\n", path, why[-r]);
+    return r == 0;
+}
+
 int main(int argc, char **argv)
 {
     FILE *f;
     char magic[3] = {0, 0, 0};
     int w = 0, h = 0, maxval = 0, rank, i, best;
+    uint32_t bits;
+    float scale;
     unsigned char used[SQUEEZENET_NUM_CLASSES];
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s IMAGE.ppm\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s IMAGE.ppm [WEIGHTS.bin]\n", argv[0]);
         return 2;
     }
     f = fopen(argv[1], "rb");
@@ -345,14 +371,20 @@ int main(int argc, char **argv)
         return 1;
     }
     fclose(f);
-    squeezenet_run(image, scores);
+    if (argc == 3 && !use_table(argv[2])) return 1;
+    if (squeezenet_run(image, scores) < 0) {
+        fprintf(stderr, "no weight table this code can run\n");
+        return 1;
+    }
+    bits = squeezenet_score_scale_bits(); /* the table's own: another table has another scale */
+    memcpy(&scale, &bits, sizeof scale);
     for (i = 0; i < SQUEEZENET_NUM_CLASSES; i++) used[i] = 0;
     for (rank = 0; rank < 5 && rank < SQUEEZENET_NUM_CLASSES; rank++) {
         best = -1;
         for (i = 0; i < SQUEEZENET_NUM_CLASSES; i++)
             if (!used[i] && (best < 0 || scores[i] > scores[best])) best = i;
         used[best] = 1;
-        printf("%d\t%ld\t%.4f\t%s\n", best, (long)scores[best], scores[best] * SQUEEZENET_SCORE_SCALE,
+        printf("%d\t%ld\t%.4f\t%s\n", best, (long)scores[best], scores[best] * scale,
                squeezenet_class_names[best]);
     }
     return 0;
@@ -360,22 +392,37 @@ int main(int argc, char **argv)
 """
 
 
-def generate(net: QuantNet, arena: int, bufs: dict[str, Buffer], streams=None) -> tuple[dict[str, str], dict]:
-    """-> ({file name: text}, facts: weight table bytes, arena)."""
-    tables = _Tables()
-    model = _model_source(net, streams, arena, bufs, tables)
-    weights = "#include <stdint.h>\n\n/* every weight table of the model (const: flash) */\n\n" + "\n".join(
-        tables.definitions
+def _weights_source(table: bytes) -> str:
+    """squeezenet_weights.c: the table as 32-bit words (aligned for the int16 and int32 fields read in place)."""
+    words = np.frombuffer(table, dtype="<u4")
+    body = "\n".join(
+        "    " + ", ".join(f"0x{int(v):08x}u" for v in words[i : i + PER_LINE]) + ","
+        for i in range(0, len(words), PER_LINE)
     )
+    return (
+        '#include "squeezenet_model.h"\n\n'
+        "/* the weight table (docs/c-export.md): every value training changes, const (flash); little-endian words,\n"
+        f" * the bytes of {TABLE_FILE} */\n"
+        f"const uint32_t squeezenet_weight_table[{len(words)}] = {{\n{body}\n}};\n"
+        f"const uint32_t squeezenet_weight_table_bytes = {len(table)}u;\n"
+    )
+
+
+def generate(net: QuantNet, arena: int, bufs: dict[str, Buffer], streams=None) -> tuple[dict[str, str | bytes], dict]:
+    """-> ({file name: text, or the table's bytes}, facts: weight table bytes, layout id, arena)."""
+    table = TableBuilder()
+    model, layout = _model_source(net, streams, arena, bufs, table)
+    blob = table.to_bytes(layout)
     files = {
         "squeezenet_model.h": _header(net, arena),
         "squeezenet_model.c": model,
-        "squeezenet_weights.c": weights,
+        "squeezenet_weights.c": _weights_source(blob),
+        TABLE_FILE: blob,
         "squeezenet_labels.c": _labels_source(net),
         "squeezenet_example.c": EXAMPLE,
-        "README.md": _readme(net, arena, bufs, tables.nbytes),
+        "README.md": _readme(net, arena, bufs, len(blob)),
     }
-    return files, {"weight_bytes": tables.nbytes, "arena_bytes": arena}
+    return files, {"weight_bytes": len(blob), "arena_bytes": arena, "layout": f"{layout:08x}"}
 
 
 def _fast_path_note(net: QuantNet) -> str:
@@ -405,7 +452,11 @@ model's class score is about `SQUEEZENET_SCORE_SCALE` ({net.score_scale:.6g}) ti
 Build the demo: `cc -std=c99 -O2 squeezenet_example.c squeezenet_model.c squeezenet_weights.c squeezenet_labels.c`
 (`squeezenet_labels.c` only holds the class names).
 
-Weight tables: {weight_bytes:,} bytes of `const` data in `squeezenet_weights.c`.
+Weight table: {weight_bytes:,} bytes of `const` data in `squeezenet_weights.c`, the same bytes as
+`squeezenet_weights.bin`. `squeezenet_run` binds it at its first call; `squeezenet_use_weights(table, bytes)`
+runs on another table (a model fine-tuned with `train --update-of`, patched in place of this one) as long as it
+was made for this code: a table of another architecture, class count or build option is refused.
+`./squeezenet_example IMAGE.ppm squeezenet_weights.bin` shows it.
 {_fast_path_note(net)}
 
 ```

@@ -1,8 +1,12 @@
-"""WebAssembly export: the integer C export compiled for ``wasm32``, weights inside, and an ES module that runs it.
+"""WebAssembly export: the integer C export compiled for ``wasm32``, its weight table beside it, and an ES
+module that runs them.
 
 A browser that classifies in the page then downloads the model (about the size of its ``.sqz``),
 not a general runtime many times larger. The C sources are ``build_c``'s, unchanged but for
 ``glue.c`` (the entry points a WebAssembly host can call); clang compiles them with no C library.
+The module holds the code alone (built without ``squeezenet_weights.c``): the loader writes the
+weight table (``squeezenet_weights.bin``, export.c.table) into its memory and binds it, so that a
+model fine-tuned from this one reaches a page as a new table for the module it already holds.
 Two builds: one with WASM SIMD128 (every current browser and Node.js; the hot convolutions then
 run the kernels of ``kernels_wasm.c``), one without (engines that lack SIMD128); for int8 weights a
 third, with relaxed SIMD too (``kernels_relaxed.c``: int8 dot products, one vpdpbusd on x86 CPUs with
@@ -10,9 +14,10 @@ AVX-VNNI), where a clang new enough for it is installed. The loader picks the fi
 All give the integers of ``squeezenet.export.c.reference``, bit for bit.
 
 The folder: ``squeezenet.wasm``, ``squeezenet-portable.wasm`` (and ``squeezenet-relaxed.wasm``);
-``squeezenet.json``, the model card (shape, classes, preprocessing, score scale, each build's size and
-SHA-256); ``squeezenet.js``, the loader (no dependency beyond ``preprocess.js``, the project's
-preprocessing in JavaScript, copied beside it); ``README.md``. docs/wasm.md has the API and measured figures.
+``squeezenet_weights.bin``; ``squeezenet.json``, the model card (shape, classes, preprocessing, score
+scale, each build's and the table's size and SHA-256, the table's layout id); ``squeezenet.js``, the
+loader (no dependency beyond ``preprocess.js``, the project's preprocessing in JavaScript, copied
+beside it); ``README.md``. docs/wasm.md has the API and measured figures.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ import numpy as np
 from squeezenet.errors import DeployError
 from squeezenet.export.c import build_c, check_output_folder, write_folder
 from squeezenet.export.c.pixels import input_settings
+from squeezenet.export.c.table import TABLE_FILE
 from squeezenet.export.formats import RELAXED_TOOLCHAIN_HINT, WASM_TOOLCHAIN_HINT, find_clang, find_relaxed_clang
 
 CARD_FILE = "squeezenet.json"
 LOADER_FILE = "squeezenet.js"
 PREPROCESS_FILE = "preprocess.js"
 CARD_FORMAT = "squeezenet-wasm"
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: the weights are a table beside the modules
 # build name -> (file, clang flags beyond the common ones); the loader takes the first the engine validates
 BUILDS = {
     "relaxed": ("squeezenet-relaxed.wasm", ("-msimd128", "-mrelaxed-simd")),  # int8 weights only
@@ -51,9 +57,21 @@ EXPORTS = (
     "squeezenet_input_channels",
     "squeezenet_num_classes",
     "squeezenet_dots",
+    "squeezenet_table",
+    "squeezenet_use_table",
 )
 # -nostdlib: no C library; -mbulk-memory: memset/memcpy as instructions, not calls into one
-COMMON_FLAGS = ("--target=wasm32", "-O2", "-std=c99", "-nostdlib", "-mbulk-memory", "-Wall", "-Wextra")
+# SQN_LINKED_TABLE=0: the weight table is not compiled in (the loader binds squeezenet_weights.bin)
+COMMON_FLAGS = (
+    "--target=wasm32",
+    "-O2",
+    "-std=c99",
+    "-nostdlib",
+    "-mbulk-memory",
+    "-Wall",
+    "-Wextra",
+    "-DSQN_LINKED_TABLE=0",
+)
 LINK_FLAGS = ("-Wl,--no-entry", "-Wl,--strip-all", "-Wl,-z,stack-size=131072", *(f"-Wl,--export={e}" for e in EXPORTS))
 
 
@@ -78,8 +96,9 @@ def compile_wasm(sources: dict[str, str], build: str, extra_flags: tuple[str, ..
     with tempfile.TemporaryDirectory(prefix="squeezenet-wasm-") as tmp:
         folder = Path(tmp)
         for name, text in {**sources, "squeezenet_wasm.c": _package_file(__name__, "glue.c")}.items():
-            (folder / name).write_text(text)
-        units = ["squeezenet_model.c", "squeezenet_weights.c", "squeezenet_wasm.c"]
+            if isinstance(text, str):
+                (folder / name).write_text(text)
+        units = ["squeezenet_model.c", "squeezenet_wasm.c"]
         out = folder / "out.wasm"
         command = [clang, *COMMON_FLAGS, *BUILDS[build][1], *extra_flags, *LINK_FLAGS, *units, "-o", str(out)]
         done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
@@ -103,7 +122,7 @@ def _build_facts(data: bytes, file: str) -> dict:
     return {"file": file, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def model_card(net, preprocessing: dict, builds: dict[str, dict], calibration: dict) -> dict:
+def model_card(net, preprocessing: dict, builds: dict[str, dict], table: dict, calibration: dict) -> dict:
     """What the loader needs besides the module: the input it takes, what the scores mean, the builds."""
     return {
         "format": CARD_FORMAT,
@@ -117,6 +136,7 @@ def model_card(net, preprocessing: dict, builds: dict[str, dict], calibration: d
         "preprocessing": preprocessing,
         "classes": list(net.classes or [f"class {i}" for i in range(net.num_classes)]),
         "builds": builds,
+        "table": table,
         "calibration": calibration,
     }
 
@@ -125,13 +145,15 @@ def _readme(card: dict) -> str:
     sizes = ", ".join(f"`{b['file']}` {b['bytes']:,} bytes" for b in card["builds"].values())
     return f"""# {card["arch"]} as WebAssembly ({card["weights"]} weights)
 
-Generated by `squeezenet export --format wasm`: the integer C export compiled for wasm32 with its
-weights inside ({sizes}). In a browser (a module Web Worker keeps the page responsive), in
-Node.js, or in any engine that runs WebAssembly with SIMD128 (else the portable build):
+Generated by `squeezenet export --format wasm`: the integer C export compiled for wasm32 ({sizes}),
+and its weight table (`{TABLE_FILE}`, {card["table"]["bytes"]:,} bytes), which the loader writes into
+the module's memory: a model fine-tuned from this one is a new table for the same module. In a
+browser (a module Web Worker keeps the page responsive), in Node.js, or in any engine that runs
+WebAssembly with SIMD128 (else the portable build):
 
 ```js
 import {{ loadModel }} from "./{LOADER_FILE}";
-const model = await loadModel(new URL("./", import.meta.url));  // fetches {CARD_FILE} and the .wasm
+const model = await loadModel(new URL("./", import.meta.url));  // fetches {CARD_FILE}, the .wasm, the table
 const {{ top }} = model.classify(imageData);  // ImageData (any size: resized and cropped here) or
                                                // {card["input_size"]}x{card["input_size"]} pixels (Uint8Array)
 ```
@@ -150,8 +172,10 @@ def export_wasm(model, folder: str | Path, calibration: np.ndarray, **options) -
     binaries = {name: compile_wasm(sources, name) for name in builds_for(net.storage)}
     builds = {name: _build_facts(data, BUILDS[name][0]) for name, data in binaries.items()}
     preprocessing = json.loads(json.dumps(input_settings(model.weights_info.preprocessing, net.size)))
-    card = model_card(net, preprocessing, builds, facts["calibration"])
+    table = {**_build_facts(sources[TABLE_FILE], TABLE_FILE), "layout": facts["layout"]}
+    card = model_card(net, preprocessing, builds, table, facts["calibration"])
     files: dict[str, bytes | str] = {BUILDS[name][0]: data for name, data in binaries.items()}
+    files[TABLE_FILE] = sources[TABLE_FILE]
     files[CARD_FILE] = json.dumps(card, indent=1) + "\n"
     files[LOADER_FILE] = _package_file(__name__, "squeezenet.js")
     files[PREPROCESS_FILE] = _package_file("squeezenet.data", "preprocess.js")

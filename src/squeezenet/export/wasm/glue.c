@@ -15,8 +15,17 @@ int32_t squeezenet_input_size(void) { return SQUEEZENET_INPUT_SIZE; }
 int32_t squeezenet_input_channels(void) { return SQUEEZENET_INPUT_CHANNELS; }
 int32_t squeezenet_num_classes(void) { return SQUEEZENET_NUM_CLASSES; }
 
-/* the top-1 class of the image in squeezenet_image(); the scores in squeezenet_scores() */
+/* the top-1 class of the image in squeezenet_image(); the scores in squeezenet_scores(); -2 before a
+ * weight table is bound */
 int32_t squeezenet_classify(void) { return squeezenet_run(sqn_wasm_image, sqn_wasm_scores); }
+
+/* The weights are not in the module (built with SQN_LINKED_TABLE 0): the loader grows the memory past
+ * __heap_base (where the linker ends the data and the stack), writes the table (squeezenet_weights.bin)
+ * at squeezenet_table() and binds it with squeezenet_use_table, which returns squeezenet_use_weights's
+ * result. A model fine-tuned from this one (the same code) is then a new table, not a new module. */
+extern unsigned char __heap_base;
+uint8_t *squeezenet_table(void) { return (uint8_t *)(((uintptr_t)&__heap_base + 15u) & ~(uintptr_t)15u); }
+int32_t squeezenet_use_table(uint32_t bytes) { return squeezenet_use_weights(squeezenet_table(), bytes); }
 
 /* the products the convolutions run on: 0 the portable loops, 1 i32x4.dot_i16x8_s, 2 relaxed SIMD on
  * 7-bit pieces, 3 relaxed SIMD on bytes (where the engine multiplies them exactly); request one of

@@ -1,8 +1,5 @@
-// Runs a SqueezeNet exported by `squeezenet export --format wasm` (the integer C export as WebAssembly,
-// weights inside). No dependency but preprocess.js (the server's resize and crop); browsers, Workers, Node.js.
-//
-//   const model = await loadModel(new URL("./", import.meta.url)); // or loadModel({card, wasm})
-//   const { top } = model.classify(imageData); // [{index, name, score}, ...]
+// Runs a SqueezeNet of `squeezenet export --format wasm` (module and weight table; docs/wasm.md) in
+// browsers, Workers, Node.js. Needs only preprocess.js (the server's resize and crop).
 import { cropPixels } from "./preprocess.js";
 
 export class SqueezeNetError extends Error {
@@ -12,8 +9,7 @@ export class SqueezeNetError extends Error {
   }
 }
 
-// (module (func (result v128) ...)): valid where the engine runs SIMD128 (i32.const 0 i8x16.splat
-// i8x16.popcnt), or relaxed SIMD (three splats, i32x4.relaxed_dot_i8x16_i7x16_add_s)
+// (module (func (result v128) ...)) of i8x16.splat then i8x16.popcnt (SIMD128) or a relaxed dot
 const SPLAT = [65, 0, 253, 15];
 function valid(body) {
   try {
@@ -30,43 +26,33 @@ export const relaxedSupported = () => valid([...SPLAT, ...SPLAT, ...SPLAT, 253, 
 export const DOTS = ["portable", "i16", "i7", "u8"];
 
 const EXPORTS = [
-  "memory", "squeezenet_classify", "squeezenet_image", "squeezenet_scores",
-  "squeezenet_input_size", "squeezenet_input_channels", "squeezenet_num_classes", "squeezenet_dots",
+  "memory", "squeezenet_classify", "squeezenet_image", "squeezenet_scores", "squeezenet_input_size",
+  "squeezenet_input_channels", "squeezenet_num_classes", "squeezenet_dots", "squeezenet_table", "squeezenet_use_table",
 ];
-
-function hex(buffer) {
-  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
-}
+// squeezenet_use_weights's refusals (squeezenet_model.h)
+const REFUSED = ["", "missing", "not a weight table", "made for another model's code", "damaged (length or CRC-32)",
+  "has a field this code cannot run"];
 
 // SHA-256 where the host has Web Crypto (secure contexts, Node.js), else null
 async function sha256(bytes) {
-  const subtle = globalThis.crypto && globalThis.crypto.subtle;
-  return subtle ? hex(await subtle.digest("SHA-256", bytes)) : null;
+  const subtle = globalThis.crypto?.subtle;
+  const hex = (b) => b.toString(16).padStart(2, "0");
+  return subtle ? Array.from(new Uint8Array(await subtle.digest("SHA-256", bytes)), hex).join("") : null;
 }
 
 async function fetchOk(url, what) {
-  if (url.protocol === "file:") return fileResponse(url, what);
-  let response;
   try {
-    response = await fetch(url);
+    // Node.js's fetch takes no file: URLs; its file system does
+    if (url.protocol === "file:") return new Response(await (await import("node:fs/promises")).readFile(url));
+    const response = await fetch(url);
+    if (response.ok) return response;
+    throw new Error(`HTTP ${response.status}`);
   } catch (error) {
     throw new SqueezeNetError(`cannot fetch the ${what} ${url}: ${error.message}`);
   }
-  if (!response.ok) throw new SqueezeNetError(`cannot fetch the ${what} ${url}: HTTP ${response.status}`);
-  return response;
 }
 
-// Node.js's fetch takes no file: URLs; its file system does
-async function fileResponse(url, what) {
-  try {
-    const { readFile } = await import("node:fs/promises");
-    return new Response(await readFile(url));
-  } catch (error) {
-    throw new SqueezeNetError(`cannot read the ${what} ${url.pathname}: ${error.message}`);
-  }
-}
-
-// the body as bytes, telling onProgress({loaded, total}) as they arrive
+// the body, telling onProgress({loaded, total})
 async function readBytes(response, onProgress) {
   const total = Number(response.headers.get("content-length")) || null;
   if (!response.body || !onProgress) return new Uint8Array(await response.arrayBuffer());
@@ -84,46 +70,47 @@ async function readBytes(response, onProgress) {
 
 function checkCard(card) {
   if (!card || card.format !== "squeezenet-wasm") {
-    throw new SqueezeNetError("not a model card of `squeezenet export --format wasm` (format is not squeezenet-wasm)");
+    throw new SqueezeNetError("not a model card of `squeezenet export --format wasm`");
   }
-  if (card.version !== 1) throw new SqueezeNetError(`model card version ${card.version}: this loader reads version 1`);
+  if (card.version !== 2) throw new SqueezeNetError(`model card version ${card.version}: this loader reads version 2`);
 }
 
-// Loads the model. source: the exported folder's URL, or {card, wasm} already in memory (wasm:
-// the bytes of the build named by options.build). options: build ("relaxed", "simd"
-// or "portable"; default: the first the card has and the engine runs), onProgress ({loaded, total}
-// while the .wasm downloads). Every failure is a SqueezeNetError with one line.
-export async function loadModel(source, options = {}) {
-  const inMemory = source && typeof source === "object" && !(source instanceof URL) && "card" in source;
-  const base = inMemory ? null : new URL(source || "./", globalThis.location ? globalThis.location.href : undefined);
-  let card = inMemory ? source.card : null;
-  if (!card) {
-    const response = await fetchOk(new URL("squeezenet.json", base), "model card");
-    try {
-      card = await response.json();
-    } catch {
-      throw new SqueezeNetError("the model card squeezenet.json is not JSON");
-    }
-  }
-  checkCard(card);
-  const runs = { relaxed: relaxedSupported, simd: simdSupported, portable: () => true };
-  const build = options.build || Object.keys(runs).find((b) => card.builds && card.builds[b] && runs[b]());
-  const entry = card.builds && card.builds[build];
-  if (!entry) throw new SqueezeNetError(`the model card has no ${build} build`);
-  const bytes = inMemory
-    ? new Uint8Array(source.wasm)
-    : await readBytes(await fetchOk(new URL(entry.file, base), "module"), options.onProgress);
+async function checked(bytes, entry) {
   const digest = await sha256(bytes);
   if (digest !== null && digest !== entry.sha256) {
     throw new SqueezeNetError(`${entry.file}: SHA-256 ${digest.slice(0, 12)} is not the model card's ${entry.sha256.slice(0, 12)}`);
   }
+  return digest !== null;
+}
+
+// source: the folder's URL, or {card, wasm, table} (wasm: options.build's bytes). options: build (relaxed,
+// simd, portable; default: the first the card has and the engine runs), onProgress({file, loaded, total}).
+// Every failure is a SqueezeNetError with one line.
+export async function loadModel(source, options = {}) {
+  const inMemory = source && typeof source === "object" && !(source instanceof URL) && "card" in source;
+  const base = inMemory ? null : new URL(source || "./", globalThis.location?.href);
+  const card = inMemory
+    ? source.card
+    : await (await fetchOk(new URL("squeezenet.json", base), "model card")).json().catch(() => null);
+  checkCard(card);
+  const runs = { relaxed: relaxedSupported, simd: simdSupported, portable: () => true };
+  const build = options.build || Object.keys(runs).find((b) => card.builds?.[b] && runs[b]());
+  const entry = card.builds?.[build];
+  if (!entry) throw new SqueezeNetError(`the model card has no ${build} build`);
+  const read = async (file, what) => {
+    const progress = options.onProgress;
+    return readBytes(await fetchOk(new URL(file, base), what), progress && ((p) => progress({ file, ...p })));
+  };
+  const bytes = inMemory ? new Uint8Array(source.wasm) : await read(entry.file, "module");
+  const table = inMemory ? new Uint8Array(source.table) : await read(card.table.file, "weight table");
+  const hashChecked = (await checked(bytes, entry)) && (await checked(table, card.table));
   let instance;
   try {
     ({ instance } = await WebAssembly.instantiate(bytes, {}));
   } catch (error) {
     throw new SqueezeNetError(`${entry.file} does not compile or instantiate here: ${error.message}`);
   }
-  return new SqueezeNetModel(instance.exports, card, { build, module: bytes, hashChecked: digest !== null });
+  return new SqueezeNetModel(instance.exports, card, { build, module: bytes, table, hashChecked });
 }
 
 function isDecodedImage(input) {
@@ -131,10 +118,7 @@ function isDecodedImage(input) {
   return kinds.some((kind) => typeof globalThis[kind] === "function" && input instanceof globalThis[kind]);
 }
 
-function describe(input) {
-  if (input === null || input === undefined) return String(input);
-  return input.constructor ? input.constructor.name : typeof input;
-}
+const describe = (input) => (input == null ? String(input) : input.constructor ? input.constructor.name : typeof input);
 
 export class SqueezeNetModel {
   constructor(exports, card, facts) {
@@ -143,7 +127,8 @@ export class SqueezeNetModel {
     this.exports = exports;
     this.card = card;
     this.build = facts.build;
-    this.module = facts.module; // the checked bytes, for a page that keeps them to patch (bytedelta.js)
+    this.module = facts.module; // checked bytes, for a page that keeps them to patch
+    this.table = facts.table;
     this.wasmBytes = facts.module.byteLength;
     this.hashChecked = facts.hashChecked;
     this.dots = DOTS[exports.squeezenet_dots(-1)];
@@ -152,16 +137,28 @@ export class SqueezeNetModel {
     this.numClasses = exports.squeezenet_num_classes();
     const shape = [card.input_size, card.input_channels, card.num_classes];
     if (shape.join() !== [this.size, this.channels, this.numClasses].join()) {
-      throw new SqueezeNetError(`the module is a ${this.size}px, ${this.channels}-channel, ${this.numClasses}-class model; the card says ${shape.join(", ")}`);
+      throw new SqueezeNetError(`the module's shape ${[this.size, this.channels, this.numClasses]} is not the card's ${shape}`);
     }
+    this.bind(facts.table);
+  }
+
+  // writes the table past the module's data and stack, and binds it
+  bind(table) {
+    const { memory } = this.exports;
+    const at = this.exports.squeezenet_table();
+    const short = at + table.length - memory.buffer.byteLength;
+    if (short > 0) memory.grow(Math.ceil(short / 65536));
+    new Uint8Array(memory.buffer, at, table.length).set(table);
+    const code = this.exports.squeezenet_use_table(table.length);
+    if (code) throw new SqueezeNetError(`${this.card.table.file}: ${REFUSED[-code] || `refused (${code})`}`);
   }
 
   get inputBytes() {
     return this.size * this.size * this.channels;
   }
 
-  // the crop's pixels from: pixels already cropped (size*size*channels bytes, RGB or gray); an ImageData-like
-  // {data (RGBA), width, height}, resized and cropped as the card says; a decoded image (drawn on a canvas)
+  // the crop's pixels from: cropped pixels (RGB or gray); an ImageData-like {data (RGBA), width, height},
+  // resized and cropped as the card says; a decoded image
   pixels(input) {
     if (input instanceof Uint8Array || input instanceof Uint8ClampedArray) {
       if (input.length !== this.inputBytes) {
@@ -185,21 +182,21 @@ export class SqueezeNetModel {
   imageData(image) {
     const width = image.naturalWidth || image.displayWidth || image.width;
     const height = image.naturalHeight || image.displayHeight || image.height;
-    if (typeof OffscreenCanvas !== "function") throw new SqueezeNetError("decoding an image needs OffscreenCanvas: pass an ImageData");
+    if (typeof OffscreenCanvas !== "function") throw new SqueezeNetError("decoding needs OffscreenCanvas: pass an ImageData");
     if (!width || !height) throw new SqueezeNetError("the image has no pixels (not loaded, or broken)");
     const context = new OffscreenCanvas(width, height).getContext("2d");
     context.drawImage(image, 0, 0);
     return context.getImageData(0, 0, width, height);
   }
 
-  // -> {best, top: [{index, name, score (the fp32 logit it stands for), integer}], scores (Int32Array), ms}
+  // -> {best, top: [{index, name, score (the fp32 logit), integer}], scores (Int32Array), ms}
   classify(input, { topk = 5 } = {}) {
     const pixels = this.pixels(input);
     const memory = this.exports.memory.buffer;
     new Uint8Array(memory, this.exports.squeezenet_image(), this.inputBytes).set(pixels);
-    const start = globalThis.performance ? performance.now() : Date.now();
+    const start = performance.now();
     const best = this.exports.squeezenet_classify();
-    const ms = (globalThis.performance ? performance.now() : Date.now()) - start;
+    const ms = performance.now() - start;
     const scores = new Int32Array(memory, this.exports.squeezenet_scores(), this.numClasses).slice();
     const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
     const top = order.slice(0, Math.max(1, Math.min(topk, this.numClasses))).map((index) => ({

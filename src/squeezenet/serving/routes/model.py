@@ -35,7 +35,12 @@ BROWSER_MODEL_URL = "/v1/model/browser.onnx"
 # the WebAssembly folder of one model, by its id: the files never change under a URL, so browsers
 # keep them (immutable) and a swapped model is a new URL
 WASM_BASE = "/v1/model/wasm/"
-WASM_TYPES = {".wasm": "application/wasm", ".js": "text/javascript", ".json": "application/json"}
+WASM_TYPES = {
+    ".wasm": "application/wasm",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".bin": "application/octet-stream",  # the weight table
+}
 ONNX_TYPE = "application/octet-stream"
 DELTA_TYPE = "application/octet-stream"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -148,13 +153,14 @@ async def model_delta(service: ServiceDep, from_: str = Query(alias="from", max_
 
 @router.get(
     "/v1/model/wasm-delta",
-    summary="The page's update: a byte delta of its WebAssembly module (--browser-model wasm)",
+    summary="The page's update: a byte delta of its weight table or module (--browser-model wasm)",
     description=(
-        "from: the id of the model whose WebAssembly build the page holds; file: the module it holds "
-        "(squeezenet.wasm, squeezenet-relaxed.wasm or squeezenet-portable.wasm). The body turns that file "
-        "into the same file of the model served now (format in serving/bytedelta.py; the page checks the "
-        "result's SHA-256 against the new model card). 404 when there is none: the page then downloads the "
-        "whole module."
+        "from: the id of the model whose WebAssembly build the page holds; file: the file it holds "
+        "(squeezenet_weights.bin, the weight table, or a module: squeezenet.wasm, squeezenet-relaxed.wasm, "
+        "squeezenet-portable.wasm). The body turns that file into the same file of the model served now "
+        "(format in serving/bytedelta.py; the page checks the result's SHA-256 against the new model card). "
+        "A model of the same code (made by train --update-of) changes the table alone: the page keeps its "
+        "module. 404 when there is none: the page then downloads the whole file."
     ),
     response_class=Response,
     responses={
@@ -264,7 +270,7 @@ async def browser_model(request: Request, service: ServiceDep) -> Response:
     summary="A file of the WebAssembly build the page runs (--browser-model wasm)",
     response_class=Response,
     responses={
-        **content_response("application/wasm", "the module, its card (JSON) or its loader (JavaScript)"),
+        **content_response("application/wasm", "the module, its weight table, card (JSON) or loader (JavaScript)"),
         **problem_responses({404: "no such file, a model no longer served, or no WebAssembly build"}),
     },
 )

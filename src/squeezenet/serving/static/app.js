@@ -199,7 +199,7 @@ async function enableWasm(info) {
   let ready;
   try {
     worker.postMessage({ load: base, id: info.model.id, previous: keptModel() });
-    ready = await workerReady(worker, info.model.bytes);
+    ready = await workerReady(worker, info.model.bytes + (info.model.table ? info.model.table.bytes : 0));
   } catch (error) {
     worker.terminate();
     throw error;
@@ -210,21 +210,22 @@ async function enableWasm(info) {
   const checked = `ready in ${ms(performance.now() - started)}${ready.hashChecked ? "; SHA-256 checked" : ""}`;
   const u = ready.update;
   if (u && !u.failed) {
+    const how = u.moduleKept ? "the module it held runs the new weight table" : "module and weight table patched";
     status(
       `updated from model ${u.from}: fetched a ${number(u.deltaBytes)}-byte delta instead of the whole ` +
-        `${number(u.moduleBytes)}-byte module (${ready.build} build, ${info.model.weights} weights); ${checked}`,
+        `${number(u.wholeBytes)}-byte model (${how}; ${ready.build} build, ${info.model.weights} weights); ${checked}`,
     );
     return;
   }
   const failed = u && u.failed ? ` (the update from model ${u.from} did not apply: ${u.failed})` : "";
   status(
-    `downloaded once: the WebAssembly model (${ready.build} build, ${info.model.weights} weights), ${bytes(ready.bytes)}; ` +
+    `downloaded once: the WebAssembly model (${ready.build} build, ${info.model.weights} weights), ${bytes(ready.bytes)} with its weight table; ` +
       `${number(ready.wire)} bytes on the wire with its loader and card; no runtime to download; ${checked}${failed}`,
   );
 }
 
-// The WebAssembly module the page holds (the worker keeps its bytes in the Cache API), so that the
-// next model arrives as a delta from it: {id, build, file, url}, or null.
+// The WebAssembly model the page holds (the worker keeps module and weight table in the Cache API), so
+// that the next model arrives as a delta from it: {id, build, file, sha256, url, tableUrl}, or null.
 const KEPT_MODEL = "squeezenet-wasm-model";
 function keptModel() {
   try {

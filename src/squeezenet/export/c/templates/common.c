@@ -91,6 +91,18 @@ typedef struct {
     uint32_t in;
 } sqn_classifier;
 
+/* where the weight table's fields go (table.c): a convolution's from its first field on, a bypass's one */
+typedef struct {
+    sqn_conv *conv;
+    uint16_t field;
+    uint8_t compressed;
+} sqn_conv_binding;
+
+typedef struct {
+    sqn_fire *fire;
+    uint16_t field;
+} sqn_bypass_binding;
+
 /* min(top, (max(acc, 0) * m + 2^(n-1)) >> n): ReLU, fixed-point multiply, round half up, saturate */
 static uint32_t sqn_requant_to(int32_t acc, int32_t m, int n, uint32_t top)
 {
