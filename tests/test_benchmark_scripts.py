@@ -134,6 +134,7 @@ RENDERERS = {
     "compress_sequential": "compress_sequential",
     "compress_scaling": "compress_scaling",
     "patch_steps": "patch_steps",
+    "table_delta": "table_delta",
 }
 RECORDS = sorted([*RESULTS.glob("*.json"), *(BENCHMARKS / "studies" / "results").glob("*.json")])
 

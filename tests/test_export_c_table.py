@@ -20,12 +20,16 @@ import pytest
 from squeezenet.cli.main import main
 from squeezenet.errors import DeployError
 from squeezenet.export.c import build_c, reference, write_folder
+from squeezenet.export.c.integerize import FloatConv, file_numbering
 from squeezenet.export.c.pixels import normalized
 from squeezenet.export.c.table import ENTRY, HEADER, TABLE_FILE, parse_table
 from squeezenet.models import from_spec
 from squeezenet.models.fold import fold_batchnorm
 from squeezenet.models.spec import V1_1_CIFAR
+from squeezenet.serving.bytedelta import make_byte_delta
 from squeezenet.weights import build_model_from_weights
+from squeezenet.weights.sqz_codec.layout import read_layout, write_layout
+from squeezenet.weights.sqz_codec.tensors import SparseTensor
 from test_export_c import ASAN, PRE_32, random_cifar_like, sample_images, tc
 
 pytestmark = pytest.mark.slow
@@ -270,3 +274,56 @@ def test_forged_headers_directories_and_parameters_never_crash_the_binder(pair, 
     results = [int(line) for line in done.stdout.split()]
     assert len(results) == len(tables) and set(results) <= {0, -2, -3, -4, -5}
     assert results[-1] == 0 and results.count(0) < len(results) // 2
+
+
+# ------------------------------------------------- a codebooks update: the file's numbering is kept
+
+
+def test_file_numbering_keeps_the_files_indices_through_crossings_and_meetings():
+    weight = np.array([0.0, 0.5, -0.2, 0.5, 0.3, 0.3, 0.0, -0.2])  # 0.3 twice under two stored indices
+    stored = np.array([-1, 0, 1, 0, 2, 3, -1, 1], dtype=np.int32)  # the file: 0.5 first, then -0.2, 0.3, 0.3
+    conv = FloatConv("x", weight.reshape(1, 8, 1, 1), np.zeros(1), stored_codes=stored)
+    values, codes, positions = file_numbering(conv)
+    assert positions.tolist() == [1, 2, 3, 4, 5, 7]
+    assert values.tolist() == [0.5, -0.2, 0.3, 0.3] and codes.tolist() == [0, 1, 0, 2, 3, 1]
+    assert file_numbering(FloatConv("x", weight.reshape(1, 8, 1, 1), np.zeros(1))) is None  # not from a .sqz
+    two_values = stored.copy()
+    two_values[4] = 0  # one stored index for 0.5 and 0.3 (conv1 folded with unequal channel scales)
+    assert file_numbering(FloatConv("x", weight.reshape(1, 8, 1, 1), np.zeros(1), stored_codes=two_values)) is None
+
+
+def _crossed_and_met(data: bytes) -> bytes:
+    """Every squeeze layer's shared values moved as training may move them, its indices kept: two
+    neighbours carried past each other, two others meeting on one value (stored unpacked: a packed
+    codebook is sorted, which would renumber the codes; train --update-of keeps the base's order)."""
+    layout = read_layout(data)
+    for plan in layout.tensors:
+        t = plan.tensor
+        if isinstance(t, SparseTensor) and plan.name.endswith("squeeze.weight") and len(t.codebook) > 8:
+            codebook = t.codebook.copy()
+            codebook[[3, 4]] = codebook[[4, 3]]
+            codebook[7] = codebook[6]
+            plan.tensor, plan.packed = SparseTensor(t.shape, codebook * np.float32(1.01), t.codes, t.positions), False
+    return write_layout(layout)
+
+
+def test_a_codebooks_update_keeps_every_stream_and_changes_the_table_by_its_values(images, tmp_path):
+    """The same layers' weights, values moved (crossed, met): the C export numbers them as the file
+    does, so every layer's codes and rANS words are the base's and the table's byte delta is its
+    values; the moved model still runs bit for bit as its reference."""
+    base = tmp_path / "base.sqz"
+    weights = random_cifar_like(tmp_path / "base.safetensors")
+    assert main(["compress", "-w", str(weights), "-o", str(base), "--density", "0.5", "--method", "nearest"]) == 0
+    moved = tmp_path / "moved.sqz"
+    moved.write_bytes(_crossed_and_met(base.read_bytes()))
+    (folder_a, net_a, _), (folder_b, net_b, _) = (
+        _export(path, "compressed", images, tmp_path / path.stem) for path in (base, moved)
+    )
+    for a, b in zip(net_a.convs(), net_b.convs(), strict=True):
+        assert np.array_equal(a.codes, b.codes) and np.array_equal(a.positions, b.positions), a.name
+    crossed = [b for b in net_b.convs() if b.name.endswith("squeeze")]
+    assert crossed and all(np.any(np.diff(b.codebook.astype(np.int32)) < 0) for b in crossed)  # unsorted, as stored
+    old, new = ((folder / TABLE_FILE).read_bytes() for folder in (folder_a, folder_b))
+    assert len(make_byte_delta(old, new)) < len(new) // 20  # the words are copied: a 20th would be one layer
+    exe = tc.compile_host(folder_b, tc.harness_source(images[1]), tmp_path / "run")
+    assert np.array_equal(tc.run_program([str(exe)]).scores, reference.run_batch(net_b, images[1]))

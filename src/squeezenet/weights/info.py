@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from squeezenet.data.preprocessing import Preprocessing
@@ -65,3 +66,5 @@ class WeightsInfo:
 class LoadedWeights:
     info: WeightsInfo
     state_dict: dict[str, torch.Tensor]
+    # a .sqz's quantized tensors: each weight's codebook index as the file numbers it (flat, -1: none)
+    stored_codes: dict[str, np.ndarray] = field(default_factory=dict)

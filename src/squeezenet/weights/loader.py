@@ -94,7 +94,8 @@ def build_model_from_weights(
     in_chans: int | None = None,
     **kwargs: Any,
 ):
-    """A ready model (eval mode) for ``weights``; ``model.weights_info`` says how to use it.
+    """A ready model (eval mode) for ``weights``; ``model.weights_info`` says how to use it, and for a
+    ``.sqz`` ``model.stored_codes`` how the file numbers each codebook (``LoadedWeights.stored_codes``).
 
     ``arch`` may name another registered model whose tensors have the same shapes (for
     example plain ``squeezenet1_0`` for the Caffe weights); anything else is a mismatch.
@@ -115,6 +116,7 @@ def build_model_from_weights(
     _check_fits(model, loaded.state_dict, f"weights for {loaded.info.arch}")
     model.load_state_dict(loaded.state_dict)
     model.weights_info = info
+    model.stored_codes = loaded.stored_codes  # how a .sqz numbers its codebooks (the C export keeps it)
     return model.eval()
 
 

@@ -14,7 +14,7 @@ import torch
 from squeezenet.errors import SqueezeNetError, WeightsError
 from squeezenet.models import from_spec
 from squeezenet.weights.info import LoadedWeights, WeightsInfo
-from squeezenet.weights.sqz_codec import SqzError, decode_sqz
+from squeezenet.weights.sqz_codec import SqzError, decode_sqz_codes
 
 
 def _expected_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
@@ -31,14 +31,14 @@ def _expected_shapes(meta: dict) -> dict[str, tuple[int, ...]]:
 
 def decode_sqz_bytes(data: bytes, what: str = ".sqz data") -> LoadedWeights:
     try:
-        meta, arrays = decode_sqz(data, expected_shapes=_expected_shapes)
+        meta, arrays, codes = decode_sqz_codes(data, expected_shapes=_expected_shapes)
         info = WeightsInfo.from_metadata(meta)
     except SqzError as exc:
         raise WeightsError(f"{what}: {exc}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise WeightsError(f"{what}: malformed .sqz metadata ({exc})") from None
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-    return LoadedWeights(info, state)
+    return LoadedWeights(info, state, codes)
 
 
 def read_sqz(path: str | Path) -> LoadedWeights:

@@ -63,11 +63,15 @@ class FloatConv:
     bias: np.ndarray  # float64 [cout]
     stride: int = 1
     padding: int = 0
+    stored_codes: np.ndarray | None = None  # a .sqz's codebook index per weight (flat, -1: none), or None
 
 
-def _conv(name: str, module: torch.nn.Conv2d) -> FloatConv:
+def _conv(model, name: str, module: torch.nn.Conv2d) -> FloatConv:
     bias = module.bias.detach().double().numpy() if module.bias is not None else np.zeros(module.out_channels)
-    return FloatConv(name, module.weight.detach().double().numpy(), bias, module.stride[0], module.padding[0])
+    weight = module.weight.detach().double().numpy()
+    codes = getattr(model, "stored_codes", {}).get(f"{name}.weight")
+    codes = codes if codes is not None and codes.size == weight.size else None
+    return FloatConv(name, weight, bias, module.stride[0], module.padding[0], codes)
 
 
 def check_supported(model) -> None:
@@ -91,7 +95,7 @@ def _plain(model):
     model = model.float().cpu().eval()
     if model.spec.batch_norm:
         folded = fold_batchnorm(model)
-        folded.weights_info = getattr(model, "weights_info", None)
+        folded.weights_info = getattr(model, "weights_info", None)  # folding changes the values: no stored codes
         model = folded
     return model
 
@@ -221,6 +225,31 @@ def _codes(conv: FloatConv, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.searchsorted(values, flat[positions]).astype(np.uint8), positions
 
 
+def file_numbering(conv: FloatConv) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(values, codes, positions) of the non-zero weights numbered as the ``.sqz`` numbers them, where
+    the layer came from one (else None: numbered by value, ``_codes``).
+
+    A model fine-tuned with its masks and indices frozen (``train --update-of --update-level
+    codebooks``) keeps its base's indices while its shared values move: two may cross, or meet on the
+    grid a packed codebook stores. Numbered by value, the layer's codes, and with them its whole rANS
+    stream, would change at any such crossing; numbered as the file does, only the codebook's values
+    change, and an update of the weight table stays about the size of the change. A fresh ``.sqz``
+    numbers by value, so its export is the same either way."""
+    if conv.stored_codes is None:
+        return None
+    flat = conv.weight.reshape(-1)
+    positions = np.flatnonzero(flat)
+    stored = conv.stored_codes[positions]
+    if len(stored) == 0 or stored.min() < 0:
+        return None  # a weight the file does not list: not the file's tensor
+    used, codes = np.unique(stored, return_inverse=True)  # the file's order, without indices no weight uses
+    values = np.zeros(len(used))
+    values[codes] = flat[positions]
+    if len(used) > MAX_CODEBOOK or not np.array_equal(values[codes], flat[positions]):
+        return None  # one stored index, two values: conv1 folded with unequal channel scales
+    return values, codes.astype(np.uint8), positions
+
+
 def _layer_multiplier(conv: FloatConv, real: float) -> tuple[int, int]:
     try:
         return quantize_multiplier(real)
@@ -237,8 +266,9 @@ def _exact_codebook(conv: FloatConv, values: np.ndarray, s_in: float, s_out: flo
     if largest_bias > 0:  # the bias too must stay below 2^29 accumulator units (a finer unit makes it larger)
         limit = max(WEIGHT_MAX, min(limit, int(np.abs(values).max() * s_in * (1 << 29) / largest_bias)))
     unit = np.abs(values).max() / limit
+    numbered = file_numbering(conv)
+    values, codes, positions = numbered if numbered is not None else (values, *_codes(conv, values))
     codebook = np.clip(np.round(values / unit), -limit, limit).astype(np.int16)
-    codes, positions = _codes(conv, values)
     q = np.zeros(conv.weight.size, np.int16)
     q[positions] = codebook[codes]
     layer = _layer_multiplier(conv, s_in * unit / s_out)
@@ -313,16 +343,19 @@ def _stem(model, pre, s_out: float, compressed: bool, stats: LayerStats | None) 
 
     Folding scales each input channel by 1/std: with equal stds (the Caffe weights) a codebook
     stays a codebook and a compressed build stores conv1 compressed too; otherwise it is int8."""
-    conv = _conv("features.0", model.features[0])
+    conv = _conv(model, "features.0", model.features[0])
     rng = 1.0 / 255.0 if pre.pixel_range == 1.0 else 1.0
     mean, std = np.array(pre.mean, np.float64), np.array(pre.std, np.float64)
     weight = conv.weight * (rng / std)[None, :, None, None]  # per model input channel
     centre = mean / rng  # the mean in pixel units
     zero = np.clip(np.round(centre), 0, 255)
     bias = conv.bias - (weight * (centre - zero)[None, :, None, None]).sum(axis=(1, 2, 3))
+    codes = None if conv.stored_codes is None else conv.stored_codes.reshape(weight.shape)
     if pre.channel_order == "BGR":  # the entry point takes RGB bytes
         weight, zero = weight[:, ::-1], zero[::-1]
-    folded = FloatConv(conv.name, np.ascontiguousarray(weight), bias, conv.stride, conv.padding)
+        codes = None if codes is None else codes[:, ::-1]
+    codes = None if codes is None else np.ascontiguousarray(codes).reshape(-1)
+    folded = FloatConv(conv.name, np.ascontiguousarray(weight), bias, conv.stride, conv.padding, codes)
     values = distinct_values(folded.weight)
     if compressed and 0 < len(values) <= MAX_CODEBOOK:  # a codebook survives folding when the stds are equal
         return _exact_codebook(folded, values, 1.0, s_out, ACTIVATION_MAX), zero.astype(np.int64)
@@ -363,9 +396,9 @@ def _quant_fires(model, scale, side: int, compressed: bool, stats, stem_max: int
         pooled = i in model.spec.pool_after
         fires.append(
             QuantFire(
-                _layer(_conv(f"{prefix}.squeeze", fire.squeeze), s_in, s_sq, compressed, stats, in_max),
-                _layer(_conv(f"{prefix}.expand1x1", fire.expand1x1), s_sq, s_out, compressed, stats, sq_max),
-                _layer(_conv(f"{prefix}.expand3x3", fire.expand3x3), s_sq, s_out, compressed, stats, sq_max),
+                _layer(_conv(model, f"{prefix}.squeeze", fire.squeeze), s_in, s_sq, compressed, stats, in_max),
+                _layer(_conv(model, f"{prefix}.expand1x1", fire.expand1x1), s_sq, s_out, compressed, stats, sq_max),
+                _layer(_conv(model, f"{prefix}.expand3x3", fire.expand3x3), s_sq, s_out, compressed, stats, sq_max),
                 side,
                 pooled,
                 bypass,
@@ -416,7 +449,7 @@ def quantize_net(
     if spec.stem_pool:
         side = -(-(side - 3) // 2) + 1
     fires, side, s_in = _quant_fires(model, scale, side, compressed, stats, stem_max, sq_max)
-    classifier = _layer(_conv("classifier.1", model.final_conv), s_in, scale["classifier"], compressed, stats)
+    classifier = _layer(_conv(model, "classifier.1", model.final_conv), s_in, scale["classifier"], compressed, stats)
     pixels = (side + 2 * classifier.padding) ** 2
     return QuantNet(
         arch=info.arch if info is not None else getattr(model, "arch", "squeezenet"),

@@ -61,7 +61,7 @@ from .constants import (
     SEC_TENSOR,
     VERSION,
 )
-from .container import decode_sqz, encode_sqz
+from .container import decode_sqz, decode_sqz_codes, encode_sqz
 from .freqs import normalize_freqs, normalize_weights, quantize_counts, table_weights
 from .huffman import HUFFMAN_MAX_LEN, huffman_decode, huffman_encode, huffman_lengths, pack_bits, unpack_bits
 from .metadata import LZMA_RAW, SHARED_LIST_FILE, XZ_MEMLIMIT, pack_metadata, shared_values, unpack_metadata
@@ -128,6 +128,7 @@ __all__ = [
     "cumulative",
     "decode_groups",
     "decode_sqz",
+    "decode_sqz_codes",
     "decode_tensor",
     "deflate",
     "encode_groups",

@@ -14,7 +14,7 @@ from .bundle import RansStream, decode_groups, encode_groups, rans_decode, split
 from .constants import DEFAULT_STEPS, MAGIC, MAX_TOTAL_NUMEL, READABLE_VERSIONS, SEC_META, SEC_RANS, SEC_TENSOR, VERSION
 from .metadata import pack_metadata, unpack_metadata
 from .reader import Reader, check, checked_file
-from .tensors import PendingTensor, TensorPlan, decode_tensor, encode_tensor, finish_tensor
+from .tensors import PendingTensor, TensorPlan, decode_tensor, encode_tensor, finish_tensor, stored_codes
 
 
 def _section(tag: bytes, payload: bytes) -> bytes:
@@ -71,6 +71,16 @@ def decode_sqz(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.nd
     """
     parsed = parse_sqz(data, expected_shapes)
     return parsed.meta, {p.name: finish_tensor(p, parsed.symbols) for p in parsed.tensors}
+
+
+def decode_sqz_codes(data: bytes, expected_shapes=None) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``decode_sqz``, and each quantized tensor's stored codes (``stored_codes``): how the file numbers
+    its codebook, which a model fine-tuned with frozen indices keeps from its base, so that an export
+    that numbers its codebooks the same way changes only the values."""
+    parsed = parse_sqz(data, expected_shapes)
+    arrays = {p.name: finish_tensor(p, parsed.symbols) for p in parsed.tensors}
+    codes = {p.name: stored_codes(p, parsed.symbols) for p in parsed.tensors if p.dense is None}
+    return parsed.meta, arrays, codes
 
 
 @dataclass

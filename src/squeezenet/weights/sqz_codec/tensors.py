@@ -267,6 +267,15 @@ def finish_structure(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray
     return SparseTensor(p.shape, p.codebook, np.asarray(codes, np.int64), np.asarray(positions, np.int64))
 
 
+def stored_codes(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray:
+    """A quantized tensor's codebook index per element as the file numbers them (flat int32, -1 where
+    no entry is stored)."""
+    positions, codes, numel = _entries(p, rans_out)
+    flat = np.full(numel, -1, dtype=np.int32)
+    flat[slice(None) if positions is None else positions] = codes
+    return flat
+
+
 def finish_tensor(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray:
     if p.dense is not None:
         return p.dense
