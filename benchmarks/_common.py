@@ -21,6 +21,12 @@ def machine() -> dict:
     return {**info, "cores": info["usable_cores"], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def page_head(title: str, payload: dict) -> list[str]:
+    """A results page's first lines: its title, then the command and the machine it ran on."""
+    m = payload["machine"]
+    return [f"# {title}", "", f"Command: `{payload['command']}` ({m['cpu']}, {m['cores']} cores, {m['date']})", ""]
+
+
 def write_results(name: str, payload: dict, markdown: str, folder: Path | None = None) -> None:
     """``<name>.json`` and ``<name>.md`` in ``folder`` (default: the recorded results; a
     ``--tiny`` run passes its own folder, so that a smoke test never overwrites a record)."""

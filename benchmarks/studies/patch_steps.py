@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' helpers
 
-from _common import machine, write_results
+from _common import machine, page_head, write_results
 from bench_delta import RELEASE, coder_patch_ms
 from squeezenet.compression import CompressionConfig, compress, compress_update
 from squeezenet.weights import load_weights
@@ -74,12 +74,8 @@ def breakdown(old: bytes, delta: bytes) -> dict[str, float]:
 
 
 def markdown(payload: dict) -> str:
-    m = payload["machine"]
     lines = [
-        "# Patch time of a `full` update against rANS steps per lane",
-        "",
-        f"Command: `{payload['command']}` ({m['cpu']}, {m['cores']} cores, {m['date']})",
-        "",
+        *page_head("Patch time of a `full` update against rANS steps per lane", payload),
         f"Pair: the release compressed data-free and every kept weight moved by {payload['noise']:.0%} of its "
         f"layer's standard deviation, compressed against it (`full`); delta ops {payload['ops']}.",
         "",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' helpers
 
-from _common import imagenet_halves, machine, write_results
+from _common import imagenet_halves, machine, page_head, write_results
 from bench_delta import generic_baselines
 from squeezenet.export.c import build_c
 from squeezenet.export.c.table import TABLE_FILE
@@ -61,13 +61,8 @@ def pair_row(task: str, old: str, new: str, tables: dict, runs: Path) -> dict:
 
 
 def markdown(payload: dict) -> str:
-    m = payload["machine"]
     lines = [
-        "# Updates of the C export's weight table between fine-tuned models of one task",
-        "",
-        f"Command: `{payload['command']}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['date']}",
-        "",
+        *page_head("Updates of the C export's weight table between fine-tuned models of one task", payload),
         "The pairs: bench_delta's recorded updates of each task (runs/delta), exported with compressed weights and "
         f"calibrated on the same {payload['calibration_images']} images. Bytes; generic: the smaller of xz -9e after "
         "the old table and bsdiff4.",
