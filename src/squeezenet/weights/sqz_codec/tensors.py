@@ -268,10 +268,10 @@ def finish_structure(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray
 
 
 def stored_codes(p: PendingTensor, rans_out: list[np.ndarray]) -> np.ndarray:
-    """A quantized tensor's codebook index per element as the file numbers them (flat int32, -1 where
-    no entry is stored)."""
+    """A quantized tensor's codebook index per element as the file numbers them (flat int16: an
+    alphabet has at most MAX_ALPHABET = 4096 symbols; -1 where no entry is stored)."""
     positions, codes, numel = _entries(p, rans_out)
-    flat = np.full(numel, -1, dtype=np.int32)
+    flat = np.full(numel, -1, dtype=np.int16)
     flat[slice(None) if positions is None else positions] = codes
     return flat
 
