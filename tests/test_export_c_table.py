@@ -179,6 +179,10 @@ def test_tables_the_code_cannot_run_are_refused_with_one_line(pair, images, tmp_
         done = subprocess.run([str(demo), str(ppm), str(path)], capture_output=True, text=True)
         assert done.returncode == 1 and done.stdout == "", name
         assert done.stderr == f"{path}: {why}\n", name
+    (tmp_path / "empty.bin").write_bytes(b"")
+    for path in (tmp_path / "empty.bin", tmp_path / "absent.bin"):  # nothing to bind: refused before the binder
+        done = subprocess.run([str(demo), str(ppm), str(path)], capture_output=True, text=True)
+        assert done.returncode == 1 and done.stdout == "" and done.stderr == f"{path}: cannot read it\n", path
 
 
 @pytest.mark.parametrize("pair", ["compressed"], indirect=True)

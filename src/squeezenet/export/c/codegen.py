@@ -338,6 +338,7 @@ static int use_table(const char *path)
         table = (uint8_t *)malloc((size_t)n);
     if (!table || fread(table, 1, (size_t)n, f) != (size_t)n) {
         fprintf(stderr, "%s: cannot read it\n", path);
+        if (f) fclose(f);
         return 0;
     }
     fclose(f);

@@ -32,14 +32,6 @@ ALIGN = 4
 TABLE_FILE = "squeezenet_weights.bin"
 # per convolution: bias_shift, entries, codes, gap_alphabet, layer_mult, layer_shift (the last five: compressed layers)
 PARAMS = 6
-C_TYPES = {
-    np.dtype(np.int8): "int8_t",
-    np.dtype(np.uint8): "uint8_t",
-    np.dtype(np.int16): "int16_t",
-    np.dtype(np.uint16): "uint16_t",
-    np.dtype(np.int32): "int32_t",
-    np.dtype(np.uint32): "uint32_t",
-}
 
 
 @dataclass
@@ -47,10 +39,6 @@ class ParsedTable:
     layout: int
     fields: list[tuple[int, int]]  # (offset, count)
     data: bytes
-
-    def field(self, index: int, dtype) -> np.ndarray:
-        offset, count = self.fields[index]
-        return np.frombuffer(self.data, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=offset)
 
 
 class TableBuilder:
